@@ -1,0 +1,107 @@
+"""Addresses as operators write them, parsed once for the server and the client.
+
+    127.0.0.1:4000    host:port (a bare host name works too: localhost:4000)
+    [::1]:4000        IPv6 literal in brackets
+    :4000             loopback, port 4000 (never all interfaces by accident)
+    unix:/run/app.sock
+    fd://3            an inherited, already listening descriptor (server only)
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+__all__ = ["Address", "AddressError", "parse_address", "DEFAULT_PORT"]
+
+DEFAULT_PORT = 4000
+
+
+class AddressError(ValueError):
+    """An address string that cannot be understood; the message says why."""
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where to listen or connect: exactly one of (host, port), path or fd is set."""
+
+    host: str | None = None
+    port: int | None = None
+    path: str | None = None
+    fd: int | None = None
+
+    @property
+    def family(self) -> socket.AddressFamily:
+        if self.path is not None:
+            return socket.AF_UNIX
+        if self.host is not None and ":" in self.host:
+            return socket.AF_INET6
+        return socket.AF_INET
+
+    @property
+    def sockaddr(self) -> str | tuple[str, int]:
+        """The address in the form ``socket.connect``/``bind`` take."""
+        if self.path is not None:
+            return self.path
+        if self.host is None or self.port is None:
+            raise AddressError(f"{self} has no socket address")
+        return (self.host, self.port)
+
+    def __str__(self) -> str:
+        if self.path is not None:
+            return f"unix:{self.path}"
+        if self.fd is not None:
+            return f"fd://{self.fd}"
+        if self.host is not None and ":" in self.host:
+            return f"[{self.host}]:{self.port}"
+        return f"{self.host}:{self.port}"
+
+
+AddressLike = str | Address | tuple
+
+
+def parse_address(value: AddressLike, default_port: int = DEFAULT_PORT) -> Address:
+    """Parse ``value`` (a string as above, an ``Address``, or a socket-style tuple)."""
+    if isinstance(value, Address):
+        return value
+    if isinstance(value, tuple):
+        if len(value) < 2:
+            raise AddressError(f"address tuple {value!r} needs a host and a port")
+        return Address(host=str(value[0]), port=_port(str(value[1]), repr(value)))
+    if not isinstance(value, str) or not value:
+        raise AddressError(f"address must be a non-empty string, not {value!r}")
+    if value.startswith("unix:"):
+        path = value[5:]
+        if path.startswith("//"):
+            path = path[2:]
+        if not path:
+            raise AddressError(f"{value!r}: unix socket path is empty")
+        return Address(path=path)
+    if value.startswith("fd://"):
+        digits = value[5:]
+        if not digits.isdigit():
+            raise AddressError(f"{value!r}: fd:// needs a descriptor number")
+        return Address(fd=int(digits))
+    if value.startswith("["):
+        host, sep, rest = value[1:].partition("]")
+        if not sep or not host:
+            raise AddressError(f"{value!r}: IPv6 address is missing its closing ']'")
+        if not rest:
+            return Address(host=host, port=default_port)
+        if not rest.startswith(":"):
+            raise AddressError(f"{value!r}: expected ':PORT' after ']'")
+        return Address(host=host, port=_port(rest[1:], value))
+    if value.count(":") > 1:
+        raise AddressError(f"{value!r}: write IPv6 addresses in brackets, as [::1]:4000")
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        if value.isdigit():
+            return Address(host="127.0.0.1", port=_port(value, value))
+        return Address(host=value, port=default_port)
+    return Address(host=host or "127.0.0.1", port=_port(port, value))
+
+
+def _port(text: str, whole: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise AddressError(f"{whole!r}: port must be a number from 0 to 65535")
+    return int(text)

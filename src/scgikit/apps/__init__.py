@@ -1,0 +1,1 @@
+"""App adapters: how a parsed SCGI request reaches a WSGI app or a classic handler."""

@@ -1,0 +1,245 @@
+"""WSGI (PEP 3333) on a parsed SCGI request.
+
+The environ is a copy of a base dict prepared once per worker, updated with
+the front end's variables.  SCRIPT_NAME and PATH_INFO follow what the front
+ends send: nginx sends neither, Apache's mod_proxy_scgi sends the whole path
+as SCRIPT_NAME, lighttpd sends both.  When PATH_INFO is absent it is derived
+from REQUEST_URI (else DOCUMENT_URI), percent-decoded, minus ``--script-name``.
+
+The head is held back until the first non-empty body chunk (or the end), and
+sent with it in one system call.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from types import TracebackType
+from typing import IO, Any
+from urllib.parse import unquote_to_bytes
+
+from ..protocol import ProtocolError, error_response, format_response_head
+from ..server.streams import body_stream
+
+log = logging.getLogger("scgikit")
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z").match
+_BAD_VALUE = re.compile(r"[\r\n\0]").search
+_STATUS = re.compile(r"[1-9]\d\d(?: [^\r\n\0]*)?\Z").match
+_BIG_CHUNK = 64 * 1024
+
+
+class ClientGone(Exception):
+    """The front end closed the connection while we were answering."""
+
+
+class InvalidResponse(Exception):
+    """The app gave a status or header that cannot go on the wire."""
+
+
+class FileWrapper:
+    """``wsgi.file_wrapper``: lets the server send a real file with ``sendfile``."""
+
+    def __init__(self, filelike: IO[bytes], blksize: int = 64 * 1024) -> None:
+        self.filelike = filelike
+        self.blksize = blksize
+
+    def __iter__(self) -> Iterator[bytes]:
+        while block := self.filelike.read(self.blksize):
+            yield block
+
+    def close(self) -> None:
+        close = getattr(self.filelike, "close", None)
+        if close:
+            close()
+
+
+def _fileno(wrapper: FileWrapper) -> int | None:
+    try:
+        return wrapper.filelike.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+class _Exchange:
+    """One request's response state: ``start_response`` and ``write`` live here."""
+
+    __slots__ = ("sock", "status", "head", "sent")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.status: str | None = None
+        self.head: bytes | None = None  # encoded head not yet sent
+        self.sent = 0  # bytes sent so far, head included
+
+    def start_response(
+        self, status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
+    ) -> Callable[[bytes], None]:
+        if exc_info is not None:
+            try:
+                if self.sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif self.status is not None:
+            raise AssertionError("start_response called a second time without exc_info")
+        if type(status) is not str or not _STATUS(status):
+            raise InvalidResponse(f"invalid status {status!r}")
+        for name, value in headers:
+            if type(name) is not str or type(value) is not str:
+                raise InvalidResponse(f"header {name!r}: {value!r} is not a pair of str")
+            if not _TOKEN(name) or _BAD_VALUE(value):
+                raise InvalidResponse(f"invalid header {name!r}: {value!r}")
+        try:
+            self.head = format_response_head(status, headers)
+        except UnicodeEncodeError:
+            raise InvalidResponse(f"headers of {status!r} are not latin-1") from None
+        self.status = status
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        if self.head is None and not self.sent:
+            raise AssertionError("write() called before start_response()")
+        if type(data) is not bytes:
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                raise TypeError(f"WSGI body chunks must be bytes, not {type(data).__name__}")
+            data = bytes(data)
+        head = self.head
+        try:
+            if head is not None:
+                self.head = None
+                if len(data) <= _BIG_CHUNK:
+                    data = head + data
+                else:
+                    self.sock.sendall(head)
+                    self.sent += len(head)
+            self.sock.sendall(data)
+        except OSError as exc:
+            raise ClientGone(str(exc)) from None
+        self.sent += len(data)
+
+    def finish(self) -> None:
+        if self.head is not None:
+            self.write(b"")
+
+    def sendfile(self, wrapper: FileWrapper) -> None:
+        self.finish()
+        try:
+            self.sent += self.sock.sendfile(wrapper.filelike)
+        except OSError as exc:
+            raise ClientGone(str(exc)) from None
+
+
+class WSGIAdapter:
+    """Runs a WSGI app for each request a worker receives."""
+
+    raw = False
+
+    def __init__(self, app: WSGIApp, script_name: str, server_name: str, server_port: str) -> None:
+        self.app = app
+        self.script_name = script_name
+        self.base: dict[str, Any] = {
+            "REQUEST_METHOD": "GET",
+            "SCRIPT_NAME": script_name,
+            "PATH_INFO": "",
+            "QUERY_STRING": "",
+            "SERVER_NAME": server_name,
+            "SERVER_PORT": server_port,
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": "http",
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": False,
+            "wsgi.multiprocess": True,
+            "wsgi.run_once": False,
+            "wsgi.file_wrapper": FileWrapper,
+            "wsgi.input_terminated": True,
+        }
+
+    def environ(self, sock: socket.socket, variables: dict[str, str], length: int,
+                prefix: bytes) -> dict[str, Any]:
+        environ = self.base.copy()
+        environ.update(variables)
+        environ["wsgi.input"] = body_stream(sock, prefix, length)
+        if "PATH_INFO" not in variables:
+            self._derive_path(environ)
+        if variables.get("HTTPS") in ("on", "1") or variables.get("REQUEST_SCHEME") == "https":
+            environ["wsgi.url_scheme"] = "https"
+        # The body is exactly CONTENT_LENGTH bytes whatever the HTTP framing was,
+        # and PEP 3333 keeps CONTENT_TYPE/LENGTH out of HTTP_*.
+        if "HTTP_TRANSFER_ENCODING" in variables:
+            del environ["HTTP_TRANSFER_ENCODING"]
+        if "HTTP_CONTENT_LENGTH" in variables:
+            del environ["HTTP_CONTENT_LENGTH"]
+        if "HTTP_CONTENT_TYPE" in variables:
+            environ.setdefault("CONTENT_TYPE", environ.pop("HTTP_CONTENT_TYPE"))
+        return environ
+
+    def _derive_path(self, environ: dict[str, Any]) -> None:
+        uri = environ.get("REQUEST_URI") or environ.get("DOCUMENT_URI") or "/"
+        path = uri.partition("?")[0]
+        if not path.startswith("/"):
+            # absolute-form request target: http://host/path
+            path = "/" + path.partition("//")[2].partition("/")[2]
+        if "%" in path:
+            path = unquote_to_bytes(path).decode("latin-1")
+        script = self.script_name
+        if script and (path == script or path.startswith(script + "/")):
+            path = path[len(script):]
+        environ["SCRIPT_NAME"] = script
+        environ["PATH_INFO"] = path
+
+    def __call__(self, sock: socket.socket, variables: dict[str, str], length: int,
+                 prefix: bytes) -> tuple[str, int]:
+        """Answer one request; returns the status line and the bytes sent."""
+        exchange = _Exchange(sock)
+        try:
+            result = self.app(self.environ(sock, variables, length, prefix),
+                              exchange.start_response)
+            try:
+                if type(result) is FileWrapper and _fileno(result) is not None:
+                    exchange.sendfile(result)
+                else:
+                    for chunk in result:
+                        if chunk:
+                            exchange.write(chunk)
+                    exchange.finish()
+            finally:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+        except ClientGone as exc:
+            log.info("Front end closed the connection during the response: %s", exc)
+        except ProtocolError as exc:
+            log.warning("Bad request from %s: %s", variables.get("REMOTE_ADDR", "?"), exc)
+            return _fail(exchange, exc.status)
+        except InvalidResponse as exc:
+            log.error("App error on %s: %s", _where(variables), exc)
+            return _fail(exchange, 500)
+        except Exception:
+            log.exception("App error on %s", _where(variables))
+            return _fail(exchange, 500)
+        return exchange.status or "500", exchange.sent
+
+
+def _where(variables: dict[str, str]) -> str:
+    method = variables.get("REQUEST_METHOD", "?")
+    return f"{method} {variables.get('REQUEST_URI') or variables.get('DOCUMENT_URI', '?')}"
+
+
+def _fail(exchange: _Exchange, status: int) -> tuple[str, int]:
+    """Answer ``status`` if nothing was sent yet; otherwise the response is cut short."""
+    if exchange.sent:
+        return exchange.status or str(status), exchange.sent
+    response = error_response(status)
+    try:
+        exchange.sock.sendall(response)
+    except OSError:
+        return str(status), 0
+    return str(status), len(response)

@@ -1,0 +1,233 @@
+"""The one configuration object of the server, and the table it is declared in.
+
+Each option is declared once, as a field of ``Config`` with its flag, its
+environment variable, its default and its help.  The command line
+(``add_arguments``), the environment (``SCGIKIT_<NAME>``) and the docs are all
+generated from that table.  A ``Config`` is built once, in the CLI or by
+``scgi_server.SCGIServer``, and passed down: master -> worker -> connection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .addresses import Address, AddressError, parse_address
+from .protocol import DEFAULT_MAX_HEADER_SIZE
+
+__all__ = ["Config", "ConfigError", "add_arguments", "from_arguments", "options_table"]
+
+DEFAULT_BIND = "127.0.0.1:4000"
+
+
+class ConfigError(ValueError):
+    """A setting the operator gave is unusable; the message names it."""
+
+
+def _option(
+    flags: Sequence[str], help: str, *, default: Any = None,
+    factory: Callable[[], Any] | None = None, parse: Callable[[str], Any] = str,
+    repeat: bool = False, metavar: str | None = None, is_flag: bool = False,
+) -> Any:
+    meta = {"flags": tuple(flags), "help": help, "parse": parse, "repeat": repeat,
+            "metavar": metavar, "is_flag": is_flag}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _octal(text: str) -> int:
+    try:
+        return int(text, 8)
+    except ValueError:
+        raise ConfigError(f"{text!r} is not an octal file mode such as 0660") from None
+
+
+def _size(text: str) -> int:
+    units = {"k": 1024, "m": 1024**2, "g": 1024**3}
+    text = text.strip().lower().removesuffix("b").removesuffix("i")
+    scale = units.get(text[-1:], 1)
+    number = text[:-1] if text[-1:] in units else text
+    if not number.isdigit():
+        raise ConfigError(f"{text!r} is not a size such as 65536, 64k or 10m")
+    return int(number) * scale
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{text!r} is not a number of seconds") from None
+    if value < 0:
+        raise ConfigError(f"{text!r}: a duration cannot be negative")
+    return value
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise ConfigError(f"{text!r} is not a whole number")
+    return int(text)
+
+
+def _env_pair(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise ConfigError(f"--env takes KEY=VALUE, not {text!r}")
+    return name, value
+
+
+def _default_workers() -> int:
+    return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the server needs to know, frozen once the CLI has built it."""
+
+    target: str = ""
+    bind: tuple[str, ...] = _option(
+        ["-b", "--bind"], "address to listen on: HOST:PORT, [::1]:PORT, unix:/path, fd://N; "
+        f"repeatable (default {DEFAULT_BIND}; systemd LISTEN_FDS are used when present)",
+        factory=tuple, repeat=True, metavar="ADDRESS")
+    socket_mode: int = _option(
+        ["--socket-mode"], "permissions of unix socket files, in octal", default=0o660,
+        parse=_octal, metavar="MODE")
+    backlog: int = _option(
+        ["--backlog"], "listen queue length of each socket", default=2048, parse=_count,
+        metavar="N")
+    workers: int = _option(
+        ["-w", "--workers"], "worker processes (default: number of CPUs)",
+        factory=_default_workers, parse=_count, metavar="N")
+    max_requests: int = _option(
+        ["--max-requests"], "recycle a worker after this many requests (0: never)", default=0,
+        parse=_count, metavar="N")
+    max_requests_jitter: int = _option(
+        ["--max-requests-jitter"], "add 0..N at random to --max-requests per worker, so "
+        "workers do not all restart at once", default=0, parse=_count, metavar="N")
+    timeout: float = _option(
+        ["-t", "--timeout"], "kill and replace a worker busy with one request for longer "
+        "than this (0: never)", default=30.0, parse=_positive_float, metavar="SECONDS")
+    graceful_timeout: float = _option(
+        ["--graceful-timeout"], "on stop or reload, time left to workers to finish their "
+        "requests before they are killed", default=30.0, parse=_positive_float,
+        metavar="SECONDS")
+    header_timeout: float = _option(
+        ["--header-timeout"], "drop a client that has not sent its whole header in this time; "
+        "also the longest a read of the body may stall", default=10.0, parse=_positive_float,
+        metavar="SECONDS")
+    max_header_size: int = _option(
+        ["--max-header-size"], "largest header netstring accepted (answered 431 beyond)",
+        default=DEFAULT_MAX_HEADER_SIZE, parse=_size, metavar="BYTES")
+    max_body_size: int | None = _option(
+        ["--max-body-size"], "largest request body accepted (answered 413 beyond; "
+        "default unlimited)", default=None, parse=_size, metavar="BYTES")
+    script_name: str = _option(
+        ["--script-name"], "URL prefix the app is mounted under, when the front end does "
+        "not send PATH_INFO", default="", metavar="PREFIX")
+    log_level: str = _option(
+        ["--log-level"], "debug, info, warning, error or critical", default="info",
+        parse=lambda text: text.lower(), metavar="LEVEL")
+    access_log: str | None = _option(
+        ["--access-log"], "write an access log line per request to PATH, or - for stderr",
+        default=None, metavar="PATH")
+    pid_file: str | None = _option(
+        ["--pid"], "write the master's process id to FILE", default=None, metavar="FILE")
+    chdir: str | None = _option(
+        ["--chdir"], "change to DIR before loading the app", default=None, metavar="DIR")
+    env: tuple[tuple[str, str], ...] = _option(
+        ["--env"], "set an environment variable for the app; repeatable", factory=tuple,
+        parse=_env_pair, repeat=True, metavar="KEY=VALUE")
+    user: str | None = _option(
+        ["--user"], "run workers as this user (when started as root)", default=None,
+        metavar="USER")
+    group: str | None = _option(
+        ["--group"], "run workers as this group (when started as root)", default=None,
+        metavar="GROUP")
+    http: str | None = _option(
+        ["--http"], "development only: also accept HTTP/1.1 on ADDRESS and forward it over "
+        "SCGI to this server (needs scgikit[http])", default=None, metavar="ADDRESS")
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ConfigError("--workers must be at least 1")
+        if self.log_level not in ("debug", "info", "warning", "error", "critical"):
+            raise ConfigError(f"--log-level {self.log_level!r} is not a log level")
+        if self.script_name and (
+            not self.script_name.startswith("/") or self.script_name.endswith("/")
+        ):
+            raise ConfigError(
+                f"--script-name {self.script_name!r} must start with '/' and not end with it"
+            )
+        for text in self.bind:
+            try:
+                parse_address(text)
+            except AddressError as exc:
+                raise ConfigError(f"--bind: {exc}") from None
+
+    @property
+    def addresses(self) -> tuple[Address, ...]:
+        return tuple(parse_address(text) for text in self.bind or (DEFAULT_BIND,))
+
+    def replace(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes)
+
+
+def _option_fields() -> list[dataclasses.Field[Any]]:
+    return [f for f in dataclasses.fields(Config) if f.metadata]
+
+
+def env_name(name: str) -> str:
+    return "SCGIKIT_" + name.upper()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add every option of ``Config`` to ``parser`` (parsed later by ``from_arguments``)."""
+    for f in _option_fields():
+        meta = f.metadata
+        default = f.default if f.default is not dataclasses.MISSING else None
+        shown = f" [env {env_name(f.name)}]"
+        if default not in (None, "", ()) and not meta["repeat"]:
+            shown = f" (default {oct(default) if f.name == 'socket_mode' else default})" + shown
+        parser.add_argument(
+            *meta["flags"], dest=f.name, metavar=meta["metavar"], help=meta["help"] + shown,
+            action="append" if meta["repeat"] else "store", default=None,
+        )
+
+
+def from_arguments(
+    namespace: argparse.Namespace, environ: Mapping[str, str], **extra: Any
+) -> Config:
+    """Build the ``Config``: command line first, then ``SCGIKIT_*`` variables, then defaults."""
+    values: dict[str, Any] = dict(extra)
+    for f in _option_fields():
+        meta = f.metadata
+        raw = getattr(namespace, f.name, None)
+        if raw is None and env_name(f.name) in environ:
+            text = environ[env_name(f.name)]
+            raw = text.split() if meta["repeat"] else text
+        if raw is None:
+            continue
+        try:
+            values[f.name] = (
+                tuple(meta["parse"](item) for item in raw) if meta["repeat"] else meta["parse"](raw)
+            )
+        except ConfigError as exc:
+            raise ConfigError(f"{meta['flags'][-1]}: {exc}") from None
+    return Config(**values)
+
+
+def options_table() -> str:
+    """The options as a Markdown table, for the docs."""
+    rows = ["| option | environment | default | meaning |", "|---|---|---|---|"]
+    for f in _option_fields():
+        meta = f.metadata
+        default = f.default if f.default is not dataclasses.MISSING else "(computed)"
+        if f.name == "socket_mode":
+            default = oct(0o660)
+        flag = meta["flags"][-1] + (f" {meta['metavar']}" if meta["metavar"] else "")
+        rows.append(f"| `{flag}` | `{env_name(f.name)}` | {default!s} | {meta['help']} |")
+    return "\n".join(rows)

@@ -1,0 +1,450 @@
+"""SCGI, sans I/O: bytes in, parsed requests and responses out, and back.
+
+Nothing here touches a socket, an event loop or a logger, so the server, the
+client and the development gateway all share one codec.
+
+A request is a netstring of NUL-terminated name/value pairs followed by the
+body (https://python.ca/scgi/protocol.txt):
+
+    <length>":"<name>NUL<value>NUL...","<body of CONTENT_LENGTH bytes>
+
+``parse_head`` is the fast path used by the server: it looks at what has been
+received so far and returns the variables and where the body starts, or
+``None`` when more bytes are needed.  Every check that can be made on a partial
+head is made at once, so an oversized or garbled head is refused before it is
+buffered.  ``RequestParser`` wraps it in an incremental, event-style API.
+
+A response is CGI-style: header lines, a blank line, the body.  The status
+comes from a ``Status:`` header, or an ``HTTP/1.x`` status line, or neither
+(200, or 302 when there is a ``Location``).  ``ResponseParser`` reads one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = [
+    "DEFAULT_MAX_HEADER_SIZE",
+    "DEFAULT_MAX_RESPONSE_HEAD_SIZE",
+    "NEED_DATA",
+    "Body",
+    "EndOfMessage",
+    "LocalProtocolError",
+    "ProtocolError",
+    "Request",
+    "RequestParser",
+    "Response",
+    "ResponseError",
+    "ResponseParser",
+    "encode_request",
+    "error_response",
+    "format_response_head",
+    "parse_head",
+    "parse_response_head",
+]
+
+#: Largest header netstring accepted by default (the ``<length>`` value).
+DEFAULT_MAX_HEADER_SIZE: Final = 64 * 1024
+#: Largest CGI response head (status and header lines) accepted by default.
+DEFAULT_MAX_RESPONSE_HEAD_SIZE: Final = 64 * 1024
+
+
+class ProtocolError(Exception):
+    """The peer sent bytes that break the SCGI protocol.
+
+    ``status`` is the HTTP status a server should answer with, when it still can.
+    """
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ResponseError(ProtocolError):
+    """A server sent a malformed or truncated CGI response."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=502)
+
+
+class LocalProtocolError(ValueError):
+    """Our own caller asked for something SCGI cannot express (a NUL in a name...)."""
+
+
+class _NeedData:
+    """Sentinel returned by ``next_event`` when more bytes must be received."""
+
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA: Final = _NeedData()
+
+
+@dataclass(frozen=True)
+class Request:
+    """The head of an SCGI request: its variables, with CONTENT_LENGTH parsed."""
+
+    environ: dict[str, str]
+    content_length: int
+
+
+@dataclass(frozen=True)
+class Response:
+    """The head of a CGI response."""
+
+    status: int
+    reason: str
+    headers: list[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class Body:
+    """A piece of a message body."""
+
+    data: bytes
+
+
+@dataclass(frozen=True)
+class EndOfMessage:
+    """The body is complete."""
+
+
+Event = Request | Response | Body | EndOfMessage | _NeedData
+
+
+# --- request heads -----------------------------------------------------------------------
+
+_DIGITS: Final = frozenset(b"0123456789")
+
+
+def _parse_length(digits: bytes, what: str) -> int:
+    # SCGI: "the length is ASCII digits only"; netstrings forbid leading zeros.
+    if not digits:
+        raise ProtocolError(f"{what} is empty")
+    if not _DIGITS.issuperset(digits):
+        raise ProtocolError(f"{what} is not ASCII digits: {digits[:20]!r}")
+    if len(digits) > 1 and digits[0] == 0x30:
+        raise ProtocolError(f"{what} has a leading zero: {digits[:20]!r}")
+    return int(digits)
+
+
+def parse_head(
+    data: bytes | bytearray | memoryview, max_header_size: int = DEFAULT_MAX_HEADER_SIZE
+) -> tuple[dict[str, str], int, int] | None:
+    """Parse the header netstring at the start of ``data``.
+
+    Returns ``(environ, content_length, consumed)``: the variables (names and
+    values decoded as latin-1, as PEP 3333 wants), the body length, and the
+    offset where the body starts.  Returns ``None`` if ``data`` holds only part
+    of the head.  Raises ``ProtocolError`` as soon as the bytes so far break a
+    rule, so a bad length prefix is refused before its header is buffered.
+    """
+    colon = data.find(b":", 0, len(str(max_header_size)) + 1)
+    if colon < 0:
+        prefix = bytes(data[: len(str(max_header_size)) + 1])
+        if not _DIGITS.issuperset(prefix):
+            raise ProtocolError(f"netstring length is not ASCII digits: {prefix[:20]!r}")
+        if len(prefix) > len(str(max_header_size)):
+            raise ProtocolError(
+                f"netstring length prefix {prefix!r}... exceeds the maximum header size "
+                f"of {max_header_size} bytes",
+                status=431,
+            )
+        if prefix[:1] == b"0" and len(prefix) > 1:
+            raise ProtocolError(f"netstring length has a leading zero: {prefix!r}")
+        return None
+    size = _parse_length(bytes(data[:colon]), "netstring length")
+    if size > max_header_size:
+        raise ProtocolError(
+            f"header netstring of {size} bytes exceeds the maximum of {max_header_size}",
+            status=431,
+        )
+    end = colon + 1 + size
+    if len(data) <= end:
+        return None
+    if data[end] != 0x2C:  # ","
+        raise ProtocolError(f"netstring of {size} bytes is not followed by ','")
+    environ, content_length = parse_variables(bytes(data[colon + 1 : end]))
+    return environ, content_length, end + 1
+
+
+def parse_variables(block: bytes) -> tuple[dict[str, str], int]:
+    """Parse the inside of the header netstring: NUL-terminated name/value pairs."""
+    items = block.decode("latin-1").split("\0")
+    # A well-formed block ends with NUL, so the split leaves one empty string last,
+    # after an even number of names and values.
+    if items[-1] or len(items) % 2 == 0:
+        raise ProtocolError("header block is not a sequence of NUL-terminated name/value pairs")
+    del items[-1]
+    if not items:
+        raise ProtocolError("header block is empty; CONTENT_LENGTH and SCGI are required")
+    if items[0] != "CONTENT_LENGTH":
+        # SCGI: "The first request header must have the name CONTENT_LENGTH".
+        raise ProtocolError(f"first header must be CONTENT_LENGTH, not {items[0][:40]!r}")
+    names = items[0::2]
+    environ = dict(zip(names, items[1::2]))
+    if len(environ) != len(names):
+        environ = _merge_repeated(names, items[1::2])
+    if "" in environ:
+        raise ProtocolError("header with an empty name")
+    if environ.get("SCGI") != "1":
+        # SCGI: "a header named SCGI with a value of 1 must be present".
+        raise ProtocolError(
+            "missing SCGI header" if "SCGI" not in environ
+            else f"SCGI header must be '1', not {environ['SCGI'][:20]!r}"
+        )
+    length = environ["CONTENT_LENGTH"]
+    if not length.isascii():
+        raise ProtocolError(f"CONTENT_LENGTH is not ASCII digits: {length[:20]!r}")
+    return environ, _parse_length(length.encode("ascii"), "CONTENT_LENGTH")
+
+
+def _merge_repeated(names: list[str], values: list[str]) -> dict[str, str]:
+    # nginx forwards two "Cookie:" lines as two HTTP_COOKIE variables.  Merge
+    # them as HTTP does; any other repeated variable is ambiguous, so refuse it.
+    environ: dict[str, str] = {}
+    for name, value in zip(names, values):
+        if name not in environ:
+            environ[name] = value
+        elif name == "HTTP_COOKIE":
+            environ[name] += "; " + value
+        elif name.startswith("HTTP_"):
+            environ[name] += ", " + value
+        else:
+            raise ProtocolError(f"duplicate header {name!r}")
+    return environ
+
+
+def encode_request(environ: Mapping[str, str], content_length: int = 0) -> bytes:
+    """Encode the header netstring of a request whose body has ``content_length`` bytes.
+
+    CONTENT_LENGTH goes first and ``SCGI=1`` is added, whatever ``environ`` holds
+    for them.  Strings are encoded as latin-1 (PEP 3333's "bytes as str").
+    """
+    if content_length < 0:
+        raise LocalProtocolError(f"content length {content_length} is negative")
+    parts = ["CONTENT_LENGTH", str(content_length), "SCGI", "1"]
+    for name, value in environ.items():
+        if name in ("CONTENT_LENGTH", "SCGI"):
+            continue
+        if not name or "\0" in name or "\0" in value:
+            raise LocalProtocolError(f"variable {name!r} is empty or contains NUL")
+        parts += (name, value)
+    parts.append("")
+    try:
+        block = "\0".join(parts).encode("latin-1")
+    except UnicodeEncodeError as exc:
+        raise LocalProtocolError(f"variable cannot be encoded as latin-1: {exc}") from None
+    return b"%d:%b," % (len(block), block)
+
+
+class RequestParser:
+    """Incremental parser for one SCGI request (server side).
+
+    Feed bytes with ``receive_data`` (``b""`` means the peer closed), then call
+    ``next_event`` until it returns ``NEED_DATA``: first a ``Request``, then
+    ``Body`` pieces, then ``EndOfMessage``.
+    """
+
+    def __init__(
+        self,
+        max_header_size: int = DEFAULT_MAX_HEADER_SIZE,
+        max_body_size: int | None = None,
+    ) -> None:
+        self.max_header_size = max_header_size
+        self.max_body_size = max_body_size
+        self._buffer = bytearray()
+        self._closed = False
+        self._remaining: int | None = None  # body bytes still due; None before the head
+        self._done = False
+
+    def receive_data(self, data: bytes) -> None:
+        if not data:
+            self._closed = True
+        else:
+            self._buffer += data
+
+    def next_event(self) -> Event:
+        if self._done:
+            return NEED_DATA
+        if self._remaining is None:
+            return self._next_head()
+        if self._remaining == 0:
+            self._done = True
+            return EndOfMessage()
+        if self._buffer:
+            piece = bytes(self._buffer[: self._remaining])
+            del self._buffer[: len(piece)]
+            self._remaining -= len(piece)
+            return Body(piece)
+        if self._closed:
+            raise ProtocolError(f"connection closed with {self._remaining} body bytes missing")
+        return NEED_DATA
+
+    def _next_head(self) -> Event:
+        parsed = parse_head(self._buffer, self.max_header_size)
+        if parsed is None:
+            if self._closed:
+                raise ProtocolError(
+                    "connection closed before the header was complete"
+                    if self._buffer else "connection closed before a request was sent"
+                )
+            return NEED_DATA
+        environ, length, consumed = parsed
+        if self.max_body_size is not None and length > self.max_body_size:
+            raise ProtocolError(
+                f"body of {length} bytes exceeds the maximum of {self.max_body_size}", status=413
+            )
+        del self._buffer[:consumed]
+        self._remaining = length
+        return Request(environ, length)
+
+
+# --- responses -----------------------------------------------------------------------------
+
+_REASONS: Final = {
+    200: "OK", 201: "Created", 204: "No Content", 206: "Partial Content",
+    301: "Moved Permanently", 302: "Found", 303: "See Other", 304: "Not Modified",
+    307: "Temporary Redirect", 308: "Permanent Redirect", 400: "Bad Request",
+    401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+    408: "Request Timeout", 413: "Content Too Large", 431: "Request Header Fields Too Large",
+    500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
+}
+
+
+def reason_phrase(status: int) -> str:
+    """The usual reason phrase for ``status``, or ``""``."""
+    return _REASONS.get(status, "")
+
+
+def format_response_head(status: str, headers: Iterable[tuple[str, str]]) -> bytes:
+    """Encode a CGI response head: ``Status: 200 OK``, the headers, a blank line.
+
+    Always the ``Status:`` form, never an ``HTTP/1.x`` line, which some front
+    ends (Apache) refuse.  Callers validate names and values first.
+    """
+    lines = [f"Status: {status}"]
+    lines += [f"{name}: {value}" for name, value in headers]
+    lines.append("\r\n")
+    return "\r\n".join(lines).encode("latin-1")
+
+
+def parse_response_head(head: bytes) -> Response:
+    """Parse a complete CGI response head (without the blank line that ends it)."""
+    lines = head.decode("latin-1").split("\n")
+    status, reason = 200, "OK"
+    first = lines[0].rstrip("\r")
+    if first.startswith("HTTP/"):
+        version, _, rest = first.partition(" ")
+        status, reason = _parse_status(rest, first)
+        del lines[0]
+    headers: list[tuple[str, str]] = []
+    saw_status = False
+    for raw in lines:
+        line = raw.rstrip("\r")
+        if not line:
+            continue
+        if line[0] in " \t" and headers:  # obsolete line folding
+            name, value = headers[-1]
+            headers[-1] = (name, value + " " + line.strip())
+            continue
+        name, sep, value = line.partition(":")
+        if not sep or not name or name != name.strip():
+            raise ResponseError(f"malformed response header line {line[:80]!r}")
+        value = value.strip()
+        if name.lower() == "status" and not saw_status:
+            status, reason = _parse_status(value, line)
+            saw_status = True
+            continue
+        headers.append((name, value))
+    if not saw_status and not first.startswith("HTTP/"):
+        if any(name.lower() == "location" for name, _ in headers):
+            status, reason = 302, "Found"  # CGI: a Location without Status redirects
+    return Response(status, reason, headers)
+
+
+def _parse_status(text: str, line: str) -> tuple[int, str]:
+    code, _, reason = text.strip().partition(" ")
+    if len(code) != 3 or not code.isdigit() or not code.isascii():
+        raise ResponseError(f"malformed status in {line[:80]!r}")
+    status = int(code)
+    if status < 100:
+        raise ResponseError(f"status {status} is out of range in {line[:80]!r}")
+    return status, reason.strip() or reason_phrase(status)
+
+
+class ResponseParser:
+    """Incremental parser for a CGI response (client side).
+
+    The response ends when the server closes the connection: feed ``b""`` then.
+    Events: ``Response``, then ``Body`` pieces, then ``EndOfMessage``.
+    """
+
+    def __init__(self, max_head_size: int = DEFAULT_MAX_RESPONSE_HEAD_SIZE) -> None:
+        self.max_head_size = max_head_size
+        self._buffer = bytearray()
+        self._closed = False
+        self._in_body = False
+        self._done = False
+
+    def receive_data(self, data: bytes) -> None:
+        if not data:
+            self._closed = True
+        else:
+            self._buffer += data
+
+    def next_event(self) -> Event:
+        if self._done:
+            return NEED_DATA
+        if self._in_body:
+            if self._buffer:
+                piece = bytes(self._buffer)
+                self._buffer.clear()
+                return Body(piece)
+            if self._closed:
+                self._done = True
+                return EndOfMessage()
+            return NEED_DATA
+        return self._next_head()
+
+    def _next_head(self) -> Event:
+        end, sep = _find_blank_line(self._buffer)
+        if end < 0:
+            if len(self._buffer) > self.max_head_size:
+                raise ResponseError(
+                    f"response head exceeds {self.max_head_size} bytes without a blank line"
+                )
+            if self._closed:
+                raise ResponseError(
+                    "connection closed before the response head was complete"
+                    if self._buffer else "connection closed without a response"
+                )
+            return NEED_DATA
+        if end > self.max_head_size:
+            raise ResponseError(f"response head exceeds {self.max_head_size} bytes")
+        response = parse_response_head(bytes(self._buffer[:end]))
+        del self._buffer[: end + sep]
+        self._in_body = True
+        return response
+
+
+def _find_blank_line(buffer: bytearray) -> tuple[int, int]:
+    # CGI allows bare LF line ends; take whichever blank line comes first.
+    crlf = buffer.find(b"\r\n\r\n")
+    lf = buffer.find(b"\n\n")
+    if lf >= 0 and (crlf < 0 or lf < crlf):
+        return lf, 2
+    return crlf, 4 if crlf >= 0 else 0
+
+
+def error_response(status: int) -> bytes:
+    """A complete, minimal CGI answer for ``status``: no detail leaks to the client."""
+    text = f"{status} {reason_phrase(status)}".rstrip()
+    body = (text + "\n").encode("ascii")
+    return (
+        f"Status: {text}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode("ascii") + body

@@ -1,0 +1,1 @@
+"""The pre-forking server: sockets, the master (arbiter) and its workers."""

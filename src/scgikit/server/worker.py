@@ -1,0 +1,320 @@
+"""A worker process: accept connections, read SCGI heads, run the app, close.
+
+How it works.  The worker loads the app after the fork, tells the master it is
+ready, then loops: accept from the shared non-blocking listeners until they are
+empty, then poll them (and the signal wake-up pipe) for at most a second, so
+that it notices a dead master.  One connection is one request: read the head
+(usually one ``recv``), hand the variables and the bytes that came with them
+to the app adapter, close.
+
+Signal handlers only set flags (``stopping``); the loop acts on them between
+requests, so a graceful stop never cuts a request in half.  While a request is
+in hand, the worker writes the time it started into its heartbeat slot; the
+master kills a worker whose slot is older than ``--timeout``.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import random
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from ..config import Config
+from ..protocol import ProtocolError, error_response, parse_head
+from .sockets import Listener
+
+log = logging.getLogger("scgikit")
+access_log = logging.getLogger("scgikit.access")
+
+# Exit codes the master understands (as gunicorn's).
+WORKER_BOOT_ERROR = 3
+APP_LOAD_ERROR = 4
+
+RECV_SIZE = 64 * 1024
+LINGER_BYTES = 4 * 1024 * 1024
+LINGER_SECONDS = 2.0
+
+
+class Adapter(Protocol):
+    raw: bool
+
+    def __call__(self, sock: socket.socket, variables: dict[str, str], length: int,
+                 prefix: bytes) -> tuple[str, int]: ...
+
+
+class Heartbeat:
+    """This worker's slot in the master's shared array: 0.0 idle, else busy since."""
+
+    def __init__(self, slots: memoryview | None, index: int) -> None:
+        self.slots = slots
+        self.index = index
+
+    def busy(self) -> None:
+        if self.slots is not None:
+            self.slots[self.index] = time.monotonic()
+
+    def idle(self) -> None:
+        if self.slots is not None:
+            self.slots[self.index] = 0.0
+
+
+class Worker:
+    """One worker's accept loop; built in the child right after the fork."""
+
+    def __init__(self, config: Config, listeners: Sequence[Listener], adapter: Adapter,
+                 heartbeat: Heartbeat, ppid: int) -> None:
+        self.config = config
+        self.listeners = [listener.sock for listener in listeners]
+        self.adapter = adapter
+        self.heartbeat = heartbeat
+        self.ppid = ppid
+        self.stopping = False
+        self.max_requests = config.max_requests + (
+            random.randint(0, config.max_requests_jitter) if config.max_requests else 0
+        )
+        self.handled = 0
+        self.access = access_log.isEnabledFor(logging.INFO) and access_log.handlers != []
+
+    # --- signals: record only --------------------------------------------------------
+
+    def install_signals(self) -> int:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, self._graceful)
+        signal.signal(signal.SIGQUIT, self._immediate)
+        for signum in (signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD):
+            signal.signal(signum, signal.SIG_DFL)
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        return wake_r
+
+    def _graceful(self, signum: int, frame: Any) -> None:
+        self.stopping = True
+
+    def _immediate(self, signum: int, frame: Any) -> None:
+        os._exit(0)
+
+    # --- the loop --------------------------------------------------------------------
+
+    def run(self) -> None:
+        wake_r = self.install_signals()
+        poller = select.poll()
+        for sock in self.listeners:
+            poller.register(sock, select.POLLIN)
+        poller.register(wake_r, select.POLLIN)
+        while not self.stopping:
+            self._accept_all()
+            if self.stopping:
+                break
+            try:
+                poller.poll(1000)
+            except InterruptedError:
+                pass
+            _drain(wake_r)
+            if os.getppid() != self.ppid:
+                log.warning("Master %d is gone; worker exiting", self.ppid)
+                break
+        if self.max_requests and self.handled >= self.max_requests:
+            log.info("Worker recycled after %d requests", self.handled)
+
+    def _accept_all(self) -> None:
+        for listener in self.listeners:
+            while not self.stopping:
+                try:
+                    conn, _ = listener.accept()
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    if exc.errno in (errno.ECONNABORTED, errno.EINTR):
+                        continue
+                    if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                        log.error("Cannot accept a connection: %s", exc)
+                        break
+                    raise
+                self.heartbeat.busy()
+                try:
+                    self.handle(conn)
+                finally:
+                    conn.close()
+                    self.heartbeat.idle()
+                self.handled += 1
+                if self.handled == self.max_requests:
+                    self.stopping = True
+
+    # --- one connection ----------------------------------------------------------------
+
+    def handle(self, conn: socket.socket) -> None:
+        if self.adapter.raw:
+            self._handle_raw(conn)
+            return
+        started = time.monotonic() if self.access else 0.0
+        try:
+            data = conn.recv(RECV_SIZE)
+            if not data:
+                return  # closed before sending a byte: a health check or a port scan
+            parsed = parse_head(data, self.config.max_header_size)
+            if parsed is None:
+                data, parsed = self._read_head(conn, data)
+        except ProtocolError as exc:
+            log.warning("Bad request: %s", exc)
+            self._refuse(conn, exc.status)
+            return
+        except (TimeoutError, BlockingIOError):
+            log.info("Client sent no complete header within %ss; closing",
+                     self.config.header_timeout)
+            return
+        except OSError as exc:
+            log.info("Error reading a request: %s", exc)
+            return
+        variables, length, consumed = parsed
+        limit = self.config.max_body_size
+        if limit is not None and length > limit:
+            log.warning("Body of %d bytes exceeds --max-body-size %d", length, limit)
+            self._refuse(conn, 413)
+            return
+        status, sent = self.adapter(conn, variables, length, data[consumed:])
+        if self.access:
+            self._log_access(variables, status, sent, started)
+
+    def _read_head(self, conn: socket.socket, data: bytes) -> tuple[bytes, Any]:
+        """The slow path: the head did not come in one piece. Read on, within the deadline."""
+        deadline = time.monotonic() + self.config.header_timeout
+        buffer = bytearray(data)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("header timeout")
+            _set_receive_timeout(conn, left)
+            chunk = conn.recv(RECV_SIZE)
+            if not chunk:
+                raise ProtocolError(f"connection closed after {len(buffer)} bytes of header")
+            buffer += chunk
+            parsed = parse_head(buffer, self.config.max_header_size)
+            if parsed is not None:
+                _set_receive_timeout(conn, self.config.header_timeout)
+                return bytes(buffer), parsed
+
+    def _handle_raw(self, conn: socket.socket) -> None:
+        try:
+            self.adapter.handle_raw(conn)  # type: ignore[attr-defined]
+        except (ProtocolError, OSError) as exc:
+            log.warning("Bad request: %s", exc)
+        except Exception:
+            log.exception("Handler error in handle_connection")
+
+    def _refuse(self, conn: socket.socket, status: int) -> None:
+        """Answer an error, then drain a little of what the client still sends and close.
+
+        Closing with unread bytes makes the kernel send a reset, which can make the
+        front end lose our answer; reading a bounded amount first avoids that.
+        """
+        try:
+            conn.sendall(error_response(status))
+            conn.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + LINGER_SECONDS
+            drained = 0
+            while drained < LINGER_BYTES and (left := deadline - time.monotonic()) > 0:
+                _set_receive_timeout(conn, left)
+                chunk = conn.recv(RECV_SIZE)
+                if not chunk:
+                    break
+                drained += len(chunk)
+        except OSError:
+            pass
+
+    def _log_access(self, variables: dict[str, str], status: str, sent: int,
+                    started: float) -> None:
+        access_log.info(
+            '%s - - [%s] "%s %s %s" %s %d %.6f pid=%d',
+            variables.get("REMOTE_ADDR", "-"),
+            time.strftime("%d/%b/%Y:%H:%M:%S %z"),
+            variables.get("REQUEST_METHOD", "-"),
+            variables.get("REQUEST_URI") or variables.get("DOCUMENT_URI", "-"),
+            variables.get("SERVER_PROTOCOL", "-"),
+            status.split(" ", 1)[0], sent, time.monotonic() - started, os.getpid(),
+        )
+
+
+def _set_receive_timeout(conn: socket.socket, seconds: float) -> None:
+    whole = int(seconds)
+    timeval = struct.pack("ll", whole, int((seconds - whole) * 1e6))
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def boot(config: Config, listeners: Sequence[Listener], app: Any, heartbeat: Heartbeat,
+         ready_fd: int, ppid: int) -> int:
+    """In the child after the fork: drop privileges, load the app, serve; returns the exit code."""
+    from ..apps.loader import AppImportError, app_kind, load_target
+
+    try:
+        _drop_privileges(config)
+    except OSError as exc:
+        log.error("Cannot switch to user/group: %s", exc)
+        return WORKER_BOOT_ERROR
+    try:
+        if app is None:
+            app = load_target(config.target)
+        adapter = make_adapter(app_kind(app), app, config, listeners)
+    except AppImportError as exc:
+        log.error("Cannot load the app: %s", exc)
+        return APP_LOAD_ERROR
+    except Exception:
+        log.exception("Cannot load the app %r", config.target)
+        return APP_LOAD_ERROR
+    worker = Worker(config, listeners, adapter, heartbeat, ppid)
+    os.write(ready_fd, struct.pack("i", os.getpid()))
+    os.close(ready_fd)
+    worker.run()
+    sys.stdout.flush()
+    return 0
+
+
+def make_adapter(kind: str, app: Any, config: Config, listeners: Sequence[Listener]) -> Adapter:
+    if kind == "handler":
+        from ..apps.handler import HandlerAdapter
+
+        return HandlerAdapter(app)
+    from ..apps.wsgi import WSGIAdapter
+
+    name, port = _server_name(listeners)
+    return WSGIAdapter(app, config.script_name, name, port)
+
+
+def _server_name(listeners: Sequence[Listener]) -> tuple[str, str]:
+    """SERVER_NAME/SERVER_PORT defaults for front ends that do not send them."""
+    for listener in listeners:
+        local = listener.sock.getsockname()
+        if isinstance(local, tuple):
+            return str(local[0]), str(local[1])
+    return "localhost", "80"
+
+
+def _drop_privileges(config: Config) -> None:
+    if config.group is not None:
+        import grp
+
+        os.setgid(grp.getgrnam(config.group).gr_gid)
+    if config.user is not None:
+        import pwd
+
+        entry = pwd.getpwnam(config.user)
+        if config.group is None:
+            os.initgroups(entry.pw_name, entry.pw_gid)
+            os.setgid(entry.pw_gid)
+        os.setuid(entry.pw_uid)

@@ -1,0 +1,177 @@
+"""Real servers for the tests: started as subprocesses, waited on by condition, stopped.
+
+``ServerProcess`` runs ``python -m scgikit serve ...`` (or any command) with
+``--bind 127.0.0.1:0``-style addresses; the master logs ``Listening at: ADDRESS``
+for each socket, and ``wait_for_log`` reads those lines, so no test guesses a
+free port or sleeps.  Every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+FIXTURES = Path(__file__).parent / "fixtureapps"
+SRC = Path(__file__).parent.parent / "src"
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 10.0, interval: float = 0.02,
+               message: str = "condition") -> object:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    """A port that was free a moment ago (only for programs that cannot report theirs)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), str(FIXTURES),
+                                                      env.get("PYTHONPATH", "")]))
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+class ServerProcess:
+    """A server subprocess whose stderr is collected line by line."""
+
+    def __init__(self, argv: Sequence[str], cwd: str | Path | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.argv = list(argv)
+        self.cwd = cwd
+        self.env = env or child_env()
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def scgikit(cls, target: str, *args: str, bind: Sequence[str] = ("127.0.0.1:0",),
+                **kwargs: object) -> ServerProcess:
+        argv = [sys.executable, "-m", "scgikit", "serve", target]
+        for address in bind:
+            argv += ["--bind", address]
+        return cls(argv + list(args), **kwargs)  # type: ignore[arg-type]
+
+    def start(self, ready: str | None = r"Listening at: ", timeout: float = 20.0) -> ServerProcess:
+        self.proc = subprocess.Popen(self.argv, cwd=self.cwd, env=self.env,
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+        threading.Thread(target=self._read, daemon=True).start()
+        if ready:
+            self.wait_for_log(ready, timeout)
+        return self
+
+    def _read(self) -> None:
+        assert self.proc and self.proc.stderr
+        for raw in self.proc.stderr:
+            with self._changed:
+                self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self.lines.append("<stderr closed>")
+            self._changed.notify_all()
+
+    @property
+    def log(self) -> str:
+        with self._changed:
+            return "\n".join(self.lines)
+
+    def wait_for_log(self, pattern: str, timeout: float = 10.0, count: int = 1,
+                     start: int = 0) -> list[re.Match[str]]:
+        """Wait until ``count`` lines from index ``start`` on match ``pattern``."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                found = [m for line in self.lines[start:] if (m := regex.search(line))]
+                if len(found) >= count:
+                    return found
+                if self.lines and self.lines[-1] == "<stderr closed>":
+                    raise AssertionError(
+                        f"server exited before logging {pattern!r}:\n{self.log_unlocked}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(
+                        f"timed out waiting for {pattern!r} in log:\n{self.log_unlocked}")
+                self._changed.wait(left)
+
+    @property
+    def log_unlocked(self) -> str:
+        return "\n".join(self.lines)
+
+    @property
+    def address(self) -> str:
+        """The first address the server logged it listens at."""
+        return self.addresses[0]
+
+    @property
+    def addresses(self) -> list[str]:
+        return [m.group(1) for m in self.wait_for_log(r"Listening at: (\S+)")]
+
+    @property
+    def pid(self) -> int:
+        assert self.proc
+        return self.proc.pid
+
+    def signal(self, signum: int) -> None:
+        assert self.proc
+        self.proc.send_signal(signum)
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        """Send ``signum`` and wait for the exit; kill if it overstays. Returns the exit code."""
+        assert self.proc
+        if self.proc.poll() is None:
+            self.proc.send_signal(signum)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+                raise AssertionError(
+                    f"server did not stop within {timeout}s:\n{self.log}") from None
+        return self.proc.returncode
+
+    def __enter__(self) -> ServerProcess:
+        if self.proc is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.stop(signal.SIGQUIT, timeout=15)
+
+
+def worker_pids(master_pid: int) -> set[int]:
+    """The live children of ``master_pid``, from /proc."""
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == master_pid and fields[0] != "Z":
+            pids.add(int(entry.name))
+    return pids
