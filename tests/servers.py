@@ -133,7 +133,7 @@ class ServerProcess:
         assert self.proc
         return self.proc.pid
 
-    def signal(self, signum: int) -> None:
+    def send_signal(self, signum: int) -> None:
         assert self.proc
         self.proc.send_signal(signum)
 

@@ -131,7 +131,8 @@ class _Exchange:
     def sendfile(self, wrapper: FileWrapper) -> None:
         self.finish()
         try:
-            self.sent += self.sock.sendfile(wrapper.filelike)
+            filelike = wrapper.filelike
+            self.sent += self.sock.sendfile(filelike, filelike.tell())
         except OSError as exc:
             raise ClientGone(str(exc)) from None
 

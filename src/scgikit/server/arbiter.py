@@ -108,8 +108,6 @@ class Arbiter:
             sys.path.insert(0, os.getcwd())  # as 'python -m' would, for 'module:app'
         self.listeners = open_listeners(config, self.environ)
         self._chown_sockets()
-        for listener in self.listeners:
-            log.info("Listening at: %s", listener.name)
         self.slots_map = mmap.mmap(-1, 8 * MAX_WORKERS)
         self.slots = memoryview(self.slots_map).cast("d")
         self.ready_r, self.ready_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -120,6 +118,9 @@ class Arbiter:
         if config.pid_file:
             with open(config.pid_file, "w") as fh:
                 fh.write(f"{os.getpid()}\n")
+        # Logged last: tests and scripts take this line to mean "ready for signals".
+        for listener in self.listeners:
+            log.info("Listening at: %s", listener.name)
         log.info("Master %d starting %d workers for %s", os.getpid(), config.workers,
                  config.target or self.app)
 
@@ -315,12 +316,20 @@ class Arbiter:
         self.slots[slot] = 0.0
         generation = self.state.generation
         master = os.getpid()
-        pid = os.fork()
+        # Block signals across the fork: a signal for the new worker that arrives
+        # before it has dropped the master's handlers must not be swallowed by them.
+        signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+        try:
+            pid = os.fork()
+        finally:
+            if pid:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
         if pid == 0:
             code = 1
             try:
                 for signum in HANDLED_SIGNALS:
                     signal.signal(signum, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
                 signal.set_wakeup_fd(-1)
                 os.close(self.wake_r)
                 os.close(self.wake_w)

@@ -169,8 +169,11 @@ def _prepare(sock: socket.socket, config: Config) -> None:
     # Accepted sockets inherit these on Linux: a stalled client cannot hold a
     # worker longer than --header-timeout per read.
     if config.header_timeout > 0:
-        seconds = int(config.header_timeout)
-        micros = int((config.header_timeout - seconds) * 1e6)
-        timeval = struct.pack("ll", seconds, micros)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(config.header_timeout))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval(config.header_timeout))
+
+
+def timeval(seconds: float) -> bytes:
+    """``seconds`` as the ``struct timeval`` that SO_RCVTIMEO and SO_SNDTIMEO take."""
+    whole = int(seconds)
+    return struct.pack("ll", whole, int((seconds - whole) * 1e6))

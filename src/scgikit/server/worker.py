@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 from ..config import Config
 from ..protocol import ProtocolError, error_response, parse_head
-from .sockets import Listener
+from .sockets import Listener, timeval
 
 log = logging.getLogger("scgikit")
 access_log = logging.getLogger("scgikit.access")
@@ -74,6 +74,11 @@ class Worker:
                  heartbeat: Heartbeat, ppid: int) -> None:
         self.config = config
         self.listeners = [listener.sock for listener in listeners]
+        # Linux copies SO_RCVTIMEO/SO_SNDTIMEO from a TCP listener to the sockets it
+        # accepts, but not from a unix one: those get theirs per connection.
+        self.timeval = timeval(config.header_timeout) if config.header_timeout else None
+        self.set_timeouts = {listener.sock: listener.sock.family == socket.AF_UNIX
+                             for listener in listeners}
         self.adapter = adapter
         self.heartbeat = heartbeat
         self.ppid = ppid
@@ -141,6 +146,9 @@ class Worker:
                     raise
                 self.heartbeat.busy()
                 try:
+                    if self.set_timeouts[listener] and self.timeval:
+                        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, self.timeval)
+                        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, self.timeval)
                     self.handle(conn)
                 finally:
                     conn.close()
@@ -244,9 +252,7 @@ class Worker:
 
 
 def _set_receive_timeout(conn: socket.socket, seconds: float) -> None:
-    whole = int(seconds)
-    timeval = struct.pack("ll", whole, int((seconds - whole) * 1e6))
-    conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(seconds))
 
 
 def _drain(fd: int) -> None:

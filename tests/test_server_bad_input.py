@@ -1,0 +1,117 @@
+"""Bad input gets a clear answer or a closed connection, a log line, and the server serves on."""
+
+import socket
+
+import pytest
+from netstrings import scgi_head as head
+from scgi_raw import connect, exchange_raw, parse_answer, read_all, request
+from servers import wait_until
+
+from scgikit.protocol import encode_request
+
+
+@pytest.fixture
+def server(serve, transport):
+    return serve("wsgi_apps:echo_hash", "--workers", "2", "--header-timeout", "1",
+                 "--max-header-size", "4096", "--max-body-size", "1m", bind=[transport])
+
+
+def still_serving(server):
+    answer = request(server.address, "/after", method="POST", body=b"ok")
+    assert answer.status == 200
+    assert b'"size": 2' in answer.body
+
+
+BAD = {
+    "letters in the length": (b"1x:abc,", 400, "not ASCII digits"),
+    "leading zero length": (b"05:" + b"x" * 5 + b",", 400, "leading zero"),
+    "length past the maximum": (b"99999999:", 431, "exceeds the maximum"),
+    "length far past the maximum": (b"123456789012345678901234567890", 431, "exceeds"),
+    "missing CONTENT_LENGTH": (head([("SCGI", "1"), ("REQUEST_METHOD", "GET")]), 400,
+                               "first header must be CONTENT_LENGTH"),
+    "late CONTENT_LENGTH": (head([("SCGI", "1"), ("CONTENT_LENGTH", "0")]), 400,
+                            "first header must be CONTENT_LENGTH"),
+    "missing SCGI": (head([("CONTENT_LENGTH", "0"), ("REQUEST_METHOD", "GET")]), 400,
+                     "missing SCGI header"),
+    "duplicate header": (head([("CONTENT_LENGTH", "0"), ("SCGI", "1"), ("REQUEST_URI", "/a"),
+                               ("REQUEST_URI", "/b")]), 400, "duplicate header 'REQUEST_URI'"),
+    "signed CONTENT_LENGTH": (head([("CONTENT_LENGTH", "-1"), ("SCGI", "1")]), 400,
+                              "CONTENT_LENGTH is not ASCII digits"),
+    "no comma": (head([("CONTENT_LENGTH", "0"), ("SCGI", "1")])[:-1] + b";", 400,
+                 "not followed by ','"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD), ids=list(BAD))
+def test_malformed_head_is_refused_with_a_status_and_logged(server, case):
+    data, status, message = BAD[case]
+    answer = parse_answer(exchange_raw(server.address, data))
+    assert answer.status == status
+    assert b"Traceback" not in answer.raw
+    server.wait_for_log(message)
+    still_serving(server)
+
+
+def test_body_over_max_body_size_gets_413(server):
+    with connect(server.address) as sock:
+        sock.sendall(encode_request({"REQUEST_METHOD": "POST"}, 2 * 1024 * 1024))
+        sock.sendall(b"x" * 100_000)
+        answer = parse_answer(read_all(sock))
+    assert answer.status == 413
+    server.wait_for_log("exceeds --max-body-size")
+    still_serving(server)
+
+
+def test_body_shorter_than_announced_is_logged_and_serving_goes_on(server):
+    with connect(server.address) as sock:
+        sock.sendall(encode_request({"REQUEST_METHOD": "POST"}, 1000))
+        sock.sendall(b"only this much")
+        sock.shutdown(socket.SHUT_WR)
+        answer = parse_answer(read_all(sock))
+    assert answer.status == 400
+    server.wait_for_log("client closed the connection with 986 of 1000 body bytes unsent")
+    still_serving(server)
+
+
+def test_client_that_stalls_in_the_head_is_dropped(server):
+    with connect(server.address) as sock:
+        sock.sendall(encode_request({"REQUEST_METHOD": "GET"}, 0)[:10])
+        assert read_all(sock) == b""  # closed by the server after --header-timeout
+    server.wait_for_log("no complete header within")
+    still_serving(server)
+
+
+def test_client_that_stalls_in_the_body_gets_408(server):
+    with connect(server.address) as sock:
+        sock.sendall(encode_request({"REQUEST_METHOD": "POST"}, 100) + b"partial")
+        answer = parse_answer(read_all(sock))
+    assert answer.status == 408
+    server.wait_for_log("client stalled with 93 of 100 body bytes unsent")
+    still_serving(server)
+
+
+def test_connection_closed_before_a_byte_is_quiet(server):
+    for _ in range(20):
+        connect(server.address).close()
+    still_serving(server)
+    assert "Traceback" not in server.log
+    assert "ERROR" not in server.log
+
+
+def test_client_that_hangs_up_mid_head_is_logged(server):
+    with connect(server.address) as sock:
+        sock.sendall(encode_request({"REQUEST_METHOD": "GET"}, 0)[:12])
+        sock.shutdown(socket.SHUT_WR)
+        read_all(sock)
+    server.wait_for_log("connection closed after 12 bytes of header")
+    still_serving(server)
+
+
+def test_many_bad_clients_do_not_stop_good_ones(server):
+    for data, _, _ in BAD.values():
+        exchange_raw(server.address, data)
+    results = [request(server.address, "/", method="POST", body=b"x" * n).status
+               for n in range(0, 50)]
+    assert results == [200] * 50
+    wait_until(lambda: "Bad request" in server.log, message="bad requests logged")
+    assert "Traceback" not in server.log
