@@ -72,10 +72,11 @@ class ServerProcess:
             argv += ["--bind", address]
         return cls(argv + list(args), **kwargs)  # type: ignore[arg-type]
 
-    def start(self, ready: str | None = r"Listening at: ", timeout: float = 20.0) -> ServerProcess:
+    def start(self, ready: str | None = r"Listening at: ", timeout: float = 20.0,
+              pass_fds: Sequence[int] = ()) -> ServerProcess:
         self.proc = subprocess.Popen(self.argv, cwd=self.cwd, env=self.env,
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
+                                     stderr=subprocess.PIPE, pass_fds=pass_fds)
         threading.Thread(target=self._read, daemon=True).start()
         if ready:
             self.wait_for_log(ready, timeout)

@@ -210,3 +210,9 @@ def test_missing_method_and_query_get_wsgi_defaults(serve):
     server = serve("wsgi_apps:environ_json")
     environ = environ_of(server, "/", drop=["REQUEST_METHOD", "QUERY_STRING"])
     assert (environ["REQUEST_METHOD"], environ["QUERY_STRING"]) == ("GET", "")
+
+
+def test_read_with_a_size_returns_that_many_bytes_from_a_streamed_body(wsgi):
+    body = os.urandom(700_000)
+    answer = request(wsgi("validated_echo").address, "/", method="POST", body=body)
+    assert answer.body == body

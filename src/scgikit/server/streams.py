@@ -69,8 +69,10 @@ class SocketBody(io.BufferedIOBase):
             while self._fill(RECV_SIZE):
                 pass
             size = len(self._buffer)
-        elif len(self._buffer) < size:
-            self._fill(size - len(self._buffer))
+        else:
+            # Like a buffered file: read(n) returns n bytes unless the body ends first.
+            while len(self._buffer) < size and self._fill(size - len(self._buffer)):
+                pass
         data = bytes(self._buffer[:size])
         del self._buffer[:size]
         return data

@@ -1,0 +1,136 @@
+"""Where the server listens: TCP, IPv6, unix sockets, inherited descriptors, systemd."""
+
+import socket
+import stat
+import subprocess
+import sys
+
+import pytest
+from scgi_raw import request
+from servers import ServerProcess, child_env
+
+from scgikit.server.sockets import systemd_listeners
+
+
+def test_unix_socket_gets_the_default_mode_and_is_removed_at_exit(serve, tmp_path):
+    path = tmp_path / "app.sock"
+    server = serve("wsgi_apps:hello", bind=[f"unix:{path}"])
+    assert stat.S_IMODE(path.stat().st_mode) == 0o660
+    assert request(server.address, "/").body == b"hello"
+    assert server.stop() == 0
+    assert not path.exists()
+
+
+def test_socket_mode_option_sets_the_permissions(serve, tmp_path):
+    path = tmp_path / "app.sock"
+    serve("wsgi_apps:hello", "--socket-mode", "0600", bind=[f"unix:{path}"])
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_stale_socket_file_is_replaced(serve, tmp_path):
+    path = tmp_path / "app.sock"
+    dead = socket.socket(socket.AF_UNIX)
+    dead.bind(str(path))
+    dead.close()  # the file stays, nobody listens: what a crashed server leaves
+    server = serve("wsgi_apps:hello", bind=[f"unix:{path}"])
+    assert request(server.address, "/").body == b"hello"
+    server.wait_for_log("Removing stale socket file")
+
+
+def test_socket_of_a_running_server_is_not_taken_over(serve, tmp_path):
+    path = tmp_path / "app.sock"
+    first = serve("wsgi_apps:hello", bind=[f"unix:{path}"])
+    second = ServerProcess.scgikit("wsgi_apps:hello", bind=[f"unix:{path}"]).start(ready=None)
+    assert second.proc.wait(30) == 2
+    second.wait_for_log(f"unix:{path} is in use by a running server")
+    assert request(first.address, "/").body == b"hello"
+
+
+def test_regular_file_in_the_way_is_not_deleted(tmp_path):
+    path = tmp_path / "not-a-socket"
+    path.write_text("precious")
+    server = ServerProcess.scgikit("wsgi_apps:hello", bind=[f"unix:{path}"]).start(ready=None)
+    assert server.proc.wait(30) == 2
+    server.wait_for_log("exists and is not a socket; not replacing it")
+    assert path.read_text() == "precious"
+
+
+def test_tcp_and_unix_at_once(serve, tmp_path):
+    server = serve("wsgi_apps:hello", bind=["127.0.0.1:0", f"unix:{tmp_path}/s.sock"])
+    for address in server.addresses:
+        assert request(address, "/").body == b"hello"
+
+
+def test_ipv6_loopback(serve):
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError as exc:
+        pytest.skip(f"::1 is not usable here: {exc}")
+    server = serve("wsgi_apps:hello", bind=["[::1]:0"])
+    assert server.address.startswith("[::1]:")
+    assert request(server.address, "/").body == b"hello"
+
+
+def test_port_in_use_is_a_clear_error():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = ServerProcess.scgikit("wsgi_apps:hello", bind=[f"127.0.0.1:{port}"])
+        server.start(ready=None)
+        assert server.proc.wait(30) == 2
+        server.wait_for_log(rf"cannot listen on 127.0.0.1:{port}: Address already in use")
+
+
+def test_unparseable_bind_is_refused_before_starting():
+    result = subprocess.run([sys.executable, "-m", "scgikit", "serve", "wsgi_apps:hello",
+                             "--bind", "::1:80"], env=child_env(), capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode == 2
+    assert "write IPv6 addresses in brackets" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def listening_socket():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    return sock
+
+
+def test_inherited_descriptor_fd_url():
+    with listening_socket() as sock:
+        fd = sock.fileno()
+        server = ServerProcess.scgikit("wsgi_apps:hello", bind=[f"fd://{fd}"])
+        server.start(ready=rf"Listening at: fd://{fd} \(127\.0\.0\.1:\d+\)", pass_fds=[fd])
+        try:
+            host, port = sock.getsockname()
+            assert request(f"{host}:{port}", "/").body == b"hello"
+        finally:
+            assert server.stop() == 0
+
+
+def test_systemd_socket_activation():
+    with listening_socket() as sock:
+        # sd_listen_fds(3): descriptors from 3 on, and LISTEN_PID naming the server's own
+        # pid, which only its own process knows: a launcher sets it, then execs the server.
+        launcher = (
+            "import os, sys; os.dup2(int(sys.argv[1]), 3); "
+            "os.environ['LISTEN_PID'] = str(os.getpid()); os.environ['LISTEN_FDS'] = '1'; "
+            "os.execv(sys.executable, [sys.executable, '-m', 'scgikit', 'serve', "
+            "'wsgi_apps:hello'])")
+        server = ServerProcess([sys.executable, "-c", launcher, str(sock.fileno())])
+        server.start(ready=r"Listening at: systemd fd 3", pass_fds=[sock.fileno()])
+        try:
+            host, port = sock.getsockname()
+            assert request(f"{host}:{port}", "/").body == b"hello"
+        finally:
+            assert server.stop() == 0
+
+
+def test_systemd_sockets_meant_for_another_process_are_ignored():
+    assert systemd_listeners({"LISTEN_PID": "1", "LISTEN_FDS": "1"}) == []
+    assert systemd_listeners({}) == []
