@@ -19,7 +19,9 @@ from typing import Any
 from .addresses import Address, AddressError, parse_address
 from .protocol import DEFAULT_MAX_HEADER_SIZE
 
-__all__ = ["Config", "ConfigError", "add_arguments", "from_arguments", "options_table"]
+__all__ = [
+    "Config", "ConfigError", "add_arguments", "from_arguments", "options_page", "options_table",
+]
 
 DEFAULT_BIND = "127.0.0.1:4000"
 
@@ -31,13 +33,21 @@ class ConfigError(ValueError):
 def _option(
     flags: Sequence[str], help: str, *, default: Any = None,
     factory: Callable[[], Any] | None = None, parse: Callable[[str], Any] = str,
-    repeat: bool = False, metavar: str | None = None, is_flag: bool = False,
+    repeat: bool = False, metavar: str | None = None, shown: str | None = None,
 ) -> Any:
     meta = {"flags": tuple(flags), "help": help, "parse": parse, "repeat": repeat,
-            "metavar": metavar, "is_flag": is_flag}
+            "metavar": metavar, "shown": shown if shown is not None else _shown(default)}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def _shown(default: Any) -> str:
+    if default is None:
+        return "none"
+    if default == "":
+        return "empty"
+    return str(default)
 
 
 def _octal(text: str) -> int:
@@ -91,17 +101,17 @@ class Config:
     target: str = ""
     bind: tuple[str, ...] = _option(
         ["-b", "--bind"], "address to listen on: HOST:PORT, [::1]:PORT, unix:/path, fd://N; "
-        f"repeatable (default {DEFAULT_BIND}; systemd LISTEN_FDS are used when present)",
-        factory=tuple, repeat=True, metavar="ADDRESS")
+        "repeatable; without it, systemd's LISTEN_FDS sockets if any",
+        factory=tuple, repeat=True, metavar="ADDRESS", shown=DEFAULT_BIND)
     socket_mode: int = _option(
         ["--socket-mode"], "permissions of unix socket files, in octal", default=0o660,
-        parse=_octal, metavar="MODE")
+        parse=_octal, metavar="MODE", shown="0660")
     backlog: int = _option(
         ["--backlog"], "listen queue length of each socket", default=2048, parse=_count,
         metavar="N")
     workers: int = _option(
         ["-w", "--workers"], "worker processes (default: number of CPUs)",
-        factory=_default_workers, parse=_count, metavar="N")
+        factory=_default_workers, parse=_count, metavar="N", shown="number of CPUs")
     max_requests: int = _option(
         ["--max-requests"], "recycle a worker after this many requests (0: never)", default=0,
         parse=_count, metavar="N")
@@ -140,7 +150,7 @@ class Config:
         ["--chdir"], "change to DIR before loading the app", default=None, metavar="DIR")
     env: tuple[tuple[str, str], ...] = _option(
         ["--env"], "set an environment variable for the app; repeatable", factory=tuple,
-        parse=_env_pair, repeat=True, metavar="KEY=VALUE")
+        parse=_env_pair, repeat=True, metavar="KEY=VALUE", shown="none")
     user: str | None = _option(
         ["--user"], "run workers as this user (when started as root)", default=None,
         metavar="USER")
@@ -188,10 +198,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add every option of ``Config`` to ``parser`` (parsed later by ``from_arguments``)."""
     for f in _option_fields():
         meta = f.metadata
-        default = f.default if f.default is not dataclasses.MISSING else None
-        shown = f" [env {env_name(f.name)}]"
-        if default not in (None, "", ()) and not meta["repeat"]:
-            shown = f" (default {oct(default) if f.name == 'socket_mode' else default})" + shown
+        shown = f" (default {meta['shown']}; env {env_name(f.name)})"
         parser.add_argument(
             *meta["flags"], dest=f.name, metavar=meta["metavar"], help=meta["help"] + shown,
             action="append" if meta["repeat"] else "store", default=None,
@@ -225,9 +232,18 @@ def options_table() -> str:
     rows = ["| option | environment | default | meaning |", "|---|---|---|---|"]
     for f in _option_fields():
         meta = f.metadata
-        default = f.default if f.default is not dataclasses.MISSING else "(computed)"
-        if f.name == "socket_mode":
-            default = oct(0o660)
         flag = meta["flags"][-1] + (f" {meta['metavar']}" if meta["metavar"] else "")
-        rows.append(f"| `{flag}` | `{env_name(f.name)}` | {default!s} | {meta['help']} |")
+        rows.append(f"| `{flag}` | `{env_name(f.name)}` | {meta['shown']} | {meta['help']} |")
     return "\n".join(rows)
+
+
+def options_page() -> str:
+    """docs/options.md, generated from the field table."""
+    return (
+        "# `scgikit serve` options\n\n"
+        "Generated from the field table in `src/scgikit/config.py` by `scripts/make-docs` (a test\n"
+        "keeps this page in step with it). Each option can also be given as an environment\n"
+        "variable: the command line wins over the environment, which wins over the default.\n"
+        "Repeatable options take several values in their variable, separated by spaces.\n\n"
+        + options_table() + "\n"
+    )

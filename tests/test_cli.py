@@ -1,0 +1,93 @@
+"""The command line: help with examples, clear one-line errors, the generated docs in step."""
+
+import os
+import subprocess
+import tempfile
+import sys
+from pathlib import Path
+
+import pytest
+from scgi_raw import request
+from servers import child_env
+
+from scgikit.config import options_page
+
+ROOT = Path(__file__).parent.parent
+
+
+def scgikit(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "scgikit", *args], capture_output=True,
+                          text=True, timeout=60, env=env or child_env())
+
+
+def test_serve_help_lists_every_option_with_its_variable_and_examples():
+    result = scgikit("serve", "--help")
+    assert result.returncode == 0
+    for option in ("--bind", "--workers", "--max-requests-jitter", "--header-timeout",
+                   "--max-body-size", "--access-log", "--user", "--script-name"):
+        assert option in result.stdout
+    assert "SCGIKIT_WORKERS" in result.stdout
+    assert "examples:" in result.stdout
+
+
+def test_no_subcommand_prints_help_and_fails():
+    result = scgikit()
+    assert result.returncode == 2
+    assert "serve" in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--workers", "0"], "--workers must be at least 1"),
+    (["--workers", "many"], "--workers: 'many' is not a whole number"),
+    (["--socket-mode", "999"], "is not an octal file mode"),
+    (["--max-body-size", "lots"], "is not a size"),
+    (["--script-name", "app/"], "must start with '/'"),
+    (["--log-level", "loud"], "is not a log level"),
+    (["--env", "NOVALUE"], "--env takes KEY=VALUE"),
+])
+def test_bad_option_is_one_clear_line(args, message):
+    result = scgikit("serve", "wsgi_apps:hello", *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_environment_variables_configure_the_server(serve):
+    server = serve("wsgi_apps:env_var", env=child_env(SCGIKIT_ENV="GREETING=from-env",
+                                                       SCGIKIT_WORKERS="1"))
+    assert request(server.address, "/").body.startswith(b"from-env ")
+    server.wait_for_log("starting 1 workers")
+
+
+def test_options_doc_is_generated_from_the_field_table():
+    assert (ROOT / "docs" / "options.md").read_text() == options_page(), (
+        "docs/options.md is stale: run scripts/make-docs")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+def test_user_option_runs_workers_as_that_user(serve):
+    # pytest's tmp_path sits under a 0700 folder that the user "nobody" cannot enter.
+    with tempfile.TemporaryDirectory(dir="/tmp") as folder:
+        check_user_option(serve, Path(folder))
+
+
+def check_user_option(serve, tmp_path):
+    app = tmp_path / "whoami.py"
+    app.write_text("import os\ndef app(e, s):\n    s('200 OK', [])\n"
+                   "    return [str(os.getuid()).encode()]\n")
+    tmp_path.chmod(0o755)
+    app.chmod(0o644)
+    server = serve(f"{app}:app", "--user", "nobody", "--group", "nogroup",
+                   bind=[f"unix:{tmp_path}/s.sock"])
+    import pwd
+
+    assert request(server.address, "/").body == str(pwd.getpwnam("nobody").pw_uid).encode()
+    assert (tmp_path / "s.sock").stat().st_uid == pwd.getpwnam("nobody").pw_uid
+
+
+def test_user_option_without_root_is_refused():
+    if os.geteuid() == 0:
+        pytest.skip("running as root: the refusal is for everyone else")
+    result = scgikit("serve", "wsgi_apps:hello", "--user", "nobody", "--bind", "127.0.0.1:0")
+    assert result.returncode == 2
+    assert "need the server to be started as root" in result.stderr
