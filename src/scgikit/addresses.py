@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["Address", "AddressError", "parse_address", "DEFAULT_PORT"]
 
@@ -57,7 +58,7 @@ class Address:
         return f"{self.host}:{self.port}"
 
 
-AddressLike = str | Address | tuple
+AddressLike = str | Address | tuple[Any, ...]
 
 
 def parse_address(value: AddressLike, default_port: int = DEFAULT_PORT) -> Address:

@@ -21,6 +21,7 @@ default host is 127.0.0.1 (pass ``host=""`` for all interfaces, as before);
 from __future__ import annotations
 
 import codecs
+import io
 import os
 import sys
 from typing import IO, Any
@@ -88,7 +89,8 @@ class SCGIHandler:
             output.close()
             input.close()
 
-    def produce(self, env: dict[str, str], bodysize: int, input: IO[bytes], output: Any) -> None:
+    def produce(self, env: dict[str, str], bodysize: int, input: io.BufferedIOBase,
+                output: Any) -> None:
         """Answer one request: write a CGI head (``Status:``, headers, blank line), then the body.
 
         ``env`` maps the CGI variables to their values; ``bodysize`` is
@@ -97,8 +99,8 @@ class SCGIHandler:
         CGI-like process environment and calls ``produce_cgilike``.
         """
         stdin, stdout, environ = sys.stdin, sys.stdout, os.environ
-        sys.stdin = codecs.getreader("utf-8")(input)  # type: ignore[assignment]
-        sys.stdout = codecs.getwriter("utf-8")(output)  # type: ignore[assignment]
+        sys.stdin = codecs.getreader("utf-8")(input)
+        sys.stdout = codecs.getwriter("utf-8")(output)
         os.environ = env  # type: ignore[assignment]  # noqa: B003 (as the original does)
         try:
             self.produce_cgilike(env, bodysize)

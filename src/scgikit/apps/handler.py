@@ -42,7 +42,7 @@ class HandlerOutput(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, data: Any) -> int:  # type: ignore[override]
+    def write(self, data: Any) -> int:
         if isinstance(data, str):
             data = data.encode("utf-8")
         elif not isinstance(data, bytes):

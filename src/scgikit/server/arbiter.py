@@ -28,7 +28,7 @@ import signal
 import struct
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -167,11 +167,12 @@ class Arbiter:
     def _handle_signals(self) -> None:
         while self.signals:
             signum = self.signals.pop(0)
-            handler = {
+            handlers: dict[int, Callable[[], None]] = {
                 signal.SIGTERM: self.handle_term, signal.SIGINT: self.handle_term,
                 signal.SIGQUIT: self.handle_quit, signal.SIGHUP: self.handle_hup,
                 signal.SIGTTIN: self.handle_ttin, signal.SIGTTOU: self.handle_ttou,
-            }.get(signum)
+            }
+            handler = handlers.get(signum)
             if handler:
                 handler()
 

@@ -54,7 +54,7 @@ class Adapter(Protocol):
 class Heartbeat:
     """This worker's slot in the master's shared array: 0.0 idle, else busy since."""
 
-    def __init__(self, slots: memoryview | None, index: int) -> None:
+    def __init__(self, slots: memoryview[float] | None, index: int) -> None:
         self.slots = slots
         self.index = index
 
