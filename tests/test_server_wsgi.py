@@ -216,3 +216,9 @@ def test_read_with_a_size_returns_that_many_bytes_from_a_streamed_body(wsgi):
     body = os.urandom(700_000)
     answer = request(wsgi("validated_echo").address, "/", method="POST", body=body)
     assert answer.body == body
+
+
+def test_a_bad_header_is_caught_even_after_good_responses(serve):
+    server = serve("wsgi_apps:sometimes_bad", "--workers", "1")
+    statuses = [request(server.address, path).status for path in ("/ok", "/ok", "/bad", "/ok")]
+    assert statuses == [200, 200, 500, 200]

@@ -175,3 +175,10 @@ def factory(greeting="made"):
 
 async def asgi_app(scope, receive, send):
     pass
+
+
+def sometimes_bad(environ, start_response):
+    """Good headers on most paths, an injected header on /bad: the head cache must not hide it."""
+    value = "a\r\nInjected: yes" if environ["PATH_INFO"] == "/bad" else "a"
+    start_response("200 OK", [("X-Value", value)])
+    return [b"body"]

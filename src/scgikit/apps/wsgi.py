@@ -67,16 +67,32 @@ def _fileno(wrapper: FileWrapper) -> int | None:
         return None
 
 
+def encode_head(status: str, headers: list[tuple[str, str]]) -> bytes:
+    """Check the app's status and headers and encode them; ``InvalidResponse`` if they are bad."""
+    if type(status) is not str or not _STATUS(status):
+        raise InvalidResponse(f"invalid status {status!r}")
+    for name, value in headers:
+        if type(name) is not str or type(value) is not str:
+            raise InvalidResponse(f"header {name!r}: {value!r} is not a pair of str")
+        if not _TOKEN(name) or _BAD_VALUE(value):
+            raise InvalidResponse(f"invalid header {name!r}: {value!r}")
+    try:
+        return format_response_head(status, headers)
+    except UnicodeEncodeError:
+        raise InvalidResponse(f"headers of {status!r} are not latin-1") from None
+
+
 class _Exchange:
     """One request's response state: ``start_response`` and ``write`` live here."""
 
-    __slots__ = ("sock", "status", "head", "sent")
+    __slots__ = ("sock", "status", "head", "sent", "last")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, last: list[Any]) -> None:
         self.sock = sock
         self.status: str | None = None
         self.head: bytes | None = None  # encoded head not yet sent
         self.sent = 0  # bytes sent so far, head included
+        self.last = last  # the adapter's [status, headers, head] of the previous response
 
     def start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
@@ -89,18 +105,15 @@ class _Exchange:
                 exc_info = None
         elif self.status is not None:
             raise AssertionError("start_response called a second time without exc_info")
-        if type(status) is not str or not _STATUS(status):
-            raise InvalidResponse(f"invalid status {status!r}")
-        for name, value in headers:
-            if type(name) is not str or type(value) is not str:
-                raise InvalidResponse(f"header {name!r}: {value!r} is not a pair of str")
-            if not _TOKEN(name) or _BAD_VALUE(value):
-                raise InvalidResponse(f"invalid header {name!r}: {value!r}")
-        try:
-            self.head = format_response_head(status, headers)
-        except UnicodeEncodeError:
-            raise InvalidResponse(f"headers of {status!r} are not latin-1") from None
+        last = self.last
+        if status == last[0] and headers == last[1]:
+            # Most apps answer most requests with the same head: reuse it, checked and encoded.
+            self.head = last[2]
+            self.status = status
+            return self.write
+        self.head = encode_head(status, headers)
         self.status = status
+        last[:] = [status, list(headers), self.head]
         return self.write
 
     def write(self, data: bytes) -> None:
@@ -145,6 +158,7 @@ class WSGIAdapter:
     def __init__(self, app: WSGIApp, script_name: str, server_name: str, server_port: str) -> None:
         self.app = app
         self.script_name = script_name
+        self.last_head: list[Any] = [None, None, b""]
         self.base: dict[str, Any] = {
             "REQUEST_METHOD": "GET",
             "SCRIPT_NAME": script_name,
@@ -199,7 +213,7 @@ class WSGIAdapter:
     def __call__(self, sock: socket.socket, variables: dict[str, str], length: int,
                  prefix: bytes) -> tuple[str, int]:
         """Answer one request; returns the status line and the bytes sent."""
-        exchange = _Exchange(sock)
+        exchange = _Exchange(sock, self.last_head)
         try:
             result = self.app(self.environ(sock, variables, length, prefix),
                               exchange.start_response)

@@ -52,19 +52,14 @@ class Adapter(Protocol):
 
 
 class Heartbeat:
-    """This worker's slot in the master's shared array: 0.0 idle, else busy since."""
+    """This worker's slot in the master's shared array: 0.0 idle, else busy since.
 
-    def __init__(self, slots: memoryview[float] | None, index: int) -> None:
+    The worker writes the slot inline in its accept loop; the master reads it.
+    """
+
+    def __init__(self, slots: memoryview[float], index: int) -> None:
         self.slots = slots
         self.index = index
-
-    def busy(self) -> None:
-        if self.slots is not None:
-            self.slots[self.index] = time.monotonic()
-
-    def idle(self) -> None:
-        if self.slots is not None:
-            self.slots[self.index] = 0.0
 
 
 class Worker:
@@ -88,6 +83,7 @@ class Worker:
         )
         self.handled = 0
         self.access = access_log.isEnabledFor(logging.INFO) and access_log.handlers != []
+        self.handle = self._handle_raw if adapter.raw else self._handle_scgi
 
     # --- signals: record only --------------------------------------------------------
 
@@ -131,10 +127,16 @@ class Worker:
             log.info("Worker recycled after %d requests", self.handled)
 
     def _accept_all(self) -> None:
+        # The hot loop: names are bound to locals, the heartbeat written inline.
+        slots, slot = self.heartbeat.slots, self.heartbeat.index
+        monotonic = time.monotonic
+        handle = self.handle
         for listener in self.listeners:
+            accept = listener.accept
+            timeval = self.timeval if self.set_timeouts[listener] else None
             while not self.stopping:
                 try:
-                    conn, _ = listener.accept()
+                    conn, _ = accept()
                 except BlockingIOError:
                     break
                 except OSError as exc:
@@ -144,25 +146,22 @@ class Worker:
                         log.error("Cannot accept a connection: %s", exc)
                         break
                     raise
-                self.heartbeat.busy()
+                slots[slot] = monotonic()
                 try:
-                    if self.set_timeouts[listener] and self.timeval:
-                        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, self.timeval)
-                        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, self.timeval)
-                    self.handle(conn)
+                    if timeval:
+                        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+                        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+                    handle(conn)
                 finally:
                     conn.close()
-                    self.heartbeat.idle()
+                    slots[slot] = 0.0
                 self.handled += 1
                 if self.handled == self.max_requests:
                     self.stopping = True
 
     # --- one connection ----------------------------------------------------------------
 
-    def handle(self, conn: socket.socket) -> None:
-        if self.adapter.raw:
-            self._handle_raw(conn)
-            return
+    def _handle_scgi(self, conn: socket.socket) -> None:
         started = time.monotonic() if self.access else 0.0
         try:
             data = conn.recv(RECV_SIZE)
