@@ -117,22 +117,35 @@ Event = Request | Response | Body | EndOfMessage | _NeedData
 
 # --- request heads -----------------------------------------------------------------------
 
-_DIGITS: Final = frozenset(b"0123456789")
-
-
-def _parse_length(digits: bytes, what: str) -> int:
+def _check_length(digits: bytes, what: str) -> None:
     # SCGI: "the length is ASCII digits only"; netstrings forbid leading zeros.
+    # (bytes.isdigit() is true for ASCII digits only.)
     if not digits:
         raise ProtocolError(f"{what} is empty")
-    if not _DIGITS.issuperset(digits):
+    if not digits.isdigit():
         raise ProtocolError(f"{what} is not ASCII digits: {digits[:20]!r}")
     if len(digits) > 1 and digits[0] == 0x30:
         raise ProtocolError(f"{what} has a leading zero: {digits[:20]!r}")
-    return int(digits)
+
+
+def _check_partial_prefix(data: bytes | bytearray, max_header_size: int) -> None:
+    """No ':' yet: refuse the prefix now if no completion of it could be valid."""
+    max_digits = len(str(max_header_size))
+    prefix = bytes(data[: max_digits + 1])
+    if prefix and not prefix.isdigit():
+        raise ProtocolError(f"netstring length is not ASCII digits: {prefix[:20]!r}")
+    if len(prefix) > max_digits:
+        raise ProtocolError(
+            f"netstring length prefix {prefix!r}... exceeds the maximum header size "
+            f"of {max_header_size} bytes",
+            status=431,
+        )
+    if prefix[:1] == b"0" and len(prefix) > 1:
+        raise ProtocolError(f"netstring length has a leading zero: {prefix!r}")
 
 
 def parse_head(
-    data: bytes | bytearray | memoryview, max_header_size: int = DEFAULT_MAX_HEADER_SIZE
+    data: bytes | bytearray, max_header_size: int = DEFAULT_MAX_HEADER_SIZE
 ) -> tuple[dict[str, str], int, int] | None:
     """Parse the header netstring at the start of ``data``.
 
@@ -142,21 +155,16 @@ def parse_head(
     of the head.  Raises ``ProtocolError`` as soon as the bytes so far break a
     rule, so a bad length prefix is refused before its header is buffered.
     """
-    colon = data.find(b":", 0, len(str(max_header_size)) + 1)
+    # This runs once per request: the common case is checked with as few
+    # operations as possible, and every error is explained by the slow helpers.
+    colon = data.find(b":", 0, 21)
     if colon < 0:
-        prefix = bytes(data[: len(str(max_header_size)) + 1])
-        if not _DIGITS.issuperset(prefix):
-            raise ProtocolError(f"netstring length is not ASCII digits: {prefix[:20]!r}")
-        if len(prefix) > len(str(max_header_size)):
-            raise ProtocolError(
-                f"netstring length prefix {prefix!r}... exceeds the maximum header size "
-                f"of {max_header_size} bytes",
-                status=431,
-            )
-        if prefix[:1] == b"0" and len(prefix) > 1:
-            raise ProtocolError(f"netstring length has a leading zero: {prefix!r}")
+        _check_partial_prefix(data, max_header_size)
         return None
-    size = _parse_length(bytes(data[:colon]), "netstring length")
+    digits = data[:colon]
+    if not digits.isdigit() or (colon > 1 and digits[0] == 0x30):
+        _check_length(bytes(digits), "netstring length")
+    size = int(digits)
     if size > max_header_size:
         raise ProtocolError(
             f"header netstring of {size} bytes exceeds the maximum of {max_header_size}",
@@ -167,16 +175,16 @@ def parse_head(
         return None
     if data[end] != 0x2C:  # ","
         raise ProtocolError(f"netstring of {size} bytes is not followed by ','")
-    environ, content_length = parse_variables(bytes(data[colon + 1 : end]))
+    environ, content_length = parse_variables(data[colon + 1 : end])
     return environ, content_length, end + 1
 
 
-def parse_variables(block: bytes) -> tuple[dict[str, str], int]:
+def parse_variables(block: bytes | bytearray) -> tuple[dict[str, str], int]:
     """Parse the inside of the header netstring: NUL-terminated name/value pairs."""
     items = block.decode("latin-1").split("\0")
     # A well-formed block ends with NUL, so the split leaves one empty string last,
     # after an even number of names and values.
-    if items[-1] or len(items) % 2 == 0:
+    if items[-1] or not len(items) & 1:
         raise ProtocolError("header block is not a sequence of NUL-terminated name/value pairs")
     del items[-1]
     if not items:
@@ -197,9 +205,10 @@ def parse_variables(block: bytes) -> tuple[dict[str, str], int]:
             else f"SCGI header must be '1', not {environ['SCGI'][:20]!r}"
         )
     length = environ["CONTENT_LENGTH"]
-    if not length.isascii():
-        raise ProtocolError(f"CONTENT_LENGTH is not ASCII digits: {length[:20]!r}")
-    return environ, _parse_length(length.encode("ascii"), "CONTENT_LENGTH")
+    # str.isdigit() also accepts digits such as '\xb2' (superscript two): require ASCII.
+    if not (length.isascii() and length.isdigit()) or (length[0] == "0" and len(length) > 1):
+        _check_length(length.encode("latin-1"), "CONTENT_LENGTH")
+    return environ, int(length)
 
 
 def _merge_repeated(names: list[str], values: list[str]) -> dict[str, str]:
