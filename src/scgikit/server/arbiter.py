@@ -75,6 +75,7 @@ class Arbiter:
         self.signals: list[int] = []
         self.listeners: list[Listener] = []
         self.exit_code = 0
+        self.gateway_pid = 0
 
     # --- setup -------------------------------------------------------------------------
 
@@ -121,6 +122,8 @@ class Arbiter:
         # Logged last: tests and scripts take this line to mean "ready for signals".
         for listener in self.listeners:
             log.info("Listening at: %s", listener.name)
+        if config.http:
+            self.gateway_pid = self._spawn_gateway(config.http, self.listeners[0].address)
         log.info("Master %d starting %d workers for %s", os.getpid(), config.workers,
                  config.target or self.app)
 
@@ -193,6 +196,8 @@ class Arbiter:
         for listener in self.listeners:
             listener.close(unlink=True)
         self._signal_workers(self.state.workers.values(), signum)
+        if self.gateway_pid:
+            _kill(self.gateway_pid, signal.SIGTERM)
 
     def handle_hup(self) -> None:
         state = self.state
@@ -219,6 +224,9 @@ class Arbiter:
                 return
             record = self.state.workers.pop(pid, None)
             if record is None:
+                if pid == self.gateway_pid and not self.state.stopping:
+                    log.error("HTTP gateway exited (%s)", os.waitstatus_to_exitcode(status))
+                    self.gateway_pid = 0
                 continue
             self.slots[record.slot] = 0.0
             self._worker_exited(record, status)
@@ -347,6 +355,35 @@ class Arbiter:
                 os._exit(code)
         self.state.workers[pid] = WorkerRecord(pid, slot, generation)
         log.debug("Started worker %d (generation %d)", pid, generation)
+
+    def _spawn_gateway(self, listen: str, to: str) -> int:
+        """``--http``: a development HTTP gateway in a child process, in front of us."""
+        signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+        try:
+            pid = os.fork()
+        finally:
+            if pid:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
+        if pid:
+            return pid
+        code = 1
+        try:
+            for signum in HANDLED_SIGNALS:
+                signal.signal(signum, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
+            signal.set_wakeup_fd(-1)
+            for listener in self.listeners:
+                listener.sock.close()
+            from ..gateway import serve_gateway
+
+            serve_gateway(listen, to, ready=lambda address: log.info(
+                "HTTP gateway (development only) at: http://%s -> %s", address, to))
+            code = 0
+        except Exception as exc:
+            log.error("HTTP gateway failed: %s", exc)
+        finally:
+            logging.shutdown()
+            os._exit(code)
 
     def _stop_workers(self, records: Iterable[WorkerRecord], signum: int) -> None:
         now = time.monotonic()

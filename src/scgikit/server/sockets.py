@@ -35,6 +35,15 @@ class Listener:
     unix_path: str | None = None  # a socket file we created, to remove at exit
     unix_inode: int | None = None
 
+    @property
+    def address(self) -> str:
+        """Where a client on this machine connects to reach this listener."""
+        local = self.sock.getsockname()
+        if isinstance(local, tuple):
+            host = local[0]
+            return f"[{host}]:{local[1]}" if ":" in host else f"{host}:{local[1]}"
+        return f"unix:{local}"
+
     def close(self, unlink: bool = False) -> None:
         self.sock.close()
         if unlink and self.unix_path:
