@@ -35,7 +35,7 @@ def header_variable(name: str) -> str | None:
 
 def document_uri(path: str) -> str:
     """nginx's ``$document_uri``: the path percent-decoded and normalised (``/a/../b``: ``/b``)."""
-    decoded = unquote_to_bytes(path).decode("latin-1")
+    decoded = unquote_to_bytes(path.encode("latin-1")).decode("latin-1")
     normal = posixpath.normpath(decoded) if decoded else "/"
     if normal.startswith("//"):
         normal = "/" + normal.lstrip("/")
