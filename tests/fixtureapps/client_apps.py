@@ -5,7 +5,8 @@ import json
 
 
 def app(environ, start_response):
-    path = environ["PATH_INFO"]
+    # uWSGI does not derive PATH_INFO from what nginx sends; scgikit does.
+    path = environ.get("PATH_INFO") or environ["DOCUMENT_URI"]
     query = environ.get("QUERY_STRING", "")
     if path == "/env" or path.startswith("/env/"):
         shown = {k: v for k, v in environ.items() if isinstance(v, str)}
