@@ -1,0 +1,75 @@
+"""The configuration: safe defaults, environment variables, the command line on top."""
+
+import argparse
+
+import pytest
+
+from scgikit.config import Config, ConfigError, add_arguments, from_arguments, options_page
+
+
+def build(argv, environ=None):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return from_arguments(parser.parse_args(argv), environ or {}, target="app:app")
+
+
+def test_defaults_listen_on_loopback_only():
+    config = build([])
+    assert [str(a) for a in config.addresses] == ["127.0.0.1:4000"]
+    assert config.max_header_size == 64 * 1024 and config.max_body_size is None
+    assert config.socket_mode == 0o660
+    assert config.workers >= 1
+
+
+def test_environment_variables_are_read():
+    config = build([], {"SCGIKIT_WORKERS": "3", "SCGIKIT_BIND": "unix:/a.sock 127.0.0.1:9",
+                        "SCGIKIT_MAX_BODY_SIZE": "10m"})
+    assert config.workers == 3
+    assert config.bind == ("unix:/a.sock", "127.0.0.1:9")
+    assert config.max_body_size == 10 << 20
+
+
+def test_command_line_wins_over_the_environment():
+    assert build(["--workers", "5"], {"SCGIKIT_WORKERS": "3"}).workers == 5
+
+
+def test_repeatable_options_collect_every_value():
+    config = build(["--bind", "127.0.0.1:1", "--bind", "[::1]:2", "--env", "A=1", "--env", "B="])
+    assert config.bind == ("127.0.0.1:1", "[::1]:2")
+    assert config.env == (("A", "1"), ("B", ""))
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--workers", "0"], "--workers must be at least 1"),
+    (["--workers", "two"], "--workers: 'two' is not a whole number"),
+    (["--socket-mode", "rw"], "octal"),
+    (["--max-header-size", "lots"], "--max-header-size"),
+    (["--timeout", "-1"], "cannot be negative"),
+    (["--bind", "::1:4000"], "--bind"),
+    (["--script-name", "app/"], "--script-name"),
+    (["--log-level", "loud"], "--log-level"),
+    (["--env", "NOEQUALS"], "KEY=VALUE"),
+])
+def test_bad_values_name_the_option(argv, message):
+    with pytest.raises(ConfigError, match=message):
+        build(argv)
+
+
+def test_bad_environment_value_names_the_option():
+    with pytest.raises(ConfigError, match="--workers"):
+        build([], {"SCGIKIT_WORKERS": "many"})
+
+
+def test_config_is_frozen():
+    config = build([])
+    with pytest.raises(AttributeError):
+        config.workers = 9
+    assert config.replace(workers=9).workers == 9
+
+
+def test_options_page_lists_every_option():
+    page = options_page()
+    import dataclasses
+    for field in dataclasses.fields(Config):
+        if field.metadata:
+            assert f"SCGIKIT_{field.name.upper()}" in page
