@@ -158,13 +158,11 @@ def build_environ(
         raise ValueError(f"URI must start with '/': {uri!r}")
     pairs = list(headers.items() if isinstance(headers, Mapping) else headers or ())
     pairs = [(name, _wire(value)) for name, value in pairs]
-    host = next((value for name, value in pairs if name.lower() == "host"), None)
-    if host is None:
-        host = "localhost"
-        pairs.insert(0, ("Host", host))  # HTTP/1.1 requires it; curl always sends one
-    server_name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    if not any(name.lower() == "host" for name, _ in pairs):
+        pairs.insert(0, ("Host", "localhost"))  # HTTP/1.1 requires it; curl always sends one
+    # SERVER_NAME is the front end's configured name (nginx: server_name), not the Host.
     extra = {name: _wire(value) for name, value in (env or {}).items()}
-    return http_variables(method, _wire(uri), pairs, server_name=server_name, extra=extra)
+    return http_variables(method, _wire(uri), pairs, server_name="localhost", extra=extra)
 
 
 def _wire(text: str) -> str:

@@ -9,7 +9,13 @@ stock ``scgi_params`` and ``scgi_pass_request_headers on``:
     SERVER_NAME, then HTTP_<NAME> for each request header.
 
 CONTENT_LENGTH is not set here: ``protocol.encode_request`` always writes it
-first, from the body's real size.
+first, from the body's real size.  Like nginx, the request's own Content-Type
+and Content-Length headers also go out as HTTP_CONTENT_TYPE and
+HTTP_CONTENT_LENGTH (the server keeps them out of the WSGI environ).
+
+HTTP_HOST is the Host header as the client sent it, as with nginx.org's
+``scgi_params``.  Debian's ``scgi_params`` (nginx 1.22 and later packages)
+adds ``scgi_param HTTP_HOST $host``, which drops the port; see docs/frontends.md.
 """
 
 from __future__ import annotations
@@ -19,9 +25,6 @@ from collections.abc import Iterable, Mapping
 from urllib.parse import unquote_to_bytes
 
 __all__ = ["http_variables", "header_variable"]
-
-# Request headers nginx does not pass as HTTP_* because they have variables of their own.
-_NOT_PASSED = frozenset({"CONTENT_TYPE", "CONTENT_LENGTH"})
 
 
 def header_variable(name: str) -> str | None:
@@ -72,8 +75,6 @@ def http_variables(
             continue
         if variable == "HTTP_CONTENT_TYPE":
             content_type = value
-        if variable[5:] in _NOT_PASSED:
-            continue
         if variable in merged:
             merged[variable] += ("; " if variable == "HTTP_COOKIE" else ", ") + value
         else:

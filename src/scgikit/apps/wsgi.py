@@ -194,6 +194,11 @@ class WSGIAdapter:
             del environ["HTTP_CONTENT_LENGTH"]
         if "HTTP_CONTENT_TYPE" in variables:
             environ.setdefault("CONTENT_TYPE", environ.pop("HTTP_CONTENT_TYPE"))
+        cookie = variables.get("HTTP_COOKIE")
+        if cookie is not None and ", " in cookie:
+            # Apache joins two Cookie lines with ", "; a cookie never holds a comma
+            # (RFC 6265 4.2.1), so the join is unambiguous: make it the "; " of HTTP.
+            environ["HTTP_COOKIE"] = cookie.replace(", ", "; ")
         return environ
 
     def _derive_path(self, environ: dict[str, Any]) -> None:
