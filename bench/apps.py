@@ -1,0 +1,87 @@
+"""The apps every server in the benchmark runs: the same work, in each server's own API.
+
+Routes (by PATH_INFO, or DOCUMENT_URI for servers that derive no PATH_INFO):
+/hello (13 bytes), /echo (the body back), /1mb (1 MiB), /50mb (50 MiB in 64 KiB pieces).
+"""
+
+HELLO = b"Hello, world!"
+BLOCK = b"x" * 65536
+MEGABYTE = b"y" * (1 << 20)
+HEADERS_TEXT = [("Content-Type", "text/plain")]
+
+
+def _route(environ):
+    return environ.get("PATH_INFO") or environ.get("DOCUMENT_URI") or "/hello"
+
+
+def app(environ, start_response):
+    """WSGI: scgikit, uWSGI, flup."""
+    path = _route(environ)
+    if path == "/echo":
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        start_response("200 OK", [("Content-Type", "application/octet-stream"),
+                                  ("Content-Length", str(len(body)))])
+        return [body]
+    if path == "/1mb":
+        start_response("200 OK", [("Content-Type", "application/octet-stream"),
+                                  ("Content-Length", str(len(MEGABYTE)))])
+        return [MEGABYTE]
+    if path == "/50mb":
+        start_response("200 OK", [("Content-Type", "application/octet-stream"),
+                                  ("Content-Length", str(50 << 20))])
+        return (BLOCK for _ in range(800))
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "13")])
+    return [HELLO]
+
+
+async def asgi_app(scope, receive, send):
+    """ASGI: aioscgi."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    path = scope["path"]
+    body = b""
+    more = True
+    while more:
+        message = await receive()
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    if path == "/echo":
+        chunks, kind = [body], b"application/octet-stream"
+    elif path == "/1mb":
+        chunks, kind = [MEGABYTE], b"application/octet-stream"
+    elif path == "/50mb":
+        chunks, kind = [BLOCK] * 800, b"application/octet-stream"
+    else:
+        chunks, kind = [HELLO], b"text/plain"
+    size = sum(len(c) for c in chunks)
+    await send({"type": "http.response.start", "status": 200, "headers": [
+        (b"content-type", kind), (b"content-length", str(size).encode())]})
+    for i, chunk in enumerate(chunks):
+        await send({"type": "http.response.body", "body": chunk,
+                    "more_body": i < len(chunks) - 1})
+
+
+def produce(env, bodysize, input, output):
+    """The classic handler's produce(), shared by scgikit.scgi_server and scgi 2.2."""
+    path = env.get("DOCUMENT_URI") or env.get("REQUEST_URI", "/hello").partition("?")[0]
+    if path == "/echo":
+        body = input.read(bodysize)
+        output.write(b"Status: 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                     b"Content-Length: %d\r\n\r\n%b" % (len(body), body))
+    elif path == "/1mb":
+        output.write(b"Status: 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                     b"Content-Length: 1048576\r\n\r\n" + MEGABYTE)
+    elif path == "/50mb":
+        output.write(b"Status: 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                     b"Content-Length: 52428800\r\n\r\n")
+        for _ in range(800):
+            output.write(BLOCK)
+    else:
+        output.write(b"Status: 200 OK\r\nContent-Type: text/plain\r\n"
+                     b"Content-Length: 13\r\n\r\n" + HELLO)

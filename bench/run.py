@@ -1,0 +1,409 @@
+"""scgikit and its peers side by side, in one run: `bench/run [--smoke] [--write]`.
+
+Each server runs the same app (bench/apps.py) with the same number of worker
+processes, on 127.0.0.1, one server at a time.  For every workload it measures:
+
+* through nginx with wrk: requests/s, latency p50 and p99;
+* the backend's CPU time per request: user + system time of the server's whole
+  process tree (from /proc, reaped children included) divided by the requests
+  it served during that wrk run;
+* directly over SCGI, without nginx, with bench/scgi-load.c (C, threads): requests/s.
+
+and prints one table per workload with the ratio scgikit / peer for each figure.
+Timing never fails the run; a server that does not start or answers wrongly does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+PEERS = ["scgi==2.2", "flup>=1.0.3", "aioscgi>=2.3", "uwsgi>=2.0"]
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Workload:
+    name: str
+    method: str
+    path: str
+    body: bytes = b""
+    expect: int = 13            # body bytes in a correct answer
+    connections: int = 32       # wrk connections through nginx
+    threads: int = 16           # direct load generator threads
+    servers: tuple[str, ...] = ()  # empty: every server
+
+
+WORKLOADS = [
+    Workload("hello", "GET", "/hello"),
+    Workload("echo-64k", "POST", "/echo", body=b"e" * 65536, expect=65536),
+    Workload("1mb", "GET", "/1mb", expect=1 << 20, connections=8, threads=4),
+    Workload("50mb", "GET", "/50mb", expect=50 << 20, connections=2, threads=2),
+    Workload("classic-hello", "GET", "/hello", servers=("scgikit-classic", "scgi 2.2")),
+]
+SERVERS = ["scgikit", "uWSGI", "scgi 2.2", "flup prefork", "flup threads", "aioscgi"]
+CLASSIC_SERVERS = ["scgikit-classic", "scgi 2.2"]
+
+
+# --- environment -----------------------------------------------------------------------------
+
+def find_python(args: argparse.Namespace) -> Path:
+    """A Python that has scgikit and every peer: this one if it has, else bench/.venv."""
+    probe = "import scgi.scgi_server, flup.server.scgi_fork, aioscgi, scgikit"
+    here = Path(sys.executable)
+    if not args.venv and _works(here, probe) and _tool(here, "uwsgi") and _tool(here, "aioscgi"):
+        return here
+    venv = HERE / ".venv"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        print(f"bench: creating {venv} with {', '.join(PEERS)}", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    if not (_works(python, probe) and _tool(python, "uwsgi")):
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "-e", str(REPO), *PEERS],
+                       check=True)
+    return python
+
+
+def _works(python: Path, code: str) -> bool:
+    return subprocess.run([str(python), "-c", code], capture_output=True).returncode == 0
+
+
+def _tool(python: Path, name: str) -> str | None:
+    beside = python.parent / name
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    return found if found and python == Path(sys.executable) else None
+
+
+def need_debian_tools() -> None:
+    missing = [t for t in ("nginx", "wrk", "gcc") if not shutil.which(t)
+               and not Path(f"/usr/sbin/{t}").exists()]
+    if missing and os.geteuid() == 0:
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        packages = {"nginx": "nginx-light", "wrk": "wrk", "gcc": "gcc"}
+        subprocess.run(["apt-get", "install", "-y", "-qq", *(packages[t] for t in missing)],
+                       check=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    elif missing:
+        sys.exit(f"bench: install {' '.join(missing)} first (Debian: nginx-light wrk gcc)")
+
+
+# --- processes ---------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on port {port} within {timeout} s")
+
+
+def start(argv: list[str], cwd: Path | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    for signum, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, signum)
+            proc.wait(wait)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def server_argv(name: str, python: Path, port: int, workers: int) -> tuple[list[str], Path]:
+    bind = f"127.0.0.1:{port}"
+    py = str(python)
+    if name in ("scgikit", "scgikit-classic"):
+        target = "bench/apps.py:app" if name == "scgikit" else "bench/classic.py:Handler"
+        return [py, "-m", "scgikit", "serve", target, "--workers", str(workers), "--bind", bind,
+                "--log-level", "warning"], REPO
+    if name == "uWSGI":
+        uwsgi = _tool(python, "uwsgi") or "uwsgi"
+        return [uwsgi, "--scgi-socket", bind, "--wsgi-file", str(HERE / "apps.py"),
+                "--callable", "app", "--master", "--processes", str(workers),
+                "--disable-logging", "--die-on-term", "--buffer-size", "65535"], HERE
+    if name == "aioscgi":
+        aioscgi = _tool(python, "aioscgi") or "aioscgi"
+        return [aioscgi, "--base-uri", "", "--tcp", bind, "apps:asgi_app"], HERE
+    kind = {"scgi 2.2": "scgi22", "flup prefork": "flup-fork", "flup threads": "flup-threads"}
+    return [py, str(HERE / "servers.py"), kind[name], str(port), str(workers)], HERE
+
+
+# --- measurements --------------------------------------------------------------------------------
+
+def tree(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rpartition(")")[2].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo += children.get(pid, [])
+    return found
+
+
+def cpu_seconds(root: int) -> float:
+    """user + system seconds of the tree under root, including its reaped children."""
+    total = 0
+    for pid in tree(root):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        # fields[11:15] are utime stime cutime cstime (stat fields 14-17)
+        total += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
+    return total / TICK
+
+
+def peak_rss(root: int) -> int:
+    peak = 0
+    for pid in tree(root):
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]) * 1024)
+        except OSError:
+            continue
+    return peak
+
+
+def nginx_config(folder: Path, port: int, backend: int) -> Path:
+    temp = "".join(f"    {k}_temp_path {folder}/{k};\n"
+                   for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    conf = folder / "nginx.conf"
+    conf.write_text(
+        ("user root;\n" if os.geteuid() == 0 else "")  # workers write temp files here
+        + f"worker_processes 1;\npid {folder}/nginx.pid;\nerror_log {folder}/error.log;\n"
+        "events { worker_connections 1024; }\n"
+        f"http {{\n    access_log off;\n{temp}    client_max_body_size 0;\n"
+        "    scgi_max_temp_file_size 0;\n"
+        f"    server {{\n        listen 127.0.0.1:{port};\n"
+        f"        location / {{\n            include /etc/nginx/scgi_params;\n"
+        f"            scgi_pass 127.0.0.1:{backend};\n        }}\n    }}\n}}\n")
+    return conf
+
+
+def run_wrk(port: int, work: Workload, seconds: float, folder: Path) -> dict[str, float]:
+    argv = ["wrk", "-t1", f"-c{work.connections}", f"-d{max(1, round(seconds))}s", "--latency",
+            "--timeout", "30s"]
+    if work.method == "POST":
+        script = folder / "post.lua"
+        script.write_text(f'wrk.method = "POST"\nwrk.body = string.rep("e", {len(work.body)})\n'
+                          'wrk.headers["Content-Type"] = "application/octet-stream"\n')
+        argv += ["-s", str(script)]
+    out = subprocess.run(argv + [f"http://127.0.0.1:{port}{work.path}"], capture_output=True,
+                         text=True, timeout=seconds + 60).stdout
+    result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+              "requests": float(re.search(r"(\d+) requests in", out).group(1))}
+    for pct in ("50", "99"):
+        value, unit = re.search(rf"\s{pct}%\s+([\d.]+)(us|ms|s)", out).groups()
+        result[f"p{pct}"] = float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    result["errors"] = (int(bad.group(1)) if bad else 0) + (
+        sum(int(g) for g in errors.groups()) if errors else 0)
+    return result
+
+
+def run_direct(loader: Path, port: int, work: Workload, seconds: float,
+               folder: Path) -> dict[str, float]:
+    sys.path.insert(0, str(REPO / "src"))
+    from scgikit.client import build_environ
+    from scgikit.protocol import encode_request
+
+    environ = build_environ(work.path, work.method)
+    request = folder / f"{work.name}.scgi"
+    request.write_bytes(encode_request(environ, len(work.body)) + work.body)
+    out = subprocess.run([str(loader), "127.0.0.1", str(port), str(work.threads), str(seconds),
+                          "10000000", str(request)], capture_output=True, text=True,
+                         timeout=seconds + 60, check=True).stdout.split()
+    done, errors, elapsed = int(out[0]), int(out[1]), float(out[2])
+    return {"direct_rps": done / elapsed if elapsed else 0.0, "direct_errors": errors}
+
+
+def check_answer(port: int, work: Workload, name: str) -> None:
+    sys.path.insert(0, str(REPO / "src"))
+    from scgikit import client
+
+    answer = client.request(("127.0.0.1", port), work.path, work.method, body=work.body,
+                            timeout=60)
+    if answer.status != 200 or len(answer.body) != work.expect:
+        raise RuntimeError(f"{name} answered {work.path} with {answer.status} and "
+                           f"{len(answer.body)} bytes, expected 200 and {work.expect}")
+
+
+@dataclass
+class Row:
+    server: str
+    figures: dict[str, float] = field(default_factory=dict)
+
+
+def measure(name: str, python: Path, loader: Path, works: list[Workload], seconds: float,
+            workers: int) -> dict[str, Row]:
+    port = free_port()
+    argv, cwd = server_argv(name, python, port, workers)
+    folder = Path(tempfile.mkdtemp(prefix="scgikit-bench-"))
+    proc = start(argv, cwd)
+    nginx = None
+    rows: dict[str, Row] = {}
+    try:
+        wait_port(port, proc, name)
+        front = free_port()
+        conf = nginx_config(folder, front, port)
+        nginx = start(["nginx", "-p", str(folder), "-c", str(conf), "-g",
+                       "daemon off; master_process on;"])
+        wait_port(front, nginx, "nginx")
+        for work in works:
+            check_answer(port, work, name)
+            before = cpu_seconds(proc.pid)
+            figures = run_wrk(front, work, seconds, folder)
+            used = cpu_seconds(proc.pid) - before
+            figures["cpu_us"] = used / figures["requests"] * 1e6 if figures["requests"] else 0
+            figures.update(run_direct(loader, port, work, seconds, folder))
+            if work.name == "50mb":
+                figures["peak_rss_mb"] = peak_rss(proc.pid) / (1 << 20)
+            rows[work.name] = Row(name, figures)
+            print(f"  {name:15} {work.name:14} {figures['rps']:9.0f} req/s  "
+                  f"{figures['cpu_us']:7.1f} us/req  direct {figures['direct_rps']:9.0f} req/s"
+                  f"  errors {figures['errors']}/{figures['direct_errors']}", file=sys.stderr)
+    finally:
+        if nginx is not None:
+            stop(nginx)
+        stop(proc)
+        shutil.rmtree(folder, ignore_errors=True)
+    return rows
+
+
+# --- report ------------------------------------------------------------------------------------
+
+COLUMNS = [("rps", "req/s via nginx", "{:.0f}"), ("p50", "p50 ms", "{:.2f}"),
+           ("p99", "p99 ms", "{:.2f}"), ("cpu_us", "CPU µs/req", "{:.1f}"),
+           ("direct_rps", "req/s direct", "{:.0f}")]
+
+
+def table(work: Workload, rows: list[Row]) -> str:
+    ours = rows[0]
+    columns = COLUMNS + ([("peak_rss_mb", "peak RSS MB", "{:.0f}")] if work.name == "50mb"
+                         else [])
+    head = "| server | " + " | ".join(t for _, t, _ in columns) + " |"
+    lines = [f"### {work.name}: {work.method} {work.path}"
+             + (f" with a {len(work.body)}-byte body" if work.body else ""), "", head,
+             "|---" * (len(columns) + 1) + "|"]
+    for row in rows:
+        cells = []
+        for key, _, fmt in columns:
+            value = row.figures.get(key)
+            text = fmt.format(value) if value is not None else "-"
+            if row is not ours and value and ours.figures.get(key) is not None:
+                text += f" ({ours.figures[key] / value:.2f}×)"
+            cells.append(text)
+        lines.append(f"| {row.server} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(f"Ratios in brackets are {ours.server} / that server (for req/s higher is "
+                 "better for scgikit; for latency and CPU, lower).")
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{os.cpu_count()} cores ({model}), Python {platform.python_version()}, "
+            f"{platform.system()} {platform.release()}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench/run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true",
+                        help="1 s per measurement: proves the benchmark works (CI)")
+    parser.add_argument("--seconds", type=float, default=5.0,
+                        help="duration of each measurement (default 5)")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument("--only", action="append", metavar="WORKLOAD",
+                        help="run only these workloads: " + ", ".join(w.name for w in WORKLOADS))
+    parser.add_argument("--write", action="store_true", help="write bench/RESULTS.md")
+    parser.add_argument("--venv", action="store_true",
+                        help="always use bench/.venv, even if this Python has the peers")
+    args = parser.parse_args(argv)
+    seconds = 1.0 if args.smoke else args.seconds
+    need_debian_tools()
+    python = find_python(args)
+    loader = Path(tempfile.gettempdir()) / "scgikit-scgi-load"
+    subprocess.run(["gcc", "-O2", "-pthread", "-o", str(loader), str(HERE / "scgi-load.c")],
+                   check=True)
+    works = [w for w in WORKLOADS if not args.only or w.name in args.only]
+    plain = [w for w in works if not w.servers]
+    classic = [w for w in works if w.servers]
+    results: dict[str, dict[str, Row]] = {}
+    started = time.monotonic()
+    try:
+        for name in SERVERS:
+            results[name] = measure(name, python, loader, plain, seconds, args.workers)
+        if classic:
+            for name in CLASSIC_SERVERS:
+                rows = measure(name, python, loader, classic, seconds, args.workers)
+                results.setdefault(name, {}).update(rows)
+    except (RuntimeError, subprocess.CalledProcessError, OSError) as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+    sections = []
+    for work in works:
+        names = list(work.servers or SERVERS)
+        sections.append(table(work, [results[n][work.name] for n in names]))
+    command = "bench/run " + " ".join(argv if argv is not None else sys.argv[1:])
+    report = (f"Run on {datetime.date.today()}, {machine()}; {args.workers} worker processes "
+              f"each (aioscgi and flup threads: 1 process); {seconds:g} s per measurement; "
+              f"nginx 1 worker, wrk -t1; took {time.monotonic() - started:.0f} s.\n"
+              f"Command: `{command.strip()}`\n\n" + "\n\n".join(sections) + "\n")
+    print(report)
+    if args.write:
+        (HERE / "RESULTS.md").write_text("# Benchmark results\n\n" + report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
