@@ -1,6 +1,8 @@
 """Bad input gets a clear answer or a closed connection, a log line, and the server serves on."""
 
+import hashlib
 import socket
+import time
 
 import pytest
 from netstrings import scgi_head as head
@@ -88,6 +90,20 @@ def test_client_that_stalls_in_the_body_gets_408(server):
     assert answer.status == 408
     server.wait_for_log("client stalled with 93 of 100 body bytes unsent")
     still_serving(server)
+
+
+def test_slow_body_that_keeps_coming_is_read_whole(server):
+    # Each piece comes within --header-timeout (1 s); the whole body takes longer.
+    # The client's pauses are its behaviour under test, not a wait for the server.
+    pieces = [bytes([65 + i]) * 10 for i in range(6)]
+    with connect(server.address) as sock:
+        sock.sendall(encode_request({"REQUEST_METHOD": "POST"}, 60))
+        for piece in pieces:
+            time.sleep(0.4)
+            sock.sendall(piece)
+        answer = parse_answer(read_all(sock))
+    assert answer.status == 200
+    assert hashlib.sha256(b"".join(pieces)).hexdigest().encode() in answer.body
 
 
 def test_connection_closed_before_a_byte_is_quiet(server):

@@ -18,6 +18,7 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 from ..protocol import ProtocolError, error_response
+from ..server.sockets import Connection
 from ..server.streams import body_stream
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ _FLUSH_AT = 64 * 1024
 class HandlerOutput(io.RawIOBase):
     """The ``output`` file of ``produce``: a buffered writer to the socket."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: Connection) -> None:
         super().__init__()
         self._sock = sock
         self._pending: list[bytes] = []
@@ -98,8 +99,8 @@ class HandlerAdapter:
     def handle_raw(self, conn: socket.socket) -> None:
         self.handler.handle_connection(conn)
 
-    def __call__(self, sock: socket.socket, variables: dict[str, str], length: int,
-                 prefix: bytes) -> tuple[str, int]:
+    def __call__(self, sock: Connection, variables: dict[str, str], length: int,
+                 prefix: bytes | memoryview) -> tuple[str, int]:
         output = HandlerOutput(sock)
         try:
             self.handler.produce(variables, length, body_stream(sock, prefix, length), output)
@@ -116,7 +117,7 @@ class HandlerAdapter:
         return output.status, output.sent
 
 
-def _fail(sock: socket.socket, output: HandlerOutput, status: int) -> tuple[str, int]:
+def _fail(sock: Connection, output: HandlerOutput, status: int) -> tuple[str, int]:
     if output.sent:
         return output.status, output.sent
     output.discard()

@@ -13,8 +13,8 @@ sent with it in one system call.
 from __future__ import annotations
 
 import logging
+import os
 import re
-import socket
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
@@ -22,6 +22,7 @@ from typing import IO, Any
 from urllib.parse import unquote_to_bytes
 
 from ..protocol import ProtocolError, error_response, format_response_head
+from ..server.sockets import Connection
 from ..server.streams import body_stream
 
 log = logging.getLogger("scgikit")
@@ -32,7 +33,9 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z").match
 _BAD_VALUE = re.compile(r"[\r\n\0]").search
 _STATUS = re.compile(r"[1-9]\d\d(?: [^\r\n\0]*)?\Z").match
-_BIG_CHUNK = 64 * 1024
+# A first chunk up to this size is joined to the head; a bigger one goes beside it (sendmsg).
+_SMALL_CHUNK = 16 * 1024
+_SENDFILE_BLOCK = 1 << 30
 
 
 class ClientGone(Exception):
@@ -87,7 +90,7 @@ class _Exchange:
 
     __slots__ = ("sock", "status", "head", "sent", "last")
 
-    def __init__(self, sock: socket.socket, last: list[Any]) -> None:
+    def __init__(self, sock: Connection, last: list[Any]) -> None:
         self.sock = sock
         self.status: str | None = None
         self.head: bytes | None = None  # encoded head not yet sent
@@ -119,23 +122,22 @@ class _Exchange:
     def write(self, data: bytes) -> None:
         if self.head is None and not self.sent:
             raise AssertionError("write() called before start_response()")
-        if type(data) is not bytes:
-            if not isinstance(data, (bytes, bytearray, memoryview)):
-                raise TypeError(f"WSGI body chunks must be bytes, not {type(data).__name__}")
-            data = bytes(data)
+        if type(data) is not bytes and not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"WSGI body chunks must be bytes, not {type(data).__name__}")
         head = self.head
         try:
-            if head is not None:
+            if head is None:
+                self.sock.sendall(data)
+            elif len(data) <= _SMALL_CHUNK:
                 self.head = None
-                if len(data) <= _BIG_CHUNK:
-                    data = head + data
-                else:
-                    self.sock.sendall(head)
-                    self.sent += len(head)
-            self.sock.sendall(data)
+                self.sock.sendall(head + data)
+            else:
+                # Head and a big first chunk in one system call, neither copied.
+                self.head = None
+                _send_both(self.sock, head, data)
         except OSError as exc:
             raise ClientGone(str(exc)) from None
-        self.sent += len(data)
+        self.sent += len(head) + len(data) if head is not None else len(data)
 
     def finish(self) -> None:
         if self.head is not None:
@@ -143,11 +145,27 @@ class _Exchange:
 
     def sendfile(self, wrapper: FileWrapper) -> None:
         self.finish()
+        filelike = wrapper.filelike
+        offset = filelike.tell()
+        out, source = self.sock.fileno(), filelike.fileno()
         try:
-            filelike = wrapper.filelike
-            self.sent += self.sock.sendfile(filelike, filelike.tell())
+            while sent := os.sendfile(out, source, offset, _SENDFILE_BLOCK):
+                offset += sent
+                self.sent += sent
         except OSError as exc:
             raise ClientGone(str(exc)) from None
+        finally:
+            filelike.seek(offset)
+
+
+def _send_both(sock: Connection, head: bytes, data: bytes | bytearray | memoryview) -> None:
+    sent = sock.sendmsg((head, data))
+    if sent < len(head):  # cut short by a signal or the send timeout: send the rest
+        sock.sendall(head[sent:])
+        sock.sendall(data)
+    elif sent < len(head) + len(data):
+        with memoryview(data) as view:
+            sock.sendall(view[sent - len(head):])
 
 
 class WSGIAdapter:
@@ -177,8 +195,8 @@ class WSGIAdapter:
             "wsgi.input_terminated": True,
         }
 
-    def environ(self, sock: socket.socket, variables: dict[str, str], length: int,
-                prefix: bytes) -> dict[str, Any]:
+    def environ(self, sock: Connection, variables: dict[str, str], length: int,
+                prefix: bytes | memoryview) -> dict[str, Any]:
         environ = self.base.copy()
         environ.update(variables)
         environ["wsgi.input"] = body_stream(sock, prefix, length)
@@ -215,8 +233,8 @@ class WSGIAdapter:
         environ["SCRIPT_NAME"] = script
         environ["PATH_INFO"] = path
 
-    def __call__(self, sock: socket.socket, variables: dict[str, str], length: int,
-                 prefix: bytes) -> tuple[str, int]:
+    def __call__(self, sock: Connection, variables: dict[str, str], length: int,
+                 prefix: bytes | memoryview) -> tuple[str, int]:
         """Answer one request; returns the status line and the bytes sent."""
         exchange = _Exchange(sock, self.last_head)
         try:

@@ -9,6 +9,7 @@ no per-connection system call is spent setting them.
 
 from __future__ import annotations
 
+import _socket
 import errno
 import logging
 import os
@@ -24,6 +25,11 @@ from ..config import Config, ConfigError
 log = logging.getLogger("scgikit")
 
 SD_LISTEN_FDS_START = 3
+
+#: An accepted connection.  Workers use the C socket type, not ``socket.socket``:
+#: it has every method a request needs (recv, recv_into, sendall, sendmsg...) and
+#: costs no Python code to create or close.
+Connection = _socket.socket
 
 
 @dataclass

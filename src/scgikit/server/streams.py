@@ -13,16 +13,25 @@ import socket
 from collections.abc import Iterator
 
 from ..protocol import ProtocolError
+from .sockets import Connection
 
 RECV_SIZE = 256 * 1024
+# Largest single MSG_WAITALL receive: memory is committed only as data arrives.
+WAITALL_SIZE = 1024 * 1024
+
+Buffer = bytes | bytearray | memoryview
 
 
 class BodyError(ProtocolError):
     """The client sent less body than it announced, or stopped sending it."""
 
 
-def body_stream(sock: socket.socket, prefix: bytes, length: int) -> io.BufferedIOBase:
-    """A readable file for a body of ``length`` bytes whose first bytes are ``prefix``."""
+def body_stream(sock: Connection, prefix: Buffer, length: int) -> io.BufferedIOBase:
+    """A readable file for a body of ``length`` bytes whose first bytes are ``prefix``.
+
+    ``prefix`` may be a memoryview of the buffer the head came in: it is copied
+    once, when the body is read, and not before.
+    """
     if len(prefix) >= length:
         # The whole body came with the head: serve it from memory at C speed.
         return io.BytesIO(prefix[:length] if len(prefix) > length else prefix)
@@ -30,17 +39,41 @@ def body_stream(sock: socket.socket, prefix: bytes, length: int) -> io.BufferedI
 
 
 class SocketBody(io.BufferedIOBase):
-    """File-like reader of the rest of a body from a blocking socket."""
+    """File-like reader of the rest of a body from a blocking socket.
 
-    def __init__(self, sock: socket.socket, prefix: bytes, length: int) -> None:
+    The common use, one ``read()`` of the whole body, costs one ``recv`` with
+    MSG_WAITALL for the rest and one join with the prefix: a single copy.
+    """
+
+    def __init__(self, sock: Connection, prefix: Buffer, length: int) -> None:
         super().__init__()
         self._sock = sock
-        self._buffer = bytearray(prefix)
+        self._prefix: Buffer | None = prefix  # received with the head, not yet copied
+        self._buffer = bytearray()
         self._unread = length - len(prefix)  # bytes still in the socket
         self._length = length
 
     def readable(self) -> bool:
         return True
+
+    def _buffered(self) -> bytearray:
+        """The read buffer, with the prefix moved into it (every path but the fast one)."""
+        if self._prefix is not None:
+            self._buffer += self._prefix
+            self._prefix = None
+        return self._buffer
+
+    def _stalled(self) -> BodyError:
+        return BodyError(
+            f"client stalled with {self._unread} of {self._length} body bytes unsent",
+            status=408,
+        )
+
+    def _closed(self) -> BodyError:
+        return BodyError(
+            f"client closed the connection with {self._unread} of "
+            f"{self._length} body bytes unsent"
+        )
 
     def _fill(self, want: int) -> bool:
         """Receive up to ``want`` more bytes into the buffer; False at the end of the body."""
@@ -49,66 +82,60 @@ class SocketBody(io.BufferedIOBase):
         try:
             data = self._sock.recv(min(want, self._unread, RECV_SIZE))
         except (TimeoutError, BlockingIOError):
-            raise BodyError(
-                f"client stalled with {self._unread} of {self._length} body bytes unsent",
-                status=408,
-            ) from None
+            raise self._stalled() from None
         except OSError as exc:
             raise BodyError(f"error reading the request body: {exc}") from None
         if not data:
-            raise BodyError(
-                f"client closed the connection with {self._unread} of "
-                f"{self._length} body bytes unsent"
-            )
+            raise self._closed()
         self._unread -= len(data)
-        self._buffer += data
+        self._buffered().extend(data)
         return True
 
+    def _receive_exactly(self, size: int) -> list[bytes]:
+        """``size`` more bytes from the socket, in pieces of at most WAITALL_SIZE."""
+        pieces = []
+        recv = self._sock.recv
+        while size > 0:
+            try:
+                # MSG_WAITALL: one system call for the whole piece, unless a timeout,
+                # a signal or the end of the stream cuts it short.
+                data = recv(min(size, WAITALL_SIZE), socket.MSG_WAITALL)
+            except (TimeoutError, BlockingIOError):
+                raise self._stalled() from None
+            except OSError as exc:
+                raise BodyError(f"error reading the request body: {exc}") from None
+            if not data:
+                raise self._closed()
+            pieces.append(data)
+            size -= len(data)
+            self._unread -= len(data)
+        return pieces
+
     def read(self, size: int | None = -1) -> bytes:
-        if size is None or size < 0:
-            while self._fill(RECV_SIZE):
-                pass
-            size = len(self._buffer)
-        elif len(self._buffer) < size and self._unread > 0:
+        prefix = self._prefix  # while it is set, the buffer is empty
+        held = len(prefix) if prefix is not None else len(self._buffer)
+        if size is None or size < 0 or size > held + self._unread:
+            size = held + self._unread
+        if prefix is not None and size >= held:
+            # The fast path: all that came with the head, and the rest in one call.
+            self._prefix = None
+            pieces = self._receive_exactly(size - held)
+            if not held and len(pieces) == 1:
+                return pieces[0]
+            return b"".join((prefix, *pieces))
+        buffer = self._buffered()
+        if len(buffer) < size:
             # Like a buffered file: read(n) returns n bytes unless the body ends first.
-            # Receive straight into one buffer of the final size: no joins, no extra copies.
-            return self._read_into_new(min(size, len(self._buffer) + self._unread))
-        data = bytes(self._buffer[:size])
-        del self._buffer[:size]
+            buffer += b"".join(self._receive_exactly(size - len(buffer)))
+        data = bytes(buffer[:size])
+        del buffer[:size]
         return data
 
-    def _read_into_new(self, size: int) -> bytes:
-        result = bytearray(size)
-        have = len(self._buffer)
-        result[:have] = self._buffer
-        self._buffer.clear()
-        view = memoryview(result)
-        try:
-            while have < size:
-                try:
-                    got = self._sock.recv_into(view[have:])
-                except (TimeoutError, BlockingIOError):
-                    raise BodyError(
-                        f"client stalled with {self._unread} of {self._length} body bytes unsent",
-                        status=408,
-                    ) from None
-                except OSError as exc:
-                    raise BodyError(f"error reading the request body: {exc}") from None
-                if not got:
-                    raise BodyError(
-                        f"client closed the connection with {self._unread} of "
-                        f"{self._length} body bytes unsent"
-                    )
-                have += got
-                self._unread -= got
-        finally:
-            view.release()
-        return bytes(result)
-
     def read1(self, size: int = -1) -> bytes:
-        if not self._buffer:
+        buffer = self._buffered()
+        if not buffer:
             self._fill(RECV_SIZE if size < 0 else size)
-        return self.read(len(self._buffer) if size < 0 else min(size, len(self._buffer)))
+        return self.read(len(buffer) if size < 0 else min(size, len(buffer)))
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         data = self.read(len(buffer))
@@ -117,23 +144,24 @@ class SocketBody(io.BufferedIOBase):
 
     def readline(self, size: int | None = -1) -> bytes:
         limit = size if size is not None and size >= 0 else None
+        buffer = self._buffered()
         start = 0
         while True:
-            end = self._buffer.find(b"\n", start)
+            end = buffer.find(b"\n", start)
             if end >= 0:
                 end += 1
                 break
-            if limit is not None and len(self._buffer) >= limit:
+            if limit is not None and len(buffer) >= limit:
                 end = limit
                 break
-            start = len(self._buffer)
+            start = len(buffer)
             if not self._fill(RECV_SIZE):
-                end = len(self._buffer)
+                end = len(buffer)
                 break
         if limit is not None:
             end = min(end, limit)
-        data = bytes(self._buffer[:end])
-        del self._buffer[:end]
+        data = bytes(buffer[:end])
+        del buffer[:end]
         return data
 
     def readlines(self, hint: int | None = -1) -> list[bytes]:
@@ -157,6 +185,7 @@ class SocketBody(io.BufferedIOBase):
 
     def discard(self, limit: int) -> None:
         """Read and drop up to ``limit`` unread body bytes (before closing politely)."""
+        self._prefix = None
         self._buffer.clear()
         while self._unread > 0 and limit > 0:
             before = self._unread
