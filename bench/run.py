@@ -365,10 +365,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--only", action="append", metavar="WORKLOAD",
                         help="run only these workloads: " + ", ".join(w.name for w in WORKLOADS))
+    parser.add_argument("--servers", metavar="NAME,NAME",
+                        help="compare scgikit with only these servers: " + ", ".join(SERVERS[1:]))
     parser.add_argument("--write", action="store_true", help="write bench/RESULTS.md")
     parser.add_argument("--venv", action="store_true",
                         help="always use bench/.venv, even if this Python has the peers")
     args = parser.parse_args(argv)
+    servers = SERVERS
+    if args.servers:
+        chosen = {name.strip() for name in args.servers.split(",")}
+        if unknown := chosen - set(SERVERS):
+            parser.error(f"unknown servers: {', '.join(sorted(unknown))}")
+        servers = [name for name in SERVERS if name == "scgikit" or name in chosen]
     seconds = 1.0 if args.smoke else args.seconds
     need_debian_tools()
     python = find_python(args)
@@ -381,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, Row]] = {}
     started = time.monotonic()
     try:
-        for name in SERVERS:
+        for name in servers:
             results[name] = measure(name, python, loader, plain, seconds, args.workers)
         if classic:
             for name in CLASSIC_SERVERS:
@@ -392,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     sections = []
     for work in works:
-        names = list(work.servers or SERVERS)
+        names = list(work.servers or servers)
         sections.append(table(work, [results[n][work.name] for n in names]))
     command = "bench/run " + " ".join(argv if argv is not None else sys.argv[1:])
     report = (f"Run on {datetime.date.today()}, {machine()}; {args.workers} worker processes "

@@ -90,6 +90,11 @@ def _bind_tcp(address: Address, config: Config) -> Listener:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(address.sockaddr)
         sock.listen(config.backlog)
+        if hasattr(socket, "TCP_DEFER_ACCEPT"):
+            # Wake a worker only once the request's first bytes are in: no worker
+            # waits in recv for a front end that has connected but not yet sent.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT,
+                            max(1, round(config.header_timeout)))
     except OSError as exc:
         sock.close()
         raise ConfigError(f"cannot listen on {address}: {exc.strerror or exc}") from None

@@ -2,8 +2,9 @@
 
 How it works.  The worker loads the app after the fork, tells the master it is
 ready, then loops: accept from the shared non-blocking listeners until they are
-empty, then poll them (and the signal wake-up pipe) for at most a second, so
-that it notices a dead master.  One connection is one request: read the head
+empty, then wait on them and the signal wake-up pipe (epoll with EPOLLEXCLUSIVE,
+so one idle worker wakes per connection, not all of them); once a second it
+checks that the master still lives.  One connection is one request: read the head
 (usually one ``recv``), hand the variables and the bytes that came with them
 to the app adapter, close.
 
@@ -108,22 +109,23 @@ class Worker:
 
     def run(self) -> None:
         wake_r = self.install_signals()
-        poller = select.poll()
-        for sock in self.listeners:
-            poller.register(sock, select.POLLIN)
-        poller.register(wake_r, select.POLLIN)
+        poller = _Poller(self.listeners, wake_r)
+        check_master_at = time.monotonic() + 1.0
         while not self.stopping:
             self._accept_all()
             if self.stopping:
                 break
             try:
-                poller.poll(1000)
+                woken = poller.wait(1.0)
             except InterruptedError:
-                pass
-            _drain(wake_r)
-            if os.getppid() != self.ppid:
-                log.warning("Master %d is gone; worker exiting", self.ppid)
-                break
+                woken = [wake_r]
+            if wake_r in woken:
+                _drain(wake_r)
+            if (now := time.monotonic()) >= check_master_at:
+                check_master_at = now + 1.0
+                if os.getppid() != self.ppid:
+                    log.warning("Master %d is gone; worker exiting", self.ppid)
+                    break
         if self.max_requests and self.handled >= self.max_requests:
             log.info("Worker recycled after %d requests", self.handled)
 
@@ -258,6 +260,33 @@ class Worker:
             variables.get("SERVER_PROTOCOL", "-"),
             status.split(" ", 1)[0], sent, time.monotonic() - started, os.getpid(),
         )
+
+
+class _Poller:
+    """Waits for a connection on any listener, or a signal.
+
+    On Linux, epoll with EPOLLEXCLUSIVE wakes one idle worker per connection
+    instead of all of them; elsewhere, poll.
+    """
+
+    def __init__(self, listeners: Sequence[socket.socket], wake_r: int) -> None:
+        self._poll: Any
+        if hasattr(select, "epoll") and hasattr(select, "EPOLLEXCLUSIVE"):
+            self._poll = select.epoll()
+            for sock in listeners:
+                self._poll.register(sock, select.EPOLLIN | select.EPOLLEXCLUSIVE)
+            self._poll.register(wake_r, select.EPOLLIN)
+            self._scale = 1.0
+        else:
+            self._poll = select.poll()
+            for sock in listeners:
+                self._poll.register(sock, select.POLLIN)
+            self._poll.register(wake_r, select.POLLIN)
+            self._scale = 1000.0
+
+    def wait(self, seconds: float) -> list[int]:
+        """The descriptors that are ready (an empty list after ``seconds``)."""
+        return [fd for fd, _ in self._poll.poll(seconds * self._scale)]
 
 
 def _set_receive_timeout(conn: Connection, seconds: float) -> None:
