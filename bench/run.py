@@ -32,7 +32,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-PEERS = ["scgi==2.2", "flup>=1.0.3", "aioscgi>=2.3", "uwsgi>=2.0"]
+PEERS = ["scgi==2.2", "flup>=1.0.3", "aioscgi>=2.3", "uwsgi>=2.0", "uvloop>=0.19"]
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -57,13 +57,17 @@ WORKLOADS = [
 ]
 SERVERS = ["scgikit", "uWSGI", "scgi 2.2", "flup prefork", "flup threads", "aioscgi"]
 CLASSIC_SERVERS = ["scgikit-classic", "scgi 2.2"]
+# Worker models (bench/models.py): prototypes on scgikit's parts, against scgikit's prefork.
+MODELS = {"threads ×4, WSGI": "threads", "asyncio, ASGI": "asyncio", "uvloop, ASGI": "uvloop"}
+MODEL_WORKLOADS = ("hello", "echo-64k")
+TRANSPORTS = ("tcp", "unix")
 
 
 # --- environment -----------------------------------------------------------------------------
 
 def find_python(args: argparse.Namespace) -> Path:
     """A Python that has scgikit and every peer: this one if it has, else bench/.venv."""
-    probe = "import scgi.scgi_server, flup.server.scgi_fork, aioscgi, scgikit"
+    probe = "import scgi.scgi_server, flup.server.scgi_fork, aioscgi, uvloop, scgikit"
     here = Path(sys.executable)
     if not args.venv and _works(here, probe) and _tool(here, "uwsgi") and _tool(here, "aioscgi"):
         return here
@@ -111,15 +115,22 @@ def free_port() -> int:
 
 
 def wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 30) -> None:
+    wait_backend(f"127.0.0.1:{port}", proc, what, timeout)
+
+
+def wait_backend(backend: str, proc: subprocess.Popen[bytes], what: str,
+                 timeout: float = 30) -> None:
+    unix = backend.startswith("unix:")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{what} exited with {proc.returncode}")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
+        with socket.socket(socket.AF_UNIX if unix else socket.AF_INET) as sock:
+            target = backend[5:] if unix else ("127.0.0.1", int(backend.rpartition(":")[2]))
+            if sock.connect_ex(target) == 0:
                 return
         time.sleep(0.05)
-    raise RuntimeError(f"{what} did not listen on port {port} within {timeout} s")
+    raise RuntimeError(f"{what} did not listen on {backend} within {timeout} s")
 
 
 def start(argv: list[str], cwd: Path | None = None) -> subprocess.Popen[bytes]:
@@ -141,23 +152,28 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             continue
 
 
-def server_argv(name: str, python: Path, port: int, workers: int) -> tuple[list[str], Path]:
-    bind = f"127.0.0.1:{port}"
+def server_argv(name: str, python: Path, backend: str, workers: int) -> tuple[list[str], Path]:
+    """How to start ``name`` listening on ``backend`` ("127.0.0.1:PORT" or "unix:PATH")."""
     py = str(python)
+    unix = backend.startswith("unix:")
+    short = backend if unix else backend.rpartition(":")[2]  # what servers.py and models.py take
     if name in ("scgikit", "scgikit-classic"):
         target = "bench/apps.py:app" if name == "scgikit" else "bench/classic.py:Handler"
-        return [py, "-m", "scgikit", "serve", target, "--workers", str(workers), "--bind", bind,
-                "--log-level", "warning"], REPO
+        return [py, "-m", "scgikit", "serve", target, "--workers", str(workers), "--bind",
+                backend, "--log-level", "warning"], REPO
     if name == "uWSGI":
         uwsgi = _tool(python, "uwsgi") or "uwsgi"
-        return [uwsgi, "--scgi-socket", bind, "--wsgi-file", str(HERE / "apps.py"),
-                "--callable", "app", "--master", "--processes", str(workers),
-                "--disable-logging", "--die-on-term", "--buffer-size", "65535"], HERE
+        return [uwsgi, "--scgi-socket", backend[5:] if unix else backend, "--wsgi-file",
+                str(HERE / "apps.py"), "--callable", "app", "--master", "--processes",
+                str(workers), "--disable-logging", "--die-on-term", "--buffer-size", "65535"], HERE
     if name == "aioscgi":
         aioscgi = _tool(python, "aioscgi") or "aioscgi"
-        return [aioscgi, "--base-uri", "", "--tcp", bind, "apps:asgi_app"], HERE
+        where = ["--unix-socket", backend[5:]] if unix else ["--tcp", backend]
+        return [aioscgi, "--base-uri", "", *where, "apps:asgi_app"], HERE
+    if name in MODELS:
+        return [py, str(HERE / "models.py"), MODELS[name], short, str(workers)], HERE
     kind = {"scgi 2.2": "scgi22", "flup prefork": "flup-fork", "flup threads": "flup-threads"}
-    return [py, str(HERE / "servers.py"), kind[name], str(port), str(workers)], HERE
+    return [py, str(HERE / "servers.py"), kind[name], short, str(workers)], HERE
 
 
 # --- measurements --------------------------------------------------------------------------------
@@ -205,7 +221,7 @@ def peak_rss(root: int) -> int:
     return peak
 
 
-def nginx_config(folder: Path, port: int, backend: int) -> Path:
+def nginx_config(folder: Path, port: int, backend: str) -> Path:
     temp = "".join(f"    {k}_temp_path {folder}/{k};\n"
                    for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     conf = folder / "nginx.conf"
@@ -217,7 +233,7 @@ def nginx_config(folder: Path, port: int, backend: int) -> Path:
         "    scgi_max_temp_file_size 0;\n"
         f"    server {{\n        listen 127.0.0.1:{port};\n"
         f"        location / {{\n            include /etc/nginx/scgi_params;\n"
-        f"            scgi_pass 127.0.0.1:{backend};\n        }}\n    }}\n}}\n")
+        f"            scgi_pass {backend};\n        }}\n    }}\n}}\n")
     return conf
 
 
@@ -243,7 +259,7 @@ def run_wrk(port: int, work: Workload, seconds: float, folder: Path) -> dict[str
     return result
 
 
-def run_direct(loader: Path, port: int, work: Workload, seconds: float,
+def run_direct(loader: Path, backend: str, work: Workload, seconds: float,
                folder: Path) -> dict[str, float]:
     sys.path.insert(0, str(REPO / "src"))
     from scgikit.client import build_environ
@@ -252,18 +268,19 @@ def run_direct(loader: Path, port: int, work: Workload, seconds: float,
     environ = build_environ(work.path, work.method)
     request = folder / f"{work.name}.scgi"
     request.write_bytes(encode_request(environ, len(work.body)) + work.body)
-    out = subprocess.run([str(loader), "127.0.0.1", str(port), str(work.threads), str(seconds),
+    target = backend if backend.startswith("unix:") else backend.rpartition(":")[2]
+    out = subprocess.run([str(loader), "127.0.0.1", target, str(work.threads), str(seconds),
                           "10000000", str(request)], capture_output=True, text=True,
                          timeout=seconds + 60, check=True).stdout.split()
     done, errors, elapsed = int(out[0]), int(out[1]), float(out[2])
     return {"direct_rps": done / elapsed if elapsed else 0.0, "direct_errors": errors}
 
 
-def check_answer(port: int, work: Workload, name: str) -> None:
+def check_answer(backend: str, work: Workload, name: str) -> None:
     sys.path.insert(0, str(REPO / "src"))
     from scgikit import client
 
-    answer = client.request(("127.0.0.1", port), work.path, work.method, body=work.body,
+    answer = client.request(backend, work.path, work.method, body=work.body,
                             timeout=60)
     if answer.status != 200 or len(answer.body) != work.expect:
         raise RuntimeError(f"{name} answered {work.path} with {answer.status} and "
@@ -277,31 +294,32 @@ class Row:
 
 
 def measure(name: str, python: Path, loader: Path, works: list[Workload], seconds: float,
-            workers: int) -> dict[str, Row]:
-    port = free_port()
-    argv, cwd = server_argv(name, python, port, workers)
+            workers: int, transport: str = "tcp") -> dict[str, Row]:
     folder = Path(tempfile.mkdtemp(prefix="scgikit-bench-"))
+    backend = (f"unix:{folder}/backend.sock" if transport == "unix"
+               else f"127.0.0.1:{free_port()}")
+    argv, cwd = server_argv(name, python, backend, workers)
     proc = start(argv, cwd)
     nginx = None
     rows: dict[str, Row] = {}
     try:
-        wait_port(port, proc, name)
+        wait_backend(backend, proc, name)
         front = free_port()
-        conf = nginx_config(folder, front, port)
+        conf = nginx_config(folder, front, backend)
         nginx = start(["nginx", "-p", str(folder), "-c", str(conf), "-g",
                        "daemon off; master_process on;"])
         wait_port(front, nginx, "nginx")
         for work in works:
-            check_answer(port, work, name)
+            check_answer(backend, work, name)
             before = cpu_seconds(proc.pid)
             figures = run_wrk(front, work, seconds, folder)
             used = cpu_seconds(proc.pid) - before
             figures["cpu_us"] = used / figures["requests"] * 1e6 if figures["requests"] else 0
-            figures.update(run_direct(loader, port, work, seconds, folder))
+            figures.update(run_direct(loader, backend, work, seconds, folder))
             if work.name == "50mb":
                 figures["peak_rss_mb"] = peak_rss(proc.pid) / (1 << 20)
             rows[work.name] = Row(name, figures)
-            print(f"  {name:15} {work.name:14} {figures['rps']:9.0f} req/s  "
+            print(f"  {name:15} {transport:4} {work.name:14} {figures['rps']:9.0f} req/s  "
                   f"{figures['cpu_us']:7.1f} us/req  direct {figures['direct_rps']:9.0f} req/s"
                   f"  errors {figures['errors']}/{figures['direct_errors']}", file=sys.stderr)
     finally:
@@ -367,6 +385,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="run only these workloads: " + ", ".join(w.name for w in WORKLOADS))
     parser.add_argument("--servers", metavar="NAME,NAME",
                         help="compare scgikit with only these servers: " + ", ".join(SERVERS[1:]))
+    parser.add_argument("--transport", choices=("tcp", "unix", "both"), default="both",
+                        help="how the servers listen (default both, one after the other)")
+    parser.add_argument("--no-models", action="store_true",
+                        help="skip the comparison of worker models")
     parser.add_argument("--write", action="store_true", help="write bench/RESULTS.md")
     parser.add_argument("--venv", action="store_true",
                         help="always use bench/.venv, even if this Python has the peers")
@@ -386,25 +408,45 @@ def main(argv: list[str] | None = None) -> int:
     works = [w for w in WORKLOADS if not args.only or w.name in args.only]
     plain = [w for w in works if not w.servers]
     classic = [w for w in works if w.servers]
-    results: dict[str, dict[str, Row]] = {}
+    transports = TRANSPORTS if args.transport == "both" else (args.transport,)
+    models = [w for w in plain if w.name in MODEL_WORKLOADS] if not args.no_models else []
+    results: dict[tuple[str, str], dict[str, Row]] = {}
     started = time.monotonic()
     try:
-        for name in servers:
-            results[name] = measure(name, python, loader, plain, seconds, args.workers)
+        for transport in transports:
+            for name in servers:
+                results[transport, name] = measure(name, python, loader, plain, seconds,
+                                                   args.workers, transport)
         if classic:
             for name in CLASSIC_SERVERS:
                 rows = measure(name, python, loader, classic, seconds, args.workers)
-                results.setdefault(name, {}).update(rows)
+                results.setdefault(("tcp", name), {}).update(rows)
+        for name in MODELS if models else ():
+            results["tcp", name] = measure(name, python, loader, models, seconds, args.workers)
     except (RuntimeError, subprocess.CalledProcessError, OSError) as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
     sections = []
-    for work in works:
-        names = list(work.servers or servers)
-        sections.append(table(work, [results[n][work.name] for n in names]))
+    for transport in transports:
+        sections.append(f"## Over {'TCP (127.0.0.1)' if transport == 'tcp' else 'a unix socket'}")
+        for work in works:
+            if work.servers and transport != "tcp":
+                continue
+            names = list(work.servers or servers)
+            sections.append(table(work, [results[transport, n][work.name] for n in names]))
+    if models:
+        sections.append("## Worker models (TCP)\n\nscgikit's prefork workers against "
+                        "prototypes of the other models built on scgikit's own parts "
+                        "(bench/models.py), with the same number of processes.")
+        for work in models:
+            ours = results["tcp", "scgikit"][work.name]
+            rows = [Row("scgikit prefork, WSGI", ours.figures)] + [
+                results["tcp", name][work.name] for name in MODELS]
+            sections.append(table(work, rows))
     command = "bench/run " + " ".join(argv if argv is not None else sys.argv[1:])
     report = (f"Run on {datetime.date.today()}, {machine()}; {args.workers} worker processes "
-              f"each (aioscgi and flup threads: 1 process); {seconds:g} s per measurement; "
+              f"each (aioscgi and flup threads: 1 process; scgi 2.2 on a unix socket: its "
+              f"listening socket made AF_UNIX by bench/servers.py); {seconds:g} s per measurement; "
               f"nginx 1 worker, wrk -t1; took {time.monotonic() - started:.0f} s.\n"
               f"Command: `{command.strip()}`\n\n" + "\n\n".join(sections) + "\n")
     print(report)

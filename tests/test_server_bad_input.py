@@ -131,3 +131,16 @@ def test_many_bad_clients_do_not_stop_good_ones(server):
     assert results == [200] * 50
     wait_until(lambda: "Bad request" in server.log, message="bad requests logged")
     assert "Traceback" not in server.log
+
+
+@pytest.mark.parametrize("app", ["stream", "big_file"])
+def test_front_end_that_stops_reading_frees_the_worker_after_the_timeout(serve, transport, app):
+    server = serve(f"wsgi_apps:{app}", "--workers", "1", "--header-timeout", "1",
+                   "--timeout", "60", bind=[transport])
+    with connect(server.address) as stalled:
+        stalled.sendall(encode_request({"REQUEST_METHOD": "GET", "QUERY_STRING": "64"}, 0))
+        # It never reads: the worker's send must time out, not wait for --timeout.
+        server.wait_for_log("Front end closed the connection during the response")
+        answer = request(server.address, "/?64")
+        assert answer.status == 200
+        assert len(answer.body) == 64 << 20

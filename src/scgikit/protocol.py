@@ -184,18 +184,18 @@ def parse_variables(block: bytes | bytearray) -> tuple[dict[str, str], int]:
     items = block.decode("latin-1").split("\0")
     # A well-formed block ends with NUL, so the split leaves one empty string last,
     # after an even number of names and values.
-    if items[-1] or not len(items) & 1:
+    count = len(items) - 1
+    if items[count] or count & 1:
         raise ProtocolError("header block is not a sequence of NUL-terminated name/value pairs")
-    del items[-1]
-    if not items:
+    if not count:
         raise ProtocolError("header block is empty; CONTENT_LENGTH and SCGI are required")
     if items[0] != "CONTENT_LENGTH":
         # SCGI: "The first request header must have the name CONTENT_LENGTH".
         raise ProtocolError(f"first header must be CONTENT_LENGTH, not {items[0][:40]!r}")
-    names = items[0::2]
-    environ = dict(zip(names, items[1::2]))
-    if len(environ) != len(names):
-        environ = _merge_repeated(names, items[1::2])
+    pairs = iter(items)  # zip(pairs, pairs) takes name, value, name...; the last "" is left
+    environ = dict(zip(pairs, pairs))
+    if len(environ) * 2 != count:
+        environ = _merge_repeated(items[0:count:2], items[1:count:2])
     if "" in environ:
         raise ProtocolError("header with an empty name")
     if environ.get("SCGI") != "1":

@@ -182,3 +182,12 @@ def sometimes_bad(environ, start_response):
     value = "a\r\nInjected: yes" if environ["PATH_INFO"] == "/bad" else "a"
     start_response("200 OK", [("X-Value", value)])
     return [b"body"]
+
+
+def big_file(environ, start_response):
+    """64 MiB from a real file through wsgi.file_wrapper (sendfile)."""
+    handle = tempfile.TemporaryFile()
+    handle.truncate(64 << 20)
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    return environ["wsgi.file_wrapper"](handle)
+

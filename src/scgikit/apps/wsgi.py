@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import select
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
@@ -148,14 +149,29 @@ class _Exchange:
         filelike = wrapper.filelike
         offset = filelike.tell()
         out, source = self.sock.fileno(), filelike.fileno()
+        timeout = self.sock.gettimeout()  # set on unix connections, whose fd is non-blocking
         try:
-            while sent := os.sendfile(out, source, offset, _SENDFILE_BLOCK):
+            while True:
+                try:
+                    sent = os.sendfile(out, source, offset, _SENDFILE_BLOCK)
+                except BlockingIOError:
+                    if timeout is None or not _writable(out, timeout):
+                        raise ClientGone("send timed out") from None
+                    continue
+                if not sent:
+                    break
                 offset += sent
                 self.sent += sent
         except OSError as exc:
             raise ClientGone(str(exc)) from None
         finally:
             filelike.seek(offset)
+
+
+def _writable(fd: int, timeout: float) -> bool:
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return bool(poller.poll(timeout * 1000))
 
 
 def _send_both(sock: Connection, head: bytes, data: bytes | bytearray | memoryview) -> None:

@@ -72,10 +72,11 @@ class Worker:
         self.config = config
         self.listeners = [listener.sock for listener in listeners]
         # Linux copies SO_RCVTIMEO/SO_SNDTIMEO from a TCP listener to the sockets it
-        # accepts, but not from a unix one: those get theirs per connection.
-        self.timeval = timeval(config.header_timeout) if config.header_timeout else None
-        self.set_timeouts = {listener.sock: listener.sock.family == socket.AF_UNIX
-                             for listener in listeners}
+        # accepts, but not from a unix one.  Those get a Python-level timeout instead
+        # (non-blocking, poll on EAGAIN): one ioctl rather than two setsockopt calls.
+        self.timeout = config.header_timeout or None
+        self.own_timeout = {listener.sock: listener.sock.family == socket.AF_UNIX
+                            for listener in listeners}
         self.adapter = adapter
         self.heartbeat = heartbeat
         self.ppid = ppid
@@ -139,7 +140,7 @@ class Worker:
             # has all a request needs, for a tenth of the cost.
             accept = listener._accept  # type: ignore[attr-defined]
             family, kind = listener.family, listener.type
-            timeval = self.timeval if self.set_timeouts[listener] else None
+            timeout = self.timeout if self.own_timeout[listener] else None
             while not self.stopping:
                 try:
                     conn = _socket.socket(family, kind, 0, accept()[0])
@@ -154,9 +155,8 @@ class Worker:
                     raise
                 slots[slot] = monotonic()
                 try:
-                    if timeval:
-                        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
-                        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+                    if timeout:
+                        conn.settimeout(timeout)
                     handle(conn)
                 finally:
                     conn.close()
@@ -219,7 +219,9 @@ class Worker:
 
     def _handle_raw(self, conn: Connection) -> None:
         # A handler that takes over the connection gets a full socket (makefile...).
+        timeout = conn.gettimeout()
         sock = socket.socket(conn.family, conn.type, conn.proto, conn.detach())
+        sock.settimeout(timeout)
         try:
             self.adapter.handle_raw(sock)  # type: ignore[attr-defined]
         except (ProtocolError, OSError) as exc:
@@ -290,7 +292,10 @@ class _Poller:
 
 
 def _set_receive_timeout(conn: Connection, seconds: float) -> None:
-    conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(seconds))
+    if conn.gettimeout() is not None:
+        conn.settimeout(seconds)  # a unix connection: its timeout is Python's
+    else:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(seconds))
 
 
 def _drain(fd: int) -> None:
