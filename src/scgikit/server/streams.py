@@ -79,8 +79,13 @@ class SocketBody(io.BufferedIOBase):
         """Receive up to ``want`` more bytes into the buffer; False at the end of the body."""
         if self._unread <= 0:
             return False
+        self._buffered().extend(self._recv(min(want, self._unread, RECV_SIZE), 0))
+        return True
+
+    def _recv(self, size: int, flags: int) -> bytes:
+        """Up to ``size`` body bytes from the socket; a stall or a close is a BodyError."""
         try:
-            data = self._sock.recv(min(want, self._unread, RECV_SIZE))
+            data = self._sock.recv(size, flags)
         except (TimeoutError, BlockingIOError):
             raise self._stalled() from None
         except OSError as exc:
@@ -88,27 +93,17 @@ class SocketBody(io.BufferedIOBase):
         if not data:
             raise self._closed()
         self._unread -= len(data)
-        self._buffered().extend(data)
-        return True
+        return data
 
     def _receive_exactly(self, size: int) -> list[bytes]:
         """``size`` more bytes from the socket, in pieces of at most WAITALL_SIZE."""
         pieces = []
-        recv = self._sock.recv
         while size > 0:
-            try:
-                # MSG_WAITALL: one system call for the whole piece, unless a timeout,
-                # a signal or the end of the stream cuts it short.
-                data = recv(min(size, WAITALL_SIZE), socket.MSG_WAITALL)
-            except (TimeoutError, BlockingIOError):
-                raise self._stalled() from None
-            except OSError as exc:
-                raise BodyError(f"error reading the request body: {exc}") from None
-            if not data:
-                raise self._closed()
+            # MSG_WAITALL: one system call for the whole piece, unless a timeout,
+            # a signal or the end of the stream cuts it short.
+            data = self._recv(min(size, WAITALL_SIZE), socket.MSG_WAITALL)
             pieces.append(data)
             size -= len(data)
-            self._unread -= len(data)
         return pieces
 
     def read(self, size: int | None = -1) -> bytes:
