@@ -75,6 +75,23 @@ def test_body_shorter_than_announced_is_logged_and_serving_goes_on(server):
     still_serving(server)
 
 
+def test_client_that_connects_and_sends_nothing_is_dropped(server):
+    with connect(server.address) as sock:
+        assert read_all(sock) == b""  # closed by the server after --header-timeout
+    server.wait_for_log("no complete header within")
+    still_serving(server)
+
+
+def test_client_that_sends_its_head_late_is_served(server):
+    # The first receive finds nothing; the worker then waits, within --header-timeout.
+    with connect(server.address) as sock:
+        time.sleep(0.3)  # the client's behaviour under test, not a wait for the server
+        sock.sendall(encode_request({"REQUEST_METHOD": "POST"}, 2) + b"ok")
+        answer = parse_answer(read_all(sock))
+    assert answer.status == 200
+    assert b'"size": 2' in answer.body
+
+
 def test_client_that_stalls_in_the_head_is_dropped(server):
     with connect(server.address) as sock:
         sock.sendall(encode_request({"REQUEST_METHOD": "GET"}, 0)[:10])

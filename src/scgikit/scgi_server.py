@@ -81,7 +81,7 @@ class SCGIHandler:
         input = conn.makefile("rb")
         env = self.read_env(input)
         bodysize = int(env.get("CONTENT_LENGTH", 0))
-        output = HandlerOutput(conn)
+        output = HandlerOutput(conn, conn.gettimeout())
         try:
             self.produce(env, bodysize, body_stream(conn, input.read1(bodysize) if bodysize
                                                     else b"", bodysize), output)

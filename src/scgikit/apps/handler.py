@@ -18,7 +18,7 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 from ..protocol import ProtocolError, error_response
-from ..server.sockets import Connection
+from ..server.sockets import Connection, send_all
 from ..server.streams import body_stream
 
 if TYPE_CHECKING:
@@ -32,9 +32,10 @@ _FLUSH_AT = 64 * 1024
 class HandlerOutput(io.RawIOBase):
     """The ``output`` file of ``produce``: a buffered writer to the socket."""
 
-    def __init__(self, sock: Connection) -> None:
+    def __init__(self, sock: Connection, timeout: float | None) -> None:
         super().__init__()
         self._sock = sock
+        self._timeout = timeout
         self._pending: list[bytes] = []
         self._size = 0
         self.first = b""  # the start of the answer, for the status in the access log
@@ -63,7 +64,7 @@ class HandlerOutput(io.RawIOBase):
         self._size = 0
         if not self.sent:
             self.first = data[:64]
-        self._sock.sendall(data)
+        send_all(self._sock, data, self._timeout)
         self.sent += len(data)
 
     def discard(self) -> None:
@@ -89,9 +90,10 @@ class HandlerOutput(io.RawIOBase):
 class HandlerAdapter:
     """Runs a classic ``SCGIHandler`` subclass for each request a worker receives."""
 
-    def __init__(self, handler_class: type[SCGIHandler]) -> None:
+    def __init__(self, handler_class: type[SCGIHandler], timeout: float | None = None) -> None:
         from ..scgi_server import SCGIHandler
 
+        self.timeout = timeout  # what a send that cannot finish at once may wait, per call
         self.handler = handler_class(None)
         # The original package let subclasses take over the whole connection.
         self.raw = type(self.handler).handle_connection is not SCGIHandler.handle_connection
@@ -101,28 +103,27 @@ class HandlerAdapter:
 
     def __call__(self, sock: Connection, variables: dict[str, str], length: int,
                  prefix: bytes | memoryview) -> tuple[str, int]:
-        output = HandlerOutput(sock)
+        output = HandlerOutput(sock, self.timeout)
         try:
             self.handler.produce(variables, length, body_stream(sock, prefix, length), output)
             output.flush()
         except ProtocolError as exc:
             log.warning("Bad request from %s: %s", variables.get("REMOTE_ADDR", "?"), exc)
-            return _fail(sock, output, exc.status)
+            return self._fail(sock, output, exc.status)
         except OSError as exc:
             log.info("Front end closed the connection during the response: %s", exc)
         except Exception:
             log.exception("Handler error on %s %s", variables.get("REQUEST_METHOD", "?"),
                           variables.get("REQUEST_URI", "?"))
-            return _fail(sock, output, 500)
+            return self._fail(sock, output, 500)
         return output.status, output.sent
 
-
-def _fail(sock: Connection, output: HandlerOutput, status: int) -> tuple[str, int]:
-    if output.sent:
-        return output.status, output.sent
-    output.discard()
-    try:
-        sock.sendall(error_response(status))
-    except OSError:
-        pass
-    return str(status), 0
+    def _fail(self, sock: Connection, output: HandlerOutput, status: int) -> tuple[str, int]:
+        if output.sent:
+            return output.status, output.sent
+        output.discard()
+        try:
+            send_all(sock, error_response(status), self.timeout)
+        except OSError:
+            pass
+        return str(status), 0

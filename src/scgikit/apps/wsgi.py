@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import select
+import socket
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
@@ -23,7 +24,7 @@ from typing import IO, Any
 from urllib.parse import unquote_to_bytes
 
 from ..protocol import ProtocolError, error_response, format_response_head
-from ..server.sockets import Connection
+from ..server.sockets import Connection, arm_timeout, send_all
 from ..server.streams import body_stream
 
 log = logging.getLogger("scgikit")
@@ -89,10 +90,11 @@ def encode_head(status: str, headers: list[tuple[str, str]]) -> bytes:
 class _Exchange:
     """One request's response state: ``start_response`` and ``write`` live here."""
 
-    __slots__ = ("sock", "status", "head", "sent", "last")
+    __slots__ = ("sock", "timeout", "status", "head", "sent", "last")
 
-    def __init__(self, sock: Connection, last: list[Any]) -> None:
+    def __init__(self, sock: Connection, last: list[Any], timeout: float | None) -> None:
         self.sock = sock
+        self.timeout = timeout  # per send call, once one cannot finish at once
         self.status: str | None = None
         self.head: bytes | None = None  # encoded head not yet sent
         self.sent = 0  # bytes sent so far, head included
@@ -128,14 +130,14 @@ class _Exchange:
         head = self.head
         try:
             if head is None:
-                self.sock.sendall(data)
+                send_all(self.sock, data, self.timeout)
             elif len(data) <= _SMALL_CHUNK:
                 self.head = None
-                self.sock.sendall(head + data)
+                send_all(self.sock, head + data, self.timeout)
             else:
                 # Head and a big first chunk in one system call, neither copied.
                 self.head = None
-                _send_both(self.sock, head, data)
+                _send_both(self.sock, head, data, self.timeout)
         except OSError as exc:
             raise ClientGone(str(exc)) from None
         self.sent += len(head) + len(data) if head is not None else len(data)
@@ -149,6 +151,7 @@ class _Exchange:
         filelike = wrapper.filelike
         offset = filelike.tell()
         out, source = self.sock.fileno(), filelike.fileno()
+        arm_timeout(self.sock, self.timeout)
         timeout = self.sock.gettimeout()  # set on unix connections, whose fd is non-blocking
         try:
             while True:
@@ -174,12 +177,20 @@ def _writable(fd: int, timeout: float) -> bool:
     return bool(poller.poll(timeout * 1000))
 
 
-def _send_both(sock: Connection, head: bytes, data: bytes | bytearray | memoryview) -> None:
-    sent = sock.sendmsg((head, data))
-    if sent < len(head):  # cut short by a signal or the send timeout: send the rest
+def _send_both(sock: Connection, head: bytes, data: bytes | bytearray | memoryview,
+               timeout: float | None) -> None:
+    """``head`` then ``data``: one ``sendmsg`` without waiting, then the rest within ``timeout``."""
+    try:
+        sent = sock.sendmsg((head, data), (), socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        sent = 0
+    if sent == len(head) + len(data):
+        return
+    arm_timeout(sock, timeout)
+    if sent < len(head):
         sock.sendall(head[sent:])
         sock.sendall(data)
-    elif sent < len(head) + len(data):
+    else:
         with memoryview(data) as view:
             sock.sendall(view[sent - len(head):])
 
@@ -189,8 +200,10 @@ class WSGIAdapter:
 
     raw = False
 
-    def __init__(self, app: WSGIApp, script_name: str, server_name: str, server_port: str) -> None:
+    def __init__(self, app: WSGIApp, script_name: str, server_name: str, server_port: str,
+                 timeout: float | None = None) -> None:
         self.app = app
+        self.timeout = timeout  # what a send that cannot finish at once may wait, per call
         self.script_name = script_name
         self.last_head: list[Any] = [None, None, b""]
         self.base: dict[str, Any] = {
@@ -252,7 +265,7 @@ class WSGIAdapter:
     def __call__(self, sock: Connection, variables: dict[str, str], length: int,
                  prefix: bytes | memoryview) -> tuple[str, int]:
         """Answer one request; returns the status line and the bytes sent."""
-        exchange = _Exchange(sock, self.last_head)
+        exchange = _Exchange(sock, self.last_head, self.timeout)
         try:
             result = self.app(self.environ(sock, variables, length, prefix),
                               exchange.start_response)
@@ -293,7 +306,7 @@ def _fail(exchange: _Exchange, status: int) -> tuple[str, int]:
         return exchange.status or str(status), exchange.sent
     response = error_response(status)
     try:
-        exchange.sock.sendall(response)
+        send_all(exchange.sock, response, exchange.timeout)
     except OSError:
         return str(status), 0
     return str(status), len(response)

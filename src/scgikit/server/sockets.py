@@ -3,8 +3,10 @@
 The master creates every listener before it forks, so workers share them and
 the kernel spreads connections among the workers that are waiting.  Listeners
 are non-blocking (workers poll, then accept until the queue is empty), and
-carry the read/write timeouts that accepted connections inherit on Linux, so
-no per-connection system call is spent setting them.
+carry the read/write timeouts that accepted TCP connections inherit on Linux, so
+no per-connection system call is spent setting them.  Unix connections inherit
+none: they get theirs only when a receive or a send cannot finish at once
+(``arm_timeout``, ``send_all``), which most requests never need.
 """
 
 from __future__ import annotations
@@ -197,3 +199,30 @@ def timeval(seconds: float) -> bytes:
     """``seconds`` as the ``struct timeval`` that SO_RCVTIMEO and SO_SNDTIMEO take."""
     whole = int(seconds)
     return struct.pack("ll", whole, int((seconds - whole) * 1e6))
+
+
+def arm_timeout(conn: Connection, seconds: float | None) -> None:
+    """Give a unix connection its read/write timeout before it may have to wait.
+
+    TCP connections already carry the listener's.  A unix one starts blocking with
+    none: setting it costs a system call, and Python's timeout adds a poll before
+    every send and receive, so it is set only once a call could not finish at once.
+    """
+    if seconds and conn.gettimeout() is None and conn.family == socket.AF_UNIX:
+        conn.settimeout(seconds)
+
+
+def send_all(conn: Connection, data: bytes, seconds: float | None) -> None:
+    """``conn.sendall(data)``, first without waiting.
+
+    An answer that fits in the socket's buffer goes out in one call, with no timeout
+    armed; the rest of one that does not is sent within ``seconds`` per call.
+    """
+    try:
+        sent = conn.send(data, socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        sent = 0
+    if sent < len(data):
+        arm_timeout(conn, seconds)
+        with memoryview(data) as view:
+            conn.sendall(view[sent:])

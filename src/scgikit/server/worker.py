@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 from ..config import Config
 from ..protocol import ProtocolError, error_response, parse_head
-from .sockets import Connection, Listener, timeval
+from .sockets import Connection, Listener, arm_timeout, timeval
 
 log = logging.getLogger("scgikit")
 access_log = logging.getLogger("scgikit.access")
@@ -41,7 +41,8 @@ access_log = logging.getLogger("scgikit.access")
 WORKER_BOOT_ERROR = 3
 APP_LOAD_ERROR = 4
 
-RECV_SIZE = 64 * 1024
+# The first receive takes the head and a body of up to about this size in one call.
+RECV_SIZE = 128 * 1024
 LINGER_BYTES = 4 * 1024 * 1024
 LINGER_SECONDS = 2.0
 
@@ -71,12 +72,7 @@ class Worker:
                  heartbeat: Heartbeat, ppid: int) -> None:
         self.config = config
         self.listeners = [listener.sock for listener in listeners]
-        # Linux copies SO_RCVTIMEO/SO_SNDTIMEO from a TCP listener to the sockets it
-        # accepts, but not from a unix one.  Those get a Python-level timeout instead
-        # (non-blocking, poll on EAGAIN): one ioctl rather than two setsockopt calls.
-        self.timeout = config.header_timeout or None
-        self.own_timeout = {listener.sock: listener.sock.family == socket.AF_UNIX
-                            for listener in listeners}
+        self.timeout = config.header_timeout or None  # armed on unix connections that wait
         self.adapter = adapter
         self.heartbeat = heartbeat
         self.ppid = ppid
@@ -140,7 +136,6 @@ class Worker:
             # has all a request needs, for a tenth of the cost.
             accept = listener._accept  # type: ignore[attr-defined]
             family, kind = listener.family, listener.type
-            timeout = self.timeout if self.own_timeout[listener] else None
             while not self.stopping:
                 try:
                     conn = _socket.socket(family, kind, 0, accept()[0])
@@ -155,8 +150,6 @@ class Worker:
                     raise
                 slots[slot] = monotonic()
                 try:
-                    if timeout:
-                        conn.settimeout(timeout)
                     handle(conn)
                 finally:
                     conn.close()
@@ -170,7 +163,13 @@ class Worker:
     def _handle_scgi(self, conn: Connection) -> None:
         started = time.monotonic() if self.access else 0.0
         try:
-            data = conn.recv(RECV_SIZE)
+            try:
+                # The request is usually there already (TCP_DEFER_ACCEPT sees to it on
+                # TCP): take it without waiting, so a unix connection needs no timeout.
+                data = conn.recv(RECV_SIZE, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                arm_timeout(conn, self.timeout)
+                data = conn.recv(RECV_SIZE)
             if not data:
                 return  # closed before sending a byte: a health check or a port scan
             parsed = parse_head(data, self.config.max_header_size)
@@ -195,6 +194,8 @@ class Worker:
             return
         # The body bytes that came with the head, as a view: copied once, when read.
         prefix = memoryview(data)[consumed:] if len(data) > consumed else b""
+        if length > len(prefix):
+            arm_timeout(conn, self.timeout)  # the rest of the body may keep us waiting
         status, sent = self.adapter(conn, variables, length, prefix)
         if self.access:
             self._log_access(variables, status, sent, started)
@@ -202,6 +203,7 @@ class Worker:
     def _read_head(self, conn: Connection, data: bytes) -> tuple[bytes, Any]:
         """The slow path: the head did not come in one piece. Read on, within the deadline."""
         deadline = time.monotonic() + self.config.header_timeout
+        arm_timeout(conn, self.timeout)
         buffer = bytearray(data)
         while True:
             left = deadline - time.monotonic()
@@ -219,6 +221,7 @@ class Worker:
 
     def _handle_raw(self, conn: Connection) -> None:
         # A handler that takes over the connection gets a full socket (makefile...).
+        arm_timeout(conn, self.timeout)
         timeout = conn.gettimeout()
         sock = socket.socket(conn.family, conn.type, conn.proto, conn.detach())
         sock.settimeout(timeout)
@@ -237,6 +240,7 @@ class Worker:
         Closing with unread bytes makes the kernel send a reset, which can make the
         front end lose our answer; reading a bounded amount first avoids that.
         """
+        arm_timeout(conn, self.timeout)
         try:
             conn.sendall(error_response(status))
             conn.shutdown(socket.SHUT_WR)
@@ -338,11 +342,11 @@ def make_adapter(kind: str, app: Any, config: Config, listeners: Sequence[Listen
     if kind == "handler":
         from ..apps.handler import HandlerAdapter
 
-        return HandlerAdapter(app)
+        return HandlerAdapter(app, config.header_timeout or None)
     from ..apps.wsgi import WSGIAdapter
 
     name, port = _server_name(listeners)
-    return WSGIAdapter(app, config.script_name, name, port)
+    return WSGIAdapter(app, config.script_name, name, port, config.header_timeout or None)
 
 
 def _server_name(listeners: Sequence[Listener]) -> tuple[str, str]:
