@@ -23,6 +23,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -332,6 +333,22 @@ def measure(name: str, python: Path, loader: Path, works: list[Workload], second
 
 # --- report ------------------------------------------------------------------------------------
 
+Results = dict[tuple[str, str], dict[str, Row]]  # (transport, server) -> workload -> row
+
+
+def medians(runs: list[Results]) -> Results:
+    """Each figure's median over the rounds: one slow moment of a shared machine moves it less."""
+    merged: Results = {}
+    for key, rows in runs[0].items():
+        merged[key] = {}
+        for work, row in rows.items():
+            taken = [run[key][work].figures for run in runs]
+            merged[key][work] = Row(row.server, {
+                figure: statistics.median(figures[figure] for figures in taken)
+                for figure in row.figures})
+    return merged
+
+
 COLUMNS = [("rps", "req/s via nginx", "{:.0f}"), ("p50", "p50 ms", "{:.2f}"),
            ("p99", "p99 ms", "{:.2f}"), ("cpu_us", "CPU µs/req", "{:.1f}"),
            ("direct_rps", "req/s direct", "{:.0f}")]
@@ -378,8 +395,11 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true",
                         help="1 s per measurement: proves the benchmark works (CI)")
-    parser.add_argument("--seconds", type=float, default=5.0,
-                        help="duration of each measurement (default 5)")
+    parser.add_argument("--seconds", type=float, default=2.0,
+                        help="duration of each measurement (default 2)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="measure everything this many times, servers interleaved, and "
+                             "report each figure's median (default 3)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--only", action="append", metavar="WORKLOAD",
                         help="run only these workloads: " + ", ".join(w.name for w in WORKLOADS))
@@ -400,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown servers: {', '.join(sorted(unknown))}")
         servers = [name for name in SERVERS if name == "scgikit" or name in chosen]
     seconds = 1.0 if args.smoke else args.seconds
+    rounds = 1 if args.smoke else max(1, args.rounds)
     need_debian_tools()
     python = find_python(args)
     loader = Path(tempfile.gettempdir()) / "scgikit-scgi-load"
@@ -410,22 +431,29 @@ def main(argv: list[str] | None = None) -> int:
     classic = [w for w in works if w.servers]
     transports = TRANSPORTS if args.transport == "both" else (args.transport,)
     models = [w for w in plain if w.name in MODEL_WORKLOADS] if not args.no_models else []
-    results: dict[tuple[str, str], dict[str, Row]] = {}
+    runs: list[Results] = []
     started = time.monotonic()
     try:
-        for transport in transports:
-            for name in servers:
-                results[transport, name] = measure(name, python, loader, plain, seconds,
-                                                   args.workers, transport)
-        if classic:
-            for name in CLASSIC_SERVERS:
-                rows = measure(name, python, loader, classic, seconds, args.workers)
-                results.setdefault(("tcp", name), {}).update(rows)
-        for name in MODELS if models else ():
-            results["tcp", name] = measure(name, python, loader, models, seconds, args.workers)
+        for number in range(rounds):
+            if rounds > 1:
+                print(f"round {number + 1} of {rounds}", file=sys.stderr)
+            results: Results = {}
+            for transport in transports:
+                for name in servers:
+                    results[transport, name] = measure(name, python, loader, plain, seconds,
+                                                       args.workers, transport)
+            if classic:
+                for name in CLASSIC_SERVERS:
+                    rows = measure(name, python, loader, classic, seconds, args.workers)
+                    results.setdefault(("tcp", name), {}).update(rows)
+            for name in MODELS if models else ():
+                results["tcp", name] = measure(name, python, loader, models, seconds,
+                                               args.workers)
+            runs.append(results)
     except (RuntimeError, subprocess.CalledProcessError, OSError) as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
+    results = medians(runs)
     sections = []
     for transport in transports:
         sections.append(f"## Over {'TCP (127.0.0.1)' if transport == 'tcp' else 'a unix socket'}")
@@ -444,9 +472,11 @@ def main(argv: list[str] | None = None) -> int:
                 results["tcp", name][work.name] for name in MODELS]
             sections.append(table(work, rows))
     command = "bench/run " + " ".join(argv if argv is not None else sys.argv[1:])
+    median = f"each figure the median of {rounds} rounds; " if rounds > 1 else ""
     report = (f"Run on {datetime.date.today()}, {machine()}; {args.workers} worker processes "
               f"each (aioscgi and flup threads: 1 process; scgi 2.2 on a unix socket: its "
               f"listening socket made AF_UNIX by bench/servers.py); {seconds:g} s per measurement; "
+              f"{median}"
               f"nginx 1 worker, wrk -t1; took {time.monotonic() - started:.0f} s.\n"
               f"Command: `{command.strip()}`\n\n" + "\n\n".join(sections) + "\n")
     print(report)
