@@ -190,4 +190,3 @@ def big_file(environ, start_response):
     handle.truncate(64 << 20)
     start_response("200 OK", [("Content-Type", "application/octet-stream")])
     return environ["wsgi.file_wrapper"](handle)
-

@@ -63,18 +63,6 @@ class SocketBody(io.BufferedIOBase):
             self._prefix = None
         return self._buffer
 
-    def _stalled(self) -> BodyError:
-        return BodyError(
-            f"client stalled with {self._unread} of {self._length} body bytes unsent",
-            status=408,
-        )
-
-    def _closed(self) -> BodyError:
-        return BodyError(
-            f"client closed the connection with {self._unread} of "
-            f"{self._length} body bytes unsent"
-        )
-
     def _fill(self, want: int) -> bool:
         """Receive up to ``want`` more bytes into the buffer; False at the end of the body."""
         if self._unread <= 0:
@@ -87,11 +75,17 @@ class SocketBody(io.BufferedIOBase):
         try:
             data = self._sock.recv(size, flags)
         except (TimeoutError, BlockingIOError):
-            raise self._stalled() from None
+            raise BodyError(
+                f"client stalled with {self._unread} of {self._length} body bytes unsent",
+                status=408,
+            ) from None
         except OSError as exc:
             raise BodyError(f"error reading the request body: {exc}") from None
         if not data:
-            raise self._closed()
+            raise BodyError(
+                f"client closed the connection with {self._unread} of "
+                f"{self._length} body bytes unsent"
+            )
         self._unread -= len(data)
         return data
 
