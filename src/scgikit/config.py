@@ -126,8 +126,32 @@ class Config:
         "requests before they are killed", default=30.0, parse=_positive_float,
         metavar="SECONDS")
     header_timeout: float = _option(
-        ["--header-timeout"], "drop a client that has not sent its whole header in this time; "
-        "also the longest a read of the body may stall", default=10.0, parse=_positive_float,
+        ["--header-timeout"], "deadline for the whole header, from the connection's accept: "
+        "a client that has not sent it by then is dropped", default=10.0,
+        parse=_positive_float, metavar="SECONDS")
+    body_timeout: float = _option(
+        ["--body-timeout"], "deadline for the whole request body, from the end of the "
+        "header: a client that has not sent it by then is answered 408", default=30.0,
+        parse=_positive_float, metavar="SECONDS")
+    body_buffer_size: int = _option(
+        ["--body-buffer-size"], "a body up to this size is received whole before the app "
+        "starts, so a slow client never holds the app; larger ones stream to the app",
+        default=256 * 1024, parse=_size, metavar="BYTES", shown="256k")
+    max_pending: int = _option(
+        ["--max-pending"], "connections a worker keeps waiting for their header or buffered "
+        "body; beyond this the oldest is dropped", default=4096, parse=_count, metavar="N")
+    linger_timeout: float = _option(
+        ["--linger-timeout"], "after the answer, how long the unread rest of a request body "
+        "is read and dropped before closing (closing with unread bytes makes the kernel "
+        "reset the connection, and the front end may lose the answer)", default=5.0,
+        parse=_positive_float, metavar="SECONDS")
+    linger_size: int = _option(
+        ["--linger-size"], "after the answer, the most unread body bytes read and dropped "
+        "before closing", default=64 * 1024 * 1024, parse=_size, metavar="BYTES",
+        shown="64m")
+    boot_timeout: float = _option(
+        ["--boot-timeout"], "kill a worker that has not loaded the app within this time "
+        "(a failed start, or a failed reload)", default=60.0, parse=_positive_float,
         metavar="SECONDS")
     max_header_size: int = _option(
         ["--max-header-size"], "largest header netstring accepted (answered 431 beyond)",
@@ -135,6 +159,14 @@ class Config:
     max_body_size: int | None = _option(
         ["--max-body-size"], "largest request body accepted (answered 413 beyond; "
         "default unlimited)", default=None, parse=_size, metavar="BYTES")
+    allow_from: tuple[str, ...] = _option(
+        ["--allow-from"], "accept TCP connections only from these addresses or CIDR "
+        "ranges (e.g. 127.0.0.1 10.0.0.0/8); repeatable; others are closed before a byte "
+        "is read", factory=tuple, repeat=True, metavar="NETWORK", shown="any")
+    socket_owner: str | None = _option(
+        ["--socket-owner"], "USER[:GROUP] owning unix socket files (default: --user and "
+        "--group when given, else the user who starts the server)", default=None,
+        metavar="USER:GROUP")
     script_name: str = _option(
         ["--script-name"], "URL prefix the app is mounted under, when the front end does "
         "not send PATH_INFO", default="", metavar="PREFIX")

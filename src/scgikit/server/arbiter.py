@@ -33,8 +33,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import Config, ConfigError
+from .boot import APP_LOAD_ERROR, WORKER_BOOT_ERROR, boot
 from .sockets import Listener, open_listeners
-from .worker import APP_LOAD_ERROR, WORKER_BOOT_ERROR, Heartbeat, boot
+from .worker import Heartbeat
 
 log = logging.getLogger("scgikit")
 

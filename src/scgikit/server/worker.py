@@ -24,8 +24,6 @@ import random
 import select
 import signal
 import socket
-import struct
-import sys
 import time
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -36,10 +34,6 @@ from .sockets import Connection, Listener, arm_timeout, timeval
 
 log = logging.getLogger("scgikit")
 access_log = logging.getLogger("scgikit.access")
-
-# Exit codes the master understands (as gunicorn's).
-WORKER_BOOT_ERROR = 3
-APP_LOAD_ERROR = 4
 
 # The first receive takes the head and a body of up to about this size in one call.
 RECV_SIZE = 128 * 1024
@@ -81,6 +75,7 @@ class Worker:
             random.randint(0, config.max_requests_jitter) if config.max_requests else 0
         )
         self.handled = 0
+        self.exit_code = 0
         self.access = access_log.isEnabledFor(logging.INFO) and access_log.handlers != []
         self.handle = self._handle_raw if adapter.raw else self._handle_scgi
 
@@ -308,66 +303,3 @@ def _drain(fd: int) -> None:
             pass
     except BlockingIOError:
         pass
-
-
-def boot(config: Config, listeners: Sequence[Listener], app: Any, heartbeat: Heartbeat,
-         ready_fd: int, ppid: int) -> int:
-    """In the child after the fork: drop privileges, load the app, serve; returns the exit code."""
-    from ..apps.loader import AppImportError, app_kind, load_target
-
-    try:
-        _drop_privileges(config)
-    except OSError as exc:
-        log.error("Cannot switch to user/group: %s", exc)
-        return WORKER_BOOT_ERROR
-    try:
-        if app is None:
-            app = load_target(config.target)
-        adapter = make_adapter(app_kind(app), app, config, listeners)
-    except AppImportError as exc:
-        log.error("Cannot load the app: %s", exc)
-        return APP_LOAD_ERROR
-    except Exception:
-        log.exception("Cannot load the app %r", config.target)
-        return APP_LOAD_ERROR
-    worker = Worker(config, listeners, adapter, heartbeat, ppid)
-    os.write(ready_fd, struct.pack("i", os.getpid()))
-    os.close(ready_fd)
-    worker.run()
-    sys.stdout.flush()
-    return 0
-
-
-def make_adapter(kind: str, app: Any, config: Config, listeners: Sequence[Listener]) -> Adapter:
-    if kind == "handler":
-        from ..apps.handler import HandlerAdapter
-
-        return HandlerAdapter(app, config.header_timeout or None)
-    from ..apps.wsgi import WSGIAdapter
-
-    name, port = _server_name(listeners)
-    return WSGIAdapter(app, config.script_name, name, port, config.header_timeout or None)
-
-
-def _server_name(listeners: Sequence[Listener]) -> tuple[str, str]:
-    """SERVER_NAME/SERVER_PORT defaults for front ends that do not send them."""
-    for listener in listeners:
-        local = listener.sock.getsockname()
-        if isinstance(local, tuple):
-            return str(local[0]), str(local[1])
-    return "localhost", "80"
-
-
-def _drop_privileges(config: Config) -> None:
-    if config.group is not None:
-        import grp
-
-        os.setgid(grp.getgrnam(config.group).gr_gid)
-    if config.user is not None:
-        import pwd
-
-        entry = pwd.getpwnam(config.user)
-        if config.group is None:
-            os.initgroups(entry.pw_name, entry.pw_gid)
-            os.setgid(entry.pw_gid)
-        os.setuid(entry.pw_uid)

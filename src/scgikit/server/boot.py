@@ -1,0 +1,90 @@
+"""A worker's start: drop privileges, load the app, build its adapter, say "ready", serve.
+
+Everything here runs in the child right after the fork.  Whatever goes wrong
+before the worker says it is ready is a boot failure, reported to the master
+by exit code (as gunicorn's: 3 the worker itself could not start, 4 the app
+could not be loaded); the master decides what that means (stop on first start,
+keep the old workers on a reload).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from ..config import Config
+from .sockets import Listener
+from .worker import Adapter, Heartbeat, Worker
+
+log = logging.getLogger("scgikit")
+
+# Exit codes the master understands (as gunicorn's).
+WORKER_BOOT_ERROR = 3
+APP_LOAD_ERROR = 4
+
+
+def boot(config: Config, listeners: Sequence[Listener], app: Any, heartbeat: Heartbeat,
+         ready_fd: int, ppid: int) -> int:
+    """In the child after the fork: drop privileges, load the app, serve; returns the exit code."""
+    from ..apps.loader import AppImportError, app_kind, load_target
+
+    try:
+        _drop_privileges(config)
+    except OSError as exc:
+        log.error("Cannot switch to user/group: %s", exc)
+        return WORKER_BOOT_ERROR
+    try:
+        if app is None:
+            app = load_target(config.target)
+        adapter = make_adapter(app_kind(app), app, config, listeners)
+    except AppImportError as exc:
+        log.error("Cannot load the app: %s", exc)
+        return APP_LOAD_ERROR
+    except Exception:
+        log.exception("Cannot load the app %r", config.target)
+        return APP_LOAD_ERROR
+    worker = Worker(config, listeners, adapter, heartbeat, ppid)
+    os.write(ready_fd, struct.pack("i", os.getpid()))
+    os.close(ready_fd)
+    worker.run()
+    sys.stdout.flush()
+    return worker.exit_code
+
+
+def make_adapter(kind: str, app: Any, config: Config, listeners: Sequence[Listener]) -> Adapter:
+    if kind == "handler":
+        from ..apps.handler import HandlerAdapter
+
+        return HandlerAdapter(app, config.header_timeout or None)
+    from ..apps.wsgi import WSGIAdapter
+
+    name, port = _server_name(listeners)
+    return WSGIAdapter(app, config.script_name, name, port, config.header_timeout or None)
+
+
+def _server_name(listeners: Sequence[Listener]) -> tuple[str, str]:
+    """SERVER_NAME/SERVER_PORT defaults for front ends that do not send them."""
+    for listener in listeners:
+        local = listener.sock.getsockname()
+        if isinstance(local, tuple):
+            return str(local[0]), str(local[1])
+    return "localhost", "80"
+
+
+def _drop_privileges(config: Config) -> None:
+    if config.group is not None:
+        import grp
+
+        os.setgid(grp.getgrnam(config.group).gr_gid)
+    if config.user is not None:
+        import pwd
+
+        entry = pwd.getpwnam(config.user)
+        if config.group is None:
+            os.initgroups(entry.pw_name, entry.pw_gid)
+            os.setgid(entry.pw_gid)
+        os.setuid(entry.pw_uid)
