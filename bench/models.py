@@ -14,12 +14,12 @@ They serve the benchmark's routes correctly and nothing more: no timeouts, no
 limits, no graceful stop (the benchmark kills the process group).
 """
 
-import array
 import asyncio
 import os
 import socket
 import sys
 import threading
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -48,17 +48,19 @@ def listen(address):
 def threads(listener):
     from scgikit.apps.wsgi import WSGIAdapter
     from scgikit.config import Config
-    from scgikit.server.worker import Heartbeat, Worker
+    from scgikit.protocol import parse_head
+    from scgikit.server.connection import RECV_SIZE, run_app
 
     adapter = WSGIAdapter(apps.app, "", "localhost", "80")
-    worker = Worker(Config(target="apps:app"), [], adapter,
-                    Heartbeat(memoryview(array.array("d", [0.0])), 0), os.getppid())
+    config = Config(target="apps:app")
 
     def serve():
         while True:
             conn, _ = listener.accept()
             try:
-                worker._handle_scgi(conn)
+                # The benchmark's requests arrive whole: the shared path's ready case.
+                data = conn.recv(RECV_SIZE)
+                run_app(conn, adapter, config, data, parse_head(data), time.monotonic())
             finally:
                 conn.close()
 

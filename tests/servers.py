@@ -56,8 +56,9 @@ class ServerProcess:
     """A server subprocess whose stderr is collected line by line."""
 
     def __init__(self, argv: Sequence[str], cwd: str | Path | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, limit_descriptors: int | None = None) -> None:
         self.argv = list(argv)
+        self.limit_descriptors = limit_descriptors
         self.cwd = cwd
         self.env = env or child_env()
         self.lines: list[str] = []
@@ -76,11 +77,18 @@ class ServerProcess:
               pass_fds: Sequence[int] = ()) -> ServerProcess:
         self.proc = subprocess.Popen(self.argv, cwd=self.cwd, env=self.env,
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, pass_fds=pass_fds)
+                                     stderr=subprocess.PIPE, pass_fds=pass_fds,
+                                     preexec_fn=self._limit if self.limit_descriptors else None)
         threading.Thread(target=self._read, daemon=True).start()
         if ready:
             self.wait_for_log(ready, timeout)
         return self
+
+    def _limit(self) -> None:
+        import resource
+
+        limit = self.limit_descriptors
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
 
     def _read(self) -> None:
         assert self.proc and self.proc.stderr

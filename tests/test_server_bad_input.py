@@ -15,7 +15,8 @@ from scgikit.protocol import encode_request
 @pytest.fixture
 def server(serve, transport):
     return serve("wsgi_apps:echo_hash", "--workers", "2", "--header-timeout", "1",
-                 "--max-header-size", "4096", "--max-body-size", "1m", bind=[transport])
+                 "--body-timeout", "2", "--max-header-size", "4096", "--max-body-size", "1m",
+                 bind=[transport])
 
 
 def still_serving(server):
@@ -105,22 +106,61 @@ def test_client_that_stalls_in_the_body_gets_408(server):
         sock.sendall(encode_request({"REQUEST_METHOD": "POST"}, 100) + b"partial")
         answer = parse_answer(read_all(sock))
     assert answer.status == 408
-    server.wait_for_log("client stalled with 93 of 100 body bytes unsent")
+    server.wait_for_log("client sent 7 of 100 body bytes within --body-timeout 2s")
     still_serving(server)
 
 
-def test_slow_body_that_keeps_coming_is_read_whole(server):
-    # Each piece comes within --header-timeout (1 s); the whole body takes longer.
+def test_slow_body_within_the_body_deadline_is_read_whole(server):
+    # The body takes longer than --header-timeout (1 s), within --body-timeout (2 s).
     # The client's pauses are its behaviour under test, not a wait for the server.
-    pieces = [bytes([65 + i]) * 10 for i in range(6)]
+    pieces = [bytes([65 + i]) * 10 for i in range(4)]
     with connect(server.address) as sock:
-        sock.sendall(encode_request({"REQUEST_METHOD": "POST"}, 60))
+        sock.sendall(encode_request({"REQUEST_METHOD": "POST"}, 40))
         for piece in pieces:
-            time.sleep(0.4)
+            time.sleep(0.3)
             sock.sendall(piece)
         answer = parse_answer(read_all(sock))
     assert answer.status == 200
     assert hashlib.sha256(b"".join(pieces)).hexdigest().encode() in answer.body
+
+
+def test_body_dripped_past_the_body_deadline_gets_408(server):
+    # Every byte comes well within --header-timeout, but the whole body misses
+    # --body-timeout: the deadline is for the whole body, not for each read.
+    with connect(server.address) as sock:
+        sock.sendall(encode_request({"REQUEST_METHOD": "POST"}, 100))
+        sent = 0
+        deadline = time.monotonic() + 10
+        sock.settimeout(0.4)
+        while time.monotonic() < deadline:
+            try:
+                answer = sock.recv(1 << 16)
+                break
+            except TimeoutError:
+                sock.sendall(b"x")  # a byte every 0.4 s
+                sent += 1
+        answer += read_all(sock)
+    assert parse_answer(answer).status == 408
+    assert 3 <= sent < 100
+    server.wait_for_log(r"body bytes within --body-timeout 2s")
+    still_serving(server)
+
+
+def test_head_dripped_past_the_header_deadline_is_dropped(server):
+    # A byte every 0.3 s: each read is quick, but the whole head misses --header-timeout.
+    data = encode_request({"REQUEST_METHOD": "GET", "REQUEST_URI": "/" + "x" * 50}, 0)
+    with connect(server.address) as sock:
+        sock.settimeout(0.3)
+        answer = b""
+        for byte in data:
+            try:
+                answer = sock.recv(1 << 16)
+                break
+            except TimeoutError:
+                sock.sendall(bytes([byte]))
+    assert answer == b""  # closed without an answer, before the head was complete
+    server.wait_for_log("no complete header within --header-timeout 1s")
+    still_serving(server)
 
 
 def test_connection_closed_before_a_byte_is_quiet(server):

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..protocol import ProtocolError, error_response
 from ..server.sockets import Connection, send_all
-from ..server.streams import body_stream
+from ..server.streams import Body
 
 if TYPE_CHECKING:
     from ..scgi_server import SCGIHandler
@@ -102,10 +102,10 @@ class HandlerAdapter:
         self.handler.handle_connection(conn)
 
     def __call__(self, sock: Connection, variables: dict[str, str], length: int,
-                 prefix: bytes | memoryview) -> tuple[str, int]:
+                 body: Body) -> tuple[str, int]:
         output = HandlerOutput(sock, self.timeout)
         try:
-            self.handler.produce(variables, length, body_stream(sock, prefix, length), output)
+            self.handler.produce(variables, length, body, output)
             output.flush()
         except ProtocolError as exc:
             log.warning("Bad request from %s: %s", variables.get("REMOTE_ADDR", "?"), exc)

@@ -25,7 +25,7 @@ from urllib.parse import unquote_to_bytes
 
 from ..protocol import ProtocolError, error_response, format_response_head
 from ..server.sockets import Connection, arm_timeout, send_all
-from ..server.streams import body_stream
+from ..server.streams import Body
 
 log = logging.getLogger("scgikit")
 
@@ -224,11 +224,10 @@ class WSGIAdapter:
             "wsgi.input_terminated": True,
         }
 
-    def environ(self, sock: Connection, variables: dict[str, str], length: int,
-                prefix: bytes | memoryview) -> dict[str, Any]:
+    def environ(self, variables: dict[str, str], body: Body) -> dict[str, Any]:
         environ = self.base.copy()
         environ.update(variables)
-        environ["wsgi.input"] = body_stream(sock, prefix, length)
+        environ["wsgi.input"] = body
         if "PATH_INFO" not in variables:
             self._derive_path(environ)
         if variables.get("HTTPS") in ("on", "1") or variables.get("REQUEST_SCHEME") == "https":
@@ -263,12 +262,11 @@ class WSGIAdapter:
         environ["PATH_INFO"] = path
 
     def __call__(self, sock: Connection, variables: dict[str, str], length: int,
-                 prefix: bytes | memoryview) -> tuple[str, int]:
+                 body: Body) -> tuple[str, int]:
         """Answer one request; returns the status line and the bytes sent."""
         exchange = _Exchange(sock, self.last_head, self.timeout)
         try:
-            result = self.app(self.environ(sock, variables, length, prefix),
-                              exchange.start_response)
+            result = self.app(self.environ(variables, body), exchange.start_response)
             try:
                 if type(result) is FileWrapper and _fileno(result) is not None:
                     exchange.sendfile(result)

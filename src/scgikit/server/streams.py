@@ -2,18 +2,22 @@
 
 SCGI: "the body follows the comma and is exactly CONTENT_LENGTH bytes".  The
 bytes received with the head are served first; the rest is read on demand, so
-a 50 MB upload streams through in constant memory.  A client that closes early
-or stalls raises ``BodyError``, a ``ProtocolError`` the server answers and logs.
+a 50 MB upload streams through in constant memory.  Every read shares one
+deadline for the whole body (``--body-timeout``): a client that closes early,
+or has not sent the body by then, raises ``BodyError``, a ``ProtocolError`` the
+server answers and logs.  ``unread`` tells the connection's end how much of the
+body the app left in the socket.
 """
 
 from __future__ import annotations
 
 import io
 import socket
+import time
 from collections.abc import Iterator
 
 from ..protocol import ProtocolError
-from .sockets import Connection
+from .sockets import Connection, set_receive_timeout
 
 RECV_SIZE = 256 * 1024
 # Largest single MSG_WAITALL receive: memory is committed only as data arrives.
@@ -26,16 +30,23 @@ class BodyError(ProtocolError):
     """The client sent less body than it announced, or stopped sending it."""
 
 
-def body_stream(sock: Connection, prefix: Buffer, length: int) -> io.BufferedIOBase:
+class BufferedBody(io.BytesIO):
+    """A body that arrived whole with the head, served from memory at C speed."""
+
+    unread = 0
+
+
+def body_stream(sock: Connection, prefix: Buffer, length: int,
+                deadline: float = float("inf")) -> Body:
     """A readable file for a body of ``length`` bytes whose first bytes are ``prefix``.
 
     ``prefix`` may be a memoryview of the buffer the head came in: it is copied
-    once, when the body is read, and not before.
+    once, when the body is read, and not before.  ``deadline`` (``time.monotonic``)
+    is when the whole body must have arrived.
     """
     if len(prefix) >= length:
-        # The whole body came with the head: serve it from memory at C speed.
-        return io.BytesIO(prefix[:length] if len(prefix) > length else prefix)
-    return SocketBody(sock, prefix, length)
+        return BufferedBody(prefix[:length] if len(prefix) > length else prefix)
+    return SocketBody(sock, prefix, length, deadline)
 
 
 class SocketBody(io.BufferedIOBase):
@@ -45,9 +56,11 @@ class SocketBody(io.BufferedIOBase):
     MSG_WAITALL for the rest and one join with the prefix: a single copy.
     """
 
-    def __init__(self, sock: Connection, prefix: Buffer, length: int) -> None:
+    def __init__(self, sock: Connection, prefix: Buffer, length: int,
+                 deadline: float = float("inf")) -> None:
         super().__init__()
         self._sock = sock
+        self._deadline = deadline
         self._prefix: Buffer | None = prefix  # received with the head, not yet copied
         self._buffer = bytearray()
         self._unread = length - len(prefix)  # bytes still in the socket
@@ -55,6 +68,11 @@ class SocketBody(io.BufferedIOBase):
 
     def readable(self) -> bool:
         return True
+
+    @property
+    def unread(self) -> int:
+        """Body bytes still in the socket."""
+        return self._unread
 
     def _buffered(self) -> bytearray:
         """The read buffer, with the prefix moved into it (every path but the fast one)."""
@@ -71,13 +89,19 @@ class SocketBody(io.BufferedIOBase):
         return True
 
     def _recv(self, size: int, flags: int) -> bytes:
-        """Up to ``size`` body bytes from the socket; a stall or a close is a BodyError."""
+        """Up to ``size`` body bytes; a missed deadline or an early close is a BodyError."""
+        left = self._deadline - time.monotonic()
+        if left > 0:
+            if left < float("inf"):
+                set_receive_timeout(self._sock, left)
+        else:
+            flags |= socket.MSG_DONTWAIT  # past the deadline: only what has already arrived
         try:
             data = self._sock.recv(size, flags)
         except (TimeoutError, BlockingIOError):
             raise BodyError(
-                f"client stalled with {self._unread} of {self._length} body bytes unsent",
-                status=408,
+                f"client did not send the body in time ({self._unread} of {self._length} "
+                "bytes unsent at the --body-timeout deadline)", status=408,
             ) from None
         except OSError as exc:
             raise BodyError(f"error reading the request body: {exc}") from None
@@ -172,12 +196,5 @@ class SocketBody(io.BufferedIOBase):
             raise StopIteration
         return line
 
-    def discard(self, limit: int) -> None:
-        """Read and drop up to ``limit`` unread body bytes (before closing politely)."""
-        self._prefix = None
-        self._buffer.clear()
-        while self._unread > 0 and limit > 0:
-            before = self._unread
-            self._fill(min(limit, RECV_SIZE))
-            limit -= before - self._unread
-            self._buffer.clear()
+
+Body = BufferedBody | SocketBody

@@ -1,51 +1,63 @@
-"""A worker process: accept connections, read SCGI heads, run the app, close.
+"""The sync worker model: one request in the app at a time, every waiting connection parked.
 
-How it works.  The worker loads the app after the fork, tells the master it is
-ready, then loops: accept from the shared non-blocking listeners until they are
-empty, then wait on them and the signal wake-up pipe (epoll with EPOLLEXCLUSIVE,
-so one idle worker wakes per connection, not all of them); once a second it
-checks that the master still lives.  One connection is one request: read the head
-(usually one ``recv``), hand the variables and the bytes that came with them
-to the app adapter, close.
+How it works.  The worker loads the app after the fork (``boot.py``), tells the
+master it is ready, then loops: accept from the shared non-blocking listeners
+until they are empty, then wait on them, the signal wake-up pipe and its parked
+connections (epoll; the listeners with EPOLLEXCLUSIVE, so one idle worker wakes
+per connection, not all of them).  Once a second it checks that the master
+still lives.
 
-Signal handlers only set flags (``stopping``); the loop acts on them between
-requests, so a graceful stop never cuts a request in half.  While a request is
-in hand, the worker writes the time it started into its heartbeat slot; the
-master kills a worker whose slot is older than ``--timeout``.
+A new connection's first ``recv`` usually holds the whole request: then it goes
+straight to the app.  One whose head (or small body) has not fully arrived is
+*parked*: it waits in the epoll set, non-blocking, against its deadline, while
+the worker goes on serving others (``intake.py`` holds the rules).  After the
+answer, a connection with unread body bytes is parked again to drain them
+before the close (``connection.Ending``).  So idle and slow clients cost a
+descriptor and a few hundred bytes each, never the app.
+
+Signal handlers only set flags; the loop acts on them between requests.  SIGTERM
+(a reload, fewer workers, recycling) retires the worker: it stops accepting and
+ends what it holds.  SIGINT (the master's full stop) first serves every
+connection already waiting in the listen queue.  While a request is in the app,
+the worker writes the time it started into its heartbeat slot; the master kills
+a worker whose slot is older than ``--timeout``.
 """
 
 from __future__ import annotations
 
 import _socket
 import errno
+import heapq
+import itertools
 import logging
 import os
 import random
+import resource
 import select
 import signal
 import socket
+import struct
 import time
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from ..config import Config
-from ..protocol import ProtocolError, error_response, parse_head
-from .sockets import Connection, Listener, arm_timeout, timeval
+from ..protocol import ProtocolError, parse_head
+from .allow import AllowList
+from .connection import Adapter, Ending, hand_over, receive_now, refuse, run_app
+from .intake import Intake, is_ready
+from .sockets import Connection, Listener
+from .throttle import LogThrottle
+
+__all__ = ["Adapter", "Heartbeat", "Worker"]
 
 log = logging.getLogger("scgikit")
-access_log = logging.getLogger("scgikit.access")
 
-# The first receive takes the head and a body of up to about this size in one call.
-RECV_SIZE = 128 * 1024
-LINGER_BYTES = 4 * 1024 * 1024
-LINGER_SECONDS = 2.0
-
-
-class Adapter(Protocol):
-    raw: bool
-
-    def __call__(self, sock: Connection, variables: dict[str, str], length: int,
-                 prefix: bytes | memoryview) -> tuple[str, int]: ...
+# When accept() fails for want of descriptors or memory: stop polling the
+# listeners this long, and recycle the worker if it lasts this long.
+ACCEPT_PAUSE = 0.5
+ACCEPT_GIVE_UP = 5.0
+_OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
 class Heartbeat:
@@ -59,31 +71,61 @@ class Heartbeat:
         self.index = index
 
 
+class Parked:
+    """A connection waiting in the selector: for its request (``intake``) or its end."""
+
+    __slots__ = ("conn", "fd", "intake", "ending", "accepted", "queued_deadline")
+
+    def __init__(self, conn: Connection, intake: Intake | None, ending: Ending | None,
+                 accepted: float) -> None:
+        self.conn = conn
+        self.fd = conn.fileno()
+        self.intake = intake
+        self.ending = ending
+        self.accepted = accepted
+        self.queued_deadline = 0.0  # the deadline of its live entry in the worker's heap
+
+    @property
+    def deadline(self) -> float:
+        return self.ending.deadline if self.ending else self.intake.deadline  # type: ignore
+
+
 class Worker:
-    """One worker's accept loop; built in the child right after the fork."""
+    """One worker's loop; built in the child right after the fork."""
 
     def __init__(self, config: Config, listeners: Sequence[Listener], adapter: Adapter,
                  heartbeat: Heartbeat, ppid: int) -> None:
         self.config = config
         self.listeners = [listener.sock for listener in listeners]
-        self.timeout = config.header_timeout or None  # armed on unix connections that wait
         self.adapter = adapter
         self.heartbeat = heartbeat
         self.ppid = ppid
-        self.stopping = False
+        self.stopping = False  # no more accepts (but see drain_queue); end what we hold
+        self.drain_queue = False  # serve what is in the listen queue first (full stop)
         self.max_requests = config.max_requests + (
             random.randint(0, config.max_requests_jitter) if config.max_requests else 0
         )
         self.handled = 0
         self.exit_code = 0
-        self.access = access_log.isEnabledFor(logging.INFO) and access_log.handlers != []
-        self.handle = self._handle_raw if adapter.raw else self._handle_scgi
+        self.peek = adapter.raw  # a handler reading the socket itself: look, do not take
+        self.allow = AllowList(config.allow_from) if config.allow_from else None
+        self.parked: dict[int, Parked] = {}  # by descriptor, oldest first
+        self.deadlines: list[tuple[float, int, Parked]] = []
+        self.poller = _Poller()
+        self.listening = True
+        self.order = itertools.count()  # breaks ties between equal deadlines
+        self.accept_paused_until = 0.0
+        self.accept_failing_since: float | None = None
+        self.log_accept_error = LogThrottle(log, logging.ERROR)
+        self.log_refused = LogThrottle(log, logging.WARNING)
+        self.log_evicted = LogThrottle(log, logging.WARNING)
 
     # --- signals: record only --------------------------------------------------------
 
     def install_signals(self) -> int:
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(signum, self._graceful)
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, self._retire)
+        signal.signal(signal.SIGINT, self._stop)
         signal.signal(signal.SIGQUIT, self._immediate)
         for signum in (signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD):
             signal.signal(signum, signal.SIG_DFL)
@@ -91,7 +133,12 @@ class Worker:
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         return wake_r
 
-    def _graceful(self, signum: int, frame: Any) -> None:
+    def _retire(self, signum: int, frame: Any) -> None:
+        self.stopping = True
+
+    def _stop(self, signum: int, frame: Any) -> None:
+        if not self.stopping:
+            self.drain_queue = True
         self.stopping = True
 
     def _immediate(self, signum: int, frame: Any) -> None:
@@ -100,20 +147,34 @@ class Worker:
     # --- the loop --------------------------------------------------------------------
 
     def run(self) -> None:
+        _raise_descriptor_limit()
         wake_r = self.install_signals()
-        poller = _Poller(self.listeners, wake_r)
+        poller = self.poller
+        poller.add_listeners(self.listeners)
+        poller.add(wake_r)
         check_master_at = time.monotonic() + 1.0
-        while not self.stopping:
-            self._accept_all()
+        while True:
             if self.stopping:
-                break
-            try:
-                woken = poller.wait(1.0)
-            except InterruptedError:
-                woken = [wake_r]
+                if self.listening:
+                    self._stop_accepting()
+                if not self.parked:
+                    break
+            elif self.accept_paused_until == 0.0:
+                self._accept_all()
+            woken = self._wait()
             if wake_r in woken:
                 _drain(wake_r)
-            if (now := time.monotonic()) >= check_master_at:
+            for fd in woken:
+                parked = self.parked.get(fd)
+                if parked is not None:
+                    self._resume(parked)
+            now = time.monotonic()
+            self._expire(now)
+            if self.accept_paused_until and now >= self.accept_paused_until:
+                self.accept_paused_until = 0.0
+                if not self.stopping:
+                    poller.add_listeners(self.listeners)
+            if now >= check_master_at:
                 check_master_at = now + 1.0
                 if os.getppid() != self.ppid:
                     log.warning("Master %d is gone; worker exiting", self.ppid)
@@ -121,180 +182,282 @@ class Worker:
         if self.max_requests and self.handled >= self.max_requests:
             log.info("Worker recycled after %d requests", self.handled)
 
+    def _wait(self) -> list[int]:
+        timeout = 1.0
+        if self.deadlines:
+            timeout = min(timeout, max(0.0, self.deadlines[0][0] - time.monotonic()))
+        if self.stopping and not self.parked:
+            timeout = 0.0
+        try:
+            return self.poller.wait(timeout)
+        except InterruptedError:
+            return []
+
     def _accept_all(self) -> None:
-        # The hot loop: names are bound to locals, the heartbeat written inline.
-        slots, slot = self.heartbeat.slots, self.heartbeat.index
-        monotonic = time.monotonic
-        handle = self.handle
         for listener in self.listeners:
-            # socket.accept() wraps each connection in Python code; the C socket type
-            # has all a request needs, for a tenth of the cost.
-            accept = listener._accept  # type: ignore[attr-defined]
-            family, kind = listener.family, listener.type
-            while not self.stopping:
-                try:
-                    conn = _socket.socket(family, kind, 0, accept()[0])
-                except BlockingIOError:
-                    break
-                except OSError as exc:
-                    if exc.errno in (errno.ECONNABORTED, errno.EINTR):
-                        continue
-                    if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                        log.error("Cannot accept a connection: %s", exc)
-                        break
-                    raise
-                slots[slot] = monotonic()
-                try:
-                    handle(conn)
-                finally:
-                    conn.close()
-                    slots[slot] = 0.0
-                self.handled += 1
-                if self.handled == self.max_requests:
-                    self.stopping = True
+            self._accept_from(listener, None)
+
+    def _accept_from(self, listener: socket.socket, budget: int | None) -> None:
+        """Accept until the listen queue is empty, or ``budget`` connections are taken."""
+        # socket.accept() wraps each connection in Python code; the C socket type
+        # has all a request needs, for a tenth of the cost.
+        accept = listener._accept  # type: ignore[attr-defined]
+        family, kind = listener.family, listener.type
+        allow = self.allow if family != socket.AF_UNIX else None
+        taken = 0
+        while (not self.stopping or self.drain_queue) and budget != taken:
+            try:
+                fd, peer = accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno in (errno.ECONNABORTED, errno.EINTR):
+                    continue
+                if exc.errno in _OUT_OF_RESOURCES:
+                    self._cannot_accept(exc)
+                    return
+                raise
+            taken += 1
+            self.accept_failing_since = None
+            if allow is not None and not allow.permits(peer):
+                os.close(fd)
+                self.log_refused("Refused a connection from %s: not in --allow-from", peer[0])
+                continue
+            self._take(_socket.socket(family, kind, 0, fd))
+
+    def _stop_accepting(self) -> None:
+        """Leave the listeners to the other workers; on a full stop, serve their queues first.
+
+        SIGINT means the whole server stops: every connection the kernel has already
+        accepted is served (up to the queue's length when the stop began, where the
+        kernel tells it: new arrivals are not what a stop should wait for).
+        """
+        if self.drain_queue:
+            for sock in self.listeners:
+                queued = _queued(sock)
+                self._accept_from(sock, None if queued < 0 else queued)
+            self.drain_queue = False
+        for sock in self.listeners:
+            self.poller.remove(sock.fileno())
+        self.listening = False
+
+    def _cannot_accept(self, exc: OSError) -> None:
+        """Out of descriptors: back off (polling a listener we cannot accept from spins)."""
+        now = time.monotonic()
+        self.log_accept_error("Cannot accept a connection: %s", exc)
+        self.accept_paused_until = now + ACCEPT_PAUSE
+        for sock in self.listeners:
+            self.poller.remove(sock.fileno())
+        if self.accept_failing_since is None:
+            self.accept_failing_since = now
+        elif now - self.accept_failing_since >= ACCEPT_GIVE_UP:
+            log.error("Cannot accept connections for %gs (%s); recycling this worker",
+                      ACCEPT_GIVE_UP, exc.strerror)
+            self.stopping = True
 
     # --- one connection ----------------------------------------------------------------
 
-    def _handle_scgi(self, conn: Connection) -> None:
-        started = time.monotonic() if self.access else 0.0
+    def _take(self, conn: Connection) -> None:
+        """A new connection: serve it now if its request is all there, else park it."""
+        accepted = time.monotonic()
         try:
-            try:
-                # The request is usually there already (TCP_DEFER_ACCEPT sees to it on
-                # TCP): take it without waiting, so a unix connection needs no timeout.
-                data = conn.recv(RECV_SIZE, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                arm_timeout(conn, self.timeout)
-                data = conn.recv(RECV_SIZE)
+            data = receive_now(conn, self.peek)
+            if data is None:  # nothing yet (a unix client; TCP defers the accept)
+                self._park(Parked(conn, Intake(self.config, accepted), None, accepted))
+                return
             if not data:
-                return  # closed before sending a byte: a health check or a port scan
+                conn.close()  # closed before sending a byte: a health check or a port scan
+                return
             parsed = parse_head(data, self.config.max_header_size)
-            if parsed is None:
-                data, parsed = self._read_head(conn, data)
+            if parsed is None or not (self.peek or is_ready(parsed, len(data), self.config)):
+                intake = Intake(self.config, accepted, data, parsed)
+                self._park(Parked(conn, intake, None, accepted))
+                return
         except ProtocolError as exc:
-            log.warning("Bad request: %s", exc)
-            self._refuse(conn, exc.status)
-            return
-        except (TimeoutError, BlockingIOError):
-            log.info("Client sent no complete header within %ss; closing",
-                     self.config.header_timeout)
+            self._refuse(conn, exc, None)
             return
         except OSError as exc:
             log.info("Error reading a request: %s", exc)
+            conn.close()
             return
-        variables, length, consumed = parsed
-        limit = self.config.max_body_size
-        if limit is not None and length > limit:
-            log.warning("Body of %d bytes exceeds --max-body-size %d", length, limit)
-            self._refuse(conn, 413)
+        # A handler that reads the socket itself has only looked at the request (peek).
+        self._run(conn, data, None if self.peek else parsed, accepted)
+
+    def _resume(self, parked: Parked) -> None:
+        """A parked connection is readable: take what came, then run, end or wait on."""
+        if parked.ending is not None:
+            if parked.ending.drain():
+                self._unpark(parked)
+                parked.conn.close()
             return
-        # The body bytes that came with the head, as a view: copied once, when read.
-        prefix = memoryview(data)[consumed:] if len(data) > consumed else b""
-        if length > len(prefix):
-            arm_timeout(conn, self.timeout)  # the rest of the body may keep us waiting
-        status, sent = self.adapter(conn, variables, length, prefix)
-        if self.access:
-            self._log_access(variables, status, sent, started)
-
-    def _read_head(self, conn: Connection, data: bytes) -> tuple[bytes, Any]:
-        """The slow path: the head did not come in one piece. Read on, within the deadline."""
-        deadline = time.monotonic() + self.config.header_timeout
-        arm_timeout(conn, self.timeout)
-        buffer = bytearray(data)
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("header timeout")
-            _set_receive_timeout(conn, left)
-            chunk = conn.recv(RECV_SIZE)
-            if not chunk:
-                raise ProtocolError(f"connection closed after {len(buffer)} bytes of header")
-            buffer += chunk
-            parsed = parse_head(buffer, self.config.max_header_size)
-            if parsed is not None:
-                _set_receive_timeout(conn, self.config.header_timeout)
-                return bytes(buffer), parsed
-
-    def _handle_raw(self, conn: Connection) -> None:
-        # A handler that takes over the connection gets a full socket (makefile...).
-        arm_timeout(conn, self.timeout)
-        timeout = conn.gettimeout()
-        sock = socket.socket(conn.family, conn.type, conn.proto, conn.detach())
-        sock.settimeout(timeout)
+        intake = parked.intake
+        assert intake is not None
+        conn = parked.conn
         try:
-            self.adapter.handle_raw(sock)  # type: ignore[attr-defined]
-        except (ProtocolError, OSError) as exc:
-            log.warning("Bad request: %s", exc)
-        except Exception:
-            log.exception("Handler error in handle_connection")
+            data = receive_now(conn, self.peek)
+            if data is None:
+                return
+            if self.peek and not data:
+                raise intake.closed_early()
+            ready = intake.feed(data, time.monotonic(), replace=self.peek)
+            if self.peek:
+                ready = intake.parsed is not None  # the handler reads the body itself
+            if not ready:
+                if intake.deadline < parked.queued_deadline:
+                    self._schedule(parked)
+                return
+        except ProtocolError as exc:
+            self._unpark(parked)
+            if not intake.buffer and not intake.parsed:
+                conn.close()  # closed before sending a byte
+                return
+            self._refuse(conn, exc, intake)
+            return
+        except OSError as exc:
+            self._unpark(parked)
+            log.info("Error reading a request: %s", exc)
+            conn.close()
+            return
+        self._unpark(parked)
+        self._run(conn, intake.buffer, None if self.peek else intake.parsed, parked.accepted)
+
+    def _run(self, conn: Connection, data: bytes | bytearray,
+             parsed: tuple[dict[str, str], int, int] | None, accepted: float) -> None:
+        """Give a ready request to the app, then end the connection."""
+        slots, slot = self.heartbeat.slots, self.heartbeat.index
+        slots[slot] = time.monotonic()
+        ending = None
+        try:
+            if parsed is None:
+                hand_over(conn, self.adapter, self.config)
+            else:
+                ending = run_app(conn, self.adapter, self.config, data, parsed, accepted)
         finally:
-            sock.close()
+            slots[slot] = 0.0
+            self.handled += 1
+            if self.handled == self.max_requests:
+                self.stopping = True
+                self.drain_queue = False
+        if ending is not None and not ending.drain():
+            self._park(Parked(conn, None, ending, accepted))
+        elif parsed is not None:
+            conn.close()
 
-    def _refuse(self, conn: Connection, status: int) -> None:
-        """Answer an error, then drain a little of what the client still sends and close.
+    def _refuse(self, conn: Connection, exc: ProtocolError, intake: Intake | None) -> None:
+        if exc.status:
+            log.warning("Bad request: %s", exc)
+        else:
+            log.info("Closing: %s", exc)
+            conn.close()
+            return
+        unread = None
+        if intake is not None and intake.parsed is not None:
+            unread = max(0, intake.parsed[1] - (len(intake.buffer) - intake.parsed[2]))
+        ending = refuse(conn, exc.status, self.config, unread)
+        if ending is None or ending.drain():
+            conn.close()
+        else:
+            self._park(Parked(conn, None, ending, time.monotonic()))
 
-        Closing with unread bytes makes the kernel send a reset, which can make the
-        front end lose our answer; reading a bounded amount first avoids that.
-        """
-        arm_timeout(conn, self.timeout)
-        try:
-            conn.sendall(error_response(status))
-            conn.shutdown(socket.SHUT_WR)
-            deadline = time.monotonic() + LINGER_SECONDS
-            drained = 0
-            while drained < LINGER_BYTES and (left := deadline - time.monotonic()) > 0:
-                _set_receive_timeout(conn, left)
-                chunk = conn.recv(RECV_SIZE)
-                if not chunk:
-                    break
-                drained += len(chunk)
-        except OSError:
-            pass
+    # --- parking ---------------------------------------------------------------------
 
-    def _log_access(self, variables: dict[str, str], status: str, sent: int,
-                    started: float) -> None:
-        access_log.info(
-            '%s - - [%s] "%s %s %s" %s %d %.6f pid=%d',
-            variables.get("REMOTE_ADDR", "-"),
-            time.strftime("%d/%b/%Y:%H:%M:%S %z"),
-            variables.get("REQUEST_METHOD", "-"),
-            variables.get("REQUEST_URI") or variables.get("DOCUMENT_URI", "-"),
-            variables.get("SERVER_PROTOCOL", "-"),
-            status.split(" ", 1)[0], sent, time.monotonic() - started, os.getpid(),
-        )
+    def _park(self, parked: Parked) -> None:
+        if len(self.parked) >= self.config.max_pending:
+            oldest = next(iter(self.parked.values()))
+            self.log_evicted("Dropping the oldest waiting connection: --max-pending %d reached",
+                             self.config.max_pending)
+            self._unpark(oldest)
+            oldest.conn.close()
+        self.parked[parked.fd] = parked
+        self.poller.add(parked.fd)
+        self._schedule(parked)
+
+    def _schedule(self, parked: Parked) -> None:
+        parked.queued_deadline = deadline = parked.deadline
+        heapq.heappush(self.deadlines, (deadline, next(self.order), parked))
+
+    def _unpark(self, parked: Parked) -> None:
+        if self.parked.pop(parked.fd, None) is parked:
+            self.poller.remove(parked.fd)
+
+    def _expire(self, now: float) -> None:
+        deadlines = self.deadlines
+        while deadlines and deadlines[0][0] <= now:
+            deadline, _, parked = heapq.heappop(deadlines)
+            if self.parked.get(parked.fd) is not parked or deadline != parked.queued_deadline:
+                continue  # served, closed, or rescheduled since
+            if parked.deadline > now:
+                self._schedule(parked)  # its head arrived since: it waits for its body now
+                continue
+            self._unpark(parked)
+            if parked.ending is not None or parked.intake is None:
+                parked.conn.close()
+            else:
+                self._refuse(parked.conn, parked.intake.expired(), parked.intake)
 
 
 class _Poller:
-    """Waits for a connection on any listener, or a signal.
+    """Waits for a connection on any listener, a signal, or a parked connection's bytes.
 
-    On Linux, epoll with EPOLLEXCLUSIVE wakes one idle worker per connection
-    instead of all of them; elsewhere, poll.
+    On Linux, epoll: the listeners with EPOLLEXCLUSIVE, which wakes one idle worker
+    per connection instead of all of them; elsewhere, poll.
     """
 
-    def __init__(self, listeners: Sequence[socket.socket], wake_r: int) -> None:
+    def __init__(self) -> None:
         self._poll: Any
-        if hasattr(select, "epoll") and hasattr(select, "EPOLLEXCLUSIVE"):
+        if hasattr(select, "epoll"):
             self._poll = select.epoll()
-            for sock in listeners:
-                self._poll.register(sock, select.EPOLLIN | select.EPOLLEXCLUSIVE)
-            self._poll.register(wake_r, select.EPOLLIN)
             self._scale = 1.0
+            self._exclusive = getattr(select, "EPOLLEXCLUSIVE", 0)
         else:
             self._poll = select.poll()
-            for sock in listeners:
-                self._poll.register(sock, select.POLLIN)
-            self._poll.register(wake_r, select.POLLIN)
             self._scale = 1000.0
+            self._exclusive = 0
+        self._listening = False
+
+    def add_listeners(self, listeners: Sequence[socket.socket]) -> None:
+        for sock in listeners:
+            self._poll.register(sock.fileno(), select.POLLIN | self._exclusive)
+
+    def add(self, fd: int) -> None:
+        self._poll.register(fd, select.POLLIN)
+
+    def remove(self, fd: int) -> None:
+        try:
+            self._poll.unregister(fd)
+        except (KeyError, OSError):
+            pass  # not registered (a listener already removed)
 
     def wait(self, seconds: float) -> list[int]:
         """The descriptors that are ready (an empty list after ``seconds``)."""
         return [fd for fd, _ in self._poll.poll(seconds * self._scale)]
 
 
-def _set_receive_timeout(conn: Connection, seconds: float) -> None:
-    if conn.gettimeout() is not None:
-        conn.settimeout(seconds)  # a unix connection: its timeout is Python's
-    else:
-        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(seconds))
+def _queued(sock: socket.socket) -> int:
+    """Connections waiting in a TCP listener's accept queue, or -1 where the kernel won't say.
+
+    For a listening socket, Linux reports the accept queue's length as tcpi_unacked.
+    """
+    if sock.family == socket.AF_UNIX or not hasattr(socket, "TCP_INFO"):
+        return -1
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 32)
+    except OSError:
+        return -1
+    return int(struct.unpack_from("I", info, 24)[0])
+
+
+def _raise_descriptor_limit() -> None:
+    """Each waiting connection costs a descriptor: allow as many as the hard limit lets us.
+
+    (systemd, for one, starts services with a soft limit of 1024 under a far higher hard one.)
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
 
 
 def _drain(fd: int) -> None:

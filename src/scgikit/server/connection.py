@@ -1,0 +1,139 @@
+"""One connection's path from its first byte to its close, shared by every worker model.
+
+A worker model only waits, accepts and schedules; what happens to a connection
+is decided here, the same way for all of them:
+
+1. *Intake* (``intake.Intake``): the head, and a body of up to
+   ``--body-buffer-size``, arrive within their deadlines while the connection
+   waits in the model's selector; it costs no app slot until it is *ready*.
+2. *The app* (``run_app``): the adapter answers; a bigger body streams from
+   the socket within the ``--body-timeout`` deadline; an access-log line.
+3. *The end* (``Ending``): if the app left part of the announced body unread,
+   closing now would make the kernel send a reset and the front end could lose
+   the answer (nginx reports "Broken pipe while sending request to upstream").
+   So the answer is followed by a half-close, and the rest of the body is read
+   and dropped (at most ``--linger-size`` bytes within ``--linger-timeout``)
+   while the connection waits in the selector again; then it is closed.
+   Error answers of our own (400, 408, 413, 431) end the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from typing import Any, Protocol
+
+from ..config import Config
+from ..protocol import ProtocolError, error_response
+from .sockets import Connection, send_all
+from .streams import Body, body_stream
+
+log = logging.getLogger("scgikit")
+access_log = logging.getLogger("scgikit.access")
+
+#: The first receive takes the head and a body of up to about this size in one call.
+RECV_SIZE = 128 * 1024
+_DRAIN_SIZE = 256 * 1024
+# Flags for a receive that never waits (MSG_PEEK too, for handlers that read the socket).
+_NOW = socket.MSG_DONTWAIT
+_PEEK_NOW = socket.MSG_DONTWAIT | socket.MSG_PEEK
+
+
+class Adapter(Protocol):
+    """An app adapter (WSGI, classic handler): answers one ready request on a blocking socket."""
+
+    raw: bool
+
+    def __call__(self, sock: Connection, variables: dict[str, str], length: int,
+                 body: Body) -> tuple[str, int]: ...
+
+
+def receive_now(conn: Connection, peek: bool = False) -> bytes | None:
+    """What the connection has already received (``b""`` at its end), or None if nothing yet."""
+    try:
+        return conn.recv(RECV_SIZE, _PEEK_NOW if peek else _NOW)
+    except BlockingIOError:
+        return None
+
+
+def run_app(conn: Connection, adapter: Adapter, config: Config, data: bytes | bytearray,
+            parsed: tuple[dict[str, str], int, int], accepted: float) -> Ending | None:
+    """Answer a ready request; returns how the connection ends, or None to close it now."""
+    variables, length, start = parsed
+    # The body bytes that came with the head, as a view: copied once, when read.
+    prefix = memoryview(data)[start:] if len(data) > start else b""
+    deadline = time.monotonic() + config.body_timeout if config.body_timeout else float("inf")
+    body = body_stream(conn, prefix, length, deadline)
+    status, sent = adapter(conn, variables, length, body)
+    if access_log.isEnabledFor(logging.INFO) and access_log.handlers:
+        log_access(variables, status, sent, accepted)
+    unread = body.unread
+    return Ending(conn, unread, config) if unread else None
+
+
+def refuse(conn: Connection, status: int, config: Config, unread: int | None) -> Ending | None:
+    """Answer one of our own errors; ``unread`` body bytes may follow (None: unknown)."""
+    try:
+        send_all(conn, error_response(status), config.header_timeout or None)
+    except OSError:
+        return None
+    return Ending(conn, config.linger_size if unread is None else unread, config)
+
+
+class Ending:
+    """A connection whose answer is sent: half-closed, the unread body drained, then closed."""
+
+    __slots__ = ("conn", "left", "deadline")
+
+    def __init__(self, conn: Connection, unread: int, config: Config) -> None:
+        self.conn = conn
+        self.left = min(unread, config.linger_size)
+        self.deadline = time.monotonic() + config.linger_timeout
+        try:
+            conn.shutdown(socket.SHUT_WR)  # the answer is complete: the front end may go on
+        except OSError:
+            self.left = 0
+
+    def drain(self) -> bool:
+        """Read and drop what has arrived; True when the connection can be closed."""
+        conn = self.conn
+        try:
+            while self.left > 0:
+                chunk = conn.recv(min(self.left, _DRAIN_SIZE), _NOW)
+                if not chunk:
+                    return True
+                self.left -= len(chunk)
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+        return True
+
+
+def log_access(variables: dict[str, str], status: str, sent: int, started: float) -> None:
+    access_log.info(
+        '%s - - [%s] "%s %s %s" %s %d %.6f pid=%d',
+        variables.get("REMOTE_ADDR", "-"),
+        time.strftime("%d/%b/%Y:%H:%M:%S %z"),
+        variables.get("REQUEST_METHOD", "-"),
+        variables.get("REQUEST_URI") or variables.get("DOCUMENT_URI", "-"),
+        variables.get("SERVER_PROTOCOL", "-"),
+        status.split(" ", 1)[0], sent, time.monotonic() - started, os.getpid(),
+    )
+
+
+def hand_over(conn: Connection, adapter: Any, config: Config) -> None:
+    """A handler that reads the connection itself (``handle_connection``) gets a full socket."""
+    timeout = config.header_timeout or None
+    sock = socket.socket(conn.family, conn.type, conn.proto, conn.detach())
+    sock.settimeout(timeout)
+    try:
+        adapter.handle_raw(sock)
+    except (ProtocolError, OSError) as exc:
+        log.warning("Bad request: %s", exc)
+    except Exception:
+        log.exception("Handler error in handle_connection")
+    finally:
+        sock.close()

@@ -1,0 +1,101 @@
+"""A request as it arrives on one connection: its head, then a small body, within deadlines.
+
+Sans-I/O: the connection's bytes and the clock go in, a decision comes out.
+Every worker model feeds it the same way, so the rules live here once:
+
+- ``--header-timeout`` is a deadline for the whole head, counted from the accept,
+  not a limit per read: a client dripping one byte a second cannot stretch it.
+- ``--max-header-size`` and ``--max-body-size`` are checked before a byte of the
+  head or the body is kept (the protocol core refuses an over-long length prefix
+  before the ``:`` arrives).
+- A body of up to ``--body-buffer-size`` is gathered whole before the request is
+  *ready*, so a slow client never holds the app.  A bigger one streams to the app,
+  whose reads then share the ``--body-timeout`` deadline counted from the head's end.
+
+The worker runs the app only on a ready request; until then the connection waits
+in the worker's selector (or its event loop) and costs no app slot.
+"""
+
+from __future__ import annotations
+
+from ..config import Config
+from ..protocol import ProtocolError, parse_head
+
+__all__ = ["Intake", "RequestTimeout", "is_ready"]
+
+ParsedHead = tuple[dict[str, str], int, int]  # variables, CONTENT_LENGTH, where the body starts
+
+
+class RequestTimeout(ProtocolError):
+    """The client did not send its head (``status`` 0: nothing to answer) or body in time."""
+
+
+def is_ready(parsed: ParsedHead, received: int, config: Config) -> bool:
+    """Whether a request whose head is ``parsed`` can go to the app with ``received`` bytes in.
+
+    Raises the 413 ``ProtocolError`` for a body over ``--max-body-size``.
+    """
+    length = parsed[1]
+    limit = config.max_body_size
+    if limit is not None and length > limit:
+        raise ProtocolError(f"body of {length} bytes exceeds --max-body-size {limit}", status=413)
+    return received - parsed[2] >= length or length > config.body_buffer_size
+
+
+class Intake:
+    """The bytes of one request that is not ready yet, and the deadline it must meet."""
+
+    __slots__ = ("config", "buffer", "parsed", "deadline")
+
+    def __init__(self, config: Config, accepted: float, data: bytes | bytearray = b"",
+                 parsed: ParsedHead | None = None, now: float | None = None) -> None:
+        self.config = config
+        self.buffer = bytearray(data)
+        self.parsed = parsed
+        # The head's deadline counts from the accept; the body's from the head's end.
+        self.deadline = accepted + (config.header_timeout or float("inf"))
+        if parsed is not None:
+            self._head_done(accepted if now is None else now)
+
+    def feed(self, data: bytes, now: float, *, replace: bool = False) -> bool:
+        """Take more bytes (or, with ``replace``, all bytes so far); True once ready.
+
+        Raises ``ProtocolError`` (with the status to answer) for a malformed head
+        or a body over the limit, and the client's early close as one too.
+        """
+        if replace:
+            self.buffer[:] = data
+        elif not data:
+            raise self.closed_early()
+        else:
+            self.buffer += data
+        if self.parsed is None:
+            parsed = parse_head(self.buffer, self.config.max_header_size)
+            if parsed is None:
+                return False
+            self.parsed = parsed
+            self._head_done(now)
+        return is_ready(self.parsed, len(self.buffer), self.config)
+
+    def _head_done(self, now: float) -> None:
+        self.deadline = now + (self.config.body_timeout or float("inf"))
+
+    def closed_early(self) -> ProtocolError:
+        if self.parsed is None:
+            return ProtocolError(f"connection closed after {len(self.buffer)} bytes of header")
+        length, start = self.parsed[1], self.parsed[2]
+        return ProtocolError(
+            f"client closed the connection with {length - (len(self.buffer) - start)} of "
+            f"{length} body bytes unsent"
+        )
+
+    def expired(self) -> RequestTimeout:
+        """The error for a missed deadline: no answer for a head, 408 for a body."""
+        if self.parsed is None:
+            return RequestTimeout(
+                f"client sent no complete header within --header-timeout "
+                f"{self.config.header_timeout:g}s ({len(self.buffer)} bytes)", status=0)
+        length, start = self.parsed[1], self.parsed[2]
+        return RequestTimeout(
+            f"client sent {len(self.buffer) - start} of {length} body bytes within "
+            f"--body-timeout {self.config.body_timeout:g}s", status=408)
