@@ -12,6 +12,16 @@ every new one has loaded the app and said so on the ready pipe, then they are
 stopped gracefully.  If the new app fails to load, the old workers stay.  The
 listening sockets never close during a reload, so no connection is refused.
 
+Start-up failures.  A worker that dies before it said it is ready failed to
+boot, whatever the way (exit code 3 or 4, another code, a signal, or killed
+after ``--boot-timeout``).  Before any worker was ever ready that stops the
+master (status 4, or 3 when the worker itself could not start): an app that
+cannot load would otherwise be forked forever.  Only a death by a signal gets
+one more try first, as the signal may have come from outside.  During a
+reload a boot failure abandons the new generation and keeps the old one.
+Deaths after ready, and boot failures of replacements, are retried with
+capped exponential backoff, as is a failed ``fork()``.
+
     SIGTERM, SIGINT   graceful stop: workers finish their requests (--graceful-timeout)
     SIGQUIT           immediate stop
     SIGHUP            graceful reload: new workers load the app afresh
@@ -30,7 +40,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from ..config import Config, ConfigError
 from .boot import APP_LOAD_ERROR, WORKER_BOOT_ERROR, boot
@@ -42,6 +52,13 @@ log = logging.getLogger("scgikit")
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
                    signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD)
 MAX_WORKERS = 1024
+# Restart backoff: the first unexpected death is replaced at once; each further one
+# within BACKOFF_RESET seconds of the previous doubles the wait, from BACKOFF_MIN
+# up to BACKOFF_MAX.  Enough to stop a fork loop, short enough not to matter.
+BACKOFF_MIN = 0.1
+BACKOFF_MAX = 5.0
+BACKOFF_RESET = 10.0
+TICK = 0.5  # the loop's longest sleep: the precision of --timeout and --boot-timeout
 
 
 @dataclass
@@ -49,8 +66,10 @@ class WorkerRecord:
     pid: int
     slot: int
     generation: int
+    started: float = 0.0  # time.monotonic() at the fork, for --boot-timeout
     ready: bool = False
     stopping_since: float | None = None
+    boot_timed_out: bool = False  # killed by us for not getting ready in time
 
 
 @dataclass
@@ -61,8 +80,13 @@ class _State:
     wanted: int = 1
     stopping: bool = False
     stop_deadline: float = 0.0
+    stop_signal: int = signal.SIGTERM
+    failure: str = ""  # why a failed start stops the master: logged last, before exiting
+    start_retried: bool = False  # a worker killed before the first ready got one more try
     ever_ready: bool = False
-    respawn_after: float = 0.0  # after a boot failure, wait before trying again
+    respawn_after: float = 0.0  # no new worker before this time (restart backoff)
+    backoff: float = 0.0
+    last_failure: float = float("-inf")
 
 
 class Arbiter:
@@ -109,7 +133,6 @@ class Arbiter:
         if os.getcwd() not in sys.path:
             sys.path.insert(0, os.getcwd())  # as 'python -m' would, for 'module:app'
         self.listeners = open_listeners(config, self.environ)
-        self._chown_sockets()
         self.slots_map = mmap.mmap(-1, 8 * MAX_WORKERS)
         self.slots = memoryview(self.slots_map).cast("d")
         self.ready_r, self.ready_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -128,16 +151,6 @@ class Arbiter:
         log.info("Master %d starting %d workers for %s", os.getpid(), config.workers,
                  config.target or self.app)
 
-    def _chown_sockets(self) -> None:
-        if not self.config.user:
-            return
-        import pwd
-
-        entry = pwd.getpwnam(self.config.user)
-        for listener in self.listeners:
-            if listener.unix_path:
-                os.chown(listener.unix_path, entry.pw_uid, entry.pw_gid)
-
     def _record_signal(self, signum: int, frame: Any) -> None:
         # NO LOGGING, no work: this can interrupt anything, the logger included.
         self.signals.append(signum)
@@ -149,16 +162,23 @@ class Arbiter:
         while True:
             self._handle_signals()
             self._reap()
-            self._read_ready()
             if state.stopping:
                 if not state.workers:
+                    if state.failure:
+                        # Last, so that the log ends with the cause and then "stopped".
+                        log.error("%s", state.failure)
                     return
-                if time.monotonic() > state.stop_deadline:
-                    self._kill_all(signal.SIGKILL, "did not finish within --graceful-timeout")
+                self._kill_overdue()
             else:
                 self._murder_stuck()
+                self._kill_slow_boots()
                 self._manage()
-            self._wait(0.5)
+            self._wait(self._sleep_time())
+
+    def _sleep_time(self) -> float:
+        """Up to TICK; less when a backed-off restart falls due sooner."""
+        left = self.state.respawn_after - time.monotonic()
+        return min(TICK, left) if left > 0 else TICK
 
     def _wait(self, seconds: float) -> None:
         try:
@@ -185,23 +205,50 @@ class Arbiter:
             return
         log.info("Graceful stop: waiting up to %ss for %d workers", self.config.graceful_timeout,
                  len(self.state.workers))
-        self._begin_stop(self.config.graceful_timeout, signal.SIGTERM)
+        # SIGINT, not SIGTERM, tells a worker that the whole server stops: it serves the
+        # connections already in the listen queue before it exits (SIGTERM, for a reload
+        # or a retired worker, leaves them to the other workers).
+        self._begin_stop(self.config.graceful_timeout, signal.SIGINT)
 
     def handle_quit(self) -> None:
         log.info("Immediate stop")
         self._begin_stop(1.0, signal.SIGQUIT)
 
     def _begin_stop(self, grace: float, signum: int) -> None:
+        # Unix socket files are removed with our copies of the listeners, so new
+        # clients by path are refused at once (a front end moves on to another
+        # backend); the workers keep theirs until they have served what is queued.
+        # The loop wakes on each SIGCHLD and returns once the last worker is gone.
         self.state.stopping = True
         self.state.stop_deadline = time.monotonic() + grace
+        self.state.stop_signal = signum
         for listener in self.listeners:
             listener.close(unlink=True)
         self._signal_workers(self.state.workers.values(), signum)
         if self.gateway_pid:
             _kill(self.gateway_pid, signal.SIGTERM)
 
+    def _kill_overdue(self) -> None:
+        state = self.state
+        if time.monotonic() <= state.stop_deadline:
+            return
+        if state.stop_signal != signal.SIGKILL:  # else they were killed already: no news
+            log.warning("Killing %d workers that did not finish within --graceful-timeout",
+                        len(state.workers))
+        state.stop_signal = signal.SIGKILL
+        self._signal_workers(state.workers.values(), signal.SIGKILL)
+        state.stop_deadline = time.monotonic() + 5.0
+
     def handle_hup(self) -> None:
         state = self.state
+        if state.stopping:
+            return
+        # Workers still loading the app would load the old version, or hang as the
+        # last reload's did: drop them, so repeated reloads never pile up workers.
+        booting = [w for w in state.workers.values() if not w.ready and w.stopping_since is None]
+        if booting:
+            log.info("Reload: abandoning %d workers still loading the app", len(booting))
+            self._stop_workers(booting, signal.SIGKILL)
         state.generation += 1
         log.info("Reload: starting %d new workers (generation %d)", state.wanted, state.generation)
 
@@ -216,13 +263,11 @@ class Arbiter:
     # --- workers -----------------------------------------------------------------------
 
     def _reap(self) -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+        exited = _collect_exits()
+        # A worker writes "ready" before it can die: read the pipe after the deaths
+        # were collected, so none that was ready is taken for a boot failure.
+        self._read_ready()
+        for pid, status in exited:
             record = self.state.workers.pop(pid, None)
             if record is None:
                 if pid == self.gateway_pid and not self.state.stopping:
@@ -230,35 +275,90 @@ class Arbiter:
                     self.gateway_pid = 0
                 continue
             self.slots[record.slot] = 0.0
-            self._worker_exited(record, status)
+            self._worker_exited(record, os.waitstatus_to_exitcode(status))
 
-    def _worker_exited(self, record: WorkerRecord, status: int) -> None:
-        state = self.state
-        code = os.waitstatus_to_exitcode(status)
-        if record.stopping_since is not None or state.stopping:
+    def _worker_exited(self, record: WorkerRecord, code: int) -> None:
+        if record.stopping_since is not None or self.state.stopping:
             log.debug("Worker %d exited (%s)", record.pid, code)
-            return
-        if code in (APP_LOAD_ERROR, WORKER_BOOT_ERROR) and not record.ready:
-            if not state.ever_ready:
-                log.error("Worker failed to boot; stopping (exit code %d)", code)
-                self.exit_code = code
-                self._begin_stop(0.0, signal.SIGKILL)
-                return
-            if record.generation > state.live_generation:
-                log.error("Reload failed: the new workers cannot load the app; "
-                          "keeping generation %d", state.live_generation)
-                self._abandon_generation(record.generation)
-                return
-            state.respawn_after = time.monotonic() + 1.0
-        if code < 0:
-            log.warning("Worker %d was killed by signal %d; replacing it", record.pid, -code)
-        elif code != 0:
-            log.warning("Worker %d exited with code %d; replacing it", record.pid, code)
+        elif not record.ready:
+            self._boot_failed(record, code)
+        elif code != 0:  # 0 after ready: recycled by --max-requests, replaced quietly
+            self._died(record, code)
 
-    def _abandon_generation(self, generation: int) -> None:
-        self.state.generation = self.state.live_generation
-        doomed = [w for w in self.state.workers.values() if w.generation >= generation]
-        self._stop_workers(doomed, signal.SIGKILL)
+    def _boot_failed(self, record: WorkerRecord, code: int) -> None:
+        state = self.state
+        if not state.ever_ready:
+            if code < 0 and not record.boot_timed_out and not state.start_retried:
+                # The signal may have come from outside (an operator, the OOM killer)
+                # rather than from the app: one more try before giving up.
+                state.start_retried = True
+                self._died(record, code, "the start stops if this happens again")
+                return
+            status = WORKER_BOOT_ERROR if code == WORKER_BOOT_ERROR else APP_LOAD_ERROR
+            self._fail_start(f"Worker failed to boot; stopping with exit status {status}: "
+                             f"{self._cause(record, code)}", status)
+        elif record.generation > state.live_generation:
+            log.error("Reload failed: %s; keeping generation %d", self._cause(record, code),
+                      state.live_generation)
+            self._abandon_reload()
+        else:  # a replacement in the serving generation: the others serve meanwhile
+            self._died(record, code)
+
+    def _fail_start(self, why: str, status: int) -> None:
+        # No worker ever served: forking more would only fail again.  The others
+        # are still loading the app, so nothing is lost by killing them.
+        self.exit_code = status
+        self.state.failure = why
+        self._begin_stop(5.0, signal.SIGKILL)
+
+    def _died(self, record: WorkerRecord, code: int, note: str = "") -> None:
+        delay = self._back_off()
+        notes = self._notes(record, code) + [n for n in [note] if n]
+        if delay:
+            notes.append("workers keep dying")
+        level = logging.WARNING if record.ready else logging.ERROR
+        log.log(level, "Worker %d %s; replacing it%s%s", record.pid, _how(code), _after(delay),
+                f" ({'; '.join(notes)})" if notes else "")
+
+    def _cause(self, record: WorkerRecord, code: int) -> str:
+        """How a worker that never got ready died, for the log."""
+        return f"worker {record.pid} {_how(code)} ({'; '.join(self._notes(record, code))})"
+
+    def _notes(self, record: WorkerRecord, code: int) -> list[str]:
+        notes = [_signal_name(-code)] if code < 0 else []
+        if record.ready:
+            return notes
+        if record.boot_timed_out:
+            notes.append(f"it did not load the app within --boot-timeout "
+                         f"{self.config.boot_timeout:g}s")
+        elif code == APP_LOAD_ERROR:
+            notes.append("it could not load the app; its error is above")
+        elif code == WORKER_BOOT_ERROR:
+            notes.append("it could not start; its error is above")
+        else:
+            notes.append("before it was ready")
+        return notes
+
+    def _back_off(self, at_least: float = 0.0) -> float:
+        """Delay the next start after a failure; returns the delay (0: at once)."""
+        state = self.state
+        now = time.monotonic()
+        if now - state.last_failure > BACKOFF_RESET:
+            state.backoff = at_least
+        else:
+            state.backoff = min(max(state.backoff * 2, BACKOFF_MIN, at_least), BACKOFF_MAX)
+        state.last_failure = now
+        state.respawn_after = max(state.respawn_after, now + state.backoff)
+        return state.backoff
+
+    def _abandon_reload(self) -> None:
+        state = self.state
+        state.generation = state.live_generation
+        newer = [w for w in state.workers.values()
+                 if w.generation > state.live_generation and w.stopping_since is None]
+        # Ready ones may be serving a request: they stop gracefully.
+        self._stop_workers([w for w in newer if w.ready], signal.SIGTERM)
+        self._stop_workers([w for w in newer if not w.ready], signal.SIGKILL)
 
     def _read_ready(self) -> None:
         try:
@@ -270,11 +370,13 @@ class Arbiter:
             if record is not None:
                 record.ready = True
                 self.state.ever_ready = True
-        self._retire_old_generations()
+                log.debug("Worker %d ready (generation %d)", pid, record.generation)
 
     def _retire_old_generations(self) -> None:
         state = self.state
-        current = [w for w in state.workers.values() if w.generation == state.generation]
+        # Stopping workers do not count: an abandoned reload's generation number comes again.
+        current = [w for w in state.workers.values()
+                   if w.generation == state.generation and w.stopping_since is None]
         if state.generation == state.live_generation:
             return
         if len([w for w in current if w.ready]) < state.wanted:
@@ -291,7 +393,8 @@ class Arbiter:
                    if w.generation == state.generation and w.stopping_since is None]
         if time.monotonic() >= state.respawn_after:
             for _ in range(state.wanted - len(current)):
-                self._spawn()
+                if not self._spawn():
+                    break
         if len(current) > state.wanted:
             surplus = sorted(current, key=lambda w: w.pid)[: len(current) - state.wanted]
             self._stop_workers(surplus, signal.SIGTERM)
@@ -314,6 +417,15 @@ class Arbiter:
                             record.pid)
                 _kill(record.pid, signal.SIGKILL)
 
+    def _kill_slow_boots(self) -> None:
+        limit = self.config.boot_timeout
+        now = time.monotonic()
+        for record in self.state.workers.values():
+            if (not record.ready and not record.boot_timed_out and record.stopping_since is None
+                    and now - record.started > limit):
+                record.boot_timed_out = True  # its death is then reported as this
+                _kill(record.pid, signal.SIGKILL)
+
     def _free_slot(self) -> int:
         used = {w.slot for w in self.state.workers.values()}
         for slot in range(MAX_WORKERS):
@@ -321,50 +433,51 @@ class Arbiter:
                 return slot
         raise RuntimeError("no free worker slot")
 
-    def _spawn(self) -> None:
+    def _spawn(self) -> bool:
+        """Start one worker of the current generation; False if fork() failed."""
         slot = self._free_slot()
         self.slots[slot] = 0.0
         generation = self.state.generation
         master = os.getpid()
-        # Block signals across the fork: a signal for the new worker that arrives
-        # before it has dropped the master's handlers must not be swallowed by them.
-        signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
         try:
-            pid = os.fork()
-        finally:
-            if pid:
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
+            pid = _fork()
+        except OSError as exc:  # EAGAIN, ENOMEM: the machine may recover; we stay up
+            log.error("Cannot start a worker: fork() failed: %s; retrying%s",
+                      exc.strerror or exc, _after(self._back_off(BACKOFF_MIN)))
+            return False
         if pid == 0:
-            code = 1
-            try:
-                for signum in HANDLED_SIGNALS:
-                    signal.signal(signum, signal.SIG_DFL)
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
-                signal.set_wakeup_fd(-1)
-                os.close(self.wake_r)
-                os.close(self.wake_w)
-                os.close(self.ready_r)
-                code = boot(self.config, self.listeners, self.app, Heartbeat(self.slots, slot),
-                            self.ready_w, master)
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else 1
-            except BaseException:
-                log.exception("Worker crashed")
-                code = 1
-            finally:
-                logging.shutdown()
-                os._exit(code)
-        self.state.workers[pid] = WorkerRecord(pid, slot, generation)
+            self._run_worker(slot, master)
+        self.state.workers[pid] = WorkerRecord(pid, slot, generation, started=time.monotonic())
         log.debug("Started worker %d (generation %d)", pid, generation)
+        return True
+
+    def _run_worker(self, slot: int, master: int) -> NoReturn:
+        """In the child after the fork: boot, serve, exit with the worker's code."""
+        code = 1
+        try:
+            for signum in HANDLED_SIGNALS:
+                signal.signal(signum, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
+            signal.set_wakeup_fd(-1)
+            os.close(self.wake_r)
+            os.close(self.wake_w)
+            os.close(self.ready_r)
+            code = boot(self.config, self.listeners, self.app, Heartbeat(self.slots, slot),
+                        self.ready_w, master)
+        except SystemExit as exc:
+            if isinstance(exc.code, int):
+                code = exc.code
+            elif exc.code is not None:
+                log.error("Worker exited: %s", exc.code)
+        except BaseException:
+            log.exception("Worker crashed")
+        finally:
+            logging.shutdown()
+            os._exit(code)
 
     def _spawn_gateway(self, listen: str, to: str) -> int:
         """``--http``: a development HTTP gateway in a child process, in front of us."""
-        signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
-        try:
-            pid = os.fork()
-        finally:
-            if pid:
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
+        pid = _fork()
         if pid:
             return pid
         code = 1
@@ -396,12 +509,6 @@ class Arbiter:
         for record in list(records):
             _kill(record.pid, signum)
 
-    def _kill_all(self, signum: int, why: str) -> None:
-        if self.state.workers:
-            log.warning("Killing %d workers that %s", len(self.state.workers), why)
-        self._signal_workers(self.state.workers.values(), signum)
-        self.state.stop_deadline = time.monotonic() + 5.0
-
     def _cleanup(self) -> None:
         for listener in self.listeners:
             listener.close(unlink=True)
@@ -411,6 +518,53 @@ class Arbiter:
             except OSError:
                 pass
         log.info("Master %d stopped", os.getpid())
+
+
+def _fork() -> int:
+    """os.fork() with the master's signals blocked across it.
+
+    A signal meant for the new child that arrives before it has dropped the
+    master's handlers must not be swallowed by them; the child unblocks them
+    itself once its handlers are reset.  Raises OSError when fork() fails.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+    try:
+        pid = os.fork()
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
+        raise
+    if pid:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
+    return pid
+
+
+def _collect_exits() -> list[tuple[int, int]]:
+    """Every child that has exited, as (pid, wait status), without blocking."""
+    exited: list[tuple[int, int]] = []
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return exited
+        if pid == 0:
+            return exited
+        exited.append((pid, status))
+
+
+def _how(code: int) -> str:
+    # "Worker N was killed by signal 9; replacing it": a line scripts may look for.
+    return f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return "unnamed"
+
+
+def _after(delay: float) -> str:
+    return f" in {delay:.1f}s" if delay else ""
 
 
 def _kill(pid: int, signum: int) -> None:

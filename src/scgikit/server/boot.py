@@ -3,8 +3,11 @@
 Everything here runs in the child right after the fork.  Whatever goes wrong
 before the worker says it is ready is a boot failure, reported to the master
 by exit code (as gunicorn's: 3 the worker itself could not start, 4 the app
-could not be loaded); the master decides what that means (stop on first start,
-keep the old workers on a reload).
+could not be loaded, which includes an app calling ``sys.exit`` as it loads).
+A worker that dies any other way before it is ready (a signal, ``os.abort()``,
+killed after ``--boot-timeout``) is a boot failure to the master too; the
+master decides what it means (stop on first start, keep the old workers on a
+reload, back off otherwise).
 """
 
 from __future__ import annotations
@@ -44,8 +47,14 @@ def boot(config: Config, listeners: Sequence[Listener], app: Any, heartbeat: Hea
     except AppImportError as exc:
         log.error("Cannot load the app: %s", exc)
         return APP_LOAD_ERROR
-    except Exception:
-        log.exception("Cannot load the app %r", config.target)
+    except SystemExit as exc:
+        # An app refusing to start (sys.exit("DATABASE_URL not set")): its message is the cause.
+        log.error("Cannot load the app %s: it exited: %s", _name(config, app), _exit_text(exc))
+        return APP_LOAD_ERROR
+    except KeyboardInterrupt:
+        raise
+    except BaseException:
+        log.exception("Cannot load the app %s", _name(config, app))
         return APP_LOAD_ERROR
     worker = Worker(config, listeners, adapter, heartbeat, ppid)
     os.write(ready_fd, struct.pack("i", os.getpid()))
@@ -53,6 +62,16 @@ def boot(config: Config, listeners: Sequence[Listener], app: Any, heartbeat: Hea
     worker.run()
     sys.stdout.flush()
     return worker.exit_code
+
+
+def _name(config: Config, app: Any) -> str:
+    return repr(config.target) if config.target else repr(app)
+
+
+def _exit_text(exc: SystemExit) -> str:
+    if exc.code is None or isinstance(exc.code, int):
+        return f"sys.exit({'' if exc.code is None else exc.code})"
+    return str(exc.code)
 
 
 def make_adapter(kind: str, app: Any, config: Config, listeners: Sequence[Listener]) -> Adapter:

@@ -1,0 +1,88 @@
+"""A graceful stop serves every connection the kernel had accepted, then exits at once."""
+
+import signal
+import socket
+import threading
+import time
+
+import pytest
+from figures import record
+from scgi_raw import connect, parse_answer, read_all
+from servers import wait_until
+
+from scgikit.protocol import encode_request
+
+
+def kind(transport):
+    return "unix" if transport.startswith("unix:") else "tcp"
+
+
+class Clients:
+    """``count`` clients that each connect, send a request and wait for the whole answer."""
+
+    def __init__(self, address, count, uri="/", query=""):
+        self.address = address
+        self.sent = threading.Semaphore(0)
+        self.results = [None] * count
+        self.finished = [0.0] * count
+        self.request = encode_request({"REQUEST_METHOD": "GET", "REQUEST_URI": uri,
+                                       "QUERY_STRING": query}, 0)
+        self.threads = [threading.Thread(target=self._run, args=(index,), daemon=True)
+                        for index in range(count)]
+
+    def _run(self, index):
+        try:
+            with connect(self.address, timeout=60) as sock:
+                sock.sendall(self.request)
+                self.sent.release()
+                self.results[index] = parse_answer(read_all(sock)).status
+        except (OSError, AssertionError) as exc:
+            self.sent.release()
+            self.results[index] = repr(exc)
+        self.finished[index] = time.monotonic()
+
+    def start(self):
+        for thread in self.threads:
+            thread.start()
+        for _ in self.threads:
+            assert self.sent.acquire(timeout=30), "a client could not send its request"
+        return self
+
+    def join(self):
+        for thread in self.threads:
+            thread.join(90)
+
+
+def test_sigterm_serves_every_queued_request_then_exits(serve, transport):
+    server = serve("wsgi_apps:slow", "--workers", "4", "--graceful-timeout", "30",
+                   bind=[transport])
+    clients = Clients(server.address, 50, query="1.5").start()
+    # Every request is in the kernel's hands, and every worker holds one.
+    server.wait_for_log("slow request started", count=4, timeout=30)
+    stopped_at = time.monotonic()
+    server.send_signal(signal.SIGTERM)
+    clients.join()
+    assert server.proc.wait(60) == 0
+    exited_at = time.monotonic()
+    served = clients.results.count(200)
+    record("SIGTERM with 50 requests in the kernel's hands (4 workers, 1.5 s each)",
+           kind(transport), completed=f"{served}/50",
+           master_exit_after_last_answer_s=round(exited_at - max(clients.finished), 2))
+    assert clients.results == [200] * 50
+    assert exited_at - stopped_at < 30  # it did not wait out --graceful-timeout
+    assert "Killing" not in server.log
+
+
+def test_a_unix_socket_refuses_new_connections_once_the_stop_begins(serve, tmp_path):
+    path = tmp_path / "stop.sock"
+    server = serve("wsgi_apps:slow", "--workers", "1", bind=[f"unix:{path}"])
+    clients = Clients(server.address, 1, query="2").start()
+    server.wait_for_log("slow request started")
+    server.send_signal(signal.SIGTERM)
+    # The socket file goes first, so a front end moves on to its next backend at once.
+    wait_until(lambda: not path.exists(), timeout=10, message="the socket file removed")
+    with pytest.raises(OSError), socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(str(path))
+    clients.join()
+    assert clients.results == [200]
+    assert server.proc.wait(30) == 0
