@@ -209,6 +209,19 @@ class Config:
                 parse_address(text)
             except AddressError as exc:
                 raise ConfigError(f"--bind: {exc}") from None
+        if self.allow_from:
+            from .server.allow import AllowList
+
+            try:
+                AllowList(self.allow_from)
+            except ConfigError as exc:
+                raise ConfigError(f"--allow-from: {exc}") from None
+        if self.socket_owner is not None:
+            user, sep, group = self.socket_owner.partition(":")
+            if not user or (sep and (not group or ":" in group)):
+                raise ConfigError(
+                    f"--socket-owner: {self.socket_owner!r} is not USER or USER:GROUP"
+                )
 
     @property
     def addresses(self) -> tuple[Address, ...]:

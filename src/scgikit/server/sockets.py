@@ -7,14 +7,23 @@ carry the read/write timeouts that accepted TCP connections inherit on Linux, so
 no per-connection system call is spent setting them.  Unix connections inherit
 none: they get theirs only when a receive or a send cannot finish at once
 (``arm_timeout``, ``send_all``), which most requests never need.
+
+Unix socket files are bound under a umask that leaves them mode 000; their
+owner is set while nobody can use them (``--socket-owner``, else ``--user`` and
+``--group``), and only then are they opened up to ``--socket-mode``, so a socket
+is never reachable by more users than asked.  A TCP listener on every interface
+(0.0.0.0 or [::]) without ``--allow-from`` is logged as a warning: SCGI has no
+authentication, and the server trusts whatever its peer sends.
 """
 
 from __future__ import annotations
 
 import _socket
 import errno
+import grp
 import logging
 import os
+import pwd
 import socket
 import stat
 import struct
@@ -53,35 +62,115 @@ class Listener:
         return f"unix:{local}"
 
     def close(self, unlink: bool = False) -> None:
-        self.sock.close()
+        # The file first: from then on a client by path is refused, never queued.
         if unlink and self.unix_path:
             _unlink_if_ours(self.unix_path, self.unix_inode)
+        self.sock.close()
 
 
 def open_listeners(config: Config, environ: Mapping[str, str]) -> list[Listener]:
     """Bind every address of ``config``; with no ``--bind``, take systemd's sockets if any."""
+    owner = socket_owner(config)  # bad names are refused before any socket file exists
     listeners: list[Listener] = []
     try:
         if not config.bind:
             listeners = systemd_listeners(environ)
         if not listeners:
             for address in config.addresses:
-                listeners.append(_open(address, config))
+                listeners.append(_open(address, config, owner))
         for listener in listeners:
             _prepare(listener.sock, config)
     except BaseException:
         for listener in listeners:
             listener.close(unlink=True)
         raise
+    if not config.allow_from:
+        _warn_if_exposed(listeners)
     return listeners
 
 
-def _open(address: Address, config: Config) -> Listener:
+def _open(address: Address, config: Config, owner: Owner | None) -> Listener:
     if address.fd is not None:
         return _inherited(address.fd, f"fd://{address.fd}")
     if address.path is not None:
-        return _bind_unix(address.path, config)
+        return _bind_unix(address.path, config, owner)
     return _bind_tcp(address, config)
+
+
+def is_wildcard(local: object) -> bool:
+    """Whether a socket name (``getsockname()``) is every interface: 0.0.0.0 or [::]."""
+    return isinstance(local, tuple) and bool(local) and local[0] in ("0.0.0.0", "::")
+
+
+def _warn_if_exposed(listeners: list[Listener]) -> None:
+    for listener in listeners:
+        if is_wildcard(listener.sock.getsockname()):
+            log.warning(
+                "%s listens on every network interface, and SCGI has no authentication: "
+                "the server trusts every variable its peer sends (REMOTE_ADDR, HTTPS...), so "
+                "anyone who can reach this port can pose as the front end. Bind to 127.0.0.1 "
+                "or a unix socket when the front end runs on this machine, or admit only the "
+                "front end with --allow-from NETWORK", listener.name)
+
+
+# --- who owns unix socket files -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The user and group a unix socket file is given; -1 leaves that one unchanged."""
+
+    uid: int
+    gid: int
+    shown: str
+
+
+def socket_owner(config: Config) -> Owner | None:
+    """``--socket-owner``, else ``--user``/``--group``, else None (the file stays the starter's).
+
+    A user without a group means that user's login group, as for the workers.
+    Names that do not exist, and an owner that this process may not give files
+    to (only root can give one to another user), are a ``ConfigError``.
+    """
+    if config.socket_owner is not None:
+        user, _, group = config.socket_owner.partition(":")
+        owner = Owner(*_ids(user, group or None, "--socket-owner", "--socket-owner"),
+                      shown=config.socket_owner)
+        _check_may_give(owner)
+        return owner
+    if config.user is None and config.group is None:
+        return None
+    uid, gid = _ids(config.user, config.group, "--user", "--group")
+    return Owner(uid, gid, shown=f"{config.user or ''}:{config.group or ''}")
+
+
+def _ids(user: str | None, group: str | None, user_option: str,
+         group_option: str) -> tuple[int, int]:
+    uid, gid = -1, -1
+    if user is not None:
+        try:
+            entry = pwd.getpwnam(user)
+        except KeyError:
+            raise ConfigError(f"{user_option}: there is no user named {user!r}") from None
+        uid, gid = entry.pw_uid, entry.pw_gid
+    if group is not None:
+        try:
+            gid = grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise ConfigError(f"{group_option}: there is no group named {group!r}") from None
+    return uid, gid
+
+
+def _check_may_give(owner: Owner) -> None:
+    """Refuse at start what ``chown`` would refuse: only root gives files away."""
+    if os.geteuid() == 0:
+        return
+    if owner.uid not in (-1, os.geteuid()):
+        raise ConfigError(f"--socket-owner {owner.shown}: only root can give a socket file to "
+                          f"another user, and the server runs as uid {os.geteuid()}")
+    if owner.gid not in (-1, os.getegid(), *os.getgroups()):
+        raise ConfigError(f"--socket-owner {owner.shown}: only root, or a member of the group, "
+                          "can give a socket file to that group")
 
 
 def _bind_tcp(address: Address, config: Config) -> Listener:
@@ -105,11 +194,12 @@ def _bind_tcp(address: Address, config: Config) -> Listener:
     return Listener(sock, shown)
 
 
-def _bind_unix(path: str, config: Config) -> Listener:
+def _bind_unix(path: str, config: Config, owner: Owner | None) -> Listener:
     _remove_stale_socket(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    # Bind under a umask that lets nobody in, then open up to --socket-mode, so
-    # the socket is never reachable with wider permissions than asked for.
+    # Bind under a umask that lets nobody in (the file is mode 000), give the file
+    # its owner, then open up to --socket-mode: the socket is never reachable by
+    # anyone but the owner asked for, nor with wider permissions than asked for.
     old_umask = os.umask(0o777)
     try:
         sock.bind(path)
@@ -118,9 +208,26 @@ def _bind_unix(path: str, config: Config) -> Listener:
         raise ConfigError(f"cannot listen on unix:{path}: {exc.strerror or exc}") from None
     finally:
         os.umask(old_umask)
-    os.chmod(path, config.socket_mode)
-    sock.listen(config.backlog)
-    return Listener(sock, f"unix:{path}", unix_path=path, unix_inode=os.stat(path).st_ino)
+    inode: int | None = None
+    try:
+        inode = os.stat(path).st_ino
+        if owner is not None:
+            _give(path, owner)
+        os.chmod(path, config.socket_mode)
+        sock.listen(config.backlog)
+    except BaseException:
+        sock.close()
+        _unlink_if_ours(path, inode)
+        raise
+    return Listener(sock, f"unix:{path}", unix_path=path, unix_inode=inode)
+
+
+def _give(path: str, owner: Owner) -> None:
+    try:
+        os.chown(path, owner.uid, owner.gid, follow_symlinks=False)
+    except OSError as exc:
+        raise ConfigError(f"cannot give unix:{path} to {owner.shown}: "
+                          f"{exc.strerror or exc}") from None
 
 
 def _remove_stale_socket(path: str) -> None:
@@ -199,6 +306,18 @@ def timeval(seconds: float) -> bytes:
     """``seconds`` as the ``struct timeval`` that SO_RCVTIMEO and SO_SNDTIMEO take."""
     whole = int(seconds)
     return struct.pack("ll", whole, int((seconds - whole) * 1e6))
+
+
+def set_receive_timeout(conn: Connection, seconds: float) -> None:
+    """Let the next receives on ``conn`` wait at most ``seconds`` (sends are unaffected).
+
+    A connection with a Python-level timeout (a unix one armed by ``arm_timeout``)
+    has its timeout changed; any other gets the kernel's SO_RCVTIMEO.
+    """
+    if conn.gettimeout() is not None:
+        conn.settimeout(seconds)
+    else:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(max(seconds, 0.001)))
 
 
 def arm_timeout(conn: Connection, seconds: float | None) -> None:
