@@ -57,6 +57,15 @@ def test_length_must_not_have_a_leading_zero():
         parse(b"00")  # refused before the ':' arrives
 
 
+@pytest.mark.parametrize("zeros", [1, 10, 30])
+def test_leading_zeros_are_a_400_however_many_come_before_the_colon(zeros):
+    data = b"0" * zeros + scgi_head([("CONTENT_LENGTH", "0"), ("SCGI", "1")])
+    for end in (len(data), zeros + 2):  # whole, and with the ':' not yet in view
+        with pytest.raises(ProtocolError, match="leading zero") as info:
+            parse(data[:end])
+        assert info.value.status == 400
+
+
 def test_empty_length_is_refused():
     with pytest.raises(ProtocolError, match="empty"):
         parse(b":x,")

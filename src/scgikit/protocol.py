@@ -134,14 +134,15 @@ def _check_partial_prefix(data: bytes | bytearray, max_header_size: int) -> None
     prefix = bytes(data[: max_digits + 1])
     if prefix and not prefix.isdigit():
         raise ProtocolError(f"netstring length is not ASCII digits: {prefix[:20]!r}")
+    # A leading zero is wrong whatever follows: the same 400 as when the ':' is in view.
+    if prefix[:1] == b"0" and len(prefix) > 1:
+        raise ProtocolError(f"netstring length has a leading zero: {prefix!r}")
     if len(prefix) > max_digits:
         raise ProtocolError(
             f"netstring length prefix {prefix!r}... exceeds the maximum header size "
             f"of {max_header_size} bytes",
             status=431,
         )
-    if prefix[:1] == b"0" and len(prefix) > 1:
-        raise ProtocolError(f"netstring length has a leading zero: {prefix!r}")
 
 
 def parse_head(
