@@ -153,13 +153,15 @@ class Worker:
         poller.add_listeners(self.listeners)
         poller.add(wake_r)
         check_master_at = time.monotonic() + 1.0
+        listening = {sock.fileno() for sock in self.listeners}
+        woken = list(listening)
         while True:
             if self.stopping:
                 if self.listening:
                     self._stop_accepting()
                 if not self.parked:
                     break
-            elif self.accept_paused_until == 0.0:
+            elif not self.accept_paused_until and not listening.isdisjoint(woken):
                 self._accept_all()
             woken = self._wait()
             if wake_r in woken:
