@@ -21,6 +21,7 @@ comes from a ``Status:`` header, or an ``HTTP/1.x`` status line, or neither
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -31,6 +32,7 @@ __all__ = [
     "NEED_DATA",
     "Body",
     "EndOfMessage",
+    "HTTPRequestError",
     "LocalProtocolError",
     "ProtocolError",
     "Request",
@@ -60,6 +62,47 @@ class ProtocolError(Exception):
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
+
+    def response(self) -> bytes:
+        """The answer a server sends for this error (a CGI answer: the front end relays it)."""
+        return error_response(self.status)
+
+
+class HTTPRequestError(ProtocolError):
+    """The first bytes are an HTTP request line: a browser or curl pointed at the SCGI port.
+
+    Its answer is plain HTTP/1.0, which the HTTP client understands, saying how to reach
+    an SCGI backend, instead of the "empty reply from server" people are puzzled by.
+    """
+
+    def __init__(self, method: str) -> None:
+        super().__init__(f"an HTTP request ({method} ...) reached the SCGI port", status=400)
+
+    def response(self) -> bytes:
+        body = HTTP_ON_SCGI_PORT.encode("ascii")
+        return (
+            "HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode("ascii") + body
+
+
+HTTP_ON_SCGI_PORT = """\
+This is an SCGI endpoint (scgikit), not an HTTP server.
+
+Browsers and HTTP clients reach it through a front end that speaks SCGI to it:
+nginx (scgi_pass), Apache (mod_proxy_scgi) or lighttpd (mod_scgi);
+`scgikit config nginx` prints a configuration.
+Without a front end, for development:
+  scgikit serve APP --http 127.0.0.1:8000      (an HTTP gateway in front)
+  scgikit gateway --listen 127.0.0.1:8000 --to ADDRESS
+and to send one SCGI request from the command line:
+  scgikit request ADDRESS /path
+"""
+
+# An HTTP/1.x request line starts with a method token and a space (RFC 9112 3);
+# HTTP/2 with prior knowledge starts with its connection preface.
+_HTTP_REQUEST_LINE = re.compile(rb"(?:[A-Z]{3,10}) ")
+_HTTP2_PREFACE = b"PRI * HTTP/2"
 
 
 class ResponseError(ProtocolError):
@@ -128,11 +171,21 @@ def _check_length(digits: bytes, what: str) -> None:
         raise ProtocolError(f"{what} has a leading zero: {digits[:20]!r}")
 
 
+def _refuse_http(data: bytes | bytearray) -> None:
+    """Raise ``HTTPRequestError`` if ``data`` starts like an HTTP request."""
+    if data.startswith(_HTTP2_PREFACE):
+        raise HTTPRequestError("PRI")
+    match = _HTTP_REQUEST_LINE.match(data)
+    if match and not data.startswith(b"PROXY "):  # the PROXY protocol is not HTTP
+        raise HTTPRequestError(match.group().decode("ascii").strip())
+
+
 def _check_partial_prefix(data: bytes | bytearray, max_header_size: int) -> None:
     """No ':' yet: refuse the prefix now if no completion of it could be valid."""
     max_digits = len(str(max_header_size))
     prefix = bytes(data[: max_digits + 1])
     if prefix and not prefix.isdigit():
+        _refuse_http(data)
         raise ProtocolError(f"netstring length is not ASCII digits: {prefix[:20]!r}")
     # A leading zero is wrong whatever follows: the same 400 as when the ':' is in view.
     if prefix[:1] == b"0" and len(prefix) > 1:
@@ -164,6 +217,7 @@ def parse_head(
         return None
     digits = data[:colon]
     if not digits.isdigit() or (colon > 1 and digits[0] == 0x30):
+        _refuse_http(data)
         _check_length(bytes(digits), "netstring length")
     size = int(digits)
     if size > max_header_size:

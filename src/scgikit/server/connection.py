@@ -26,7 +26,7 @@ import time
 from typing import Any, Protocol
 
 from ..config import Config
-from ..protocol import ProtocolError, error_response
+from ..protocol import ProtocolError
 from .sockets import Connection, send_all
 from .streams import Body, body_stream
 
@@ -73,10 +73,11 @@ def run_app(conn: Connection, adapter: Adapter, config: Config, data: bytes | by
     return Ending(conn, unread, config) if unread else None
 
 
-def refuse(conn: Connection, status: int, config: Config, unread: int | None) -> Ending | None:
-    """Answer one of our own errors; ``unread`` body bytes may follow (None: unknown)."""
+def refuse(conn: Connection, error: ProtocolError, config: Config,
+           unread: int | None) -> Ending | None:
+    """Answer the client's error as it says; ``unread`` body bytes may follow (None: unknown)."""
     try:
-        send_all(conn, error_response(status), config.header_timeout or None)
+        send_all(conn, error.response(), config.header_timeout or None)
     except OSError:
         return None
     return Ending(conn, config.linger_size if unread is None else unread, config)

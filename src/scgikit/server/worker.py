@@ -42,7 +42,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..config import Config
-from ..protocol import ProtocolError, parse_head
+from ..protocol import HTTPRequestError, ProtocolError, parse_head
 from .allow import AllowList
 from .connection import Adapter, Ending, hand_over, receive_now, refuse, run_app
 from .intake import Intake, is_ready
@@ -119,6 +119,7 @@ class Worker:
         self.log_accept_error = LogThrottle(log, logging.ERROR)
         self.log_refused = LogThrottle(log, logging.WARNING)
         self.log_evicted = LogThrottle(log, logging.WARNING)
+        self.log_http = LogThrottle(log, logging.INFO)
 
     # --- signals: record only --------------------------------------------------------
 
@@ -346,7 +347,11 @@ class Worker:
             conn.close()
 
     def _refuse(self, conn: Connection, exc: ProtocolError, intake: Intake | None) -> None:
-        if exc.status:
+        if isinstance(exc, HTTPRequestError):
+            # The most common mistake with SCGI: worth a line, not one per browser retry.
+            self.log_http("%s: a browser or an HTTP client pointed at the SCGI port? "
+                          "(answered with an explanation)", exc)
+        elif exc.status:
             log.warning("Bad request: %s", exc)
         else:
             log.info("Closing: %s", exc)
@@ -355,7 +360,7 @@ class Worker:
         unread = None
         if intake is not None and intake.parsed is not None:
             unread = max(0, intake.parsed[1] - (len(intake.buffer) - intake.parsed[2]))
-        ending = refuse(conn, exc.status, self.config, unread)
+        ending = refuse(conn, exc, self.config, unread)
         if ending is None or ending.drain():
             conn.close()
         else:
