@@ -6,7 +6,8 @@ import subprocess
 import pytest
 from scgi_raw import exchange_raw, request
 
-HTTP_GET = b"GET / HTTP/1.1\r\nHost: localhost:4000\r\nUser-Agent: curl/7.88.1\r\nAccept: */*\r\n\r\n"
+HTTP_GET = (b"GET / HTTP/1.1\r\nHost: localhost:4000\r\nUser-Agent: curl/7.88.1\r\n"
+            b"Accept: */*\r\n\r\n")
 
 
 @pytest.fixture
