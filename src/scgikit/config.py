@@ -112,6 +112,21 @@ class Config:
     workers: int = _option(
         ["-w", "--workers"], "worker processes (default: number of CPUs)",
         factory=_default_workers, parse=_count, metavar="N", shown="number of CPUs")
+    worker: str = _option(
+        ["-k", "--worker"], "worker model: sync (one request at a time per process), threads "
+        "(--threads per process, WSGI) or asyncio (ASGI); default: asyncio for an ASGI app, "
+        "threads for a WSGI app with --threads above 1, else sync", default="",
+        parse=lambda text: text.lower(), metavar="MODEL", shown="from the app")
+    threads: int = _option(
+        ["--threads"], "requests each worker process runs at once, in threads (the threads "
+        "model)", default=1, parse=_count, metavar="N")
+    lifespan: str = _option(
+        ["--lifespan"], "ASGI lifespan events: auto (sent; an app that does not support them "
+        "is served anyway), on (an app that fails them does not start) or off", default="auto",
+        parse=lambda text: text.lower(), metavar="MODE")
+    loop: str = _option(
+        ["--loop"], "event loop of the asyncio model: auto (uvloop when installed), asyncio "
+        "or uvloop", default="auto", parse=lambda text: text.lower(), metavar="LOOP")
     max_requests: int = _option(
         ["--max-requests"], "recycle a worker after this many requests (0: never)", default=0,
         parse=_count, metavar="N")
@@ -196,6 +211,14 @@ class Config:
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise ConfigError("--workers must be at least 1")
+        if self.worker not in ("", "sync", "threads", "asyncio"):
+            raise ConfigError(f"--worker {self.worker!r}: expected sync, threads or asyncio")
+        if self.threads < 1:
+            raise ConfigError("--threads must be at least 1")
+        if self.lifespan not in ("auto", "on", "off"):
+            raise ConfigError(f"--lifespan {self.lifespan!r}: expected auto, on or off")
+        if self.loop not in ("auto", "asyncio", "uvloop"):
+            raise ConfigError(f"--loop {self.loop!r}: expected auto, asyncio or uvloop")
         if self.log_level not in ("debug", "info", "warning", "error", "critical"):
             raise ConfigError(f"--log-level {self.log_level!r} is not a log level")
         if self.script_name and (

@@ -21,11 +21,11 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import IO, Any
-from urllib.parse import unquote_to_bytes
 
 from ..protocol import ProtocolError, error_response, format_response_head
 from ..server.sockets import Connection, arm_timeout, send_all
 from ..server.streams import Body
+from .request import is_https, merge_cookie, split_path
 
 log = logging.getLogger("scgikit")
 
@@ -229,8 +229,8 @@ class WSGIAdapter:
         environ.update(variables)
         environ["wsgi.input"] = body
         if "PATH_INFO" not in variables:
-            self._derive_path(environ)
-        if variables.get("HTTPS") in ("on", "1") or variables.get("REQUEST_SCHEME") == "https":
+            environ["SCRIPT_NAME"], environ["PATH_INFO"] = split_path(variables, self.script_name)
+        if is_https(variables):
             environ["wsgi.url_scheme"] = "https"
         # The body is exactly CONTENT_LENGTH bytes whatever the HTTP framing was,
         # and PEP 3333 keeps CONTENT_TYPE/LENGTH out of HTTP_*.
@@ -241,25 +241,9 @@ class WSGIAdapter:
         if "HTTP_CONTENT_TYPE" in variables:
             environ.setdefault("CONTENT_TYPE", environ.pop("HTTP_CONTENT_TYPE"))
         cookie = variables.get("HTTP_COOKIE")
-        if cookie is not None and ", " in cookie:
-            # Apache joins two Cookie lines with ", "; a cookie never holds a comma
-            # (RFC 6265 4.2.1), so the join is unambiguous: make it the "; " of HTTP.
-            environ["HTTP_COOKIE"] = cookie.replace(", ", "; ")
+        if cookie is not None:
+            environ["HTTP_COOKIE"] = merge_cookie(cookie)
         return environ
-
-    def _derive_path(self, environ: dict[str, Any]) -> None:
-        uri = environ.get("REQUEST_URI") or environ.get("DOCUMENT_URI") or "/"
-        path = uri.partition("?")[0]
-        if not path.startswith("/"):
-            # absolute-form request target: http://host/path
-            path = "/" + path.partition("//")[2].partition("/")[2]
-        if "%" in path:
-            path = unquote_to_bytes(path).decode("latin-1")
-        script = self.script_name
-        if script and (path == script or path.startswith(script + "/")):
-            path = path[len(script):]
-        environ["SCRIPT_NAME"] = script
-        environ["PATH_INFO"] = path
 
     def __call__(self, sock: Connection, variables: dict[str, str], length: int,
                  body: Body) -> tuple[str, int]:

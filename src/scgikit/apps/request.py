@@ -1,0 +1,99 @@
+"""What a request means, from the SCGI variables a front end sent: one set of rules for all apps.
+
+Front ends disagree on the CGI variables (docs/frontends.md): nginx sends neither
+SCRIPT_NAME nor PATH_INFO, Apache's mod_proxy_scgi sends the whole path as
+SCRIPT_NAME, lighttpd sends both; Apache joins two ``Cookie`` lines with ", ".
+These pure functions turn the variables into the path, the scheme and the
+headers an app expects, the same way for the WSGI environ and the ASGI scope.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import unquote_to_bytes
+
+__all__ = ["request_target", "raw_path", "split_path", "is_https", "merge_cookie",
+           "header_pairs"]
+
+# Variables that are not request headers even though they look like some: the body
+# is exactly CONTENT_LENGTH bytes whatever the HTTP framing was (SCGI), and
+# CONTENT_TYPE/CONTENT_LENGTH come as their own variables.
+_NOT_HEADERS = frozenset({"HTTP_TRANSFER_ENCODING", "HTTP_CONTENT_LENGTH", "HTTP_CONTENT_TYPE"})
+
+
+def request_target(variables: dict[str, str]) -> str:
+    """The request target as the client sent it (path and query), percent-encoded."""
+    return variables.get("REQUEST_URI") or variables.get("DOCUMENT_URI") or "/"
+
+
+def raw_path(variables: dict[str, str]) -> str:
+    """The target's path, still percent-encoded, without the query string."""
+    path = request_target(variables).partition("?")[0]
+    if not path.startswith("/"):
+        # absolute-form request target: http://host/path
+        path = "/" + path.partition("//")[2].partition("/")[2]
+    return path
+
+
+def split_path(variables: dict[str, str], script_name: str,
+               encoding: str = "latin-1") -> tuple[str, str]:
+    """(SCRIPT_NAME, PATH_INFO), percent-decoded, the bytes decoded with ``encoding``.
+
+    A front end that sends PATH_INFO (lighttpd) is taken at its word.  Otherwise the
+    path comes from REQUEST_URI (else DOCUMENT_URI), minus ``script_name`` (the
+    ``--script-name`` the app is mounted under).  WSGI wants latin-1 (PEP 3333),
+    ASGI UTF-8.
+    """
+    if "PATH_INFO" in variables:
+        script, path = variables.get("SCRIPT_NAME", ""), variables["PATH_INFO"]
+        if encoding != "latin-1":
+            script, path = _redecode(script, encoding), _redecode(path, encoding)
+        return script, path
+    path = raw_path(variables)
+    if "%" in path:
+        path = unquote_to_bytes(path).decode(encoding, "replace" if encoding != "latin-1"
+                                             else "strict")
+    elif encoding != "latin-1":
+        path = _redecode(path, encoding)
+    if script_name and (path == script_name or path.startswith(script_name + "/")):
+        path = path[len(script_name):]
+    return script_name, path
+
+
+def _redecode(text: str, encoding: str) -> str:
+    """Variables are decoded as latin-1 by the protocol core: decode their bytes again."""
+    try:
+        return text.encode("latin-1").decode(encoding)
+    except UnicodeDecodeError:
+        return text.encode("latin-1").decode(encoding, "replace")
+
+
+def is_https(variables: dict[str, str]) -> bool:
+    return variables.get("HTTPS") in ("on", "1") or variables.get("REQUEST_SCHEME") == "https"
+
+
+def merge_cookie(value: str) -> str:
+    """One Cookie header value from what the front end sent.
+
+    Apache joins two Cookie lines with ", "; a cookie never holds a comma (RFC 6265
+    4.2.1), so the join is unambiguous: make it the "; " of HTTP.  (nginx's two
+    HTTP_COOKIE variables are merged with "; " by the protocol core already.)
+    """
+    return value.replace(", ", "; ") if ", " in value else value
+
+
+def header_pairs(variables: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    """The request headers as ASGI wants them: lower-case names, values as latin-1 bytes."""
+    headers = []
+    for name, value in variables.items():
+        if name.startswith("HTTP_") and name not in _NOT_HEADERS:
+            if name == "HTTP_COOKIE":
+                value = merge_cookie(value)
+            headers.append((name[5:].replace("_", "-").lower().encode("latin-1"),
+                            value.encode("latin-1")))
+    content_type = variables.get("CONTENT_TYPE") or variables.get("HTTP_CONTENT_TYPE")
+    if content_type:
+        headers.append((b"content-type", content_type.encode("latin-1")))
+    length = variables.get("CONTENT_LENGTH", "0")
+    if length != "0" or variables.get("REQUEST_METHOD") in ("POST", "PUT", "PATCH"):
+        headers.append((b"content-length", length.encode("latin-1")))
+    return headers
