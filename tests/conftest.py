@@ -19,12 +19,22 @@ def transport(request, tmp_path):
     return f"unix:{tmp_path}/scgi.sock"
 
 
+@pytest.fixture(params=["sync", "threads"])
+def model(request):
+    """The WSGI worker models: a module that uses this fixture (``pytestmark``) runs each of
+    its server scenarios on both, since every server behaviour must hold on every model."""
+    return request.param
+
+
 @pytest.fixture
-def serve(tmp_path):
+def serve(tmp_path, request):
     """Start ``scgikit serve`` subprocesses; all are stopped at the end of the test."""
     started = []
+    model = request.getfixturevalue("model") if "model" in request.fixturenames else None
 
     def start(target, *args, bind=("127.0.0.1:0",), ready=r"Listening at: ", **kwargs):
+        if model == "threads" and "--worker" not in args and "--threads" not in args:
+            args = (*args, "--worker", "threads", "--threads", "4")
         server = ServerProcess.scgikit(target, *args, bind=bind, **kwargs)
         started.append(server)
         return server.start(ready=ready)

@@ -115,3 +115,10 @@ def test_read_env_parses_a_head_from_a_file():
 
     env = read_env(io.BytesIO(encode_request({"REQUEST_METHOD": "GET"}, 0)))
     assert env == {"CONTENT_LENGTH": "0", "SCGI": "1", "REQUEST_METHOD": "GET"}
+
+
+def test_classic_handler_with_threads_is_refused_at_start_with_the_reason():
+    server = ServerProcess.scgikit("classic_handlers:Echo", "--workers", "1",
+                                   "--threads", "4").start()
+    assert server.proc.wait(30) == 4
+    server.wait_for_log("runs on the sync model only")

@@ -11,6 +11,9 @@ from servers import wait_until
 
 from scgikit.protocol import encode_request
 
+# Every scenario on each WSGI worker model (conftest.py: model).
+pytestmark = pytest.mark.usefixtures("model")
+
 
 @pytest.fixture
 def server(serve, transport):

@@ -9,12 +9,16 @@ normal request wait for seconds, or fail.
 import socket
 import time
 
+import pytest
 from figures import record
 from floods import Flood, latencies, open_descriptors, percentile
 from scgi_raw import connect, parse_answer, read_all, request
 from servers import child_env, wait_until, worker_pids
 
 from scgikit.protocol import encode_request
+
+# Every scenario on each WSGI worker model (conftest.py: model).
+pytestmark = pytest.mark.usefixtures("model")
 
 
 def kind(transport):

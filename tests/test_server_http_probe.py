@@ -6,6 +6,9 @@ import subprocess
 import pytest
 from scgi_raw import exchange_raw, request
 
+# Every scenario on each WSGI worker model (conftest.py: model).
+pytestmark = pytest.mark.usefixtures("model")
+
 HTTP_GET = (b"GET / HTTP/1.1\r\nHost: localhost:4000\r\nUser-Agent: curl/7.88.1\r\n"
             b"Accept: */*\r\n\r\n")
 

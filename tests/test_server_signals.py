@@ -11,6 +11,9 @@ from servers import ServerProcess, wait_until, worker_pids
 
 from scgikit.protocol import ResponseError
 
+# Every scenario on each WSGI worker model (conftest.py: model).
+pytestmark = pytest.mark.usefixtures("model")
+
 
 class Load:
     """Sends requests one after another from a thread until stopped (bounded in count and time)."""
@@ -211,10 +214,12 @@ def test_access_log_line_has_method_uri_status_bytes_duration_and_pid(serve):
     ("broken_app:app", "this app cannot be imported"),
     ("no_such_module:app", "no module named 'no_such_module'"),
     ("wsgi_apps:nothing", "has no 'nothing'"),
-    ("wsgi_apps:asgi_app", "looks like an ASGI app"),
+    ("wsgi_apps:asgi_app --worker sync", "an ASGI app needs --worker asyncio"),
+    ("wsgi_apps:hello --worker asyncio", "--worker asyncio serves ASGI apps; this is a wsgi"),
 ])
 def test_app_that_cannot_load_stops_the_server_with_a_clear_message(target, message):
-    server = ServerProcess.scgikit(target, "--workers", "2").start()
+    target, *args = target.split()
+    server = ServerProcess.scgikit(target, "--workers", "2", *args).start()
     assert server.proc.wait(30) == 4
     server.wait_for_log(message)
     server.wait_for_log("Worker failed to boot; stopping")

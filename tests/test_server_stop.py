@@ -12,6 +12,9 @@ from servers import wait_until
 
 from scgikit.protocol import encode_request
 
+# Every scenario on each WSGI worker model (conftest.py: model).
+pytestmark = pytest.mark.usefixtures("model")
+
 
 def kind(transport):
     return "unix" if transport.startswith("unix:") else "tcp"

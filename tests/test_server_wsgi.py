@@ -9,6 +9,9 @@ from scgi_raw import exchange_raw, parse_answer, request
 
 from scgikit.protocol import encode_request
 
+# Every scenario on each WSGI worker model (conftest.py: model).
+pytestmark = pytest.mark.usefixtures("model")
+
 BIG = 50 * 1024 * 1024
 
 

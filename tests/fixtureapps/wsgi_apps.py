@@ -18,6 +18,8 @@ def environ_json(environ, start_response):
     """Answers with the str-valued part of the environ, as JSON."""
     shown = {k: v for k, v in environ.items() if isinstance(v, str)}
     shown["wsgi.url_scheme"] = environ["wsgi.url_scheme"]
+    shown["wsgi.multithread"] = environ["wsgi.multithread"]
+    shown["wsgi.multiprocess"] = environ["wsgi.multiprocess"]
     body = json.dumps(shown, sort_keys=True).encode()
     start_response("200 OK", [("Content-Type", "application/json")])
     return [body]

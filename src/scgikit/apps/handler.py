@@ -12,21 +12,104 @@ as it did with the original package.
 
 from __future__ import annotations
 
+import codecs
 import io
 import logging
+import os
 import socket
-from typing import TYPE_CHECKING, Any
+import sys
+from typing import IO, Any
 
-from ..protocol import ProtocolError, error_response
+from ..protocol import DEFAULT_MAX_HEADER_SIZE, ProtocolError, error_response, parse_variables
 from ..server.sockets import Connection, send_all
-from ..server.streams import Body
-
-if TYPE_CHECKING:
-    from ..scgi_server import SCGIHandler
+from ..server.streams import Body, body_stream
 
 log = logging.getLogger("scgikit")
 
 _FLUSH_AT = 64 * 1024
+
+
+def read_env(input: IO[bytes], max_header_size: int = DEFAULT_MAX_HEADER_SIZE) -> dict[str, str]:
+    """Read the header netstring from the file ``input`` and return its variables."""
+    digits = b""
+    while True:
+        char = input.read(1)
+        if char == b":":
+            break
+        if not char:
+            raise ProtocolError("connection closed before the header length")
+        digits += char
+        if len(digits) > len(str(max_header_size)) or not digits.isdigit():
+            raise ProtocolError(f"bad netstring length {digits[:20]!r}")
+    size = int(digits)
+    if size > max_header_size:
+        raise ProtocolError(f"header netstring of {size} bytes is too large", status=431)
+    block = input.read(size)
+    if len(block) != size or input.read(1) != b",":
+        raise ProtocolError("header netstring is truncated or not followed by ','")
+    return parse_variables(block)[0]
+
+
+class SCGIHandler:
+    """Subclass and override ``produce`` (or ``produce_cgilike``) to serve requests."""
+
+    def __init__(self, parent_fd: int | None = None) -> None:
+        self.parent_fd = parent_fd
+
+    def serve(self) -> None:
+        """In the original, the child's loop; scgikit's workers run their own."""
+        raise NotImplementedError(
+            "scgikit's workers call produce() themselves; start SCGIServer(...).serve() "
+            "or 'scgikit serve module:HandlerClass' instead"
+        )
+
+    def read_env(self, input: IO[bytes]) -> dict[str, str]:
+        return read_env(input)
+
+    def handle_connection(self, conn: Any) -> None:
+        """Handle a raw connection: read the head, then ``produce``.
+
+        Overriding this still works, as it did in the original package; it is
+        easier and safer to override ``produce`` or ``produce_cgilike``.
+        """
+        input = conn.makefile("rb")
+        env = self.read_env(input)
+        bodysize = int(env.get("CONTENT_LENGTH", 0))
+        output = HandlerOutput(conn, conn.gettimeout())
+        try:
+            self.produce(env, bodysize, body_stream(conn, input.read1(bodysize) if bodysize
+                                                    else b"", bodysize), output)
+        finally:
+            output.close()
+            input.close()
+
+    def produce(self, env: dict[str, str], bodysize: int, input: io.BufferedIOBase,
+                output: Any) -> None:
+        """Answer one request: write a CGI head (``Status:``, headers, blank line), then the body.
+
+        ``env`` maps the CGI variables to their values; ``bodysize`` is
+        CONTENT_LENGTH; ``input`` reads the body (never more than ``bodysize``
+        bytes); ``output`` takes ``bytes`` or ``str``.  The default sets up a
+        CGI-like process environment and calls ``produce_cgilike``.
+        """
+        stdin, stdout, environ = sys.stdin, sys.stdout, os.environ
+        sys.stdin = codecs.getreader("utf-8")(input)
+        sys.stdout = codecs.getwriter("utf-8")(output)
+        os.environ = env  # type: ignore[assignment]  # noqa: B003 (as the original does)
+        try:
+            self.produce_cgilike(env, bodysize)
+        finally:
+            sys.stdin, sys.stdout, os.environ = stdin, stdout, environ
+
+    def produce_cgilike(self, env: dict[str, str], bodysize: int) -> None:
+        """CGI-style: variables in ``os.environ``, body on stdin, answer on stdout.
+
+        The default lists the request's variables, which helps when debugging.
+        """
+        print("Content-Type: text/plain; charset=utf-8")
+        print()
+        for name, value in env.items():
+            print(f"{name}: {value!r}")
 
 
 class HandlerOutput(io.RawIOBase):
@@ -91,8 +174,6 @@ class HandlerAdapter:
     """Runs a classic ``SCGIHandler`` subclass for each request a worker receives."""
 
     def __init__(self, handler_class: type[SCGIHandler], timeout: float | None = None) -> None:
-        from ..scgi_server import SCGIHandler
-
         self.timeout = timeout  # what a send that cannot finish at once may wait, per call
         self.handler = handler_class(None)
         # The original package let subclasses take over the whole connection.

@@ -99,19 +99,18 @@ def _resolve(module: ModuleType, expression: str, target: str) -> Any:
 
 
 def app_kind(obj: Any) -> str:
-    """``"handler"`` for an SCGIHandler subclass, ``"wsgi"`` for a WSGI callable."""
-    from ..scgi_server import SCGIHandler
+    """``"handler"`` for an SCGIHandler subclass, ``"asgi"`` for an ASGI 3 app (an async
+    callable), ``"wsgi"`` for any other callable."""
+    from .handler import SCGIHandler
 
     if inspect.isclass(obj) and issubclass(obj, SCGIHandler):
         return "handler"
     if _is_asgi(obj):
-        raise AppImportError(
-            f"{obj!r} looks like an ASGI app (an async callable); this version of scgikit "
-            "serves WSGI apps and SCGIHandler subclasses only"
-        )
+        return "asgi"
     if inspect.isclass(obj):
         raise AppImportError(
-            f"{obj!r} is a class but not a subclass of scgikit.scgi_server.SCGIHandler"
+            f"{obj!r} is a class but not a subclass of scgikit.scgi_server.SCGIHandler "
+            "(an ASGI 2 class-style app is not supported: ASGI 3 apps are async callables)"
         )
     if not callable(obj):
         raise AppImportError(f"{obj!r} is neither a WSGI callable nor an SCGIHandler subclass")

@@ -90,15 +90,15 @@ def encode_head(status: str, headers: list[tuple[str, str]]) -> bytes:
 class _Exchange:
     """One request's response state: ``start_response`` and ``write`` live here."""
 
-    __slots__ = ("sock", "timeout", "status", "head", "sent", "last")
+    __slots__ = ("sock", "timeout", "status", "head", "sent", "adapter")
 
-    def __init__(self, sock: Connection, last: list[Any], timeout: float | None) -> None:
+    def __init__(self, sock: Connection, adapter: WSGIAdapter, timeout: float | None) -> None:
         self.sock = sock
         self.timeout = timeout  # per send call, once one cannot finish at once
         self.status: str | None = None
         self.head: bytes | None = None  # encoded head not yet sent
         self.sent = 0  # bytes sent so far, head included
-        self.last = last  # the adapter's [status, headers, head] of the previous response
+        self.adapter = adapter  # its last_head: (status, headers, head) of a previous response
 
     def start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
@@ -111,7 +111,7 @@ class _Exchange:
                 exc_info = None
         elif self.status is not None:
             raise AssertionError("start_response called a second time without exc_info")
-        last = self.last
+        last = self.adapter.last_head  # read once: threads replace it whole, never change it
         if status == last[0] and headers == last[1]:
             # Most apps answer most requests with the same head: reuse it, checked and encoded.
             self.head = last[2]
@@ -119,7 +119,7 @@ class _Exchange:
             return self.write
         self.head = encode_head(status, headers)
         self.status = status
-        last[:] = [status, list(headers), self.head]
+        self.adapter.last_head = (status, list(headers), self.head)
         return self.write
 
     def write(self, data: bytes) -> None:
@@ -201,11 +201,11 @@ class WSGIAdapter:
     raw = False
 
     def __init__(self, app: WSGIApp, script_name: str, server_name: str, server_port: str,
-                 timeout: float | None = None) -> None:
+                 timeout: float | None = None, multithread: bool = False) -> None:
         self.app = app
         self.timeout = timeout  # what a send that cannot finish at once may wait, per call
         self.script_name = script_name
-        self.last_head: list[Any] = [None, None, b""]
+        self.last_head: tuple[Any, Any, bytes] = (None, None, b"")
         self.base: dict[str, Any] = {
             "REQUEST_METHOD": "GET",
             "SCRIPT_NAME": script_name,
@@ -217,7 +217,7 @@ class WSGIAdapter:
             "wsgi.version": (1, 0),
             "wsgi.url_scheme": "http",
             "wsgi.errors": sys.stderr,
-            "wsgi.multithread": False,
+            "wsgi.multithread": multithread,
             "wsgi.multiprocess": True,
             "wsgi.run_once": False,
             "wsgi.file_wrapper": FileWrapper,
@@ -248,7 +248,7 @@ class WSGIAdapter:
     def __call__(self, sock: Connection, variables: dict[str, str], length: int,
                  body: Body) -> tuple[str, int]:
         """Answer one request; returns the status line and the bytes sent."""
-        exchange = _Exchange(sock, self.last_head, self.timeout)
+        exchange = _Exchange(sock, self, self.timeout)
         try:
             result = self.app(self.environ(variables, body), exchange.start_response)
             try:

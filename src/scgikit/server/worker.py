@@ -37,8 +37,9 @@ import select
 import signal
 import socket
 import struct
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..config import Config
@@ -63,12 +64,33 @@ _OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 class Heartbeat:
     """This worker's slot in the master's shared array: 0.0 idle, else busy since.
 
-    The worker writes the slot inline in its accept loop; the master reads it.
+    The slot holds the start of the oldest request in the app, so the master
+    (which kills a worker whose slot is older than ``--timeout``) finds a stuck
+    request whether the worker runs one request at a time or many.  The sync
+    model writes the slot inline in its loop; the others use ``begin``/``end``.
     """
 
     def __init__(self, slots: memoryview[float], index: int) -> None:
         self.slots = slots
         self.index = index
+        self.running: dict[int, float] = {}
+        self.lock = threading.Lock()
+        self.keys = itertools.count()
+
+    def begin(self) -> int:
+        """A request enters the app; returns the key that ``end`` takes."""
+        with self.lock:
+            key = next(self.keys)
+            self.running[key] = now = time.monotonic()
+            if len(self.running) == 1:
+                self.slots[self.index] = now
+        return key
+
+    def end(self, key: int) -> None:
+        with self.lock:
+            started = self.running.pop(key)
+            if started == self.slots[self.index]:
+                self.slots[self.index] = min(self.running.values(), default=0.0)
 
 
 class Parked:
@@ -113,6 +135,7 @@ class Worker:
         self.deadlines: list[tuple[float, int, Parked]] = []
         self.poller = _Poller()
         self.listening = True
+        self.wakers: dict[int, Callable[[], None]] = {}  # other descriptors the loop watches
         self.order = itertools.count()  # breaks ties between equal deadlines
         self.accept_paused_until = 0.0
         self.accept_failing_since: float | None = None
@@ -120,6 +143,9 @@ class Worker:
         self.log_refused = LogThrottle(log, logging.WARNING)
         self.log_evicted = LogThrottle(log, logging.WARNING)
         self.log_http = LogThrottle(log, logging.INFO)
+
+    def start(self) -> None:
+        """Nothing to prepare: the app was loaded with the adapter."""
 
     # --- signals: record only --------------------------------------------------------
 
@@ -160,7 +186,7 @@ class Worker:
             if self.stopping:
                 if self.listening:
                     self._stop_accepting()
-                if not self.parked:
+                if not self.parked and self._idle():
                     break
             elif not self.accept_paused_until and not listening.isdisjoint(woken):
                 self._accept_all()
@@ -171,11 +197,13 @@ class Worker:
                 parked = self.parked.get(fd)
                 if parked is not None:
                     self._resume(parked)
+                elif fd in self.wakers:
+                    self.wakers[fd]()
             now = time.monotonic()
             self._expire(now)
             if self.accept_paused_until and now >= self.accept_paused_until:
                 self.accept_paused_until = 0.0
-                if not self.stopping:
+                if not self.stopping and self._may_accept():
                     poller.add_listeners(self.listeners)
             if now >= check_master_at:
                 check_master_at = now + 1.0
@@ -189,7 +217,7 @@ class Worker:
         timeout = 1.0
         if self.deadlines:
             timeout = min(timeout, max(0.0, self.deadlines[0][0] - time.monotonic()))
-        if self.stopping and not self.parked:
+        if self.stopping and not self.parked and self._idle():
             timeout = 0.0
         try:
             return self.poller.wait(timeout)
@@ -208,7 +236,7 @@ class Worker:
         family, kind = listener.family, listener.type
         allow = self.allow if family != socket.AF_UNIX else None
         taken = 0
-        while (not self.stopping or self.drain_queue) and budget != taken:
+        while (not self.stopping or self.drain_queue) and budget != taken and self._may_accept():
             try:
                 fd, peer = accept()
             except BlockingIOError:
@@ -243,6 +271,14 @@ class Worker:
         for sock in self.listeners:
             self.poller.remove(sock.fileno())
         self.listening = False
+
+    def _may_accept(self) -> bool:
+        """Whether to take another connection now (a model with a pool says when it is full)."""
+        return True
+
+    def _idle(self) -> bool:
+        """Whether no request is in the app (the sync model runs them inline: always)."""
+        return True
 
     def _cannot_accept(self, exc: OSError) -> None:
         """Out of descriptors: back off (polling a listener we cannot accept from spins)."""
@@ -386,6 +422,14 @@ class Worker:
     def _unpark(self, parked: Parked) -> None:
         if self.parked.pop(parked.fd, None) is parked:
             self.poller.remove(parked.fd)
+            deadlines = self.deadlines
+            if len(deadlines) > 64 and len(deadlines) > 4 * len(self.parked):
+                # Entries of connections served since are dropped when their deadline
+                # passes; under load that is thousands of requests' worth: drop them now.
+                self.deadlines = [entry for entry in deadlines
+                                  if entry[0] == entry[2].queued_deadline
+                                  and self.parked.get(entry[2].fd) is entry[2]]
+                heapq.heapify(self.deadlines)
 
     def _expire(self, now: float) -> None:
         deadlines = self.deadlines

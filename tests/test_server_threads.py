@@ -1,0 +1,68 @@
+"""The threads model: each worker runs --threads requests at once, with every guarantee of sync."""
+
+import json
+import threading
+import time
+
+from figures import record
+from scgi_raw import request
+from servers import worker_pids
+
+from scgikit.protocol import ProtocolError
+
+
+def kind(transport):
+    return "unix" if transport.startswith("unix:") else "tcp"
+
+
+def test_one_worker_with_20_threads_serves_20_waiting_requests_at_once(serve, transport):
+    server = serve("wsgi_apps:slow", "--workers", "1", "--threads", "20", bind=[transport])
+    answers = []
+
+    def one():
+        answers.append(request(server.address, "/?1", timeout=30).status)
+
+    clients = [threading.Thread(target=one) for _ in range(20)]
+    started = time.monotonic()
+    for client in clients:
+        client.start()
+    for client in clients:
+        client.join(30)
+    took = time.monotonic() - started
+    record("threads: 20 requests waiting 1 s each, 1 worker x 20 threads (s)", kind(transport),
+           seconds=round(took, 2))
+    assert answers == [200] * 20
+    assert took < 10  # in series they take 20 s; the figure (about 1 s) is in reliability.md
+
+
+def test_wsgi_environ_tells_the_truth_about_threads(serve, transport):
+    threaded = serve("wsgi_apps:environ_json", "--workers", "1", "--threads", "4",
+                     bind=[transport])
+    environ = json.loads(request(threaded.address, "/").body)
+    assert environ["wsgi.multithread"] is True and environ["wsgi.multiprocess"] is True
+    threaded.stop()
+    sync = serve("wsgi_apps:environ_json", "--workers", "1", bind=[transport])
+    assert json.loads(request(sync.address, "/").body)["wsgi.multithread"] is False
+
+
+def test_a_stuck_thread_gets_its_worker_replaced(serve, transport):
+    server = serve("wsgi_apps:slow", "--workers", "1", "--threads", "4", "--timeout", "1",
+                   bind=[transport])
+    (first,) = worker_pids(server.pid) or [None]
+    outcome = []
+
+    def stuck_request():
+        try:
+            outcome.append(request(server.address, "/?30", timeout=60).status)
+        except (OSError, ProtocolError) as exc:  # cut when its worker is killed
+            outcome.append(exc)
+
+    stuck = threading.Thread(target=stuck_request)
+    stuck.start()
+    # Other threads keep answering while one is stuck, until the master steps in.
+    assert request(server.address, "/?0", timeout=10).status == 200
+    server.wait_for_log(r"stuck on one request for over 1", timeout=20)
+    stuck.join(60)
+    assert outcome and outcome[0] != 200
+    assert request(server.address, "/?0", timeout=10).status == 200
+    assert first not in worker_pids(server.pid)
