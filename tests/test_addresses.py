@@ -23,6 +23,13 @@ def test_address_forms(text, expected):
     assert parse_address(text) == expected
 
 
+@pytest.mark.parametrize("path", ["/tmp/app.sock", "./app.sock", "../run/app.sock",
+                                  "/run/odd:name.sock"])
+def test_a_path_is_a_unix_socket_as_uwsgi_takes_it(path):
+    assert parse_address(path) == Address(path=path)
+    assert str(parse_address(path)) == f"unix:{path}"
+
+
 def test_an_empty_host_means_loopback_never_all_interfaces():
     assert parse_address(":80").host == "127.0.0.1"
 

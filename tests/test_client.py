@@ -195,6 +195,48 @@ def test_head_cut_short_is_malformed():
             client.request(rogue.address, "/")
 
 
+# What nginx answers an SCGI request sent to its HTTP port, byte for byte.
+NGINX_400 = (b"HTTP/1.1 400 Bad Request\r\nServer: nginx/1.22.1\r\n"
+             b"Date: Sun, 29 Nov 2026 23:40:12 GMT\r\nContent-Type: text/html\r\n"
+             b"Content-Length: 15\r\nConnection: close\r\n\r\n<html>400</html>")
+
+
+def test_an_http_servers_refusal_is_not_scgi():
+    with RogueServer(NGINX_400) as rogue:
+        with pytest.raises(client.NotSCGI) as info:
+            client.request(rogue.address, "/")
+    assert str(info.value).startswith(
+        f"{rogue.address} is an HTTP server, not an SCGI one: it answered "
+        "'HTTP/1.1 400 Bad Request' (Server: nginx/1.22.1)")
+    assert isinstance(info.value, client.MalformedResponse) and info.value.exit_code == 8
+
+
+def test_an_http_servers_refusal_is_not_scgi_async():
+    with RogueServer(NGINX_400) as rogue:
+        with pytest.raises(client.NotSCGI):
+            asyncio.run(client.arequest(rogue.address, "/"))
+
+
+@pytest.mark.parametrize("raw", [
+    # CGI's NPH form: an SCGI backend may answer with a status line, even an error one.
+    b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n\r\nno",
+    b"HTTP/1.1 200 OK\r\nServer: app/1\r\nConnection: close\r\n\r\nno",
+    b"Status: 400 Bad Request\r\nServer: app/1\r\nConnection: close\r\n\r\nno",
+])
+def test_an_nph_or_status_answer_from_an_scgi_backend_is_not_taken_for_an_http_server(raw):
+    with RogueServer(raw) as rogue:
+        answer = client.request(rogue.address, "/")
+    assert answer.body == b"no"
+
+
+def test_a_timeout_before_any_answer_hints_at_an_http_server():
+    with RogueServer(None) as rogue:
+        with pytest.raises(client.RequestTimeout, match=f"if {rogue.address} is an HTTP server "
+                           "rather than an SCGI one, it is still waiting for the end of a "
+                           "request line"):
+            client.request(rogue.address, "/", timeout=0.3)
+
+
 def test_no_answer_at_all_is_an_empty_response():
     with RogueServer(b"") as rogue:
         with pytest.raises(client.EmptyResponse) as info:

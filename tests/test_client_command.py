@@ -159,6 +159,31 @@ def test_scgi_test_prints_the_answer_exactly_as_sent():
     assert environ["REQUEST_URI"] == "/your/uri/" and environ["REQUEST_METHOD"] == "GET"
 
 
+HTTP_SERVER_400 = (b"HTTP/1.0 400 Bad request syntax\r\nServer: BaseHTTP/0.6\r\n"
+                   b"Connection: close\r\nContent-Type: text/html\r\n\r\n<p>400</p>")
+
+
+def test_an_http_servers_refusal_exits_8_saying_what_the_server_is():
+    with RogueServer(HTTP_SERVER_400) as rogue:
+        result = scgikit_request(rogue.address, "/")
+    assert result.returncode == 8 and result.stdout == b""
+    assert result.stderr.decode() == (
+        f"scgikit request: {rogue.address} is an HTTP server, not an SCGI one: it answered "
+        "'HTTP/1.0 400 Bad request syntax' (Server: BaseHTTP/0.6), as HTTP servers answer "
+        "bytes they cannot parse; give the SCGI backend's address instead (the one in the "
+        "front end's scgi_pass), or use an HTTP client such as curl\n")
+
+
+def test_scgi_test_prints_an_http_servers_refusal_as_sent_then_exits_8():
+    with RogueServer(HTTP_SERVER_400) as rogue:
+        port = rogue.address.rsplit(":", 1)[1]
+        result = scgi_test("--host", "127.0.0.1", "--port", port, "/")
+    assert result.returncode == 8
+    assert result.stdout == HTTP_SERVER_400
+    assert result.stderr.startswith(b"scgi-test: 127.0.0.1:")
+    assert b"is an HTTP server, not an SCGI one" in result.stderr
+
+
 def test_scgi_test_over_a_unix_socket(tmp_path):
     proc = ServerProcess.scgikit(APP, "--workers", "1", bind=(f"unix:{tmp_path}/s.sock",)).start()
     try:

@@ -4,6 +4,7 @@ import argparse
 
 import pytest
 
+from scgikit.addresses import Address
 from scgikit.config import Config, ConfigError, add_arguments, from_arguments, options_page
 
 
@@ -49,10 +50,32 @@ def test_repeatable_options_collect_every_value():
     (["--script-name", "app/"], "--script-name"),
     (["--log-level", "loud"], "--log-level"),
     (["--env", "NOEQUALS"], "KEY=VALUE"),
+    (["--http", "[::1"], "^--http: '\\[::1': IPv6 address is missing its closing"),
+    (["--http", "fd://3"], "^--http: 'fd://3': the gateway cannot listen on an fd:// address"),
 ])
 def test_bad_values_name_the_option(argv, message):
     with pytest.raises(ConfigError, match=message):
         build(argv)
+
+
+def test_an_unparseable_bind_says_the_forms_expected():
+    with pytest.raises(ConfigError, match=r"^--bind: '::1:4000': write IPv6 addresses in "
+                                          r"brackets, as \[::1\]:4000; expected HOST:PORT, "):
+        build(["--bind", "::1:4000"])
+
+
+def test_a_path_binds_a_unix_socket():
+    assert build(["--bind", "/run/app.sock", "--bind", "./b.sock"]).addresses == (
+        Address(path="/run/app.sock"), Address(path="./b.sock"))
+
+
+def test_no_option_help_states_its_default_itself():
+    # add_arguments appends "(default X; env ...)" to every help: a default written in
+    # the help too would be printed twice.
+    import dataclasses
+    for field in dataclasses.fields(Config):
+        if field.metadata:
+            assert "default" not in field.metadata["help"], field.name
 
 
 def test_bad_environment_value_names_the_option():

@@ -4,6 +4,8 @@
     [::1]:4000        IPv6 literal in brackets
     :4000             loopback, port 4000 (never all interfaces by accident)
     unix:/run/app.sock
+    /run/app.sock     a path is a unix socket too, as uWSGI takes it: anything starting
+    ./app.sock        with '/', './' or '../' (relative to the server's --chdir)
     fd://3            an inherited, already listening descriptor (server only)
 """
 
@@ -13,9 +15,12 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Address", "AddressError", "parse_address", "DEFAULT_PORT"]
+__all__ = ["ADDRESS_FORMS", "Address", "AddressError", "parse_address", "DEFAULT_PORT"]
 
 DEFAULT_PORT = 4000
+#: The forms ``parse_address`` takes, for error messages that say what was expected.
+ADDRESS_FORMS = "HOST:PORT, [IPv6]:PORT, a unix socket as /path, ./path or unix:PATH, or fd://N"
+_PATH_PREFIXES = ("/", "./", "../")
 
 
 class AddressError(ValueError):
@@ -78,6 +83,8 @@ def parse_address(value: AddressLike, default_port: int = DEFAULT_PORT) -> Addre
         if not path:
             raise AddressError(f"{value!r}: unix socket path is empty")
         return Address(path=path)
+    if value.startswith(_PATH_PREFIXES):
+        return Address(path=value)
     if value.startswith("fd://"):
         digits = value[5:]
         if not digits.isdigit():

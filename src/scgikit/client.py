@@ -49,6 +49,7 @@ __all__ = [
     "ConnectionLost",
     "EmptyResponse",
     "MalformedResponse",
+    "NotSCGI",
     "RequestTimeout",
     "Response",
     "StreamedResponse",
@@ -56,6 +57,7 @@ __all__ = [
     "arequest",
     "build_environ",
     "connect",
+    "http_server_answer",
     "receive",
     "request",
     "stream",
@@ -107,6 +109,57 @@ class EmptyResponse(MalformedResponse):
     """The server closed the connection without answering a single byte."""
 
     exit_code = 52
+
+
+class NotSCGI(MalformedResponse):
+    """The peer is an HTTP server: it rejected the SCGI request as a garbled HTTP one."""
+
+    exit_code = 8
+
+    @classmethod
+    def answered(cls, address: AddressLike, evidence: str) -> NotSCGI:
+        """The error for an answer that ``http_server_answer`` recognised."""
+        return cls(f"{_shown(address)} is an HTTP server, not an SCGI one: {evidence}; {_FIX}")
+
+
+# An HTTP server reads an SCGI request ("70:CONTENT_LENGTH\0...") as a request line it
+# cannot parse.  nginx answers 400 at once; Apache answers 408 when its read timeout
+# fires; others wait for a line end that never comes (the timeout hint is for those).
+_HTTP_REJECTIONS = frozenset({400, 405, 408, 414, 431, 501, 505})
+_FIX = ("give the SCGI backend's address instead (the one in the front end's scgi_pass), "
+        "or use an HTTP client such as curl")
+
+
+def http_server_answer(start: bytes, head: ResponseHead) -> str | None:
+    """Why an answer shows that the peer is an HTTP server, or None if it does not.
+
+    ``start`` is the first bytes of the answer, ``head`` its parsed head.  An SCGI
+    backend may answer with an ``HTTP/1.x`` status line too (CGI's NPH form), so it
+    takes the three marks of an HTTP server's refusal: that status line, a status
+    that refuses a malformed request, and a header that only HTTP servers add
+    (``Server``, ``Connection``).
+    """
+    if not start.startswith(b"HTTP/") or head.status not in _HTTP_REJECTIONS:
+        return None
+    fields = {name.lower(): value for name, value in head.headers}
+    if "server" not in fields and "connection" not in fields:
+        return None
+    line = start.split(b"\n", 1)[0].rstrip(b"\r").decode("latin-1")[:80]
+    server = f" (Server: {fields['server']})" if "server" in fields else ""
+    return f"it answered {line!r}{server}, as HTTP servers answer bytes they cannot parse"
+
+
+def no_answer_hint(address: AddressLike) -> str:
+    """For a timeout before any byte of the answer: the peer may be an HTTP server."""
+    return (f"if {_shown(address)} is an HTTP server rather than an SCGI one, it is still "
+            f"waiting for the end of a request line, which SCGI never sends: {_FIX}")
+
+
+def _shown(address: AddressLike) -> str:
+    try:
+        return str(parse_address(address))
+    except AddressError:
+        return repr(address)
 
 
 @dataclass
@@ -408,7 +461,7 @@ def stream(
         try:
             _send(sock, environ, payload, timeout)
             parser = ResponseParser()
-            head = _receive_head(sock, parser, timeout)
+            head = _receive_head(sock, parser, timeout, address)
             timings.first_byte = time.perf_counter() - started
         except BaseException:
             sock.close()
@@ -460,16 +513,34 @@ def _send(sock: socket.socket, environ: dict[str, str], body: _Body,
 
 
 def _receive_head(sock: socket.socket, parser: ResponseParser,
-                  timeout: float | None) -> ResponseHead:
+                  timeout: float | None, address: AddressLike) -> ResponseHead:
+    start = b""  # the first bytes of the answer: do they begin an HTTP status line?
     while True:
         try:
             event = parser.next_event()
         except ResponseError as exc:
             raise _head_error(exc) from None
         if isinstance(event, ResponseHead):
+            _refuse_http_server(address, start, event)
             return event
         assert event is NEED_DATA
-        parser.receive_data(receive(sock, CHUNK_SIZE, timeout))
+        try:
+            data = receive(sock, CHUNK_SIZE, timeout)
+        except RequestTimeout as exc:
+            if start:
+                raise
+            raise RequestTimeout(f"{exc}; {no_answer_hint(address)}") from None
+        start += data[: _START - len(start)]
+        parser.receive_data(data)
+
+
+_START = 64  # bytes of an answer kept to recognise an HTTP server's status line
+
+
+def _refuse_http_server(address: AddressLike, start: bytes, head: ResponseHead) -> None:
+    evidence = http_server_answer(start, head)
+    if evidence is not None:
+        raise NotSCGI.answered(address, evidence)
 
 
 # --- the exchange, asyncio --------------------------------------------------------------
@@ -548,12 +619,14 @@ async def _aexchange(address: AddressLike, environ: dict[str, str],
         parser = ResponseParser()
         response_head: ResponseHead | None = None
         chunks: list[bytes] = []
+        start = b""
         while True:
             try:
                 event = parser.next_event()
             except ResponseError as exc:
                 raise _head_error(exc) from None
             if isinstance(event, ResponseHead):
+                _refuse_http_server(address, start, event)
                 response_head = event
                 timings.first_byte = time.perf_counter() - started
             elif isinstance(event, Body):
@@ -562,7 +635,9 @@ async def _aexchange(address: AddressLike, environ: dict[str, str],
                 break
             else:
                 try:
-                    parser.receive_data(await reader.read(CHUNK_SIZE))
+                    data = await reader.read(CHUNK_SIZE)
+                    start += data[: _START - len(start)]
+                    parser.receive_data(data)
                 except OSError as exc:
                     raise ConnectionLost(f"connection lost while reading: {exc}") from None
         assert response_head is not None

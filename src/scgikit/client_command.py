@@ -1,14 +1,16 @@
 """``scgikit request`` (curl's habits, over SCGI) and ``scgi-test`` (the classic raw tool).
 
 Exit codes are curl's where curl has one: 6 unknown host, 7 connection refused,
-8 malformed answer, 22 HTTP status >= 400 with ``--fail``, 23 output write
-error, 26 body file unreadable, 28 timeout, 52 empty answer, 56 connection lost.
+8 malformed answer (an HTTP server's too: the address is not SCGI), 22 HTTP status
+>= 400 with ``--fail``, 23 output write error, 26 body file unreadable, 28 timeout,
+52 empty answer, 56 connection lost.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from typing import IO
@@ -24,7 +26,7 @@ DESCRIPTION = (
 EPILOG = """\
 examples:
   scgikit request /                          GET / from localhost:4000
-  scgikit request unix:/run/app.sock /health
+  scgikit request /run/app.sock /health      a unix socket (or unix:/run/app.sock)
   scgikit request 127.0.0.1:9000 '/search?q=scgi' -i
   scgikit request /form -d 'name=value'      POST a form (application/x-www-form-urlencoded)
   scgikit request /upload -d @photo.jpg -H 'Content-Type: image/jpeg'
@@ -32,8 +34,9 @@ examples:
   scgikit request / -e HTTPS=on -v          set a raw variable; show what was sent
   scgikit request / -f -w                    exit 22 on an error status; print timings
 
-exit codes (curl's): 6 unknown host, 7 cannot connect, 8 malformed answer,
-22 status >= 400 with --fail, 26 cannot read the -d file, 28 timeout, 52 empty answer.
+exit codes (curl's): 6 unknown host, 7 cannot connect, 8 malformed answer (an HTTP
+server's too: ADDRESS is not an SCGI server), 22 status >= 400 with --fail, 26 cannot
+read the -d file, 28 timeout, 52 empty answer.
 """
 
 DEFAULT_ADDRESS = f"localhost:{DEFAULT_PORT}"
@@ -60,7 +63,8 @@ class OutputError(client.ClientError):
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", nargs="+", metavar="[ADDRESS] URI",
                         help=f"server address (default {DEFAULT_ADDRESS}; host:port, [v6]:port, "
-                             "unix:/path) and the request URI, starting with '/'")
+                             "a unix socket as /path or unix:/path) and the request URI, "
+                             "starting with '/'")
     parser.add_argument("-X", "--request", dest="method", metavar="METHOD",
                         help="request method (default GET, or POST with -d)")
     parser.add_argument("-H", "--header", dest="headers", action="append", default=[],
@@ -207,7 +211,8 @@ examples:
   scgi-test --port 9000 '/search?q=1'
   scgi-test --unix /run/app.sock /
 
-exit codes (curl's): 7 cannot connect, 28 timeout, 52 empty answer.
+exit codes (curl's): 7 cannot connect, 8 an HTTP server answered (after its raw
+answer), 28 timeout, 52 empty answer.
 """
 
 
@@ -248,20 +253,50 @@ def _raw_exchange(address: str, uri: str, timeout: float) -> int:
         raise UsageError(f"the URI must start with '/': {uri!r}")
     environ = client.build_environ(uri)
     sock = client.connect(address, timeout)
+    start = bytearray()  # the answer's head, to tell an HTTP server's refusal
     with sock:
         try:
             sock.sendall(encode_request(environ, 0))
         except OSError as exc:
             raise client.ConnectionLost(f"connection lost while sending: {exc}") from None
         out = sys.stdout.buffer
-        received = 0
-        while data := client.receive(sock, client.CHUNK_SIZE, timeout):
-            received += len(data)
+        while data := _receive(sock, timeout, address, waited=bool(start)):
+            if len(start) < _HEAD_SEEN:
+                start += data[: _HEAD_SEEN - len(start)]
             out.write(data)
         out.flush()
-    if not received:
+    if not start:
         raise client.EmptyResponse("the server closed the connection without answering")
+    evidence = _http_server_answer(bytes(start))
+    if evidence:  # after the raw answer, which is what this tool is for
+        raise client.NotSCGI.answered(address, evidence)
     return 0
+
+
+_HEAD_SEEN = 64 * 1024  # bytes of the answer kept to read its head
+
+
+def _receive(sock: socket.socket, timeout: float, address: str, waited: bool) -> bytes:
+    try:
+        return client.receive(sock, client.CHUNK_SIZE, timeout)
+    except client.RequestTimeout as exc:
+        if waited:
+            raise
+        raise client.RequestTimeout(f"{exc}; {client.no_answer_hint(address)}") from None
+
+
+def _http_server_answer(start: bytes) -> str | None:
+    from .protocol import Response as ResponseHead
+    from .protocol import ResponseError, ResponseParser
+
+    parser = ResponseParser()
+    parser.receive_data(start)
+    parser.receive_data(b"")
+    try:
+        head = parser.next_event()
+    except ResponseError:
+        return None
+    return client.http_server_answer(start, head) if isinstance(head, ResponseHead) else None
 
 
 if __name__ == "__main__":  # pragma: no cover

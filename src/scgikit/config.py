@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .addresses import Address, AddressError, parse_address
+from .addresses import ADDRESS_FORMS, Address, AddressError, parse_address
 from .protocol import DEFAULT_MAX_HEADER_SIZE
 
 __all__ = [
@@ -100,8 +100,9 @@ class Config:
 
     target: str = ""
     bind: tuple[str, ...] = _option(
-        ["-b", "--bind"], "address to listen on: HOST:PORT, [::1]:PORT, unix:/path, fd://N; "
-        "repeatable; without it, systemd's LISTEN_FDS sockets if any",
+        ["-b", "--bind"], "address to listen on: HOST:PORT, [::1]:PORT, a unix socket as "
+        "/path, ./path or unix:PATH, or fd://N; repeatable; without it, systemd's LISTEN_FDS "
+        "sockets if any",
         factory=tuple, repeat=True, metavar="ADDRESS", shown=DEFAULT_BIND)
     socket_mode: int = _option(
         ["--socket-mode"], "permissions of unix socket files, in octal", default=0o660,
@@ -110,13 +111,13 @@ class Config:
         ["--backlog"], "listen queue length of each socket", default=2048, parse=_count,
         metavar="N")
     workers: int = _option(
-        ["-w", "--workers"], "worker processes (default: number of CPUs)",
+        ["-w", "--workers"], "worker processes",
         factory=_default_workers, parse=_count, metavar="N", shown="number of CPUs")
     worker: str = _option(
         ["-k", "--worker"], "worker model: sync (one request at a time per process), threads "
-        "(--threads per process, WSGI) or asyncio (ASGI); default: asyncio for an ASGI app, "
-        "threads for a WSGI app with --threads above 1, else sync", default="",
-        parse=lambda text: text.lower(), metavar="MODEL", shown="from the app")
+        "(--threads per process, WSGI) or asyncio (ASGI)", default="",
+        parse=lambda text: text.lower(), metavar="MODEL", shown="asyncio for an ASGI app, "
+        "threads for a WSGI app with --threads above 1, else sync")
     threads: int = _option(
         ["--threads"], "requests each worker process runs at once, in threads (the threads "
         "model)", default=1, parse=_count, metavar="N")
@@ -172,16 +173,16 @@ class Config:
         ["--max-header-size"], "largest header netstring accepted (answered 431 beyond)",
         default=DEFAULT_MAX_HEADER_SIZE, parse=_size, metavar="BYTES")
     max_body_size: int | None = _option(
-        ["--max-body-size"], "largest request body accepted (answered 413 beyond; "
-        "default unlimited)", default=None, parse=_size, metavar="BYTES")
+        ["--max-body-size"], "largest request body accepted (answered 413 beyond)",
+        default=None, parse=_size, metavar="BYTES", shown="unlimited")
     allow_from: tuple[str, ...] = _option(
         ["--allow-from"], "accept TCP connections only from these addresses or CIDR "
         "ranges (e.g. 127.0.0.1 10.0.0.0/8); repeatable; others are closed before a byte "
         "is read", factory=tuple, repeat=True, metavar="NETWORK", shown="any")
     socket_owner: str | None = _option(
-        ["--socket-owner"], "USER[:GROUP] owning unix socket files (default: --user and "
-        "--group when given, else the user who starts the server)", default=None,
-        metavar="USER:GROUP")
+        ["--socket-owner"], "USER[:GROUP] owning unix socket files", default=None,
+        metavar="USER:GROUP", shown="--user and --group when given, else the user who "
+        "starts the server")
     script_name: str = _option(
         ["--script-name"], "URL prefix the app is mounted under, when the front end does "
         "not send PATH_INFO", default="", metavar="PREFIX")
@@ -231,7 +232,9 @@ class Config:
             try:
                 parse_address(text)
             except AddressError as exc:
-                raise ConfigError(f"--bind: {exc}") from None
+                raise ConfigError(f"--bind: {exc}; expected {ADDRESS_FORMS}") from None
+        if self.http is not None:
+            _check_http(self.http)
         if self.allow_from:
             from .server.allow import AllowList
 
@@ -252,6 +255,24 @@ class Config:
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
+
+
+def _check_http(address: str) -> None:
+    """``--http``: an address the gateway can listen on, and h11 to speak HTTP with."""
+    try:
+        if parse_address(address).fd is not None:
+            raise AddressError(f"{address!r}: the gateway cannot listen on an fd:// address")
+    except AddressError as exc:
+        raise ConfigError(f"--http: {exc}") from None
+    try:
+        import h11  # noqa: F401 - only whether it is there
+    except ImportError:
+        # Refused here, before anything starts: a server started without the gateway
+        # it was asked for looks like it works, until the browser cannot connect.
+        raise ConfigError(
+            "--http: the development HTTP gateway needs h11, which is not installed: "
+            "pip install 'scgikit[http]'"
+        ) from None
 
 
 def _option_fields() -> list[dataclasses.Field[Any]]:

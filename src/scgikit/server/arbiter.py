@@ -105,12 +105,13 @@ class Arbiter:
     # --- setup -------------------------------------------------------------------------
 
     def run(self) -> int:
-        """Serve until stopped; returns the process exit code."""
-        try:
-            self._prepare()
-        except ConfigError as exc:
-            log.error("%s", exc)
-            return 2
+        """Serve until stopped; returns the process exit code.
+
+        A setting that turns out unusable at start (an address that cannot be bound,
+        say) raises ``ConfigError`` before any worker starts: the caller reports it, as
+        ``scgikit serve`` does in the one plain form of every option error.
+        """
+        self._prepare()
         try:
             self._loop()
         finally:
@@ -245,6 +246,9 @@ class Arbiter:
             return
         # Workers still loading the app would load the old version, or hang as the
         # last reload's did: drop them, so repeated reloads never pile up workers.
+        # (Their "ready" may be waiting in the pipe: read it first, or a worker that
+        # is already serving would be taken for one still loading.)
+        self._read_ready()
         booting = [w for w in state.workers.values() if not w.ready and w.stopping_since is None]
         if booting:
             log.info("Reload: abandoning %d workers still loading the app", len(booting))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from ..config import ConfigError, add_arguments, from_arguments
 
@@ -30,12 +31,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Serve until stopped.  Every start-up error of the operator's is one plain line,
+    ``scgikit serve: --OPTION...: what is wrong``, and exit status 2."""
+    try:
+        return _serve(args)
+    except ConfigError as exc:
+        print(f"scgikit serve: {exc}", file=sys.stderr)
+        return 2
+
+
+def _serve(args: argparse.Namespace) -> int:
     from .arbiter import Arbiter, setup_logging
 
+    config = from_arguments(args, os.environ, target=args.target)
     try:
-        config = from_arguments(args, os.environ, target=args.target)
-    except ConfigError as exc:
-        print(f"scgikit serve: {exc}", file=__import__("sys").stderr)
-        return 2
-    setup_logging(config)
+        setup_logging(config)
+    except OSError as exc:
+        raise ConfigError(f"--access-log: cannot write {config.access_log}: "
+                          f"{exc.strerror or exc}") from None
     return Arbiter(config).run()

@@ -30,7 +30,7 @@ import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..addresses import Address
+from ..addresses import ADDRESS_FORMS, Address
 from ..config import Config, ConfigError
 
 log = logging.getLogger("scgikit")
@@ -188,10 +188,22 @@ def _bind_tcp(address: Address, config: Config) -> Listener:
                             max(1, round(config.header_timeout)))
     except OSError as exc:
         sock.close()
-        raise ConfigError(f"cannot listen on {address}: {exc.strerror or exc}") from None
+        raise ConfigError(f"--bind: cannot listen on {address}: {_bind_failure(address, exc)}; "
+                          f"expected {ADDRESS_FORMS}") from None
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     return Listener(sock, shown)
+
+
+def _bind_failure(address: Address, exc: OSError) -> str:
+    """Why ``bind`` failed, in the operator's terms."""
+    if isinstance(exc, socket.gaierror) and exc.errno in (socket.EAI_NONAME, socket.EAI_NODATA):
+        return f"{address.host!r} is not an IP address or a known host name"
+    if exc.errno == errno.EACCES and address.port is not None and address.port < 1024:
+        return f"{exc.strerror} (ports below 1024 need root)"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"{exc.strerror} ({address.host} is not an address of this machine)"
+    return str(exc.strerror or exc)
 
 
 def _bind_unix(path: str, config: Config, owner: Owner | None) -> Listener:
@@ -205,7 +217,8 @@ def _bind_unix(path: str, config: Config, owner: Owner | None) -> Listener:
         sock.bind(path)
     except OSError as exc:
         sock.close()
-        raise ConfigError(f"cannot listen on unix:{path}: {exc.strerror or exc}") from None
+        raise ConfigError(f"--bind: cannot listen on unix:{path}: {exc.strerror or exc}; "
+                          f"expected {ADDRESS_FORMS}") from None
     finally:
         os.umask(old_umask)
     inode: int | None = None
@@ -237,7 +250,7 @@ def _remove_stale_socket(path: str) -> None:
     except FileNotFoundError:
         return
     if not stat.S_ISSOCK(mode):
-        raise ConfigError(f"unix:{path} exists and is not a socket; not replacing it")
+        raise ConfigError(f"--bind: unix:{path} exists and is not a socket; not replacing it")
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(path)
@@ -247,11 +260,12 @@ def _remove_stale_socket(path: str) -> None:
         return
     except OSError as exc:
         if exc.errno not in (errno.ENOENT,):
-            raise ConfigError(f"unix:{path}: cannot check the existing socket: {exc}") from None
+            raise ConfigError(f"--bind: unix:{path}: cannot check the existing socket: "
+                              f"{exc}") from None
         return
     finally:
         probe.close()
-    raise ConfigError(f"unix:{path} is in use by a running server")
+    raise ConfigError(f"--bind: unix:{path} is in use by a running server")
 
 
 def _unlink_if_ours(path: str, inode: int | None) -> None:
