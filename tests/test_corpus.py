@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from figures import record
 from scgi_raw import connect, parse_answer, request
 from servers import ServerProcess
 
@@ -37,12 +38,25 @@ def transport(request, tmp_path_factory):
     return f"unix:{tmp_path_factory.mktemp('corpus')}/scgi.sock"
 
 
+@pytest.fixture(scope="module", params=["sync", "threads"])
+def model(request):
+    """As conftest's, but for the module: every case on each WSGI worker model."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def server(transport):
+def server(transport, model):
     spec = MANIFEST["server"]
-    server = ServerProcess.scgikit(spec["app"], *spec["args"], bind=[transport]).start()
+    args = [*spec["args"], *(["--worker", "threads", "--threads", "4"]
+                             if model == "threads" else [])]
+    server = ServerProcess.scgikit(spec["app"], *args, bind=[transport]).start()
+    server.tried = server.as_expected = 0
     yield server
     server.stop()
+    if server.tried:
+        record("hostile and valid requests of the corpus (tests/corpus), one server",
+               "unix" if transport.startswith("unix:") else "tcp", model=model,
+               as_expected=f"{server.as_expected}/{server.tried}")
 
 
 def send(address: str, data: bytes, mode: str) -> bytes:
@@ -106,6 +120,7 @@ def test_corpus_case(server, name):
     data = (CORPUS / "requests" / name).read_bytes()
     start = len(server.lines)
     raw = send(server.address, data, case["send"])
+    server.tried += 1
     assert b"Traceback" not in raw
     outcome = outcome_of(raw)
     # A case the server gets wrong today is pinned to what it does, until it is fixed.
@@ -124,6 +139,7 @@ def test_corpus_case(server, name):
     if not expected["log"]:
         complaints = [line for line in lines if "[WARNING]" in line or "[ERROR]" in line]
         assert not complaints, "\n".join(complaints)
+    server.as_expected += 1  # and the server still serves: checked above
     if "today" in case:
         pytest.xfail(f"docs/server.md says {case['outcome']}: {case['today']['note']}")
 

@@ -11,6 +11,7 @@ import subprocess
 import time
 
 import pytest
+from figures import record
 from scgi_raw import request
 from servers import ServerProcess, wait_until, worker_pids
 
@@ -52,6 +53,8 @@ def test_app_calling_sys_exit_while_loading_stops_the_master_with_status_4_and_i
                         r"DATABASE_URL not set")
     server.wait_for_log(r"Worker failed to boot; stopping with exit status 4: worker \d+ exited "
                         r"with code 4 \(it could not load the app; its error is above\)$")
+    record("start-up failure: sys.exit() while the app loads", "tcp", forks=forks(server),
+           exit_status=server.proc.returncode)
     assert forks(server) <= 3
 
 
@@ -60,6 +63,8 @@ def test_app_aborting_while_loading_stops_the_master_with_status_4_naming_sigabr
     assert server.proc.returncode == 4
     server.wait_for_log(r"Worker failed to boot; stopping with exit status 4: worker \d+ was "
                         r"killed by signal 6 \(SIGABRT; before it was ready\)$")
+    record("start-up failure: os.abort() while the app loads", "tcp", forks=forks(server),
+           exit_status=server.proc.returncode)
     assert forks(server) <= 3
 
 
@@ -94,6 +99,7 @@ def test_workers_crashing_soon_after_ready_are_restarted_with_backoff_not_in_a_l
     while time.monotonic() < window_end:  # the fork rate over this window is the property
         time.sleep(0.1)
     # Without backoff this was 46 forks in 5 s; the backoff allows about 8.
+    record("workers crashing 0.2 s after ready: forks in about 5 s", "tcp", forks=forks(server))
     assert forks(server) <= 12
     assert server.proc.poll() is None
     assert "Worker failed to boot" not in server.log

@@ -25,7 +25,8 @@ def kind(transport):
     return "unix" if transport.startswith("unix:") else "tcp"
 
 
-def test_one_worker_serves_normal_requests_behind_idle_and_dripping_floods(serve, transport):
+def test_one_worker_serves_normal_requests_behind_idle_and_dripping_floods(
+        model, serve, transport):
     server = serve("wsgi_apps:echo_hash", "--workers", "1", "--header-timeout", "60",
                    "--body-timeout", "60", bind=[transport])
     (worker,) = wait_until(lambda: worker_pids(server.pid), message="the worker")
@@ -35,7 +36,7 @@ def test_one_worker_serves_normal_requests_behind_idle_and_dripping_floods(serve
                    message="the worker to hold the whole flood")
         took = latencies(server.address, count=300)
     p99 = percentile(took, 0.99)
-    record("idle and drip flood: normal-request p99 (ms)", kind(transport),
+    record("idle and drip flood: normal-request p99 (ms)", kind(transport), model=model,
            p99_ms=round(p99 * 1000, 1), idle=1000, drip=50, workers=1)
     assert p99 < 0.25, f"p99 {p99:.3f}s behind the flood"
     assert "Traceback" not in server.log
@@ -89,7 +90,7 @@ def test_a_connection_parked_for_its_head_is_served_when_it_completes(serve, tra
 
 
 def test_worker_out_of_descriptors_backs_off_then_recycles_and_service_resumes(
-        serve, transport, tmp_path):
+        model, serve, transport, tmp_path):
     env = child_env(LEAK_MARK=str(tmp_path / "leaking"))
     server = serve("resource_apps:leak_descriptors", "--workers", "1", bind=[transport],
                    env=env, limit_descriptors=64)
@@ -107,8 +108,8 @@ def test_worker_out_of_descriptors_backs_off_then_recycles_and_service_resumes(
     assert int(answer.body) != leaker
     server.wait_for_log("recycling this worker")
     lines = server.log.count("Cannot accept a connection")
-    record("descriptor exhaustion", kind(transport), recovered_s=round(healed, 1),
-           accept_error_lines=lines)
+    record("descriptor exhaustion", kind(transport), model=model,
+           recovered_s=round(healed, 1), accept_error_lines=lines)
     assert 1 <= lines <= 2  # a line a minute at most, not 97,000 a second
 
 

@@ -56,7 +56,7 @@ class Clients:
             thread.join(90)
 
 
-def test_sigterm_serves_every_queued_request_then_exits(serve, transport):
+def test_sigterm_serves_every_queued_request_then_exits(model, serve, transport):
     server = serve("wsgi_apps:slow", "--workers", "4", "--graceful-timeout", "30",
                    bind=[transport])
     clients = Clients(server.address, 50, query="1.5").start()
@@ -69,7 +69,7 @@ def test_sigterm_serves_every_queued_request_then_exits(serve, transport):
     exited_at = time.monotonic()
     served = clients.results.count(200)
     record("SIGTERM with 50 requests in the kernel's hands (4 workers, 1.5 s each)",
-           kind(transport), completed=f"{served}/50",
+           kind(transport), model=model, completed=f"{served}/50",
            master_exit_after_last_answer_s=round(exited_at - max(clients.finished), 2))
     assert clients.results == [200] * 50
     assert exited_at - stopped_at < 30  # it did not wait out --graceful-timeout
