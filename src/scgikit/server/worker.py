@@ -45,7 +45,7 @@ from typing import Any
 from ..config import Config
 from ..protocol import HTTPRequestError, ProtocolError, parse_head
 from .allow import AllowList
-from .connection import Adapter, Ending, hand_over, receive_now, refuse, run_app
+from .connection import Adapter, Ending, hand_over, receive_now, receive_rest, refuse, run_app
 from .intake import Intake, is_ready
 from .sockets import Connection, Listener
 from .throttle import LogThrottle
@@ -300,14 +300,16 @@ class Worker:
         """A new connection: serve it now if its request is all there, else park it."""
         accepted = time.monotonic()
         try:
-            data = receive_now(conn, self.peek)
-            if data is None:  # nothing yet (a unix client; TCP defers the accept)
+            data: bytes | bytearray | None = receive_now(conn, self.peek)
+            if data is None:  # nothing yet
                 self._park(Parked(conn, Intake(self.config, accepted), None, accepted))
                 return
             if not data:
                 conn.close()  # closed before sending a byte: a health check or a port scan
                 return
             parsed = parse_head(data, self.config.max_header_size)
+            if parsed is not None and not (self.peek or is_ready(parsed, len(data), self.config)):
+                data, parsed = receive_rest(conn, data, parsed)
             if parsed is None or not (self.peek or is_ready(parsed, len(data), self.config)):
                 intake = Intake(self.config, accepted, data, parsed)
                 self._park(Parked(conn, intake, None, accepted))
