@@ -1,4 +1,4 @@
-"""``scgikit serve TARGET``: run the pre-forking server for a WSGI app or an SCGIHandler."""
+"""``scgikit serve TARGET``: run the pre-forking server for a WSGI or ASGI app or an SCGIHandler."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ import sys
 
 from ..config import ConfigError, add_arguments, from_arguments
 
-HELP = "serve a WSGI app or an SCGIHandler subclass over SCGI"
+HELP = "serve a WSGI or ASGI app or an SCGIHandler subclass over SCGI"
 DESCRIPTION = """\
 Serve TARGET over SCGI with a pre-forking master and --workers worker processes.
 
 TARGET is MODULE:ATTRIBUTE, MODULE:FACTORY() or path/to/file.py:ATTRIBUTE, naming a
-WSGI callable or a subclass of scgikit.scgi_server.SCGIHandler.
+WSGI callable, an ASGI 3 app (served on the asyncio model) or a subclass of
+scgikit.scgi_server.SCGIHandler.  --threads N runs N WSGI requests per worker at once.
 
 Signals to the master: TERM/INT graceful stop, QUIT immediate stop, HUP graceful
 reload (new workers load the app afresh), TTIN/TTOU one worker more/fewer."""
@@ -22,7 +23,9 @@ examples:
   scgikit serve myapp:app
   scgikit serve myapp:create_app() --bind unix:/run/myapp.sock --workers 4
   scgikit serve examples/hello.py:app --bind 127.0.0.1:4000 --access-log -
-  scgikit serve legacy:YourHandler --max-requests 1000 --max-requests-jitter 100"""
+  scgikit serve legacy:YourHandler --max-requests 1000 --max-requests-jitter 100
+  scgikit serve myapp:app --threads 8
+  scgikit serve myapi:app --bind /run/myapi.sock     # an ASGI app (FastAPI, Starlette)"""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -48,6 +48,7 @@ class ThreadedWorker(Worker):
                      for n in range(self.size)]
 
     def start(self) -> None:
+        super().start()
         for thread in self.pool:
             thread.start()
         self.wakers[self.done_r] = self._collect

@@ -136,6 +136,7 @@ class Worker:
         self.poller = _Poller()
         self.listening = True
         self.wakers: dict[int, Callable[[], None]] = {}  # other descriptors the loop watches
+        self.wake_r = -1  # the signal wake-up pipe, from start()
         self.order = itertools.count()  # breaks ties between equal deadlines
         self.accept_paused_until = 0.0
         self.accept_failing_since: float | None = None
@@ -145,7 +146,12 @@ class Worker:
         self.log_http = LogThrottle(log, logging.INFO)
 
     def start(self) -> None:
-        """Nothing to prepare: the app was loaded with the adapter."""
+        """Take over the signals before the master hears "ready" (the app is loaded).
+
+        A stop that arrives between "ready" and the loop must find our handlers, not
+        the default action, which would end the worker with requests queued for it.
+        """
+        self.wake_r = self.install_signals()
 
     # --- signals: record only --------------------------------------------------------
 
@@ -175,7 +181,7 @@ class Worker:
 
     def run(self) -> None:
         _raise_descriptor_limit()
-        wake_r = self.install_signals()
+        wake_r = self.wake_r
         poller = self.poller
         poller.add_listeners(self.listeners)
         poller.add(wake_r)

@@ -1,0 +1,604 @@
+"""The asyncio worker model: one event loop per worker process runs many ASGI requests at once.
+
+How it works.  ``start`` makes the loop (uvloop when ``--loop auto`` finds it, or
+``--loop uvloop``) and runs the app's lifespan startup; ``run`` serves until a
+signal says stop, then runs the lifespan shutdown.
+
+The loop watches the shared non-blocking listeners (``add_reader``) and accepts
+until each is empty, as the sync worker does.  A connection is then the same
+path as in every model (``intake.py``, ``connection.py``): if its first receive
+holds the request (the head, and a body of up to ``--body-buffer-size``), the app
+starts at once; otherwise the connection *waits*, watched by the loop against its
+deadline, costing a descriptor and its bytes so far, until the rest arrives or
+the deadline refuses it.  A ready request becomes a task running the ASGI
+``Cycle`` (``apps/asgi.py``) over a ``_Channel``.  After the answer, an unread
+body is drained before the close (``connection.Ending``), the connection waiting
+again meanwhile.
+
+No asyncio transports: the connections are plain sockets read and written with
+``MSG_DONTWAIT`` and watched with ``add_reader``/``add_writer`` only when a call
+would block.  A request whose bytes are all there makes the sync worker's system
+calls (accept, recv, send, close) and no others but the loop's wait, and the
+body is read only when the app asks for it: ASGI's flow control, for free.
+
+Heartbeat: the worker's slot holds the start time of the oldest request in flight
+(0.0 when none), so a request stuck past ``--timeout`` (say ``time.sleep`` in an
+async view, which blocks the whole loop) gets the worker killed and replaced.
+"""
+
+from __future__ import annotations
+
+import _socket
+import asyncio
+import collections
+import errno
+import importlib
+import logging
+import os
+import random
+import signal
+import socket
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from ..apps.asgi import ASGIAdapter, DeadlinePassed, Lifespan
+from ..apps.loader import AppImportError
+from ..config import Config
+from ..protocol import HTTPRequestError, ProtocolError, parse_head
+from .allow import AllowList
+from .boot import server_name
+from .connection import Ending, access_log, log_access, receive_now, refuse
+from .intake import Intake, is_ready
+from .sockets import Connection, Listener
+from .throttle import LogThrottle
+from .worker import (
+    _OUT_OF_RESOURCES,
+    ACCEPT_GIVE_UP,
+    ACCEPT_PAUSE,
+    Heartbeat,
+    _queued,
+    _raise_descriptor_limit,
+)
+
+__all__ = ["AsyncioWorker", "new_event_loop"]
+
+log = logging.getLogger("scgikit")
+
+_NOW = socket.MSG_DONTWAIT
+_NO_DEADLINE = float("inf")
+# A first body chunk up to this size is joined to the head; a bigger one goes beside it.
+_SMALL_CHUNK = 16 * 1024
+_SENDFILE_BLOCK = 1 << 30
+
+
+def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
+    """The event loop ``--loop`` asks for: uvloop when installed (auto), or as told."""
+    if choice in ("auto", "uvloop"):
+        try:
+            uvloop = importlib.import_module("uvloop")
+        except ImportError:
+            if choice == "uvloop":
+                raise AppImportError("--loop uvloop: uvloop is not installed "
+                                     "(pip install 'scgikit[uvloop]')") from None
+        else:
+            loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+            return loop
+    return asyncio.new_event_loop()
+
+
+class _Waiting:
+    """A connection the loop watches: for its request (``intake``) or its end (``ending``)."""
+
+    __slots__ = ("conn", "fd", "intake", "ending", "accepted", "timer", "deadline")
+
+    def __init__(self, conn: Connection, intake: Intake | None, ending: Ending | None,
+                 accepted: float) -> None:
+        self.conn = conn
+        self.fd = conn.fileno()
+        self.intake = intake
+        self.ending = ending
+        self.accepted = accepted
+        self.timer: asyncio.TimerHandle | None = None
+        self.deadline = _NO_DEADLINE  # the deadline its timer is set for
+
+    def current_deadline(self) -> float:
+        if self.ending is not None:
+            return self.ending.deadline
+        assert self.intake is not None
+        return self.intake.deadline
+
+
+class _InFlight:
+    """A request the app is running, for the heartbeat."""
+
+    __slots__ = ("started", "done")
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.done = False
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def _time_out(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(DeadlinePassed())
+
+
+class _Channel:
+    """One request's connection on the loop: the ``asgi.Channel`` its cycle uses."""
+
+    __slots__ = ("worker", "loop", "conn", "fd", "variables", "accepted", "reading", "writing",
+                 "finished")
+
+    def __init__(self, worker: AsyncioWorker, conn: Connection, variables: dict[str, str],
+                 accepted: float) -> None:
+        self.worker = worker
+        self.loop = worker.loop
+        self.conn = conn
+        self.fd = conn.fileno()
+        self.variables = variables
+        self.accepted = accepted
+        self.reading: asyncio.Future[None] | None = None
+        self.writing: asyncio.Future[None] | None = None
+        self.finished = False
+
+    async def read(self, size: int, deadline: float) -> bytes:
+        while not self.finished:
+            try:
+                return self.conn.recv(size, _NOW)
+            except BlockingIOError:
+                pass
+            await self._readable(deadline)
+        return b""
+
+    async def _readable(self, deadline: float) -> None:
+        waiter = self.reading = self.loop.create_future()
+        self.loop.add_reader(self.fd, _wake, waiter)
+        timer = None
+        if deadline != _NO_DEADLINE:
+            timer = self.loop.call_later(deadline - time.monotonic(), _time_out, waiter)
+        try:
+            await waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if self.reading is waiter:  # else finish() has let go of the descriptor already
+                self.reading = None
+                self.loop.remove_reader(self.fd)
+
+    async def _writable(self) -> None:
+        if self.finished:
+            raise BrokenPipeError(errno.EPIPE, "the response is over")
+        waiter = self.writing = self.loop.create_future()
+        self.loop.add_writer(self.fd, _wake, waiter)
+        timer = None
+        if self.worker.send_timeout:
+            timer = self.loop.call_later(self.worker.send_timeout, _time_out, waiter)
+        try:
+            await waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if self.writing is waiter:
+                self.writing = None
+                self.loop.remove_writer(self.fd)
+        if self.finished:  # woken by finish(): the descriptor may be closed, even reused
+            raise BrokenPipeError(errno.EPIPE, "the response is over")
+
+    async def write(self, head: bytes, data: bytes | bytearray | memoryview) -> None:
+        conn = self.conn
+        if head and len(data) > _SMALL_CHUNK:
+            # Head and a big first chunk in one system call, neither copied.
+            try:
+                sent = conn.sendmsg((head, data), (), _NOW)
+            except BlockingIOError:
+                sent = 0
+            if sent < len(head):
+                await self._send_rest(head, sent)
+                sent = len(head)
+            await self._send_rest(data, sent - len(head))
+            return
+        if head:
+            data = head + data
+        try:
+            sent = conn.send(data, _NOW)
+        except BlockingIOError:
+            sent = 0
+        if sent < len(data):
+            await self._send_rest(data, sent)
+
+    async def _send_rest(self, data: bytes | bytearray | memoryview, offset: int) -> None:
+        with memoryview(data) as view, view.cast("B") as octets:
+            while offset < len(octets):
+                await self._writable()
+                try:
+                    offset += self.conn.send(octets[offset:], _NOW)
+                except BlockingIOError:
+                    pass
+
+    async def sendfile(self, fd: int, offset: int, count: int) -> int:
+        self.conn.setblocking(False)  # sendfile has no MSG_DONTWAIT
+        sent = 0
+        while sent < count:
+            try:
+                done = os.sendfile(self.fd, fd, offset + sent, min(count - sent, _SENDFILE_BLOCK))
+            except BlockingIOError:
+                await self._writable()
+                continue
+            if not done:
+                break  # the file is shorter than it was
+            sent += done
+        return sent
+
+    def finish(self, status: str, sent: int, unread: int, cut: bool) -> None:
+        self.finished = True
+        for waiter, remove in ((self.reading, self.loop.remove_reader),
+                               (self.writing, self.loop.remove_writer)):
+            if waiter is not None:
+                remove(self.fd)
+                _wake(waiter)
+        self.reading = self.writing = None
+        if access_log.isEnabledFor(logging.INFO) and access_log.handlers:
+            log_access(self.variables, status, sent, self.accepted)
+        self.worker.end(self.conn, unread, cut)
+
+
+class AsyncioWorker:
+    """One worker's event loop; built in the child right after the fork."""
+
+    def __init__(self, config: Config, listeners: Sequence[Listener], app: Any,
+                 heartbeat: Heartbeat, ppid: int) -> None:
+        self.config = config
+        self.listeners = [listener.sock for listener in listeners]
+        self.app = app
+        self.heartbeat = heartbeat
+        self.ppid = ppid
+        self.exit_code = 0
+        name, port = server_name(listeners)
+        self.server = (name, int(port))
+        self.send_timeout = config.header_timeout  # as the sync model's SO_SNDTIMEO
+        self.allow = AllowList(config.allow_from) if config.allow_from else None
+        self.max_requests = config.max_requests + (
+            random.randint(0, config.max_requests_jitter) if config.max_requests else 0)
+        self.handled = 0
+        self.stopping = False
+        self.drain_queue = False
+        self.listening = False
+        self.waiting: dict[int, _Waiting] = {}  # by descriptor, oldest first
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.in_flight: collections.deque[_InFlight] = collections.deque()
+        self.accept_paused = False
+        self.accept_failing_since: float | None = None
+        self.log_accept_error = LogThrottle(log, logging.ERROR)
+        self.log_refused = LogThrottle(log, logging.WARNING)
+        self.log_evicted = LogThrottle(log, logging.WARNING)
+        self.log_http = LogThrottle(log, logging.INFO)
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # start()
+        self.lifespan: Lifespan | None = None
+        self.adapter: ASGIAdapter | None = None
+        self.done: asyncio.Future[None] | None = None
+
+    # --- start and stop --------------------------------------------------------------
+
+    def start(self) -> None:
+        """Make the loop and run the lifespan startup (a failure is a failed boot)."""
+        self.loop = new_event_loop(self.config.loop)
+        asyncio.set_event_loop(self.loop)
+        log.debug("Worker %d serving on the %s event loop", os.getpid(),
+                  "uvloop" if type(self.loop).__module__.startswith("uvloop") else "asyncio")
+        self.lifespan = Lifespan(self.app, self.config.lifespan, self.config.graceful_timeout)
+        self.loop.run_until_complete(self.lifespan.startup())
+        self.adapter = ASGIAdapter(self.app, self.config.script_name, self.server,
+                                   self.config.body_timeout, self.lifespan.state)
+        # Before the master hears "ready", which may be followed at once by a stop.
+        self._install_signals()
+
+    def run(self) -> None:
+        _raise_descriptor_limit()
+        loop = self.loop
+        self.done = loop.create_future()
+        if self.stopping:  # a stop handled before there was a future to finish
+            self._check_done()
+        else:
+            self._listen()
+        loop.call_later(1.0, self._check_master)
+        try:
+            loop.run_until_complete(self.done)
+            if self.max_requests and self.handled >= self.max_requests:
+                log.info("Worker recycled after %d requests", self.handled)
+            assert self.lifespan is not None
+            loop.run_until_complete(self.lifespan.shutdown())
+        finally:
+            loop.close()
+
+    def _install_signals(self) -> None:
+        # Handlers added to the loop run between callbacks (from run() on), as the sync
+        # worker's flags are read between requests.  QUIT must work even while an app
+        # blocks the loop, so it is a plain handler, run by Python between bytecodes.
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            self.loop.add_signal_handler(signum, self._retire)
+        self.loop.add_signal_handler(signal.SIGINT, self._stop)
+        signal.signal(signal.SIGQUIT, lambda signum, frame: os._exit(0))
+
+    def _retire(self) -> None:
+        """SIGTERM, SIGHUP, recycling: no more accepts; end what we hold, then exit."""
+        self.stopping = True
+        self._stop_accepting()
+        self._check_done()
+
+    def _stop(self) -> None:
+        """SIGINT, the master's full stop: first serve what the listen queues hold."""
+        if not self.stopping:
+            self.drain_queue = True
+        self._retire()
+
+    def _check_done(self) -> None:
+        if self.stopping and not self.tasks and not self.waiting and self.done is not None:
+            if not self.done.done():
+                self.done.set_result(None)
+
+    def _check_master(self) -> None:
+        if os.getppid() != self.ppid:
+            log.warning("Master %d is gone; worker exiting", self.ppid)
+            self.stopping = True
+            if self.done is not None and not self.done.done():
+                self.done.set_result(None)
+            return
+        self.loop.call_later(1.0, self._check_master)
+
+    # --- accepting -------------------------------------------------------------------
+
+    def _listen(self) -> None:
+        for sock in self.listeners:
+            self.loop.add_reader(sock.fileno(), self._accept_from, sock, None)
+        self.listening = True
+
+    def _unlisten(self) -> None:
+        for sock in self.listeners:
+            self.loop.remove_reader(sock.fileno())
+        self.listening = False
+
+    def _stop_accepting(self) -> None:
+        """As ``Worker._stop_accepting``: on a full stop, serve the listen queues first
+        (up to their length when the stop began, where the kernel tells it)."""
+        if self.drain_queue:
+            for sock in self.listeners:
+                queued = _queued(sock)
+                self._accept_from(sock, None if queued < 0 else queued)
+            self.drain_queue = False
+        if self.listening:
+            self._unlisten()
+
+    def _accept_from(self, listener: socket.socket, budget: int | None) -> None:
+        """Accept until the listen queue is empty, or ``budget`` connections are taken."""
+        # The C socket type has all a request needs, for a tenth of socket.accept()'s cost.
+        accept = listener._accept  # type: ignore[attr-defined]
+        family, kind = listener.family, listener.type
+        allow = self.allow if family != socket.AF_UNIX else None
+        taken = 0
+        while (not self.stopping or self.drain_queue) and budget != taken:
+            try:
+                fd, peer = accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno in (errno.ECONNABORTED, errno.EINTR):
+                    continue
+                if exc.errno in _OUT_OF_RESOURCES:
+                    self._cannot_accept(exc)
+                    return
+                raise
+            taken += 1
+            self.accept_failing_since = None
+            if allow is not None and not allow.permits(peer):
+                os.close(fd)
+                self.log_refused("Refused a connection from %s: not in --allow-from", peer[0])
+                continue
+            self._take(_socket.socket(family, kind, 0, fd))
+
+    def _cannot_accept(self, exc: OSError) -> None:
+        """Out of descriptors: back off (watching a listener we cannot accept from spins)."""
+        now = time.monotonic()
+        self.log_accept_error("Cannot accept a connection: %s", exc)
+        if self.accept_failing_since is None:
+            self.accept_failing_since = now
+        elif now - self.accept_failing_since >= ACCEPT_GIVE_UP:
+            log.error("Cannot accept connections for %gs (%s); recycling this worker",
+                      ACCEPT_GIVE_UP, exc.strerror)
+            self._retire()
+            return
+        if self.listening and not self.accept_paused:
+            self.accept_paused = True
+            self._unlisten()
+            self.loop.call_later(ACCEPT_PAUSE, self._resume_accepting)
+
+    def _resume_accepting(self) -> None:
+        self.accept_paused = False
+        if not self.stopping:
+            self._listen()
+
+    # --- one connection --------------------------------------------------------------
+
+    def _take(self, conn: Connection) -> None:
+        """A new connection: start its request now if it is all there, else wait for it."""
+        accepted = time.monotonic()
+        config = self.config
+        try:
+            data = receive_now(conn)
+            if data is None:  # nothing yet (a unix client; TCP defers the accept)
+                self._wait(_Waiting(conn, Intake(config, accepted), None, accepted))
+                return
+            if not data:
+                conn.close()  # closed before sending a byte: a health check or a port scan
+                return
+            parsed = parse_head(data, config.max_header_size)
+            if parsed is None or not is_ready(parsed, len(data), config):
+                self._wait(_Waiting(conn, Intake(config, accepted, data, parsed), None,
+                                    accepted))
+                return
+        except ProtocolError as exc:
+            self._refuse(conn, exc, None)
+            return
+        except OSError as exc:
+            log.info("Error reading a request: %s", exc)
+            conn.close()
+            return
+        self._start(conn, data, parsed, accepted)
+
+    def _resume(self, waiting: _Waiting) -> None:
+        """A waiting connection is readable: take what came, then start, end or wait on."""
+        conn = waiting.conn
+        if waiting.ending is not None:
+            if waiting.ending.drain():
+                self._unwait(waiting)
+                conn.close()
+                self._check_done()
+            return
+        intake = waiting.intake
+        assert intake is not None
+        try:
+            data = receive_now(conn)
+            if data is None:
+                return
+            if not intake.feed(data, time.monotonic()):
+                if intake.deadline != waiting.deadline:
+                    self._set_timer(waiting)  # its head is in: the body's deadline now
+                return
+        except ProtocolError as exc:
+            self._unwait(waiting)
+            if intake.buffer or intake.parsed:
+                self._refuse(conn, exc, intake)
+            else:
+                conn.close()  # closed before sending a byte
+        except OSError as exc:
+            self._unwait(waiting)
+            log.info("Error reading a request: %s", exc)
+            conn.close()
+        else:
+            self._unwait(waiting)
+            assert intake.parsed is not None
+            self._start(conn, intake.buffer, intake.parsed, waiting.accepted)
+        self._check_done()
+
+    def _refuse(self, conn: Connection, exc: ProtocolError, intake: Intake | None) -> None:
+        if isinstance(exc, HTTPRequestError):
+            self.log_http("%s: a browser or an HTTP client pointed at the SCGI port? "
+                          "(answered with an explanation)", exc)
+        elif exc.status:
+            log.warning("Bad request: %s", exc)
+        else:
+            log.info("Closing: %s", exc)
+            conn.close()
+            return
+        unread = None
+        if intake is not None and intake.parsed is not None:
+            unread = max(0, intake.parsed[1] - (len(intake.buffer) - intake.parsed[2]))
+        # An error answer is a few hundred bytes into an empty socket buffer: it never waits.
+        ending = refuse(conn, exc, self.config, unread)
+        if ending is None or ending.drain():
+            conn.close()
+        else:
+            self._wait(_Waiting(conn, None, ending, time.monotonic()))
+
+    def end(self, conn: Connection, unread: int, cut: bool) -> None:
+        """A response is over: close, or drain the unread body first (``Ending``)."""
+        if cut or not unread:
+            conn.close()
+            return
+        ending = Ending(conn, unread, self.config)
+        if ending.drain():
+            conn.close()
+        else:
+            self._wait(_Waiting(conn, None, ending, time.monotonic()))
+
+    # --- the app ---------------------------------------------------------------------
+
+    def _start(self, conn: Connection, data: bytes | bytearray,
+               parsed: tuple[dict[str, str], int, int], accepted: float) -> None:
+        """A ready request: run the app on it in a task of its own."""
+        variables, length, start = parsed
+        prefix = bytes(data[start:start + length])
+        body_timeout = self.config.body_timeout
+        deadline = time.monotonic() + body_timeout if body_timeout else _NO_DEADLINE
+        channel = _Channel(self, conn, variables, accepted)
+        entry = _InFlight(time.monotonic())
+        if not self.in_flight:
+            self.heartbeat.slots[self.heartbeat.index] = entry.started
+        self.in_flight.append(entry)
+        # The set holds the task: the loop itself keeps only a weak reference.
+        self.tasks.add(self.loop.create_task(
+            self._serve(channel, variables, length, prefix, deadline, entry)))
+
+    async def _serve(self, channel: _Channel, variables: dict[str, str], length: int,
+                     prefix: bytes, deadline: float, entry: _InFlight) -> None:
+        assert self.adapter is not None
+        try:
+            await self.adapter(channel, variables, length, prefix, deadline)
+        except Exception:
+            log.exception("Internal error serving a request")
+        finally:
+            if not channel.finished:  # an error of ours, or the task cancelled
+                channel.finish("500", 0, 0, cut=True)
+            self._served(entry)
+
+    def _served(self, entry: _InFlight) -> None:
+        """A request's app has returned (its response may have ended before)."""
+        entry.done = True
+        in_flight = self.in_flight
+        while in_flight and in_flight[0].done:
+            in_flight.popleft()
+        # The oldest request still running is the one --timeout is about.
+        self.heartbeat.slots[self.heartbeat.index] = in_flight[0].started if in_flight else 0.0
+        self.tasks.discard(asyncio.current_task(self.loop))
+        self.handled += 1
+        if self.handled == self.max_requests and not self.stopping:
+            self._retire()
+        else:
+            self._check_done()
+
+    # --- waiting connections ---------------------------------------------------------
+
+    def _wait(self, waiting: _Waiting) -> None:
+        if len(self.waiting) >= self.config.max_pending:
+            oldest = next(iter(self.waiting.values()))
+            self.log_evicted("Dropping the oldest waiting connection: --max-pending %d reached",
+                             self.config.max_pending)
+            self._unwait(oldest)
+            oldest.conn.close()
+        self.waiting[waiting.fd] = waiting
+        self.loop.add_reader(waiting.fd, self._resume, waiting)
+        self._set_timer(waiting)
+
+    def _set_timer(self, waiting: _Waiting) -> None:
+        if waiting.timer is not None:
+            waiting.timer.cancel()
+            waiting.timer = None
+        waiting.deadline = deadline = waiting.current_deadline()
+        if deadline != _NO_DEADLINE:
+            waiting.timer = self.loop.call_later(max(0.0, deadline - time.monotonic()),
+                                                 self._expire, waiting)
+
+    def _unwait(self, waiting: _Waiting) -> None:
+        if self.waiting.pop(waiting.fd, None) is waiting:
+            self.loop.remove_reader(waiting.fd)
+            if waiting.timer is not None:
+                waiting.timer.cancel()
+
+    def _expire(self, waiting: _Waiting) -> None:
+        if self.waiting.get(waiting.fd) is not waiting:
+            return
+        waiting.timer = None
+        if waiting.current_deadline() > time.monotonic():
+            self._set_timer(waiting)  # its head arrived since: it waits for its body now
+            return
+        self._unwait(waiting)
+        if waiting.ending is not None or waiting.intake is None:
+            waiting.conn.close()
+        else:
+            self._refuse(waiting.conn, waiting.intake.expired(), waiting.intake)
+        self._check_done()
