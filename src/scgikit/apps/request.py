@@ -71,14 +71,18 @@ def is_https(variables: dict[str, str]) -> bool:
     return variables.get("HTTPS") in ("on", "1") or variables.get("REQUEST_SCHEME") == "https"
 
 
-def merge_cookie(value: str) -> str:
+def merge_cookie(value: str, variables: dict[str, str]) -> str:
     """One Cookie header value from what the front end sent.
 
-    Apache joins two Cookie lines with ", "; a cookie never holds a comma (RFC 6265
-    4.2.1), so the join is unambiguous: make it the "; " of HTTP.  (nginx's two
-    HTTP_COOKIE variables are merged with "; " by the protocol core already.)
+    Apache joins two Cookie lines with ", ": undo that, for Apache only (it says so
+    in SERVER_SOFTWARE).  RFC 6265 keeps commas out of cookie values, but browsers
+    send what scripts set (``document.cookie = "list=a, b"``), and nginx and lighttpd
+    pass such a value as it is.  (nginx's two HTTP_COOKIE variables are merged with
+    "; " by the protocol core already.)
     """
-    return value.replace(", ", "; ") if ", " in value else value
+    if ", " in value and variables.get("SERVER_SOFTWARE", "").startswith("Apache"):
+        return value.replace(", ", "; ")
+    return value
 
 
 def header_pairs(variables: dict[str, str]) -> list[tuple[bytes, bytes]]:
@@ -87,7 +91,7 @@ def header_pairs(variables: dict[str, str]) -> list[tuple[bytes, bytes]]:
     for name, value in variables.items():
         if name.startswith("HTTP_") and name not in _NOT_HEADERS:
             if name == "HTTP_COOKIE":
-                value = merge_cookie(value)
+                value = merge_cookie(value, variables)
             headers.append((name[5:].replace("_", "-").lower().encode("latin-1"),
                             value.encode("latin-1")))
     content_type = variables.get("CONTENT_TYPE") or variables.get("HTTP_CONTENT_TYPE")

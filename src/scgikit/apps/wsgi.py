@@ -241,8 +241,8 @@ class WSGIAdapter:
         if "HTTP_CONTENT_TYPE" in variables:
             environ.setdefault("CONTENT_TYPE", environ.pop("HTTP_CONTENT_TYPE"))
         cookie = variables.get("HTTP_COOKIE")
-        if cookie is not None:
-            environ["HTTP_COOKIE"] = merge_cookie(cookie)
+        if cookie is not None and ", " in cookie:
+            environ["HTTP_COOKIE"] = merge_cookie(cookie, variables)
         return environ
 
     def __call__(self, sock: Connection, variables: dict[str, str], length: int,
