@@ -58,8 +58,14 @@ WORKLOADS = [
 ]
 SERVERS = ["scgikit", "uWSGI", "scgi 2.2", "flup prefork", "flup threads", "aioscgi"]
 CLASSIC_SERVERS = ["scgikit-classic", "scgi 2.2"]
-# Worker models (bench/models.py): prototypes on scgikit's parts, against scgikit's prefork.
-MODELS = {"threads ×4, WSGI": "threads", "asyncio, ASGI": "asyncio", "uvloop, ASGI": "uvloop"}
+# scgikit's other worker models, against its prefork sync model and the peer of each kind.
+MODELS = {
+    "scgikit threads ×4, WSGI": ("bench/apps.py:app", ["--worker", "threads", "--threads", "4"]),
+    "scgikit asyncio, ASGI (uvloop)": ("bench/apps.py:asgi_app", ["--loop", "uvloop"]),
+    "scgikit asyncio, ASGI (asyncio loop)": ("bench/apps.py:asgi_app", ["--loop", "asyncio"]),
+}
+MODEL_PEERS = {"scgikit threads ×4, WSGI": "flup threads",
+               "scgikit asyncio, ASGI (asyncio loop)": "aioscgi"}
 MODEL_WORKLOADS = ("hello", "echo-64k")
 TRANSPORTS = ("tcp", "unix")
 
@@ -157,7 +163,7 @@ def server_argv(name: str, python: Path, backend: str, workers: int) -> tuple[li
     """How to start ``name`` listening on ``backend`` ("127.0.0.1:PORT" or "unix:PATH")."""
     py = str(python)
     unix = backend.startswith("unix:")
-    short = backend if unix else backend.rpartition(":")[2]  # what servers.py and models.py take
+    short = backend if unix else backend.rpartition(":")[2]  # what servers.py takes
     if name in ("scgikit", "scgikit-classic"):
         target = "bench/apps.py:app" if name == "scgikit" else "bench/classic.py:Handler"
         return [py, "-m", "scgikit", "serve", target, "--workers", str(workers), "--bind",
@@ -172,7 +178,9 @@ def server_argv(name: str, python: Path, backend: str, workers: int) -> tuple[li
         where = ["--unix-socket", backend[5:]] if unix else ["--tcp", backend]
         return [aioscgi, "--base-uri", "", *where, "apps:asgi_app"], HERE
     if name in MODELS:
-        return [py, str(HERE / "models.py"), MODELS[name], short, str(workers)], HERE
+        target, options = MODELS[name]
+        return [py, "-m", "scgikit", "serve", target, "--workers", str(workers), "--bind",
+                backend, "--log-level", "warning", *options], REPO
     kind = {"scgi 2.2": "scgi22", "flup prefork": "flup-fork", "flup threads": "flup-threads"}
     return [py, str(HERE / "servers.py"), kind[name], short, str(workers)], HERE
 
@@ -446,9 +454,10 @@ def main(argv: list[str] | None = None) -> int:
                 for name in CLASSIC_SERVERS:
                     rows = measure(name, python, loader, classic, seconds, args.workers)
                     results.setdefault(("tcp", name), {}).update(rows)
-            for name in MODELS if models else ():
-                results["tcp", name] = measure(name, python, loader, models, seconds,
-                                               args.workers)
+            for name in [*MODELS, *MODEL_PEERS.values()] if models else ():
+                if ("tcp", name) not in results:
+                    results["tcp", name] = measure(name, python, loader, models, seconds,
+                                                   args.workers)
             runs.append(results)
     except (RuntimeError, subprocess.CalledProcessError, OSError) as exc:
         print(f"bench: {exc}", file=sys.stderr)
@@ -463,13 +472,17 @@ def main(argv: list[str] | None = None) -> int:
             names = list(work.servers or servers)
             sections.append(table(work, [results[transport, n][work.name] for n in names]))
     if models:
-        sections.append("## Worker models (TCP)\n\nscgikit's prefork workers against "
-                        "prototypes of the other models built on scgikit's own parts "
-                        "(bench/models.py), with the same number of processes.")
+        sections.append("## Worker models (TCP)\n\nscgikit's prefork sync workers against "
+                        "its threads and asyncio models, each followed by the peer of its "
+                        "kind (flup's threaded server; aioscgi on the same ASGI app), with "
+                        "the same number of processes (aioscgi and flup threads: 1).")
         for work in models:
             ours = results["tcp", "scgikit"][work.name]
-            rows = [Row("scgikit prefork, WSGI", ours.figures)] + [
-                results["tcp", name][work.name] for name in MODELS]
+            rows = [Row("scgikit prefork, WSGI", ours.figures)]
+            for name in MODELS:
+                rows.append(results["tcp", name][work.name])
+                if name in MODEL_PEERS:
+                    rows.append(results["tcp", MODEL_PEERS[name]][work.name])
             sections.append(table(work, rows))
     command = "bench/run " + " ".join(argv if argv is not None else sys.argv[1:])
     median = f"each figure the median of {rounds} rounds; " if rounds > 1 else ""
