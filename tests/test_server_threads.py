@@ -5,10 +5,10 @@ import threading
 import time
 
 from figures import record
-from scgi_raw import request
+from scgi_raw import connect, parse_answer, read_all, request
 from servers import worker_pids
 
-from scgikit.protocol import ProtocolError
+from scgikit.protocol import ProtocolError, encode_request
 
 
 def kind(transport):
@@ -66,3 +66,28 @@ def test_a_stuck_thread_gets_its_worker_replaced(serve, transport):
     assert outcome and outcome[0] != 200
     assert request(server.address, "/?0", timeout=10).status == 200
     assert first not in worker_pids(server.pid)
+
+
+def test_a_full_pool_takes_connections_again_when_threads_free_up(serve, transport):
+    # More clients than threads, some sending their head in two pieces (so they are
+    # parked, then handed to the pool from the selector): the listeners, unwatched
+    # while the pool is full, must be watched again, or the clients wait forever.
+    server = serve("wsgi_apps:echo_hash", "--workers", "1", "--threads", "2", bind=[transport])
+    data = encode_request({"REQUEST_METHOD": "POST"}, 2) + b"ok"
+    results = []
+
+    def client(number):
+        for _ in range(20):
+            with connect(server.address, timeout=20) as sock:
+                if number % 2:
+                    sock.sendall(data[:5])
+                    time.sleep(0.001)  # the client's behaviour under test
+                sock.sendall(data[5:] if number % 2 else data)
+                results.append(parse_answer(read_all(sock)).status)
+
+    clients = [threading.Thread(target=client, args=(n,)) for n in range(16)]
+    for thread in clients:
+        thread.start()
+    for thread in clients:
+        thread.join(60)
+    assert results == [200] * 320

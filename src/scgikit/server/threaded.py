@@ -8,7 +8,9 @@ gthread and waitress do).  A pool thread runs the app and sends the answer;
 if the connection still has an unread body to drain, the thread hands it back
 to the main thread, which parks it again.  While every thread is busy the main
 thread stops watching the listeners: the connections wait in the shared listen
-queue, where another worker process may take them.
+queue, where another worker process may take them.  A thread wakes the main
+thread (a byte on a pipe) only when it has news for it: a connection to park,
+a free thread while the listeners are unwatched, a stop or a recycle to finish.
 """
 
 from __future__ import annotations
@@ -39,9 +41,9 @@ class ThreadedWorker(Worker):
         super().__init__(config, listeners, adapter, heartbeat, ppid)
         self.size = config.threads
         self.tasks: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
-        self.finished: queue.SimpleQueue[tuple[Connection, Ending | None, float]] = (
-            queue.SimpleQueue())
-        self.in_flight = 0  # requests handed to the pool and not yet back (main thread only)
+        self.finished: queue.SimpleQueue[tuple[Connection, Ending, float]] = queue.SimpleQueue()
+        self.lock = threading.Lock()  # guards in_flight, handled and full
+        self.in_flight = 0  # requests handed to the pool and not yet finished
         self.full = False  # listeners left out of the wait while the pool is full
         self.done_r, self.done_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.pool = [threading.Thread(target=self._serve, name=f"scgikit-{n}", daemon=True)
@@ -68,10 +70,13 @@ class ThreadedWorker(Worker):
     def _run(self, conn: Connection, data: bytes | bytearray,
              parsed: tuple[dict[str, str], int, int] | None, accepted: float) -> None:
         assert parsed is not None  # a handler that reads the socket itself runs on sync only
-        self.in_flight += 1
+        with self.lock:
+            self.in_flight += 1
+            full = self.in_flight >= self.size
+            if full:
+                self.full = True  # cleared by _collect, once it has watched the listeners again
         self.tasks.put((conn, data, parsed, accepted))
-        if self.in_flight >= self.size and not self.full and self.listening:
-            self.full = True
+        if full and self.listening:
             for sock in self.listeners:
                 self.poller.remove(sock.fileno())
 
@@ -81,10 +86,10 @@ class ThreadedWorker(Worker):
         return self.drain_queue or self.in_flight < self.size
 
     def _idle(self) -> bool:
-        return self.in_flight == 0
+        return self.in_flight == 0 and self.finished.empty()
 
     def _collect(self) -> None:
-        """Requests the pool has answered: count them, park the ends that must drain."""
+        """News from the pool: park the ends that must drain, watch the listeners again."""
         try:
             while os.read(self.done_r, 512):
                 pass
@@ -95,17 +100,16 @@ class ThreadedWorker(Worker):
                 conn, ending, accepted = self.finished.get_nowait()
             except queue.Empty:
                 break
-            self.in_flight -= 1
-            self.handled += 1
-            if self.handled == self.max_requests:
+            self._park(Parked(conn, None, ending, accepted))
+        with self.lock:
+            if self.max_requests and self.handled >= self.max_requests and not self.stopping:
                 self.stopping = True
                 self.drain_queue = False
-            if ending is not None:
-                self._park(Parked(conn, None, ending, accepted))
-        if self.full and self.in_flight < self.size:
-            self.full = False
-            if self.listening and not self.stopping and not self.accept_paused_until:
-                self.poller.add_listeners(self.listeners)
+            free = self.full and self.in_flight < self.size
+            if free:
+                self.full = False
+        if free and self.listening and not self.stopping and not self.accept_paused_until:
+            self.poller.add_listeners(self.listeners)
 
     # --- a pool thread -----------------------------------------------------------------
 
@@ -120,9 +124,16 @@ class ThreadedWorker(Worker):
                 log.exception("Error serving a request")
             finally:
                 self.heartbeat.end(key)
-            if ending is not None and ending.drain():
-                ending = None
-            if ending is None:
+            news = False
+            if ending is not None and not ending.drain():
+                self.finished.put((conn, ending, accepted))
+                news = True
+            else:
                 conn.close()
-            self.finished.put((conn, ending, accepted))
-            os.write(self.done_w, b".")
+            with self.lock:
+                self.in_flight -= 1
+                self.handled += 1
+                news = news or self.full or self.stopping or (
+                    self.max_requests > 0 and self.handled >= self.max_requests)
+            if news:
+                os.write(self.done_w, b".")
