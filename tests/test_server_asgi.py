@@ -100,7 +100,8 @@ def test_scope_holds_the_request_as_asgi_wants_it(asgi):
                      env={"HTTP_COOKIE": "a=1, b=2", "HTTP_X_CUSTOM_THING": "v",
                           "CONTENT_TYPE": "text/plain", "REMOTE_PORT": "5555",
                           "SERVER_NAME": "example.org", "SERVER_PORT": "8443", "HTTPS": "on",
-                          "SERVER_PROTOCOL": "HTTP/2.0", "X_FRONT_END_ONLY": "kept"})
+                          "SERVER_PROTOCOL": "HTTP/2.0", "X_FRONT_END_ONLY": "kept",
+                          "SERVER_SOFTWARE": "Apache/2.4.62 (Debian)"})
     scope = scope_of(answer)
     assert scope["type"] == "http"
     assert scope["asgi"] == {"version": "3.0", "spec_version": "2.4"}
@@ -626,3 +627,10 @@ def test_allow_from_refuses_other_tcp_peers(serve):
     sock.close()
     server.wait_for_log(r"Refused a connection from 127\.0\.0\.1: not in --allow-from")
 
+
+
+def test_a_comma_in_a_cookie_value_behind_nginx_reaches_the_app_unchanged(asgi):
+    # Only Apache joins Cookie lines with ", "; elsewhere it is part of a value.
+    server = asgi("scope_json")
+    scope = scope_of(request(server.address, "/", env={"HTTP_COOKIE": "list=a, b; c=3"}))
+    assert dict(scope["headers"])["cookie"] == "list=a, b; c=3"

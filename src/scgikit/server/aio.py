@@ -45,10 +45,10 @@ from typing import Any
 from ..apps.asgi import ASGIAdapter, DeadlinePassed, Lifespan
 from ..apps.loader import AppImportError
 from ..config import Config
-from ..protocol import HTTPRequestError, ProtocolError, parse_head
+from ..protocol import ProtocolError, parse_head
 from .allow import AllowList
 from .boot import server_name
-from .connection import Ending, access_log, log_access, receive_now, refuse
+from .connection import Ending, access_log, answer_error, log_access, receive_now
 from .intake import Intake, is_ready
 from .sockets import Connection, Listener
 from .throttle import LogThrottle
@@ -486,23 +486,9 @@ class AsyncioWorker:
         self._check_done()
 
     def _refuse(self, conn: Connection, exc: ProtocolError, intake: Intake | None) -> None:
-        if isinstance(exc, HTTPRequestError):
-            self.log_http("%s: a browser or an HTTP client pointed at the SCGI port? "
-                          "(answered with an explanation)", exc)
-        elif exc.status:
-            log.warning("Bad request: %s", exc)
-        else:
-            log.info("Closing: %s", exc)
-            conn.close()
-            return
-        unread = None
-        if intake is not None and intake.parsed is not None:
-            unread = max(0, intake.parsed[1] - (len(intake.buffer) - intake.parsed[2]))
         # An error answer is a few hundred bytes into an empty socket buffer: it never waits.
-        ending = refuse(conn, exc, self.config, unread)
-        if ending is None or ending.drain():
-            conn.close()
-        else:
+        ending = answer_error(conn, exc, intake, self.config, self.log_http)
+        if ending is not None:
             self._wait(_Waiting(conn, None, ending, time.monotonic()))
 
     def end(self, conn: Connection, unread: int, cut: bool) -> None:

@@ -26,9 +26,11 @@ import time
 from typing import Any, Protocol
 
 from ..config import Config
-from ..protocol import ProtocolError
+from ..protocol import HTTPRequestError, ProtocolError
+from .intake import Intake
 from .sockets import Connection, send_all, set_receive_timeout
 from .streams import Body, body_stream
+from .throttle import LogThrottle
 
 log = logging.getLogger("scgikit")
 
@@ -99,6 +101,33 @@ def run_app(conn: Connection, adapter: Adapter, config: Config, data: bytes | by
         log_access(variables, status, sent, accepted)
     unread = body.unread
     return Ending(conn, unread, config) if unread else None
+
+
+def answer_error(conn: Connection, exc: ProtocolError, intake: Intake | None, config: Config,
+                 log_http: LogThrottle) -> Ending | None:
+    """Log the client's error and answer it; returns the end to wait for, or None (closed).
+
+    A missed head deadline (status 0) is closed without an answer.  An HTTP request
+    on the SCGI port is the most common mistake with SCGI: worth a line, not one per
+    browser retry (``log_http``).
+    """
+    if isinstance(exc, HTTPRequestError):
+        log_http("%s: a browser or an HTTP client pointed at the SCGI port? "
+                 "(answered with an explanation)", exc)
+    elif exc.status:
+        log.warning("Bad request: %s", exc)
+    else:
+        log.info("Closing: %s", exc)
+        conn.close()
+        return None
+    unread = None
+    if intake is not None and intake.parsed is not None:
+        unread = max(0, intake.parsed[1] - (len(intake.buffer) - intake.parsed[2]))
+    ending = refuse(conn, exc, config, unread)
+    if ending is None or ending.drain():
+        conn.close()
+        return None
+    return ending
 
 
 def refuse(conn: Connection, error: ProtocolError, config: Config,

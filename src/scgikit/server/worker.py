@@ -43,9 +43,17 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..config import Config
-from ..protocol import HTTPRequestError, ProtocolError, parse_head
+from ..protocol import ProtocolError, parse_head
 from .allow import AllowList
-from .connection import Adapter, Ending, hand_over, receive_now, receive_rest, refuse, run_app
+from .connection import (
+    Adapter,
+    Ending,
+    answer_error,
+    hand_over,
+    receive_now,
+    receive_rest,
+    run_app,
+)
 from .intake import Intake, is_ready
 from .sockets import Connection, Listener
 from .throttle import LogThrottle
@@ -391,23 +399,8 @@ class Worker:
             conn.close()
 
     def _refuse(self, conn: Connection, exc: ProtocolError, intake: Intake | None) -> None:
-        if isinstance(exc, HTTPRequestError):
-            # The most common mistake with SCGI: worth a line, not one per browser retry.
-            self.log_http("%s: a browser or an HTTP client pointed at the SCGI port? "
-                          "(answered with an explanation)", exc)
-        elif exc.status:
-            log.warning("Bad request: %s", exc)
-        else:
-            log.info("Closing: %s", exc)
-            conn.close()
-            return
-        unread = None
-        if intake is not None and intake.parsed is not None:
-            unread = max(0, intake.parsed[1] - (len(intake.buffer) - intake.parsed[2]))
-        ending = refuse(conn, exc, self.config, unread)
-        if ending is None or ending.drain():
-            conn.close()
-        else:
+        ending = answer_error(conn, exc, intake, self.config, self.log_http)
+        if ending is not None:
             self._park(Parked(conn, None, ending, time.monotonic()))
 
     # --- parking ---------------------------------------------------------------------
