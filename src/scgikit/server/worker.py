@@ -66,6 +66,9 @@ log = logging.getLogger("scgikit")
 # listeners this long, and recycle the worker if it lasts this long.
 ACCEPT_PAUSE = 0.5
 ACCEPT_GIVE_UP = 5.0
+# A retiring worker takes at most this many queued connections with it (those whose
+# wake-up it may have had); the rest are the other workers'.
+RETIRE_BUDGET = 64
 _OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
@@ -242,15 +245,20 @@ class Worker:
         for listener in self.listeners:
             self._accept_from(listener, None)
 
-    def _accept_from(self, listener: socket.socket, budget: int | None) -> None:
-        """Accept until the listen queue is empty, or ``budget`` connections are taken."""
+    def _accept_from(self, listener: socket.socket, budget: int | None,
+                     final: bool = False) -> None:
+        """Accept until the listen queue is empty, or ``budget`` connections are taken.
+
+        ``final``: the last pass of a worker that stops accepting, whatever its state.
+        """
         # socket.accept() wraps each connection in Python code; the C socket type
         # has all a request needs, for a tenth of the cost.
         accept = listener._accept  # type: ignore[attr-defined]
         family, kind = listener.family, listener.type
         allow = self.allow if family != socket.AF_UNIX else None
         taken = 0
-        while (not self.stopping or self.drain_queue) and budget != taken and self._may_accept():
+        while budget != taken and (final or (
+                (not self.stopping or self.drain_queue) and self._may_accept())):
             try:
                 fd, peer = accept()
             except BlockingIOError:
@@ -275,16 +283,22 @@ class Worker:
 
         SIGINT means the whole server stops: every connection the kernel has already
         accepted is served (up to the queue's length when the stop began, where the
-        kernel tells it: new arrivals are not what a stop should wait for).
+        kernel tells it: new arrivals are not what a stop should wait for).  Either way
+        the listeners leave the wait first, then what is queued is taken: the kernel
+        wakes one worker per connection (EPOLLEXCLUSIVE), and a wake-up given to this
+        one before it left would be lost to the others, its connection left waiting.
         """
-        if self.drain_queue:
-            for sock in self.listeners:
-                queued = _queued(sock)
-                self._accept_from(sock, None if queued < 0 else queued)
-            self.drain_queue = False
         for sock in self.listeners:
             self.poller.remove(sock.fileno())
         self.listening = False
+        for sock in self.listeners:
+            queued = _queued(sock)
+            if self.drain_queue:
+                budget = None if queued < 0 else queued
+            else:
+                budget = RETIRE_BUDGET if queued < 0 else min(queued, RETIRE_BUDGET)
+            self._accept_from(sock, budget, final=True)
+        self.drain_queue = False
 
     def _may_accept(self) -> bool:
         """Whether to take another connection now (a model with a pool says when it is full)."""
