@@ -448,7 +448,8 @@ def test_recycling_runs_the_lifespan_shutdown(serve, transport, tmp_path):
     for _ in range(3):
         assert request(server.address, "/").body == f"hello from {first}".encode()
     server.wait_for_log(r"Worker recycled after 3 requests")
-    wait_until(mark.exists, message="the shutdown mark")
+    # The file appears before its line is written: wait for the line.
+    wait_until(lambda: mark.exists() and mark.read_text().endswith("\n"), message="the mark")
     assert mark.read_text() == f"shutdown {first}\n"
     assert request(server.address, "/").body != f"hello from {first}".encode()
 
