@@ -28,7 +28,6 @@ async view, which blocks the whole loop) gets the worker killed and replaced.
 
 from __future__ import annotations
 
-import _socket
 import asyncio
 import collections
 import errno
@@ -53,9 +52,8 @@ from .intake import Intake, is_ready
 from .sockets import Connection, Listener
 from .throttle import LogThrottle
 from .worker import (
-    _OUT_OF_RESOURCES,
-    ACCEPT_GIVE_UP,
     ACCEPT_PAUSE,
+    Accepting,
     Heartbeat,
     _queued,
     _raise_descriptor_limit,
@@ -248,7 +246,7 @@ class _Channel:
         self.worker.end(self.conn, unread, cut)
 
 
-class AsyncioWorker:
+class AsyncioWorker(Accepting):
     """One worker's event loop; built in the child right after the fork."""
 
     def __init__(self, config: Config, listeners: Sequence[Listener], app: Any,
@@ -374,42 +372,11 @@ class AsyncioWorker:
         if self.listening:
             self._unlisten()
 
-    def _accept_from(self, listener: socket.socket, budget: int | None) -> None:
-        """Accept until the listen queue is empty, or ``budget`` connections are taken."""
-        # The C socket type has all a request needs, for a tenth of socket.accept()'s cost.
-        accept = listener._accept  # type: ignore[attr-defined]
-        family, kind = listener.family, listener.type
-        allow = self.allow if family != socket.AF_UNIX else None
-        taken = 0
-        while (not self.stopping or self.drain_queue) and budget != taken:
-            try:
-                fd, peer = accept()
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                if exc.errno in (errno.ECONNABORTED, errno.EINTR):
-                    continue
-                if exc.errno in _OUT_OF_RESOURCES:
-                    self._cannot_accept(exc)
-                    return
-                raise
-            taken += 1
-            self.accept_failing_since = None
-            if allow is not None and not allow.permits(peer):
-                os.close(fd)
-                self.log_refused("Refused a connection from %s: not in --allow-from", peer[0])
-                continue
-            self._take(_socket.socket(family, kind, 0, fd))
-
     def _cannot_accept(self, exc: OSError) -> None:
         """Out of descriptors: back off (watching a listener we cannot accept from spins)."""
         now = time.monotonic()
         self.log_accept_error("Cannot accept a connection: %s", exc)
-        if self.accept_failing_since is None:
-            self.accept_failing_since = now
-        elif now - self.accept_failing_since >= ACCEPT_GIVE_UP:
-            log.error("Cannot accept connections for %gs (%s); recycling this worker",
-                      ACCEPT_GIVE_UP, exc.strerror)
+        if self._failing_too_long(exc, now):
             self._retire()
             return
         if self.listening and not self.accept_paused:

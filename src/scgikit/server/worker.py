@@ -58,7 +58,7 @@ from .intake import Intake, is_ready
 from .sockets import Connection, Listener
 from .throttle import LogThrottle
 
-__all__ = ["Adapter", "Heartbeat", "Worker"]
+__all__ = ["Accepting", "Adapter", "Heartbeat", "Worker"]
 
 log = logging.getLogger("scgikit")
 
@@ -123,7 +123,70 @@ class Parked:
         return self.ending.deadline if self.ending else self.intake.deadline  # type: ignore
 
 
-class Worker:
+class Accepting:
+    """The accept loop every worker model shares: what it needs of the model is below."""
+
+    stopping: bool
+    drain_queue: bool
+    allow: AllowList | None
+    accept_failing_since: float | None
+    log_refused: LogThrottle
+
+    def _take(self, conn: Connection) -> None:
+        raise NotImplementedError
+
+    def _cannot_accept(self, exc: OSError) -> None:
+        raise NotImplementedError
+
+    def _may_accept(self) -> bool:
+        """Whether to take another connection now (a model with a pool says when it is full)."""
+        return True
+
+    def _accept_from(self, listener: socket.socket, budget: int | None,
+                     final: bool = False) -> None:
+        """Accept until the listen queue is empty, or ``budget`` connections are taken.
+
+        ``final``: the last pass of a worker that stops accepting, whatever its state.
+        """
+        # socket.accept() wraps each connection in Python code; the C socket type
+        # has all a request needs, for a tenth of the cost.
+        accept = listener._accept  # type: ignore[attr-defined]
+        family, kind = listener.family, listener.type
+        allow = self.allow if family != socket.AF_UNIX else None
+        taken = 0
+        while budget != taken and (final or (
+                (not self.stopping or self.drain_queue) and self._may_accept())):
+            try:
+                fd, peer = accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno in (errno.ECONNABORTED, errno.EINTR):
+                    continue
+                if exc.errno in _OUT_OF_RESOURCES:
+                    self._cannot_accept(exc)
+                    return
+                raise
+            taken += 1
+            self.accept_failing_since = None
+            if allow is not None and not allow.permits(peer):
+                os.close(fd)
+                self.log_refused("Refused a connection from %s: not in --allow-from", peer[0])
+                continue
+            self._take(_socket.socket(family, kind, 0, fd))
+
+    def _failing_too_long(self, exc: OSError, now: float) -> bool:
+        """Count a failed accept; True once they have gone on for ACCEPT_GIVE_UP seconds."""
+        if self.accept_failing_since is None:
+            self.accept_failing_since = now
+        elif now - self.accept_failing_since >= ACCEPT_GIVE_UP:
+            log.error("Cannot accept connections for %gs (%s); recycling this worker",
+                      ACCEPT_GIVE_UP, exc.strerror)
+            return True
+        return False
+
+
+class Worker(Accepting):
     """One worker's loop; built in the child right after the fork."""
 
     def __init__(self, config: Config, listeners: Sequence[Listener], adapter: Adapter,
@@ -245,39 +308,6 @@ class Worker:
         for listener in self.listeners:
             self._accept_from(listener, None)
 
-    def _accept_from(self, listener: socket.socket, budget: int | None,
-                     final: bool = False) -> None:
-        """Accept until the listen queue is empty, or ``budget`` connections are taken.
-
-        ``final``: the last pass of a worker that stops accepting, whatever its state.
-        """
-        # socket.accept() wraps each connection in Python code; the C socket type
-        # has all a request needs, for a tenth of the cost.
-        accept = listener._accept  # type: ignore[attr-defined]
-        family, kind = listener.family, listener.type
-        allow = self.allow if family != socket.AF_UNIX else None
-        taken = 0
-        while budget != taken and (final or (
-                (not self.stopping or self.drain_queue) and self._may_accept())):
-            try:
-                fd, peer = accept()
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                if exc.errno in (errno.ECONNABORTED, errno.EINTR):
-                    continue
-                if exc.errno in _OUT_OF_RESOURCES:
-                    self._cannot_accept(exc)
-                    return
-                raise
-            taken += 1
-            self.accept_failing_since = None
-            if allow is not None and not allow.permits(peer):
-                os.close(fd)
-                self.log_refused("Refused a connection from %s: not in --allow-from", peer[0])
-                continue
-            self._take(_socket.socket(family, kind, 0, fd))
-
     def _stop_accepting(self) -> None:
         """Leave the listeners to the other workers; on a full stop, serve their queues first.
 
@@ -300,10 +330,6 @@ class Worker:
             self._accept_from(sock, budget, final=True)
         self.drain_queue = False
 
-    def _may_accept(self) -> bool:
-        """Whether to take another connection now (a model with a pool says when it is full)."""
-        return True
-
     def _idle(self) -> bool:
         """Whether no request is in the app (the sync model runs them inline: always)."""
         return True
@@ -315,11 +341,7 @@ class Worker:
         self.accept_paused_until = now + ACCEPT_PAUSE
         for sock in self.listeners:
             self.poller.remove(sock.fileno())
-        if self.accept_failing_since is None:
-            self.accept_failing_since = now
-        elif now - self.accept_failing_since >= ACCEPT_GIVE_UP:
-            log.error("Cannot accept connections for %gs (%s); recycling this worker",
-                      ACCEPT_GIVE_UP, exc.strerror)
+        if self._failing_too_long(exc, now):
             self.stopping = True
 
     # --- one connection ----------------------------------------------------------------
