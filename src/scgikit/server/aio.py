@@ -35,6 +35,7 @@ import importlib
 import logging
 import os
 import random
+import select
 import signal
 import socket
 import time
@@ -68,6 +69,8 @@ _NO_DEADLINE = float("inf")
 # A first body chunk up to this size is joined to the head; a bigger one goes beside it.
 _SMALL_CHUNK = 16 * 1024
 _SENDFILE_BLOCK = 1 << 30
+# A waiting connection is watched for one readiness at a time, in the worker's own epoll.
+_ONCE = select.EPOLLIN | select.EPOLLONESHOT
 
 
 def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
@@ -268,6 +271,11 @@ class AsyncioWorker(Accepting):
         self.drain_queue = False
         self.listening = False
         self.waiting: dict[int, _Waiting] = {}  # by descriptor, oldest first
+        # Waiting connections are watched in an epoll of the worker's, which the loop
+        # watches as one reader: a wait then costs one epoll_ctl, where the loop's own
+        # add_reader/remove_reader cost several system calls (uvloop) or selector
+        # bookkeeping (asyncio) per connection.
+        self.watcher = select.epoll()
         self.tasks: set[asyncio.Task[None]] = set()
         self.in_flight: collections.deque[_InFlight] = collections.deque()
         self.accept_paused = False
@@ -305,6 +313,7 @@ class AsyncioWorker(Accepting):
         else:
             self._listen()
         loop.call_later(1.0, self._check_master)
+        loop.add_reader(self.watcher.fileno(), self._ready_waiting)
         try:
             loop.run_until_complete(self.done)
             if self.max_requests and self.handled >= self.max_requests:
@@ -313,6 +322,7 @@ class AsyncioWorker(Accepting):
             loop.run_until_complete(self.lifespan.shutdown())
         finally:
             loop.close()
+            self.watcher.close()
 
     def _install_signals(self) -> None:
         # Handlers added to the loop run between callbacks (from run() on), as the sync
@@ -417,6 +427,14 @@ class AsyncioWorker(Accepting):
             return
         self._start(conn, data, parsed, accepted)
 
+    def _ready_waiting(self) -> None:
+        """Some waiting connections are readable (each is then disarmed until re-armed)."""
+        waiting = self.waiting
+        for fd, _ in self.watcher.poll(0):
+            entry = waiting.get(fd)
+            if entry is not None:
+                self._resume(entry)
+
     def _resume(self, waiting: _Waiting) -> None:
         """A waiting connection is readable: take what came, then start, end or wait on."""
         conn = waiting.conn
@@ -425,20 +443,24 @@ class AsyncioWorker(Accepting):
                 self._unwait(waiting)
                 conn.close()
                 self._check_done()
+            else:
+                self.watcher.modify(waiting.fd, _ONCE)
             return
         intake = waiting.intake
         assert intake is not None
         try:
             data = receive_now(conn)
             if data is None:
+                self.watcher.modify(waiting.fd, _ONCE)
                 return
             if not intake.feed(data, time.monotonic()):
                 if intake.deadline != waiting.deadline:
                     self._set_timer(waiting)  # its head is in: the body's deadline now
+                self.watcher.modify(waiting.fd, _ONCE)
                 return
         except ProtocolError as exc:
             self._unwait(waiting)
-            if intake.buffer or intake.parsed:
+            if intake.received or intake.parsed:
                 self._refuse(conn, exc, intake)
             else:
                 conn.close()  # closed before sending a byte
@@ -448,8 +470,7 @@ class AsyncioWorker(Accepting):
             conn.close()
         else:
             self._unwait(waiting)
-            assert intake.parsed is not None
-            self._start(conn, intake.buffer, intake.parsed, waiting.accepted)
+            self._start(conn, *intake.request(), waiting.accepted)
         self._check_done()
 
     def _refuse(self, conn: Connection, exc: ProtocolError, intake: Intake | None) -> None:
@@ -475,7 +496,10 @@ class AsyncioWorker(Accepting):
                parsed: tuple[dict[str, str], int, int], accepted: float) -> None:
         """A ready request: run the app on it in a task of its own."""
         variables, length, start = parsed
-        prefix = bytes(data[start:start + length])
+        # The body bytes that came with the head: copied once, or not at all when they
+        # are all the data there is.
+        prefix = (data if not start and len(data) == length and isinstance(data, bytes)
+                  else bytes(memoryview(data)[start:start + length]))
         body_timeout = self.config.body_timeout
         deadline = time.monotonic() + body_timeout if body_timeout else _NO_DEADLINE
         channel = _Channel(self, conn, variables, accepted)
@@ -524,7 +548,10 @@ class AsyncioWorker(Accepting):
             self._unwait(oldest)
             oldest.conn.close()
         self.waiting[waiting.fd] = waiting
-        self.loop.add_reader(waiting.fd, self._resume, waiting)
+        try:
+            self.watcher.register(waiting.fd, _ONCE)
+        except FileExistsError:  # watched before (its request), disarmed since
+            self.watcher.modify(waiting.fd, _ONCE)
         self._set_timer(waiting)
 
     def _set_timer(self, waiting: _Waiting) -> None:
@@ -537,8 +564,9 @@ class AsyncioWorker(Accepting):
                                                  self._expire, waiting)
 
     def _unwait(self, waiting: _Waiting) -> None:
+        # It stays in the watcher, disarmed (or armed, but about to be closed, which
+        # removes it): it is armed again only if it waits again.
         if self.waiting.pop(waiting.fd, None) is waiting:
-            self.loop.remove_reader(waiting.fd)
             if waiting.timer is not None:
                 waiting.timer.cancel()
 

@@ -122,7 +122,7 @@ def answer_error(conn: Connection, exc: ProtocolError, intake: Intake | None, co
         return None
     unread = None
     if intake is not None and intake.parsed is not None:
-        unread = max(0, intake.parsed[1] - (len(intake.buffer) - intake.parsed[2]))
+        unread = max(0, intake.parsed[1] - (intake.received - intake.parsed[2]))
     ending = refuse(conn, exc, config, unread)
     if ending is None or ending.drain():
         conn.close()

@@ -43,15 +43,21 @@ def is_ready(parsed: ParsedHead, received: int, config: Config) -> bool:
 
 
 class Intake:
-    """The bytes of one request that is not ready yet, and the deadline it must meet."""
+    """The bytes of one request that is not ready yet, and the deadline it must meet.
 
-    __slots__ = ("config", "buffer", "parsed", "deadline")
+    The head gathers in one buffer (it is parsed whole); the body's pieces are kept
+    as they came and joined once, when the request is ready (``request``).
+    """
+
+    __slots__ = ("config", "head", "chunks", "received", "parsed", "deadline")
 
     def __init__(self, config: Config, accepted: float, data: bytes | bytearray = b"",
                  parsed: ParsedHead | None = None, now: float | None = None) -> None:
         self.config = config
-        self.buffer = bytearray(data)
         self.parsed = parsed
+        self.received = len(data)
+        self.head = bytearray() if parsed is not None else bytearray(data)
+        self.chunks: list[bytes | bytearray] = [data] if parsed is not None else []
         # The head's deadline counts from the accept; the body's from the head's end.
         self.deadline = accepted + (config.header_timeout or float("inf"))
         if parsed is not None:
@@ -64,28 +70,52 @@ class Intake:
         or a body over the limit, and the client's early close as one too.
         """
         if replace:
-            self.buffer[:] = data
+            self.received = 0
+            self.head[:] = b""
+            self.chunks = []
+            self.parsed = None
         elif not data:
             raise self.closed_early()
+        self.received += len(data)
+        if self.parsed is not None:
+            self.chunks.append(data)
         else:
-            self.buffer += data
-        if self.parsed is None:
-            parsed = parse_head(self.buffer, self.config.max_header_size)
+            self.head += data
+            parsed = parse_head(self.head, self.config.max_header_size)
             if parsed is None:
                 return False
             self.parsed = parsed
+            self.chunks = [self.head]
+            self.head = bytearray()
             self._head_done(now)
-        return is_ready(self.parsed, len(self.buffer), self.config)
+        return is_ready(self.parsed, self.received, self.config)
+
+    def request(self) -> tuple[bytes | bytearray, ParsedHead]:
+        """The bytes so far and the parsed head, for the app (once the head is in).
+
+        A body that is whole comes back as exactly its bytes, its head parsed as
+        starting at 0: its pieces are joined in one copy, and the app reads them
+        without another.
+        """
+        assert self.parsed is not None
+        variables, length, start = self.parsed
+        chunks = self.chunks
+        if self.received - start == length and (start or len(chunks) > 1):
+            first = memoryview(chunks[0])[start:]
+            return b"".join((first, *chunks[1:])), (variables, length, 0)
+        if len(chunks) > 1:
+            self.chunks = chunks = [b"".join(chunks)]
+        return chunks[0], self.parsed
 
     def _head_done(self, now: float) -> None:
         self.deadline = now + (self.config.body_timeout or float("inf"))
 
     def closed_early(self) -> ProtocolError:
         if self.parsed is None:
-            return ProtocolError(f"connection closed after {len(self.buffer)} bytes of header")
+            return ProtocolError(f"connection closed after {self.received} bytes of header")
         length, start = self.parsed[1], self.parsed[2]
         return ProtocolError(
-            f"client closed the connection with {length - (len(self.buffer) - start)} of "
+            f"client closed the connection with {length - (self.received - start)} of "
             f"{length} body bytes unsent"
         )
 
@@ -94,8 +124,8 @@ class Intake:
         if self.parsed is None:
             return RequestTimeout(
                 f"client sent no complete header within --header-timeout "
-                f"{self.config.header_timeout:g}s ({len(self.buffer)} bytes)", status=0)
+                f"{self.config.header_timeout:g}s ({self.received} bytes)", status=0)
         length, start = self.parsed[1], self.parsed[2]
         return RequestTimeout(
-            f"client sent {len(self.buffer) - start} of {length} body bytes within "
+            f"client sent {self.received - start} of {length} body bytes within "
             f"--body-timeout {self.config.body_timeout:g}s", status=408)

@@ -399,7 +399,7 @@ class Worker(Accepting):
                 return
         except ProtocolError as exc:
             self._unpark(parked)
-            if not intake.buffer and not intake.parsed:
+            if not intake.received and not intake.parsed:
                 conn.close()  # closed before sending a byte
                 return
             self._refuse(conn, exc, intake)
@@ -410,7 +410,8 @@ class Worker(Accepting):
             conn.close()
             return
         self._unpark(parked)
-        self._run(conn, intake.buffer, None if self.peek else intake.parsed, parked.accepted)
+        request, parsed = intake.request()
+        self._run(conn, request, None if self.peek else parsed, parked.accepted)
 
     def _run(self, conn: Connection, data: bytes | bytearray,
              parsed: tuple[dict[str, str], int, int] | None, accepted: float) -> None:
