@@ -6,7 +6,13 @@ import pytest
 
 from scgikit.addresses import Address
 from scgikit.config import (
-    Config, ConfigError, add_arguments, env_name, file_key, from_arguments, options_page,
+    Config,
+    ConfigError,
+    add_arguments,
+    env_name,
+    file_key,
+    from_arguments,
+    options_page,
 )
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import json
 import os
 import re
 import sys
@@ -400,7 +401,8 @@ def read_config_file(path: str) -> tuple[dict[str, Any], str]:
 def _load_toml(path: str) -> dict[str, Any]:
     try:
         with open(path, "rb") as fh:
-            return tomllib.load(fh)
+            data: dict[str, Any] = tomllib.load(fh)
+            return data
     except OSError as exc:
         raise ConfigError(f"--config {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
@@ -432,10 +434,12 @@ def _file_value(path: str, key: str, f: dataclasses.Field[Any], value: object) -
         if not isinstance(value, list) or not all(kind.accepts(item) for item in value):
             raise ConfigError(f"{path}: key {key!r}: expected an array of {kind.many}, "
                               f"got {_toml_type(value)}")
+        items: list[object] = value
     elif not kind.accepts(value):
         raise ConfigError(f"{path}: key {key!r}: expected {kind.one}, got {_toml_type(value)}")
+    parsed: Any
     try:
-        parsed = (tuple(meta["parse"](str(item)) for item in value) if meta["repeat"]
+        parsed = (tuple(meta["parse"](str(item)) for item in items) if meta["repeat"]
                   else meta["parse"](str(value)))
         Config(**{f.name: parsed})  # the checks of __post_init__, blamed on this key
     except ConfigError as exc:
@@ -452,7 +456,7 @@ def _toml_type(value: object) -> str:
              (list, "an empty array"), (dict, "a table")]
     for cls, name in names:
         if isinstance(value, cls):
-            return f"{name} ({value!r})" if cls in (bool, int, float, str) else name
+            return f"{name} ({json.dumps(value)})" if cls in (bool, int, float, str) else name
     return "a date or time"
 
 
