@@ -3,12 +3,13 @@ below the environment and the command line, every mistake one line naming the fi
 
 import argparse
 import re
+import signal
 import subprocess
 import sys
 
 import pytest
 from scgi_raw import request
-from servers import ServerProcess, child_env
+from servers import ServerProcess, child_env, wait_until
 
 from scgikit.config import EXAMPLE_FILE, ConfigError, add_arguments, from_arguments
 
@@ -225,3 +226,22 @@ def test_a_relative_path_in_the_file_is_not_taken_from_the_files_folder(tmp_path
         assert request(f"unix:{tmp_path}/scgi.sock", "/").body == b"hello"
         assert not (tmp_path / "etc" / "scgi.sock").exists()
         server.wait_for_log("Listening at: unix:./scgi.sock")
+
+
+def test_a_reload_loads_the_app_afresh_but_not_the_file(tmp_path):
+    app = tmp_path / "reloaded.py"
+    version = "import os\ndef app(e, s):\n    s('200 OK', [])\n" \
+              "    return [b'version {} ' + os.environ['GREETING'].encode()]\n"
+    app.write_text(version.format(1))
+    config = tmp_path / "scgikit.toml"
+    config.write_text(f'app = "{app}:app"\nworkers = 1\nenv = ["GREETING=one"]\n')
+    argv = [sys.executable, "-m", "scgikit", "serve", "-c", str(config), "--bind", "127.0.0.1:0"]
+    with ServerProcess(argv, cwd=tmp_path).start() as server:
+        assert request(server.address, "/").body == b"version 1 one"
+        app.write_text(version.format(2))
+        config.write_text(f'app = "{app}:app"\nworkers = 1\nenv = ["GREETING=two"]\n')
+        server.send_signal(signal.SIGHUP)
+        server.wait_for_log(r"generation 1 ready", timeout=30)
+        wait_until(lambda: request(server.address, "/").body.startswith(b"version 2"),
+                   timeout=30, message="the reloaded app to answer")
+        assert request(server.address, "/").body == b"version 2 one"
