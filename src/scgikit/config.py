@@ -399,28 +399,29 @@ def read_config_file(path: str) -> tuple[dict[str, Any], str]:
 
 
 def _load_toml(path: str) -> dict[str, Any]:
+    # Read and decoded here, not by the parser: tomli before 1.2 (Python 3.10) reads text.
     try:
         with open(path, "rb") as fh:
-            data: dict[str, Any] = tomllib.load(fh)
-            return data
+            text = fh.read().decode("utf-8")
     except OSError as exc:
         raise ConfigError(f"--config {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not valid TOML: the file is not UTF-8") from None
+    try:
+        data: dict[str, Any] = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(_toml_error(path, str(exc))) from None
+        raise ConfigError(_toml_error(path, str(exc), text)) from None
+    return data
 
 
-def _toml_error(path: str, message: str) -> str:
+def _toml_error(path: str, message: str, text: str) -> str:
     """``FILE:LINE: not valid TOML: what``, from the parser's "(at line L, column C)"."""
     found = re.search(r" \(at line (\d+), column (\d+)\)$", message)
     if found:
         return (f"{path}:{found[1]}: not valid TOML: {message[:found.start()]} "
                 f"(column {found[2]})")
     if message.endswith(" (at end of document)"):
-        with open(path, "rb") as fh:
-            lines = len(fh.read().splitlines())
-        return (f"{path}:{lines}: not valid TOML: "
+        return (f"{path}:{len(text.splitlines())}: not valid TOML: "
                 f"{message.removesuffix(' (at end of document)')} (at the end of the file)")
     return f"{path}: not valid TOML: {message}"
 
