@@ -235,3 +235,58 @@ def test_check_help_lists_the_options_of_serve():
     for option in ("--config", "--bind", "--workers", "--threads", "SCGIKIT_CONFIG"):
         assert option in result.stdout
     assert "Exit status: 0 fine" in result.stdout
+
+
+def as_unprivileged(*args):
+    """``scgikit check`` as a user that is not root (nobody, when the tests run as root)."""
+    import os
+    import pwd
+
+    if os.geteuid() != 0:
+        return check(*args, cwd="/")
+    try:
+        pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no user 'nobody' to run the check as")
+    try:
+        return subprocess.run([sys.executable, "-m", "scgikit", "check", *args],
+                              capture_output=True, text=True, timeout=60, env=child_env(),
+                              cwd="/", user="nobody")
+    except PermissionError:
+        pytest.skip(f"the user 'nobody' cannot run {sys.executable}")
+
+
+def test_a_privileged_port_is_a_warning_for_a_user_who_is_not_root():
+    start = int(open("/proc/sys/net/ipv4/ip_unprivileged_port_start").read())
+    if start < 2:
+        pytest.skip("this kernel lets every user listen on any port")
+    result = as_unprivileged("wsgi_apps:hello", "--bind", f"127.0.0.1:{start - 1}")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == (f"scgikit check: warning: 127.0.0.1:{start - 1}: ports below "
+                             f"{start} need root; serve would fail to listen there\n")
+
+
+def test_user_without_root_is_an_error_as_in_serve():
+    result = as_unprivileged("wsgi_apps:hello", "--user", "nobody")
+    assert result.returncode == 2
+    assert result.stderr == ("scgikit check: error: --user/--group need the server to be "
+                             "started as root\n")
+
+
+def test_the_privileged_port_rule_follows_the_effective_user(monkeypatch):
+    # The subprocess tests above need an interpreter another user can run; this one holds
+    # wherever the tests run: the same check, as uid 1000 and as root.
+    from scgikit.addresses import parse_address
+    from scgikit.config import Config
+    from scgikit.server.check import _address_warnings
+
+    start = int(open("/proc/sys/net/ipv4/ip_unprivileged_port_start").read())
+    if start < 2:
+        pytest.skip("this kernel lets every user listen on any port")
+    address = parse_address(f"127.0.0.1:{start - 1}")
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    assert _address_warnings(address, Config(), set()) == [
+        f"127.0.0.1:{start - 1}: ports below {start} need root; serve would fail to listen there"]
+    assert _address_warnings(parse_address(f"127.0.0.1:{start}"), Config(), set()) == []
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    assert _address_warnings(address, Config(), set()) == []
