@@ -290,3 +290,28 @@ def test_the_privileged_port_rule_follows_the_effective_user(monkeypatch):
     assert _address_warnings(parse_address(f"127.0.0.1:{start}"), Config(), set()) == []
     monkeypatch.setattr("os.geteuid", lambda: 0)
     assert _address_warnings(address, Config(), set()) == []
+
+
+def test_a_chdir_that_fails_is_an_error_with_status_2(tmp_path):
+    result = check("wsgi_apps:hello", "--chdir", str(tmp_path / "absent"))
+    assert result.returncode == 2
+    assert result.stderr == (f"scgikit check: error: --chdir {tmp_path}/absent: "
+                             "No such file or directory\n")
+
+
+def test_systemd_sockets_are_reported_without_being_touched():
+    result = check("wsgi_apps:hello", LISTEN_FDS="2")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("listen at: the 2 socket(s) systemd passes (LISTEN_FDS)\n")
+
+
+def test_an_fd_address_that_is_not_an_open_socket_is_a_warning(tmp_path):
+    result = check("wsgi_apps:hello", "--bind", "fd://99")
+    assert result.stderr == ("scgikit check: warning: fd://99: Bad file descriptor; serve "
+                             "would fail\n")
+    with open(tmp_path / "file", "w") as fh:
+        fd = fh.fileno()
+        result = subprocess.run(
+            [sys.executable, "-m", "scgikit", "check", "wsgi_apps:hello", "--bind", f"fd://{fd}"],
+            capture_output=True, text=True, timeout=60, env=child_env(), pass_fds=[fd])
+    assert result.stderr == f"scgikit check: warning: fd://{fd} is not a socket; serve would fail\n"
