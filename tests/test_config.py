@@ -5,7 +5,15 @@ import argparse
 import pytest
 
 from scgikit.addresses import Address
-from scgikit.config import Config, ConfigError, add_arguments, from_arguments, options_page
+from scgikit.config import (
+    Config,
+    ConfigError,
+    add_arguments,
+    env_name,
+    file_key,
+    from_arguments,
+    options_page,
+)
 
 
 def build(argv, environ=None):
@@ -90,9 +98,16 @@ def test_config_is_frozen():
     assert config.replace(workers=9).workers == 9
 
 
-def test_options_page_lists_every_option():
+def test_options_page_lists_every_option_with_its_variable_and_file_key():
     page = options_page()
     import dataclasses
     for field in dataclasses.fields(Config):
         if field.metadata:
-            assert f"SCGIKIT_{field.name.upper()}" in page
+            assert f"`{env_name(field.name)}`" in page
+            if field.metadata["in_file"]:
+                assert f"| `{file_key(field)}`: " in page
+
+
+def test_the_configuration_file_is_named_by_scgikit_config():
+    assert env_name("config_file") == "SCGIKIT_CONFIG"
+    assert env_name("max_requests") == "SCGIKIT_MAX_REQUESTS"

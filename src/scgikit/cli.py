@@ -18,6 +18,7 @@ from . import __version__
 # subcommand -> module holding HELP, configure() and run()
 SUBCOMMANDS = {
     "serve": "scgikit.server.command",
+    "check": "scgikit.server.check",
     "request": "scgikit.client_command",
     "config": "scgikit.frontends",
     "gateway": "scgikit.gateway",

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from ..config import ConfigError, add_arguments, from_arguments
+from ..config import Config, ConfigError, add_arguments, from_arguments
 
 HELP = "serve a WSGI or ASGI app or an SCGIHandler subclass over SCGI"
 DESCRIPTION = """\
@@ -15,6 +15,10 @@ Serve TARGET over SCGI with a pre-forking master and --workers worker processes.
 TARGET is MODULE:ATTRIBUTE, MODULE:FACTORY() or path/to/file.py:ATTRIBUTE, naming a
 WSGI callable, an ASGI 3 app (served on the asyncio model) or a subclass of
 scgikit.scgi_server.SCGIHandler.  --threads N runs N WSGI requests per worker at once.
+
+Options may also come from a TOML file (--config FILE; keys are the long flags without
+their dashes, and "app" names TARGET): the command line wins over SCGIKIT_* variables,
+which win over the file.
 
 Signals to the master: TERM/INT graceful stop, QUIT immediate stop, HUP graceful
 reload (new workers load the app afresh), TTIN/TTOU one worker more/fewer."""
@@ -25,11 +29,13 @@ examples:
   scgikit serve examples/hello.py:app --bind 127.0.0.1:4000 --access-log -
   scgikit serve legacy:YourHandler --max-requests 1000 --max-requests-jitter 100
   scgikit serve myapp:app --threads 8
-  scgikit serve myapi:app --bind /run/myapi.sock     # an ASGI app (FastAPI, Starlette)"""
+  scgikit serve myapi:app --bind /run/myapi.sock     # an ASGI app (FastAPI, Starlette)
+  scgikit serve -c /etc/myapp/scgikit.toml          # app = "myapp:app" in the file"""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("target", metavar="TARGET", help="MODULE:ATTRIBUTE naming the app")
+    parser.add_argument("target", metavar="TARGET", nargs="?", default=None,
+                        help="MODULE:ATTRIBUTE naming the app (or app in the --config file)")
     add_arguments(parser)
 
 
@@ -43,10 +49,19 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
 
+def build_config(args: argparse.Namespace) -> Config:
+    """The ``Config`` of ``serve`` and ``check``: options, environment, file; and an app."""
+    config = from_arguments(args, os.environ, target=args.target)
+    if not config.target:
+        raise ConfigError("no app to serve: give TARGET, or app = \"module:app\" in the "
+                          "--config file")
+    return config
+
+
 def _serve(args: argparse.Namespace) -> int:
     from .arbiter import Arbiter, setup_logging
 
-    config = from_arguments(args, os.environ, target=args.target)
+    config = build_config(args)
     try:
         setup_logging(config)
     except OSError as exc:

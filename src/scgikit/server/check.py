@@ -1,0 +1,311 @@
+"""``scgikit check [options] TARGET``: what ``scgikit serve`` would do, without serving.
+
+The ``Config`` is built as ``serve`` builds it (command line, ``SCGIKIT_*``
+variables, ``--config`` file), then the app is loaded by the workers' own code
+(``apps.loader.load_target`` and ``app_kind``, ``boot.choose_model``) and the
+report says what was found: the app's kind, the worker model, the addresses.
+
+Nothing listens.  Addresses are only looked at: a port below the kernel's
+unprivileged start, a port some socket of this machine already listens on
+(from /proc/net), a unix socket's folder that is missing or not writable, a
+file that is in the way.  No socket is bound or connected to, so a check can
+run beside the server it checks.  The one side effect is the app's import: its
+module-level code runs, as in every worker (an ASGI app's lifespan startup is
+not run).
+
+Exit status: 0 when ``serve`` would start (warnings may be printed), 2 when a
+setting is unusable (as ``serve``), 4 when the app cannot be loaded (as a
+worker's ``APP_LOAD_ERROR``); with both, 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import stat
+import sys
+import sysconfig
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..addresses import Address
+from ..config import Config, ConfigError
+from .boot import APP_LOAD_ERROR, choose_model
+from .command import build_config
+from .command import configure as configure_serve
+from .sockets import is_wildcard, socket_owner
+
+HELP = "check the options, the config file and the app as serve would, without serving"
+DESCRIPTION = """\
+Check what `scgikit serve` would do with the same options, without serving: build the
+configuration (options, SCGIKIT_* variables, --config file), load the app as a worker
+would, and report its kind, the worker model and the addresses it would listen at.
+Nothing is bound: addresses are only looked at, and problems with them are warnings.
+
+Exit status: 0 fine (warnings allowed), 2 an unusable setting, 4 an app that cannot
+be loaded (the codes of scgikit serve)."""
+EPILOG = """\
+examples:
+  scgikit check myapp:app --workers 4
+  scgikit check -c /etc/myapp/scgikit.toml"""
+
+CONFIG_ERROR = 2
+
+
+@dataclass
+class Report:
+    """What a check found (label, value), its warnings, and its errors with their status."""
+
+    found: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    errors: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def status(self) -> int:
+        return min(code for code, _ in self.errors) if self.errors else 0
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    configure_serve(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = build_config(args)
+    except ConfigError as exc:
+        print(f"scgikit check: {exc}", file=sys.stderr)
+        return CONFIG_ERROR
+    report = check(config, os.environ)
+    for label, value in report.found:
+        print(f"{label}: {value}")
+    for message in report.warnings:
+        print(f"scgikit check: warning: {message}", file=sys.stderr)
+    for _, message in report.errors:
+        print(f"scgikit check: error: {message}", file=sys.stderr)
+    if not report.errors:
+        print("ok")
+    return report.status
+
+
+def check(config: Config, environ: Mapping[str, str]) -> Report:
+    """Check ``config`` as ``serve`` would start it: settings, addresses, then the app."""
+    report = Report()
+    if config.config_file:
+        report.found.append(("config file", config.config_file))
+    _check_settings(config, report)
+    _prepare_process(config, report)  # before the addresses: a relative path follows --chdir
+    _check_addresses(config, environ, report)
+    _check_app(config, report)
+    return report
+
+
+def _check_settings(config: Config, report: Report) -> None:
+    """What ``serve`` refuses before it binds: --user without root, unknown owners."""
+    if (config.user or config.group) and os.geteuid() != 0:
+        report.errors.append((CONFIG_ERROR, "--user/--group need the server to be started "
+                                            "as root"))
+    try:
+        socket_owner(config)
+    except ConfigError as exc:
+        report.errors.append((CONFIG_ERROR, str(exc)))
+
+
+def _prepare_process(config: Config, report: Report) -> None:
+    """As the master before it forks: --env, --chdir, and the folder on sys.path."""
+    for name, value in config.env:
+        os.environ[name] = value
+    if config.chdir:
+        try:
+            os.chdir(config.chdir)
+        except OSError as exc:
+            report.errors.append((CONFIG_ERROR, f"--chdir {config.chdir}: {exc.strerror}"))
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+
+
+# --- the app ---------------------------------------------------------------------------
+
+
+def _check_app(config: Config, report: Report) -> None:
+    from ..apps.loader import AppImportError, app_kind, load_target
+
+    try:
+        kind = app_kind(load_target(config.target))
+        model = choose_model(config, kind)
+        if model == "asyncio":
+            from .aio import new_event_loop
+
+            new_event_loop(config.loop).close()  # --loop uvloop without uvloop
+    except AppImportError as exc:
+        report.errors.append((APP_LOAD_ERROR, f"cannot load the app: {exc}"))
+        return
+    except SystemExit as exc:
+        report.errors.append((APP_LOAD_ERROR, f"cannot load the app {config.target!r}: "
+                                              f"it exited: {_exit_text(exc)}"))
+        return
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
+        report.errors.append((APP_LOAD_ERROR, f"cannot load the app {config.target!r}: "
+                                              f"{_one_line(exc)}"))
+        return
+    report.found.append(("app", f"{config.target} ({_KIND_NAMES[kind]})"))
+    report.found.append(("worker model", _model_text(config, model)))
+    if kind == "asgi" and config.threads > 1:
+        report.warnings.append(
+            f"--threads {config.threads} is ignored: an ASGI app runs on the asyncio model, "
+            "where one worker serves many requests at once on its event loop")
+
+
+_KIND_NAMES = {"wsgi": "a WSGI app", "asgi": "an ASGI app", "handler": "a classic SCGIHandler"}
+
+
+def _model_text(config: Config, model: str) -> str:
+    threads = f" of {config.threads} threads each" if model == "threads" else ""
+    return f"{model}, {config.workers} worker process{'es' if config.workers > 1 else ''}" \
+        + threads
+
+
+def _exit_text(exc: SystemExit) -> str:
+    if exc.code is None or isinstance(exc.code, int):
+        return f"sys.exit({'' if exc.code is None else exc.code})"
+    return str(exc.code)
+
+
+def _one_line(exc: BaseException) -> str:
+    """``Type: message (at file, line N)``: where the app's own code failed."""
+    summary = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f"{summary} (at {exc.filename}, line {exc.lineno})"
+    where = _app_frame(exc)
+    return f"{summary} (at {where.filename}, line {where.lineno})" if where else summary
+
+
+def _app_frame(exc: BaseException) -> traceback.FrameSummary | None:
+    """The innermost frame outside Python's library and scgikit, else the innermost."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if not f.filename.startswith("<")]
+    outside = (sysconfig.get_paths()["stdlib"], str(Path(__file__).parent.parent))
+    own = [f for f in frames if not f.filename.startswith(outside)]
+    chosen = own or frames
+    return chosen[-1] if chosen else None
+
+
+# --- the addresses -----------------------------------------------------------------------
+
+
+def _check_addresses(config: Config, environ: Mapping[str, str], report: Report) -> None:
+    if not config.bind and environ.get("LISTEN_FDS", "").isdigit():
+        count = int(environ["LISTEN_FDS"])
+        report.found.append(("listen at", f"the {count} socket(s) systemd passes "
+                                           "(LISTEN_FDS)"))
+        return
+    listening = _listening_sockets()
+    for address in config.addresses:
+        report.found.append(("listen at", str(address)))
+        report.warnings.extend(_address_warnings(address, config, listening))
+
+
+def _address_warnings(address: Address, config: Config,
+                      listening: set[tuple[int, str, int | str]]) -> list[str]:
+    if address.fd is not None:
+        return _fd_warnings(address.fd)
+    if address.path is not None:
+        return _unix_warnings(address.path, listening)
+    assert address.host is not None and address.port is not None
+    warnings = []
+    start = _unprivileged_port_start()
+    if 0 < address.port < start and os.geteuid() != 0:
+        warnings.append(f"{address}: ports below {start} need root; serve would fail "
+                        "to listen there")
+    if _tcp_in_use(address, listening):
+        warnings.append(f"{address}: a socket of this machine already listens there; "
+                        "serve would fail to listen, unless that server stops first")
+    if is_wildcard((address.host, address.port)) and not config.allow_from:
+        warnings.append(f"{address} listens on every network interface, and SCGI has no "
+                        "authentication: admit only the front end with --allow-from")
+    return warnings
+
+
+def _unix_warnings(path: str, listening: set[tuple[int, str, int | str]]) -> list[str]:
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        if not os.path.isdir(folder):
+            return [f"unix:{path}: the folder {folder} does not exist"]
+        if not os.access(folder, os.W_OK | os.X_OK):
+            return [f"unix:{path}: this user cannot create files in {folder}"]
+        return []
+    if not stat.S_ISSOCK(mode):
+        return [f"unix:{path} exists and is not a socket; serve would not replace it"]
+    if (socket.AF_UNIX, os.path.abspath(path), 0) in listening:
+        return [f"unix:{path} is in use by a running server; serve would refuse it"]
+    return []
+
+
+def _fd_warnings(fd: int) -> list[str]:
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError as exc:
+        return [f"fd://{fd}: {exc.strerror or exc}; serve would fail"]
+    return [] if stat.S_ISSOCK(mode) else [f"fd://{fd} is not a socket; serve would fail"]
+
+
+def _tcp_in_use(address: Address, listening: set[tuple[int, str, int | str]]) -> bool:
+    family = address.family
+    wildcard = "::" if family == socket.AF_INET6 else "0.0.0.0"
+    if address.port == 0:
+        return False
+    if address.host == wildcard:
+        return any(fam == family and port == address.port for fam, _, port in listening)
+    return bool({(family, address.host, address.port), (family, wildcard, address.port)}
+                & listening)
+
+
+def _unprivileged_port_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text())
+    except (OSError, ValueError):
+        return 1024
+
+
+def _listening_sockets() -> set[tuple[int, str, int | str]]:
+    """(family, host or path, port or 0) of every listening socket the kernel shows us.
+
+    Read from /proc/net (Linux; elsewhere nothing is found): looking, not binding.
+    """
+    found: set[tuple[int, str, int | str]] = set()
+    for name, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        for fields in _proc_net(name):
+            if len(fields) > 3 and fields[3] == "0A":  # TCP_LISTEN
+                host, _, port = fields[1].partition(":")
+                found.add((family, _proc_host(host, family), int(port, 16)))
+    for fields in _proc_net("unix"):
+        # Flags 00010000 is __SO_ACCEPTCON: a listening socket.
+        if len(fields) > 7 and int(fields[3], 16) & 0x10000:
+            found.add((socket.AF_UNIX, os.path.abspath(fields[7]), 0))
+    return found
+
+
+def _proc_net(name: str) -> list[list[str]]:
+    try:
+        lines = Path("/proc/net", name).read_text().splitlines()[1:]
+    except OSError:
+        return []
+    return [line.split() for line in lines]
+
+
+def _proc_host(text: str, family: int) -> str:
+    """An address of /proc/net/tcp: 32-bit words in the host's byte order."""
+    raw = bytes.fromhex(text)
+    words = b"".join(raw[i:i + 4][::-1] if sys.byteorder == "little" else raw[i:i + 4]
+                     for i in range(0, len(raw), 4))
+    try:
+        return socket.inet_ntop(family, words)
+    except (OSError, ValueError):
+        return ""
+
