@@ -214,15 +214,15 @@ class Arbiter:
         running = [w for w in state.workers.values() if w.stopping_since is None]
         ready = sum(w.ready for w in running)
         if state.stopping:
-            return f"Stopping: {len(state.workers)} workers finishing their requests"
+            return f"Stopping: {_workers(len(state.workers))} finishing their requests"
         if not state.ever_ready:
-            return f"Starting: {len(running)} workers loading the app"
+            return f"Starting: {_workers(len(running))} loading the app"
         if state.generation != state.live_generation:
             new = sum(w.ready for w in running if w.generation == state.generation)
-            return (f"Reloading: {new} of {state.wanted} new workers ready (generation "
-                    f"{state.generation}); {ready - new} old workers serving")
+            return (f"Reloading: {new} of {_workers(state.wanted)} of generation "
+                    f"{state.generation} ready; {ready - new} old ones serving")
         booting = len(running) - ready
-        return (f"Serving: {ready} workers ready" + (f", {booting} starting" if booting else "")
+        return (f"Serving: {_workers(ready)} ready" + (f", {booting} starting" if booting else "")
                 + f" (generation {state.generation})")
 
     def _wait(self, seconds: float) -> None:
@@ -611,6 +611,10 @@ def _signal_name(signum: int) -> str:
         return signal.Signals(signum).name
     except ValueError:
         return "unnamed"
+
+
+def _workers(count: int) -> str:
+    return f"{count} worker" if count == 1 else f"{count} workers"
 
 
 def _after(delay: float) -> str:
