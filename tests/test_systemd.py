@@ -26,14 +26,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from scgi_raw import request
+from scgi_raw import parse_answer, read_all, request
 from servers import ServerProcess, child_env, wait_until
 
 from scgikit.cli import build_parser
 from scgikit.config import from_arguments
+from scgikit.protocol import encode_request
 from scgikit.server.systemd import notify_address, watchdog_interval
 
 UNITS = Path(__file__).parent.parent / "docs" / "systemd"
+
+
+def scgi_request() -> bytes:
+    return encode_request({"REQUEST_METHOD": "GET", "REQUEST_URI": "/", "SERVER_NAME": "test",
+                           "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1"}, 0)
 
 # Moves the sockets given as argv[1] ("7,9") to fd 3 on, names itself in LISTEN_PID
 # and becomes the server: what systemd does between fork and exec.
@@ -189,7 +195,8 @@ def test_reload_and_stop_are_reported_in_order(systemd, servers, tmp_path):
     server = activated("systemd_apps:environ_report", "--workers", "2", sockets=[sock],
                        systemd=systemd)
     servers.append(server)
-    systemd.wait_for("READY", "1")
+    systemd.wait_for("READY", "1")  # once the first worker serves; then the second:
+    systemd.wait_for("STATUS", "Serving: 2 workers ready (generation 0)")
     before = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
     server.send_signal(signal.SIGHUP)
     reloading = systemd.wait_for("RELOADING", "1")
@@ -307,6 +314,27 @@ def test_passed_sockets_serve_and_are_named_by_listen_fdnames(systemd, servers, 
         assert json.loads(answer.body) == {"app": [], "child": [], "child_has_fd3": False}
     tcp.close()
     unix.close()
+
+
+def test_a_connection_made_while_the_service_restarts_waits_for_the_next_server(
+        systemd, servers, tmp_path):
+    # systemd holds the socket across the restart; the server that stops must leave its
+    # file and its queue alone, and the next one serves what waited there.
+    sock, address = listening("unix", tmp_path)
+    first = activated("systemd_apps:environ_report", sockets=[sock], systemd=systemd)
+    servers.append(first)
+    systemd.wait_for("READY", "1")
+    assert first.stop(signal.SIGTERM) == 0
+    assert Path(address.removeprefix("unix:")).exists()
+    with socket.socket(socket.AF_UNIX) as waiting:
+        waiting.settimeout(30)
+        waiting.connect(address.removeprefix("unix:"))  # queued: nobody serves right now
+        waiting.sendall(scgi_request())
+        second = activated("systemd_apps:environ_report", sockets=[sock], systemd=systemd)
+        servers.append(second)
+        answer = parse_answer(read_all(waiting))
+    assert answer.status == 200
+    sock.close()
 
 
 def test_systemd_variables_are_not_passed_down_without_socket_activation(systemd, serve):
