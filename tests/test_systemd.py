@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import configparser
 import json
+import os
 import re
 import shlex
 import shutil
@@ -32,7 +33,7 @@ from servers import ServerProcess, child_env, wait_until
 from scgikit.cli import build_parser
 from scgikit.config import from_arguments
 from scgikit.protocol import encode_request
-from scgikit.server.systemd import notify_address, watchdog_interval
+from scgikit.server.systemd import Notifier, notify_address, watchdog_interval
 
 UNITS = Path(__file__).parent.parent / "docs" / "systemd"
 
@@ -256,6 +257,28 @@ def test_watchdog_pings_keep_coming_from_the_master(systemd, servers, tmp_path):
     last = systemd.wait_for("WATCHDOG", "1", count=pings + 3)
     assert last.pid == server.pid
     sock.close()
+
+
+def test_notifier_sends_each_state_change_once_and_nothing_after_stopping(systemd):
+    notifier = Notifier(systemd.variable)
+    notifier.reloading("a")  # before the first READY systemd still waits for that: silent
+    notifier.ready("b")
+    notifier.ready("b")
+    notifier.reloading("c")
+    notifier.reloading("c")
+    notifier.ready("d")
+    notifier.stopping("e")
+    notifier.ready("f")
+    notifier.reloading("g")
+    notifier.update_status("e")  # what systemd already shows: not sent again
+    notifier.update_status("h")
+    while systemd.receive(0.2):
+        pass
+    assert systemd.summary() == [
+        f"READY=1|MAINPID={os.getpid()}", "RELOADING=1|MONOTONIC_USEC="
+        + systemd.messages[1].fields["MONOTONIC_USEC"], f"READY=1|MAINPID={os.getpid()}",
+        "STOPPING=1", "STATUS=h"]
+    assert [m.fields.get("STATUS") for m in systemd.messages] == ["b", "c", "d", "e", "h"]
 
 
 def test_watchdog_meant_for_another_process_or_absent_sends_no_pings():
