@@ -26,6 +26,11 @@ capped exponential backoff, as is a failed ``fork()``.
     SIGQUIT           immediate stop
     SIGHUP            graceful reload: new workers load the app afresh
     SIGTTIN, SIGTTOU  one worker more, one fewer
+
+Under systemd the loop also reports to it (``systemd.py``): READY once a worker
+serves, RELOADING and READY again around a reload, STOPPING, a STATUS line when
+the workers change, and the watchdog's pings, from this loop so that a master
+that hangs stops pinging.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from typing import Any, NoReturn
 from ..config import Config, ConfigError
 from .boot import APP_LOAD_ERROR, WORKER_BOOT_ERROR, boot
 from .sockets import Listener, open_listeners
+from .systemd import Notifier, forget_systemd_environ
 from .worker import Heartbeat
 
 log = logging.getLogger("scgikit")
@@ -101,6 +107,7 @@ class Arbiter:
         self.listeners: list[Listener] = []
         self.exit_code = 0
         self.gateway_pid = 0
+        self.notifier = Notifier()  # silent until _prepare reads NOTIFY_SOCKET
 
     # --- setup -------------------------------------------------------------------------
 
@@ -134,6 +141,10 @@ class Arbiter:
         if os.getcwd() not in sys.path:
             sys.path.insert(0, os.getcwd())  # as 'python -m' would, for 'module:app'
         self.listeners = open_listeners(config, self.environ)
+        # Read once, then gone from the environment every child inherits: the app
+        # must not take itself for the process systemd started (sd_listen_fds(1)).
+        self.notifier = Notifier.from_environ(self.environ)
+        forget_systemd_environ(os.environ)
         self.slots_map = mmap.mmap(-1, 8 * MAX_WORKERS)
         self.slots = memoryview(self.slots_map).cast("d")
         self.ready_r, self.ready_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -174,12 +185,45 @@ class Arbiter:
                 self._murder_stuck()
                 self._kill_slow_boots()
                 self._manage()
+            self._tell_systemd()
             self._wait(self._sleep_time())
 
     def _sleep_time(self) -> float:
-        """Up to TICK; less when a backed-off restart falls due sooner."""
-        left = self.state.respawn_after - time.monotonic()
-        return min(TICK, left) if left > 0 else TICK
+        """Up to TICK; less when a backed-off restart or a watchdog ping falls due sooner."""
+        now = time.monotonic()
+        left = self.state.respawn_after - now
+        sleep = min(TICK, left) if left > 0 else TICK
+        ping = self.notifier.seconds_to_watchdog(now)
+        return sleep if ping is None else min(sleep, ping)
+
+    def _tell_systemd(self) -> None:
+        """READY once a worker serves and again after a reload; STATUS; the watchdog's ping."""
+        state, notifier = self.state, self.notifier
+        if not notifier.enabled:
+            return
+        status = self._status()
+        if not state.stopping and state.ever_ready and (
+                notifier.phase == "starting" or state.generation == state.live_generation):
+            notifier.ready(status)  # a reload done or abandoned, or the first worker ready
+        notifier.update_status(status)
+        notifier.watchdog(time.monotonic())
+
+    def _status(self) -> str:
+        """One line for ``systemctl status``."""
+        state = self.state
+        running = [w for w in state.workers.values() if w.stopping_since is None]
+        ready = sum(w.ready for w in running)
+        if state.stopping:
+            return f"Stopping: {_workers(len(state.workers))} finishing their requests"
+        if not state.ever_ready:
+            return f"Starting: {_workers(len(running))} loading the app"
+        if state.generation != state.live_generation:
+            new = sum(w.ready for w in running if w.generation == state.generation)
+            return (f"Reloading: {new} of {_workers(state.wanted)} of generation "
+                    f"{state.generation} ready; {ready - new} old ones serving")
+        booting = len(running) - ready
+        return (f"Serving: {_workers(ready)} ready" + (f", {booting} starting" if booting else "")
+                + f" (generation {state.generation})")
 
     def _wait(self, seconds: float) -> None:
         try:
@@ -221,6 +265,7 @@ class Arbiter:
         # backend); the workers keep theirs until they have served what is queued.
         # The loop wakes on each SIGCHLD and returns once the last worker is gone.
         self.state.stopping = True
+        self.notifier.stopping(self._status())
         self.state.stop_deadline = time.monotonic() + grace
         self.state.stop_signal = signum
         for listener in self.listeners:
@@ -255,6 +300,7 @@ class Arbiter:
             self._stop_workers(booting, signal.SIGKILL)
         state.generation += 1
         log.info("Reload: starting %d new workers (generation %d)", state.wanted, state.generation)
+        self.notifier.reloading(self._status())
 
     def handle_ttin(self) -> None:
         self.state.wanted = min(self.state.wanted + 1, MAX_WORKERS)
@@ -565,6 +611,10 @@ def _signal_name(signum: int) -> str:
         return signal.Signals(signum).name
     except ValueError:
         return "unnamed"
+
+
+def _workers(count: int) -> str:
+    return f"{count} worker" if count == 1 else f"{count} workers"
 
 
 def _after(delay: float) -> str:

@@ -295,16 +295,27 @@ def _inherited(fd: int, name: str) -> Listener:
 
 
 def systemd_listeners(environ: Mapping[str, str]) -> list[Listener]:
-    """Sockets passed by systemd socket activation (sd_listen_fds(3))."""
+    """Sockets passed by systemd socket activation (sd_listen_fds(3)).
+
+    ``LISTEN_FDNAMES`` (sd_listen_fds_with_names(3): colon-separated, one per
+    descriptor; a socket unit's ``FileDescriptorName=``, else the unit's name)
+    names each in the log.  The master removes these variables from its
+    environment once they are read (``forget_systemd_environ``); the workers
+    inherit the sockets themselves by the fork.
+    """
     if environ.get("LISTEN_PID") not in (None, str(os.getpid())):
         return []  # meant for another process
     count = environ.get("LISTEN_FDS", "")
     if not count.isdigit():
         return []
-    return [
-        _inherited(fd, f"systemd fd {fd}")
-        for fd in range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + int(count))
-    ]
+    names = environ.get("LISTEN_FDNAMES", "").split(":")
+    listeners = []
+    for index in range(int(count)):
+        fd = SD_LISTEN_FDS_START + index
+        label = names[index] if index < len(names) else ""
+        listeners.append(_inherited(fd, f'systemd fd {fd} "{label}"' if label
+                                    else f"systemd fd {fd}"))
+    return listeners
 
 
 def _prepare(sock: socket.socket, config: Config) -> None:
