@@ -60,6 +60,13 @@ def test_nginx_hint_starts_each_backend_on_its_own_host():
     ]
 
 
+def test_nginx_down_marks_a_backend_to_restart():
+    text = render("nginx", ["10.0.0.1:4000", "10.0.0.2:4000"], down=["10.0.0.2:4000"])
+    assert "server 10.0.0.1:4000 max_fails=1 fail_timeout=10s;" in text
+    assert "server 10.0.0.2:4000 max_fails=1 fail_timeout=10s down;" in text
+    assert "--down 10.0.0.2:4000" in text.splitlines()[0]
+
+
 def test_one_backend_has_no_failover_settings():
     text = render("nginx", ["10.0.0.1:4000"])
     assert "scgi_next_upstream" not in text and "fail_timeout" not in text
@@ -89,6 +96,11 @@ def test_lighttpd_at_the_root_fixes_script_name():
     (("nginx", ["127.0.0.1:1"], "/", "localhost", 80, 3), "--fail-timeout is for an nginx "
                                                            "upstream"),
     (("nginx", ["127.0.0.1:1", "127.0.0.1:2"], "/", "localhost", 80, 0), "1..3600"),
+    (("nginx", ["127.0.0.1:1", "127.0.0.1:2"], "/", "localhost", 80, 10, ["127.0.0.1:3"]),
+     "--down 127.0.0.1:3: not one of the --bind backends"),
+    (("nginx", ["127.0.0.1:1", "127.0.0.1:2"], "/", "localhost", 80, 10,
+      ["127.0.0.1:1", "127.0.0.1:2"]), "every backend"),
+    (("nginx", ["127.0.0.1:1"], "/", "localhost", 80, 10, ["127.0.0.1:1"]), "of an upstream"),
 ])
 def test_impossible_configurations_are_refused(args, message):
     with pytest.raises(FrontendError, match=message):

@@ -32,6 +32,8 @@ examples:
   scgikit config nginx --bind unix:/run/app.sock --prefix /app
   scgikit config nginx --bind 10.0.0.1:4000 --bind 10.0.0.2:4000   an upstream of two hosts,
                                                          with failover (docs/deploy.md)
+  scgikit config nginx --bind 10.0.0.1:4000 --bind 10.0.0.2:4000 --down 10.0.0.2:4000
+                                                         the same, 10.0.0.2 drained for a restart
   scgikit config apache --server-name example.org
   scgikit config lighttpd --prefix /app --listen 8080
 """
@@ -47,11 +49,12 @@ FAIL_TIMEOUT = 10
 
 def render(server: str, bind: Sequence[str] = ("127.0.0.1:4000",), prefix: str = "/",
            server_name: str = "localhost", listen: int | str = 80,
-           fail_timeout: int = FAIL_TIMEOUT) -> str:
+           fail_timeout: int = FAIL_TIMEOUT, down: Sequence[str] = ()) -> str:
     """The configuration snippet for ``server`` in front of the scgikit server(s) at ``bind``.
 
     Several ``bind`` addresses (nginx only) are several backends, one per host: an
     ``upstream`` block with failover, and one ``scgikit serve`` line per backend in the hint.
+    ``down`` names backends nginx sends nothing new to (marked ``down``), to restart them.
     """
     if server not in FRONT_ENDS:
         raise FrontendError(f"unknown front end {server!r}: choose one of {', '.join(FRONT_ENDS)}")
@@ -69,15 +72,16 @@ def render(server: str, bind: Sequence[str] = ("127.0.0.1:4000",), prefix: str =
         raise FrontendError("--fail-timeout is for an nginx upstream of several --bind backends")
     if not 1 <= fail_timeout <= 3600:
         raise FrontendError(f"--fail-timeout must be 1..3600 seconds, not {fail_timeout}")
+    drained = _down(addresses, down)
     command = "scgikit config " + " ".join(shlex.quote(a) for a in _argv(
-        server, bind, prefix, server_name, listen, fail_timeout))
+        server, bind, prefix, server_name, listen, fail_timeout, down))
     script_name = f" --script-name {prefix}" if prefix != "/" and server != "lighttpd" else ""
     values = {
         "command": command, "start": _start_hint(addresses, script_name),
         "serve": f"scgikit serve APP --bind {addresses[0]}{script_name}",
         "server_name": server_name, "listen": str(listen), "prefix": prefix,
     }
-    values.update(_BUILDERS[server](addresses, prefix, fail_timeout))
+    values.update(_BUILDERS[server](addresses, prefix, fail_timeout, drained))
     text = Template(resources.files(__package__).joinpath(f"{server}.conf").read_text())
     lines = text.substitute(values).splitlines()
     return "\n".join(line for line in lines if line != "\0") + "\n"
@@ -91,6 +95,22 @@ def _prefix(prefix: str) -> str:
     if any(c in prefix for c in " \t\"';{}"):
         raise FrontendError(f"--prefix {prefix!r} holds characters a config file would misread")
     return prefix
+
+
+def _down(addresses: list[Address], down: Sequence[str]) -> set[Address]:
+    """The backends named by ``--down``: each must be one of ``--bind``, and one must stay up."""
+    drained = set()
+    for text in down:
+        try:
+            address = parse_address(text)
+        except AddressError as exc:
+            raise FrontendError(f"--down: {exc}") from None
+        if address not in addresses or len(addresses) < 2:
+            raise FrontendError(f"--down {text}: not one of the --bind backends of an upstream")
+        drained.add(address)
+    if drained and len(drained) == len(addresses):
+        raise FrontendError("--down names every backend: nginx would have none to send to")
+    return drained
 
 
 def _start_hint(addresses: list[Address], script_name: str) -> str:
@@ -125,11 +145,13 @@ _UPSTREAM_OPTIONS = """\
 """
 
 
-def _nginx(addresses: list[Address], prefix: str, fail_timeout: int) -> dict[str, str]:
+def _nginx(addresses: list[Address], prefix: str, fail_timeout: int,
+           down: set[Address]) -> dict[str, str]:
     options = ""
     if len(addresses) > 1:
         limits = f"max_fails=1 fail_timeout={fail_timeout}s"
-        servers = "".join(f"    server {_nginx_target(a)} {limits};\n" for a in addresses)
+        servers = "".join(f"    server {_nginx_target(a)} {limits}{' down' * (a in down)};\n"
+                          for a in addresses)
         upstream = ("# A backend that fails a request is left out for fail_timeout, then tried "
                     "again.\n"
                     f"upstream scgikit_app {{\n{servers}}}\n")
@@ -144,7 +166,8 @@ def _nginx(addresses: list[Address], prefix: str, fail_timeout: int) -> dict[str
             "location": prefix if prefix == "/" else prefix + "/", "failover": options}
 
 
-def _apache(addresses: list[Address], prefix: str, fail_timeout: int) -> dict[str, str]:
+def _apache(addresses: list[Address], prefix: str, fail_timeout: int,
+            down: set[Address]) -> dict[str, str]:
     address = addresses[0]
     if address.path is not None:
         url = f"unix:{address.path}|scgi://localhost{prefix if prefix != '/' else '/'}"
@@ -153,7 +176,8 @@ def _apache(addresses: list[Address], prefix: str, fail_timeout: int) -> dict[st
     return {"url": url}
 
 
-def _lighttpd(addresses: list[Address], prefix: str, fail_timeout: int) -> dict[str, str]:
+def _lighttpd(addresses: list[Address], prefix: str, fail_timeout: int,
+              down: set[Address]) -> dict[str, str]:
     address = addresses[0]
     if address.path is not None:
         backend = f'        "socket" => "{address.path}",'
@@ -168,7 +192,7 @@ _BUILDERS = {"nginx": _nginx, "apache": _apache, "lighttpd": _lighttpd}
 
 
 def _argv(server: str, bind: Sequence[str], prefix: str, server_name: str,
-          listen: int | str, fail_timeout: int) -> list[str]:
+          listen: int | str, fail_timeout: int, down: Sequence[str]) -> list[str]:
     argv = [server]
     if list(bind) != ["127.0.0.1:4000"]:
         for address in bind:
@@ -181,6 +205,8 @@ def _argv(server: str, bind: Sequence[str], prefix: str, server_name: str,
         argv += ["--listen", str(listen)]
     if fail_timeout != FAIL_TIMEOUT:
         argv += ["--fail-timeout", str(fail_timeout)]
+    for address in down:
+        argv += ["--down", address]
     return argv
 
 
@@ -197,12 +223,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fail-timeout", type=int, default=FAIL_TIMEOUT, metavar="SECONDS",
                         help="nginx upstream: how long a failed backend is left out before it "
                         "is tried again (default %(default)s)")
+    parser.add_argument("--down", action="append", default=[], metavar="ADDRESS",
+                        help="nginx upstream: mark this --bind backend down, so that nginx "
+                        "sends it nothing new while it restarts (repeatable)")
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         text = render(args.server, args.bind or ["127.0.0.1:4000"], args.prefix,
-                      args.server_name, args.listen, args.fail_timeout)
+                      args.server_name, args.listen, args.fail_timeout, args.down)
     except FrontendError as exc:
         print(f"scgikit config: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,505 @@
+"""Scale-out across hosts: three `scgikit serve` backends behind one nginx, under load.
+
+Each host is a network namespace joined to a bridge (the "switch", a namespace of its
+own), so the backends, nginx and the client talk over real TCP between distinct
+addresses, as separate machines would:
+
+    sk<pid>b1..b3   a backend each: `scgikit serve APP --bind 10.N.0.1..3:4000`
+    sk<pid>ng       nginx at 10.N.0.10:80, running the text `scgikit config nginx` prints
+    sk<pid>cl       the client at 10.N.0.20: this file, run as a load generator
+
+The app answers with its backend's name and worker pid, so each answer says who served it.
+Every namespace, interface and process is removed by the module fixture's finalizer. The
+load is bounded in count and time; every wait is on a condition with a deadline.
+
+Run as a script (``python3 test_scaleout.py load URL ...``) this file is the load client.
+"""
+
+from __future__ import annotations
+
+import http.client
+import itertools
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from frontends import _nginx_harness, available
+from servers import ServerProcess, child_env, wait_until, worker_pids
+
+PID = os.getpid()
+NET = f"10.{100 + PID % 150}.0"  # private, and only ever inside the namespaces below
+BACKENDS = {"b1": f"{NET}.1", "b2": f"{NET}.2", "b3": f"{NET}.3"}
+NGINX_ADDRESS, CLIENT_ADDRESS = f"{NET}.10", f"{NET}.20"
+PORT = 4000
+FAIL_TIMEOUT = 2  # nginx leaves a failed backend out this long (the default 10s, shortened)
+ANSWER = re.compile(r"^answer (\d+) (GET|POST) (\S+) ?(.*)$")
+
+APP = '''\
+"""Answers with the backend's name and worker pid.
+
+?tag=T logs "in flight: T"; with &on=NAME&pause=S backend NAME holds the request S seconds.
+"""
+import os
+import time
+from urllib.parse import parse_qs
+
+NAME = os.environ["SCALEOUT_BACKEND"]
+
+
+def app(environ, start_response):
+    query = parse_qs(environ.get("QUERY_STRING", ""))
+    body = environ["wsgi.input"].read()
+    if "tag" in query:
+        print("in flight: " + query["tag"][0], file=environ["wsgi.errors"], flush=True)
+    if query.get("on") == [NAME]:
+        time.sleep(float(query["pause"][0]))
+    answer = f"{NAME} {os.getpid()} {environ['REQUEST_METHOD']} {len(body)}".encode()
+    start_response("200 OK", [("Content-Type", "text/plain"),
+                              ("Content-Length", str(len(answer)))])
+    return [answer]
+'''
+
+
+# --- the load client (runs inside the client namespace) ----------------------------------------
+
+def fetch(url: str, method: str, number: int) -> str:
+    """One request; the line the client prints for it: ``answer N METHOD STATUS BODY``."""
+    parts = urlsplit(url)
+    body = b"p" * (1000 + number % 100) if method == "POST" else None
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port or 80, timeout=30)
+    try:
+        conn.request(method, parts.path + (f"?{parts.query}" if parts.query else ""), body=body)
+        response = conn.getresponse()
+        text = response.read().decode(errors="replace").replace("\n", " ")
+        status = str(response.status)
+        if status == "200" and not text.endswith(f" {method} {len(body or b'')}"):
+            status = "garbled"  # the answer must be for this request, body and all
+    except OSError as exc:
+        status, text = "error", f"{type(exc).__name__}: {exc}"
+    finally:
+        conn.close()
+    return f"answer {number} {method} {status} {text}"
+
+
+def load(url: str, mix: str, concurrency: int, max_requests: int, max_seconds: float) -> int:
+    """Requests from ``concurrency`` threads until SIGTERM, ``max_requests`` or ``max_seconds``.
+
+    ``mix`` is ``get`` or ``mixed`` (every other request a POST with a body).
+    """
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    numbers = itertools.count()
+    lock = threading.Lock()
+
+    def run() -> None:
+        while not stop.is_set():
+            number = next(numbers)
+            if number >= max_requests:
+                stop.set()
+                return
+            method = "POST" if mix == "mixed" and number % 2 else "GET"
+            line = fetch(url, method, number)
+            with lock:
+                print(line, file=sys.stderr, flush=True)
+
+    threads = [threading.Thread(target=run) for _ in range(concurrency)]
+    print("load started", file=sys.stderr, flush=True)
+    for thread in threads:
+        thread.start()
+    stop.wait(max_seconds)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    print("load done", file=sys.stderr, flush=True)
+    return 0
+
+
+# --- the hosts ---------------------------------------------------------------------------------
+
+
+def _ip(*args: str) -> None:
+    done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
+    if done.returncode:
+        raise RuntimeError(f"ip {' '.join(args)}: {done.stderr.strip()}")
+
+
+def _why_no_namespaces() -> str | None:
+    if os.geteuid() != 0:
+        return "network namespaces need root (ip netns add)"
+    if shutil.which("ip") is None:
+        return "the ip command (iproute2) is not installed"
+    probe = f"sk{PID}probe"
+    try:
+        _ip("netns", "add", probe)
+    except RuntimeError as exc:
+        return f"cannot make a network namespace: {exc}"
+    _ip("netns", "del", probe)
+    return None
+
+
+@dataclass
+class Network:
+    """Namespaces on one bridge; ``close`` removes them (and with them every veth)."""
+
+    made: list[str] = field(default_factory=list)
+
+    def ns(self, host: str) -> str:
+        return f"sk{PID}{host}"
+
+    def build(self) -> None:
+        switch = self.ns("sw")
+        self._add(switch)
+        _ip("-n", switch, "link", "add", "br0", "type", "bridge")
+        _ip("-n", switch, "link", "set", "br0", "up")
+        hosts = {**BACKENDS, "ng": NGINX_ADDRESS, "cl": CLIENT_ADDRESS}
+        for host, address in hosts.items():
+            ns = self.ns(host)
+            self._add(ns)
+            # Made inside the namespaces: no name is ever taken in the host's own.
+            _ip("link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", host,
+                "netns", switch)
+            _ip("-n", switch, "link", "set", host, "master", "br0", "up")
+            _ip("-n", ns, "addr", "add", f"{address}/24", "dev", "eth0")
+            _ip("-n", ns, "link", "set", "eth0", "up")
+            _ip("-n", ns, "link", "set", "lo", "up")
+
+    def _add(self, ns: str) -> None:
+        _ip("netns", "add", ns)
+        self.made.append(ns)
+
+    def close(self) -> None:
+        for ns in reversed(self.made):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+        self.made.clear()
+
+    def exec(self, host: str) -> list[str]:
+        return ["ip", "netns", "exec", self.ns(host)]
+
+
+class Cluster:
+    """Three backends and nginx on ``net``; every process started is stopped by ``close``."""
+
+    def __init__(self, net: Network, folder: Path) -> None:
+        self.net = net
+        self.folder = folder
+        self.app = folder / "scaleout_app.py"
+        self.app.write_text(APP)
+        self.backends: dict[str, ServerProcess] = {}  # the running one of each name
+        self.incarnations: list[tuple[str, ServerProcess]] = []  # every one ever started
+        self.started: list[ServerProcess] = []
+        self.requests: list[subprocess.Popen[str]] = []
+        self.nginx: subprocess.Popen[bytes] | None = None
+        self.config = ""
+
+    # backends
+
+    def start(self, name: str) -> ServerProcess:
+        argv = [*self.net.exec(name), sys.executable, "-m", "scgikit", "serve",
+                f"{self.app}:app", "--bind", f"{BACKENDS[name]}:{PORT}", "--workers", "2",
+                "--worker", "threads", "--threads", "4", "--allow-from", NGINX_ADDRESS]
+        server = ServerProcess(argv, env=child_env(SCALEOUT_BACKEND=name))
+        self.started.append(server)
+        self.incarnations.append((name, server))
+        self.backends[name] = server.start()
+        return server
+
+    def kill(self, name: str) -> None:
+        """SIGKILL the master, then every worker: no goodbye, as when a host dies."""
+        master = self.backends[name]
+        workers = worker_pids(master.pid)
+        os.kill(master.pid, signal.SIGKILL)
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        assert master.proc
+        master.proc.wait(10)
+        wait_until(lambda: all(_gone(pid) for pid in workers), timeout=10,
+                   message="the killed workers to be gone")
+
+    def running(self, name: str) -> bool:
+        server = self.backends.get(name)
+        return bool(server and server.proc and server.proc.poll() is None)
+
+    # nginx, from the text `scgikit config nginx` prints
+
+    def start_nginx(self) -> None:
+        command = [sys.executable, "-m", "scgikit", "config", "nginx",
+                   "--fail-timeout", str(FAIL_TIMEOUT)]
+        for address in BACKENDS.values():
+            command += ["--bind", f"{address}:{PORT}"]
+        done = subprocess.run(command, capture_output=True, text=True, env=child_env(),
+                              timeout=30, check=True)
+        self.config = done.stdout
+        folder = self.folder / "nginx"
+        folder.mkdir()
+        argv = _nginx_harness(folder, 80, self.config, host=NGINX_ADDRESS)
+        self.nginx = subprocess.Popen([*self.net.exec("ng"), *argv], stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                      start_new_session=True)
+        # nginx writes its pid file once it listens.
+        wait_until(lambda: self.nginx.poll() is not None or (folder / "nginx.pid").exists(),
+                   timeout=20, message="nginx to listen")
+        if self.nginx.poll() is not None:
+            raise RuntimeError(f"nginx exited: {self.nginx.stderr.read().decode()}\n"
+                               f"{self.nginx_log}\n{self.config}")
+
+    @property
+    def nginx_log(self) -> str:
+        """What nginx logged about its backends (its error log, less the chatter)."""
+        path = self.folder / "nginx" / "error.log"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return "\n".join(line for line in text.splitlines() if "upstream" in line)
+
+    # the client
+
+    def load(self, mix: str = "get", path: str = "/") -> Load:
+        argv = [*self.net.exec("cl"), sys.executable, __file__, "load",
+                f"http://{NGINX_ADDRESS}{path}", mix, "4", "20000", "45"]
+        process = ServerProcess(argv, env=child_env())
+        self.started.append(process)
+        return Load(process.start(ready="load started"))
+
+    def once(self, method: str, query: str) -> subprocess.Popen[str]:
+        """One request from the client host, in the background; its answer line on stdout."""
+        return subprocess.Popen([*self.net.exec("cl"), sys.executable, __file__, "once",
+                                 method, f"http://{NGINX_ADDRESS}/?{query}"],
+                                stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                env=child_env(), text=True)
+
+    def pin(self, name: str, method: str, pause: float) -> tuple[subprocess.Popen[str], str]:
+        """A request held ``pause`` seconds on backend ``name``, in flight there on return.
+
+        nginx picks the backend, so tagged requests go until one reaches ``name``; on the
+        others the app answers at once (it holds only where ``on`` names it)."""
+        for attempt in range(40):
+            tag = f"{name}-{method}-{attempt}"
+            request = self.once(method, f"tag={tag}&on={name}&pause={pause}")
+            self.requests.append(request)
+            holders = wait_until(lambda tag=tag: self.holders(tag), timeout=20,
+                                 message=f"request {tag} to reach a backend")
+            if holders == [name]:
+                return request, tag
+            answer_of(request)
+        raise AssertionError(f"40 requests through nginx and none reached {name}")
+
+    def holders(self, tag: str) -> list[str]:
+        """The backends that received request ``tag``, once each time nginx sent it."""
+        return sorted(name for name, server in self.incarnations
+                      if f"in flight: {tag}" in server.log)
+
+    def close(self) -> None:
+        for request in self.requests:
+            if request.poll() is None:
+                request.kill()
+            request.wait(10)
+        if self.nginx and self.nginx.poll() is None:
+            os.killpg(self.nginx.pid, signal.SIGKILL)
+            self.nginx.wait(10)
+        for server in self.started:
+            if server.proc and server.proc.poll() is None:
+                workers = worker_pids(server.pid)
+                server.proc.kill()
+                for pid in workers:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                server.proc.wait(10)
+
+
+def _gone(pid: int) -> bool:
+    """True once ``pid`` has exited (a zombie has: it only waits to be reaped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+class Load:
+    """A running load client and the answers it has printed so far."""
+
+    def __init__(self, process: ServerProcess) -> None:
+        self.process = process
+
+    def answers(self, start: int = 0) -> list[tuple[str, str, str, str]]:
+        """(number, method, status, body) of each answer printed from line ``start`` on."""
+        return [(m[1], m[2], m[3], m[4]) for line in self.process.lines[start:]
+                if (m := ANSWER.match(line))]
+
+    @property
+    def mark(self) -> int:
+        """A point in the output: answers after it were printed later."""
+        return len(self.process.lines)
+
+    def wait_answers(self, count: int, start: int = 0, timeout: float = 30) -> None:
+        self.process.wait_for_log(r"^answer ", timeout=timeout, count=count, start=start)
+
+    def wait_served_by(self, name: str, pids: set[int] | None = None, start: int = 0,
+                       count: int = 1, timeout: float = 30) -> None:
+        """Wait for ``count`` answers from ``name`` (one of ``pids``, if given) after ``start``."""
+        def served() -> bool:
+            found = [body for _, _, status, body in self.answers(start)
+                     if status == "200" and body.split()[0] == name
+                     and (pids is None or int(body.split()[1]) in pids)]
+            return len(found) >= count
+        wait_until(served, timeout=timeout, interval=0.05,
+                   message=f"{count} answers from {name} (workers {pids})")
+
+    def finish(self) -> list[tuple[str, str, str, str]]:
+        assert self.process.stop(signal.SIGTERM, timeout=40) == 0, self.process.log[-2000:]
+        self.process.wait_for_log("^load done")
+        return self.answers()
+
+
+def failures(answers: list[tuple[str, str, str, str]]) -> list[tuple[str, str, str, str]]:
+    return [answer for answer in answers if answer[2] != "200"]
+
+
+def backends_of(answers: list[tuple[str, str, str, str]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for _, _, status, body in answers:
+        if status == "200":
+            counts[body.split()[0]] = counts.get(body.split()[0], 0) + 1
+    return counts
+
+
+def answer_of(request: subprocess.Popen[str]) -> tuple[str, str, str, str]:
+    out, _ = request.communicate(timeout=30)
+    m = ANSWER.match(out.strip())
+    assert m, out
+    return (m[1], m[2], m[3], m[4])
+
+
+# --- fixtures ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def hosts():
+    reason = _why_no_namespaces() or available("nginx")
+    if reason:
+        pytest.skip(reason)
+    net = Network()
+    folder = Path(tempfile.mkdtemp(prefix="scgikit-scaleout-"))
+    cluster = Cluster(net, folder)
+    try:
+        net.build()
+        for name in BACKENDS:
+            cluster.start(name)
+        cluster.start_nginx()
+        yield cluster
+    finally:
+        cluster.close()
+        net.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def cluster(hosts):
+    """All three backends running and answering through nginx, whatever the last test did."""
+    for name in BACKENDS:
+        if not hosts.running(name):
+            hosts.start(name)
+    probe = hosts.load("get")
+    try:
+        for name, server in hosts.backends.items():
+            probe.wait_served_by(name, worker_pids(server.pid), timeout=FAIL_TIMEOUT + 20)
+    finally:
+        probe.finish()
+    return hosts
+
+
+# --- the scenarios -----------------------------------------------------------------------------
+
+def test_the_namespaces_are_separate_hosts_and_nginx_runs_the_generated_upstream(cluster):
+    assert f"server {NET}.2:{PORT} max_fails=1 fail_timeout={FAIL_TIMEOUT}s;" in cluster.config
+    assert "scgi_next_upstream error timeout;" in cluster.config
+    for name, address in BACKENDS.items():
+        assert f"on {address}: scgikit serve APP --bind {address}:{PORT}" in cluster.config
+        # Each backend listens on its own host's address, which no other namespace holds.
+        assert f"Listening at: {address}:{PORT}" in cluster.backends[name].log
+
+
+def test_requests_spread_over_all_three_backends(cluster):
+    load = cluster.load("get")
+    for name in BACKENDS:
+        load.wait_served_by(name, count=30)
+    answers = load.finish()
+    assert failures(answers) == [], cluster.nginx_log[-3000:]
+    assert set(backends_of(answers)) == set(BACKENDS)
+
+
+def test_graceful_stop_during_load_loses_no_request_not_even_a_post(cluster):
+    load = cluster.load("mixed")
+    load.wait_answers(40)
+    held, tag = cluster.pin("b2", "POST", pause=2)  # in flight on b2 when it is told to stop
+    cluster.backends["b2"].stop(signal.SIGTERM, timeout=30)
+    after = load.mark
+    load.wait_answers(200, start=after)
+    answers = load.finish()
+    assert failures(answers) == [], cluster.nginx_log[-3000:]
+    assert {method for _, method, _, _ in answers} == {"GET", "POST"}
+    # The held POST was finished by b2 itself, after the stop began.
+    _, method, status, body = answer_of(held)
+    assert (method, status, body.split()[0]) == ("POST", "200", "b2")
+    assert cluster.holders(tag) == ["b2"]
+
+
+def test_killed_backend_costs_only_its_in_flight_post_and_get_load_loses_none(cluster):
+    load = cluster.load("get")
+    load.wait_answers(40)
+    # Held for longer than the test runs: both are in flight on b3 when it dies.
+    held_get, get_tag = cluster.pin("b3", "GET", pause=60)
+    held_post, post_tag = cluster.pin("b3", "POST", pause=60)
+    cluster.kill("b3")
+    load.wait_answers(200, start=load.mark)
+    answers = load.finish()
+    assert failures(answers) == [], cluster.nginx_log[-3000:]
+    # nginx sent the GET in flight on b3 to another backend, which answered it...
+    _, _, status, body = answer_of(held_get)
+    assert status == "200" and body.split()[0] in ("b1", "b2")
+    assert cluster.holders(get_tag) == sorted(["b3", body.split()[0]])
+    # ...and did not send the POST again (b3 may have acted on it): that one is the cost.
+    _, _, status, _ = answer_of(held_post)
+    assert status == "502"
+    assert cluster.holders(post_tag) == ["b3"]
+
+
+def test_restarted_backend_rejoins(cluster):
+    load = cluster.load("get")
+    load.wait_answers(40)
+    cluster.kill("b1")
+    load.wait_answers(50, start=load.mark)
+    server = cluster.start("b1")
+    after_start = load.mark
+    # nginx tries it again once fail_timeout has passed, and it answers.
+    load.wait_served_by("b1", worker_pids(server.pid), start=after_start, count=10,
+                        timeout=FAIL_TIMEOUT + 20)
+    answers = load.finish()
+    assert failures(answers) == [], cluster.nginx_log[-3000:]
+
+
+def test_rolling_restart_of_all_three_fails_no_request(cluster):
+    load = cluster.load("mixed")
+    load.wait_answers(40)
+    for name in BACKENDS:
+        cluster.backends[name].stop(signal.SIGTERM, timeout=30)
+        server = cluster.start(name)
+        # Serving again through nginx (from the new workers) before the next one stops.
+        load.wait_served_by(name, worker_pids(server.pid), timeout=FAIL_TIMEOUT + 20)
+    answers = load.finish()
+    assert failures(answers) == [], cluster.nginx_log[-3000:]
+    assert {method for _, method, _, _ in answers} == {"GET", "POST"}
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "load":  # load URL MIX CONCURRENCY MAX_REQUESTS MAX_SECONDS
+        sys.exit(load(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]),
+                      float(sys.argv[6])))
+    print(fetch(sys.argv[3], sys.argv[2], 0), flush=True)  # once METHOD URL
