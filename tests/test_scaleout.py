@@ -517,6 +517,22 @@ def test_restarted_backend_rejoins(cluster):
     assert failures(answers) == [], cluster.nginx_log[-3000:]
 
 
+def test_a_host_that_vanishes_costs_a_connect_timeout_not_a_request(cluster):
+    load = cluster.load("get")
+    load.wait_answers(40)
+    # b2's cable is pulled: its packets go nowhere, nothing refuses or resets.
+    _ip("-n", cluster.net.ns("b2"), "link", "set", "eth0", "down")
+    try:
+        wait_until(lambda: "upstream timed out (110: Connection timed out) while connecting"
+                   in cluster.nginx_log, timeout=20, message="nginx's connect to b2 to time out")
+        load.wait_answers(200, start=load.mark)
+    finally:
+        _ip("-n", cluster.net.ns("b2"), "link", "set", "eth0", "up")
+    load.wait_served_by("b2", start=load.mark, timeout=FAIL_TIMEOUT + 20)
+    answers = load.finish()
+    assert failures(answers) == [], cluster.nginx_log[-3000:]
+
+
 def test_rolling_restart_of_all_three_fails_no_get(cluster):
     load = cluster.load("get")
     load.wait_answers(40)
