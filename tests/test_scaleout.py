@@ -319,6 +319,12 @@ class Cluster:
         return sorted(name for name, server in self.incarnations
                       if f"in flight: {tag}" in server.log)
 
+    def request(self, host: str, backend: str) -> subprocess.CompletedProcess[str]:
+        """``scgikit request -f ADDRESS /`` from ``host``, straight to ``backend`` (no nginx)."""
+        return subprocess.run([*self.net.exec(host), sys.executable, "-m", "scgikit", "request",
+                               "-f", "-m", "10", f"{BACKENDS[backend]}:{PORT}", "/"],
+                              capture_output=True, text=True, env=child_env(), timeout=30)
+
     def close(self) -> None:
         for request in self.requests:
             if request.poll() is None:
@@ -380,9 +386,14 @@ class Load:
                    message=f"{count} answers from {name}")
 
     def finish(self) -> list[tuple[str, str, str, str]]:
+        """Stop the load; its answers, and a line of figures on stdout (pytest -s shows it)."""
         assert self.process.stop(signal.SIGTERM, timeout=40) == 0, self.process.log[-2000:]
         self.process.wait_for_log("^load done")
-        return self.answers()
+        answers = self.answers()
+        methods = {m: sum(1 for a in answers if a[1] == m) for m in ("GET", "POST")}
+        print(f"\nload: {len(answers)} requests {methods}, {len(failures(answers))} failed, "
+              f"served by {dict(sorted(backends_of(answers).items()))}")
+        return answers
 
 
 def failures(answers: list[tuple[str, str, str, str]]) -> list[tuple[str, str, str, str]]:
@@ -449,6 +460,11 @@ def test_requests_spread_over_all_three_hosts_behind_the_generated_upstream(clus
         # The hint starts each backend on its own host, as this test does.
         assert f"on {address}: scgikit serve APP --bind {address}:{PORT}" in cluster.config
         assert f"Listening at: {address}:{PORT}" in cluster.backends[name].log
+        # --allow-from: the nginx host may talk to it, the client host may not.
+        direct = cluster.request("ng", name)
+        assert direct.returncode == 0 and direct.stdout.startswith(f"{name} "), direct.stderr
+        assert cluster.request("cl", name).returncode in (52, 56)  # closed, not answered
+        cluster.backends[name].wait_for_log(f"Refused a connection from {CLIENT_ADDRESS}")
     load = cluster.load("get")
     for name in BACKENDS:
         load.wait_served_by(name, count=30)
@@ -552,6 +568,7 @@ def test_rolling_restart_drained_at_nginx_first_fails_no_request_not_even_a_post
         cluster.reload_nginx(down=(name,))  # nginx sends it nothing new from here on
         assert cluster.backends[name].stop(signal.SIGTERM, timeout=30) == 0
         server = cluster.start(name)
+        assert cluster.request("ng", name).returncode == 0  # answers before nginx sends to it
         cluster.reload_nginx()
         load.wait_served_by(name, server, timeout=20)
     answers = load.finish()
