@@ -124,3 +124,9 @@ def test_command_prints_the_config_and_fails_in_one_line():
 @pytest.mark.parametrize("server", ["nginx", "apache", "lighttpd"])
 def test_the_docs_show_exactly_what_the_command_prints(server):
     assert render(server) in DOCS.read_text()
+
+
+def test_deploy_docs_show_exactly_what_the_command_prints_for_three_hosts():
+    deploy = DOCS.parent / "deploy.md"
+    three = ["10.0.0.1:4000", "10.0.0.2:4000", "10.0.0.3:4000"]
+    assert render("nginx", three) in deploy.read_text()
