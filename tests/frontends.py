@@ -30,7 +30,7 @@ def available(name: str) -> str | None:
     return None
 
 
-def _nginx_harness(folder: Path, port: int, snippet: str) -> list[str]:
+def _nginx_harness(folder: Path, port: int, snippet: str, host: str = "127.0.0.1") -> list[str]:
     shutil.copy("/etc/nginx/scgi_params", folder / "scgi_params")
     temp = "".join(f"    {kind}_temp_path {folder}/{kind};\n"
                    for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
@@ -38,7 +38,7 @@ def _nginx_harness(folder: Path, port: int, snippet: str) -> list[str]:
         f"user root;\nworker_processes 1;\npid {folder}/nginx.pid;\n"
         f"error_log {folder}/error.log info;\nevents {{ worker_connections 256; }}\n"
         f"http {{\n    access_log off;\n{temp}"
-        + snippet.replace("listen 80;", f"listen 127.0.0.1:{port};") + "}\n")
+        + snippet.replace("listen 80;", f"listen {host}:{port};") + "}\n")
     return [BINARIES["nginx"], "-p", str(folder), "-c", str(folder / "nginx.conf"),
             "-g", "daemon off; master_process on;"]
 

@@ -28,9 +28,49 @@ def test_nginx_for_a_unix_socket_under_a_prefix():
 
 def test_nginx_balances_several_backends_with_an_upstream():
     text = render("nginx", ["127.0.0.1:4001", "unix:/run/b.sock"])
-    assert re.search(r"upstream scgikit_app \{\s+server 127.0.0.1:4001;\s+"
-                     r"server unix:/run/b.sock;\s+\}", text)
+    assert re.search(r"upstream scgikit_app \{\s+"
+                     r"server 127.0.0.1:4001 max_fails=1 fail_timeout=10s;\s+"
+                     r"server unix:/run/b.sock max_fails=1 fail_timeout=10s;\s+\}", text)
     assert "scgi_pass scgikit_app;" in text
+
+
+def test_nginx_upstream_fails_over_but_never_resends_a_post():
+    text = render("nginx", ["10.0.0.1:4000", "10.0.0.2:4000", "10.0.0.3:4000"],
+                  fail_timeout=3)
+    directives = [line.strip() for line in text.splitlines()
+                  if line.strip() and not line.strip().startswith("#")]
+    assert "scgi_next_upstream error timeout;" in directives
+    assert "scgi_next_upstream_tries 3;" in directives
+    assert "scgi_connect_timeout 2s;" in directives
+    assert "server 10.0.0.2:4000 max_fails=1 fail_timeout=3s;" in directives
+    # non_idempotent appears only in the comment that says why it is left out.
+    assert not any("non_idempotent" in line for line in directives)
+    assert '"non_idempotent" is left out' in text
+    assert "--fail-timeout 3" in text.splitlines()[0]
+
+
+def test_nginx_hint_starts_each_backend_on_its_own_host():
+    text = render("nginx", ["10.0.0.1:4000", "10.0.0.2:4001", "unix:/run/c.sock"],
+                  prefix="/app")
+    hints = [line for line in text.splitlines() if "scgikit serve" in line]
+    assert hints == [
+        "#   on 10.0.0.1: scgikit serve APP --bind 10.0.0.1:4000 --script-name /app",
+        "#   on 10.0.0.2: scgikit serve APP --bind 10.0.0.2:4001 --script-name /app",
+        "#   on this host: scgikit serve APP --bind unix:/run/c.sock --script-name /app",
+    ]
+
+
+def test_nginx_down_marks_a_backend_to_restart():
+    text = render("nginx", ["10.0.0.1:4000", "10.0.0.2:4000"], down=["10.0.0.2:4000"])
+    assert "server 10.0.0.1:4000 max_fails=1 fail_timeout=10s;" in text
+    assert "server 10.0.0.2:4000 max_fails=1 fail_timeout=10s down;" in text
+    assert "--down 10.0.0.2:4000" in text.splitlines()[0]
+
+
+def test_one_backend_has_no_failover_settings():
+    text = render("nginx", ["10.0.0.1:4000"])
+    assert "scgi_next_upstream" not in text and "fail_timeout" not in text
+    assert text.count("scgikit serve") == 1
 
 
 def test_apache_proxypass_for_tcp_and_unix():
@@ -53,6 +93,14 @@ def test_lighttpd_at_the_root_fixes_script_name():
     (("nginx", ["nowhere:port"]), "port"),
     (("nginx", ["fd://3"]), "fd://"),
     (("apache", ["127.0.0.1:1", "127.0.0.1:2"]), "only the nginx config"),
+    (("nginx", ["127.0.0.1:1"], "/", "localhost", 80, 3), "--fail-timeout is for an nginx "
+                                                           "upstream"),
+    (("nginx", ["127.0.0.1:1", "127.0.0.1:2"], "/", "localhost", 80, 0), "1..3600"),
+    (("nginx", ["127.0.0.1:1", "127.0.0.1:2"], "/", "localhost", 80, 10, ["127.0.0.1:3"]),
+     "--down 127.0.0.1:3: not one of the --bind backends"),
+    (("nginx", ["127.0.0.1:1", "127.0.0.1:2"], "/", "localhost", 80, 10,
+      ["127.0.0.1:1", "127.0.0.1:2"]), "every backend"),
+    (("nginx", ["127.0.0.1:1"], "/", "localhost", 80, 10, ["127.0.0.1:1"]), "of an upstream"),
 ])
 def test_impossible_configurations_are_refused(args, message):
     with pytest.raises(FrontendError, match=message):
@@ -76,3 +124,9 @@ def test_command_prints_the_config_and_fails_in_one_line():
 @pytest.mark.parametrize("server", ["nginx", "apache", "lighttpd"])
 def test_the_docs_show_exactly_what_the_command_prints(server):
     assert render(server) in DOCS.read_text()
+
+
+def test_deploy_docs_show_exactly_what_the_command_prints_for_three_hosts():
+    deploy = DOCS.parent / "deploy.md"
+    three = ["10.0.0.1:4000", "10.0.0.2:4000", "10.0.0.3:4000"]
+    assert render("nginx", three) in deploy.read_text()
