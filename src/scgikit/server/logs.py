@@ -30,7 +30,8 @@ if TYPE_CHECKING:  # config.py takes its default from here: no import back at ru
 
 __all__ = [
     "ACCESS_FIELDS", "ACCESS_PRESETS", "DEFAULT_ACCESS_FORMAT", "Access", "AccessFormatError",
-    "AccessFormatter", "JsonFormatter", "compile_access_format", "setup_logging",
+    "AccessFormatter", "JsonFormatter", "access_fields_table", "compile_access_format",
+    "setup_logging",
 ]
 
 #: nginx's ``combined`` format, then the request time and the worker's pid.
@@ -115,10 +116,11 @@ class _Variable:
 
 def _uri(access: Access, now: float, pid: int) -> Value:
     variables = access.variables
-    uri = variables.get("REQUEST_URI") or variables.get("DOCUMENT_URI")
+    uri = variables.get("REQUEST_URI")
     if uri:
         return uri
-    path = variables.get("SCRIPT_NAME", "") + variables.get("PATH_INFO", "")
+    path = variables.get("DOCUMENT_URI") or (
+        variables.get("SCRIPT_NAME", "") + variables.get("PATH_INFO", ""))
     query = variables.get("QUERY_STRING")
     return f"{path}?{query}" if query else path or None
 
@@ -214,8 +216,8 @@ ACCESS_FIELDS: dict[str, tuple[Field, str]] = {
     "request": (lambda: (_request, _request_text),
                 "the request line: method, URI and protocol"),
     "method": (lambda: _variable("REQUEST_METHOD"), "the method (REQUEST_METHOD)"),
-    "uri": (lambda: (_uri, _as_text(_uri)), "the URI with its query: REQUEST_URI (nginx), "
-            "else DOCUMENT_URI, else SCRIPT_NAME, PATH_INFO and QUERY_STRING"),
+    "uri": (lambda: (_uri, _as_text(_uri)), "the URI with its query: REQUEST_URI (nginx sends it), "
+            "else the path (DOCUMENT_URI, or SCRIPT_NAME and PATH_INFO) and QUERY_STRING"),
     "protocol": (lambda: _variable("SERVER_PROTOCOL"), "the protocol (SERVER_PROTOCOL)"),
     "status": (lambda: (_status, _status_text), "the status code the app answered"),
     "bytes_sent": (lambda: (_sent, lambda access, now, pid: str(access.sent)),
@@ -342,3 +344,11 @@ def setup_logging(config: Config) -> None:
         target.setFormatter(AccessFormatter(config.access_log_format))
         access.addHandler(target)
         access.setLevel(logging.INFO)
+
+
+def access_fields_table() -> str:
+    """The fields of --access-log-format as a Markdown table (docs/server.md has it)."""
+    rows = ["| field | value |", "|---|---|"]
+    rows += [f"| `{{{name}}}` | {doc} |" for name, (_, doc) in ACCESS_FIELDS.items()]
+    rows += [f"| `{{{name}:NAME}}` | {doc} |" for name, doc in NAMED_FIELDS.items()]
+    return "\n".join(rows)
