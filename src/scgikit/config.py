@@ -25,6 +25,7 @@ from typing import Any
 
 from .addresses import ADDRESS_FORMS, Address, AddressError, parse_address
 from .protocol import DEFAULT_MAX_HEADER_SIZE
+from .server.logs import DEFAULT_ACCESS_FORMAT, AccessFormatError, compile_access_format
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -237,6 +238,15 @@ class Config:
     access_log: str | None = _option(
         ["--access-log"], "write an access log line per request to PATH, or - for stderr",
         default=None, metavar="PATH")
+    access_log_format: str = _option(
+        ["--access-log-format"], "the access log line: text with {named} fields (the "
+        "fields are listed in docs/server.md), or combined (nginx's) or json (every field "
+        "as a JSON object)", default=DEFAULT_ACCESS_FORMAT, metavar="FORMAT",
+        shown=f"`{DEFAULT_ACCESS_FORMAT}`")
+    log_format: str = _option(
+        ["--log-format"], "the error log on stderr: text, or json (one object per line: "
+        "time, level, pid, logger, message and any exception)", default="text",
+        parse=lambda text: text.lower(), metavar="FORMAT")
     pid_file: str | None = _option(
         ["--pid"], "write the master's process id to FILE", default=None, metavar="FILE")
     chdir: str | None = _option(
@@ -267,6 +277,9 @@ class Config:
             raise ConfigError(f"--loop {self.loop!r}: expected auto, asyncio or uvloop")
         if self.log_level not in ("debug", "info", "warning", "error", "critical"):
             raise ConfigError(f"--log-level {self.log_level!r} is not a log level")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"--log-format {self.log_format!r}: expected text or json")
+        _check_access_format(self.access_log_format)
         if self.script_name and (
             not self.script_name.startswith("/") or self.script_name.endswith("/")
         ):
@@ -300,6 +313,13 @@ class Config:
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
+
+
+def _check_access_format(text: str) -> None:
+    try:
+        compile_access_format(text)
+    except AccessFormatError as exc:
+        raise ConfigError(f"--access-log-format: {exc}") from None
 
 
 def _check_http(address: str) -> None:

@@ -245,7 +245,7 @@ class _Channel:
                 _wake(waiter)
         self.reading = self.writing = None
         if access_log.isEnabledFor(logging.INFO) and access_log.handlers:
-            log_access(self.variables, status, sent, self.accepted)
+            log_access(self.variables, status, sent, self.accepted, "asyncio")
         self.worker.end(self.conn, unread, cut)
 
 

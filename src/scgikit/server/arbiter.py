@@ -49,6 +49,7 @@ from typing import Any, NoReturn
 
 from ..config import Config, ConfigError
 from .boot import APP_LOAD_ERROR, WORKER_BOOT_ERROR, boot
+from .logs import setup_logging as setup_logging  # where command.py and scgi_server.py look
 from .sockets import Listener, open_listeners
 from .systemd import Notifier, forget_systemd_environ
 from .worker import Heartbeat
@@ -634,24 +635,3 @@ def _drain(fd: int) -> None:
             pass
     except BlockingIOError:
         pass
-
-
-def setup_logging(config: Config) -> None:
-    """Errors and events to stderr at --log-level; the access log where --access-log says."""
-    fmt = logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s",
-                            "%Y-%m-%d %H:%M:%S %z")
-    logger = logging.getLogger("scgikit")
-    logger.handlers[:] = []
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(fmt)
-    logger.addHandler(handler)
-    logger.setLevel(config.log_level.upper())
-    access = logging.getLogger("scgikit.access")
-    access.handlers[:] = []
-    access.propagate = False
-    if config.access_log:
-        target = (logging.StreamHandler(sys.stderr) if config.access_log == "-"
-                  else logging.FileHandler(config.access_log))
-        target.setFormatter(logging.Formatter("%(message)s"))
-        access.addHandler(target)
-        access.setLevel(logging.INFO)

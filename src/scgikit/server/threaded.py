@@ -119,7 +119,8 @@ class ThreadedWorker(Worker):
             key = self.heartbeat.begin()
             ending = None
             try:
-                ending = run_app(conn, self.adapter, self.config, data, parsed, accepted)
+                ending = run_app(conn, self.adapter, self.config, data, parsed, accepted,
+                                 "threads")
             except Exception:
                 log.exception("Error serving a request")
             finally:

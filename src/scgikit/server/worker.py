@@ -423,7 +423,8 @@ class Worker(Accepting):
             if parsed is None:
                 hand_over(conn, self.adapter, self.config)
             else:
-                ending = run_app(conn, self.adapter, self.config, data, parsed, accepted)
+                ending = run_app(conn, self.adapter, self.config, data, parsed, accepted,
+                                 "sync")
         finally:
             slots[slot] = 0.0
             self.handled += 1
