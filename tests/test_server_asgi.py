@@ -613,7 +613,7 @@ def test_a_stuck_coroutine_gets_the_worker_killed_and_replaced(asgi):
 def test_access_log_has_a_line_per_request(asgi):
     server = asgi("hello", "--access-log", "-")
     request(server.address, "/logged?x=1", env={"REMOTE_ADDR": "192.0.2.7"})
-    server.wait_for_log(r'192\.0\.2\.7 - - \[.*\] "GET /logged\?x=1 HTTP/1\.1" 200 \d+ '
+    server.wait_for_log(r'192\.0\.2\.7 - - \[.*\] "GET /logged\?x=1 HTTP/1\.1" 200 \d+ "-" "-" '
                         r'\d+\.\d{6} pid=\d+')
 
 

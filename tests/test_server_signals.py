@@ -204,7 +204,7 @@ def test_access_log_line_has_method_uri_status_bytes_duration_and_pid(serve):
     server = serve("wsgi_apps:hello", "--access-log", "-", "--workers", "1")
     request(server.address, "/logged?x=1", env={"REMOTE_ADDR": "192.0.2.7"})
     (match,) = server.wait_for_log(
-        r'^192\.0\.2\.7 - - \[[^\]]+\] "GET /logged\?x=1 HTTP/1\.1" 200 (\d+) '
+        r'^192\.0\.2\.7 - - \[[^\]]+\] "GET /logged\?x=1 HTTP/1\.1" 200 (\d+) "-" "-" '
         r"(\d+\.\d{6}) pid=(\d+)$")
     assert int(match.group(1)) > 0
     assert int(match.group(3)) in worker_pids(server.pid)
