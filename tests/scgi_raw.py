@@ -7,6 +7,7 @@ bytes they mean to, malformed ones included, and read the raw answer.
 from __future__ import annotations
 
 import socket
+import time
 from dataclasses import dataclass
 
 from scgikit.addresses import parse_address
@@ -89,3 +90,34 @@ def request(address: str, uri: str = "/", method: str = "GET", body: bytes = b""
         if body:
             sock.sendall(body)
         return parse_answer(read_all(sock))
+
+
+def connect_until_refused(address: str, data: bytes, limit: int = 500,
+                          timeout: float = 20.0) -> list[object]:
+    """New connections to a stopping server, one after another, until one is refused.
+
+    Each outcome: the answer's status, "no handshake" (the kernel dropped the SYN),
+    "reset: ..." (established, then closed unanswered: a request lost), and last
+    "refused".  Bounded by ``limit`` attempts and ``timeout`` seconds.
+    """
+    outcomes: list[object] = []
+    end = time.monotonic() + timeout
+    while len(outcomes) < limit and time.monotonic() < end:
+        try:
+            sock = connect(address, timeout=1.0)
+        except (ConnectionRefusedError, FileNotFoundError):
+            outcomes.append("refused")
+            break
+        except TimeoutError:
+            outcomes.append("no handshake")
+            continue
+        with sock:
+            sock.settimeout(30)
+            try:
+                sock.sendall(data)
+                raw = read_all(sock)
+            except OSError as exc:
+                outcomes.append(f"reset: {exc!r}")
+                continue
+        outcomes.append(parse_answer(raw).status if raw else "reset: closed unanswered")
+    return outcomes

@@ -487,10 +487,6 @@ def test_graceful_stop_during_get_load_loses_no_request(cluster):
     assert cluster.holders(tag) == ["b2"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "connections that reach a stopping backend after its workers took their last pass wait "
-    "in its listen queue until the workers exit, and are then reset: nginx resends a GET, "
-    "answers a POST 502"))
 def test_graceful_stop_during_post_load_loses_no_post(cluster):
     load = cluster.load("post")
     load.wait_answers(40)

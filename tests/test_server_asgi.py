@@ -17,7 +17,7 @@ import time
 import pytest
 from figures import record
 from floods import Flood, latencies, open_descriptors, percentile, raise_descriptor_limit
-from scgi_raw import connect, parse_answer, read_all, request
+from scgi_raw import connect, connect_until_refused, parse_answer, read_all, request
 from servers import ServerProcess, child_env, wait_until, worker_pids
 
 from scgikit.addresses import parse_address
@@ -383,7 +383,7 @@ def test_graceful_stop_lets_requests_in_flight_finish(asgi):
     baseline = open_descriptors(worker)
     results = []
     threads = [threading.Thread(target=lambda: results.append(
-        request(server.address, "/?2.5", timeout=30).body)) for _ in range(20)]
+        request(server.address, "/?5", timeout=30).body)) for _ in range(20)]
     for thread in threads:
         thread.start()
     wait_until(lambda: open_descriptors(worker) >= baseline + 20, message="requests in flight")
@@ -413,6 +413,28 @@ def test_full_stop_serves_connections_waiting_in_the_listen_queue(serve, transpo
     assert server.proc.wait(30) == 0
     for sock in socks:
         sock.close()
+
+
+def test_a_stopping_server_answers_or_refuses_every_new_connection(asgi):
+    # As on the WSGI models (test_server_stop.py): while a stop waits for a request in
+    # flight, a new connection is answered or never established, never queued and reset.
+    server = asgi("sleepy")
+    worker = worker_of(server)
+    baseline = open_descriptors(worker)
+    held = []
+    thread = threading.Thread(target=lambda: held.append(
+        request(server.address, "/?3", timeout=30).body))
+    thread.start()
+    wait_until(lambda: open_descriptors(worker) > baseline, message="the request in flight")
+    server.send_signal(signal.SIGTERM)
+    server.wait_for_log("Graceful stop")
+    quick = encode_request({"REQUEST_METHOD": "GET", "QUERY_STRING": "0.01"}, 0)
+    outcomes = connect_until_refused(server.address, quick)
+    thread.join(30)
+    assert held == [b"slept"]
+    assert outcomes and outcomes[-1] == "refused", outcomes
+    assert set(outcomes[:-1]) <= {200, "no handshake"}, outcomes
+    assert server.proc.wait(30) == 0
 
 
 def test_quit_stops_at_once_even_with_requests_in_flight(asgi):

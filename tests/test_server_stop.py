@@ -7,7 +7,7 @@ import time
 
 import pytest
 from figures import record
-from scgi_raw import connect, parse_answer, read_all
+from scgi_raw import connect, connect_until_refused, parse_answer, read_all
 from servers import wait_until
 
 from scgikit.protocol import encode_request
@@ -88,4 +88,22 @@ def test_a_unix_socket_refuses_new_connections_once_the_stop_begins(serve, tmp_p
         sock.connect(str(path))
     clients.join()
     assert clients.results == [200]
+    assert server.proc.wait(30) == 0
+
+
+def test_a_stopping_server_answers_or_refuses_every_new_connection(model, serve, transport):
+    # Connections keep coming while a stop waits for a request in flight: each is
+    # answered or never established (refused, or its SYN dropped), so a front end
+    # can send it elsewhere; none is accepted into a queue and reset at the exit.
+    server = serve("wsgi_apps:slow", "--workers", "2", bind=[transport])
+    held = Clients(server.address, 1, query="3").start()
+    server.wait_for_log("slow request started")
+    server.send_signal(signal.SIGTERM)
+    server.wait_for_log("Graceful stop")
+    quick = encode_request({"REQUEST_METHOD": "GET", "QUERY_STRING": "0.01"}, 0)
+    outcomes = connect_until_refused(server.address, quick)
+    held.join()
+    assert held.results == [200]
+    assert outcomes and outcomes[-1] == "refused", outcomes
+    assert set(outcomes[:-1]) <= {200, "no handshake"}, outcomes
     assert server.proc.wait(30) == 0

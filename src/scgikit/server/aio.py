@@ -56,7 +56,6 @@ from .worker import (
     ACCEPT_PAUSE,
     Accepting,
     Heartbeat,
-    _queued,
     _raise_descriptor_limit,
 )
 
@@ -372,15 +371,10 @@ class AsyncioWorker(Accepting):
         self.listening = False
 
     def _stop_accepting(self) -> None:
-        """As ``Worker._stop_accepting``: on a full stop, serve the listen queues first
-        (up to their length when the stop began, where the kernel tells it)."""
-        if self.drain_queue:
-            for sock in self.listeners:
-                queued = _queued(sock)
-                self._accept_from(sock, None if queued < 0 else queued)
-            self.drain_queue = False
+        """As ``Worker._stop_accepting``: on a full stop, serve the listen queues first."""
         if self.listening:
             self._unlisten()
+        self._final_accepts()
 
     def _cannot_accept(self, exc: OSError) -> None:
         """Out of descriptors: back off (watching a listener we cannot accept from spins)."""

@@ -263,13 +263,15 @@ class Arbiter:
     def _begin_stop(self, grace: float, signum: int) -> None:
         # Unix socket files are removed with our copies of the listeners, so new
         # clients by path are refused at once (a front end moves on to another
-        # backend); the workers keep theirs until they have served what is queued.
+        # backend), and TCP queues take no more (``Listener.refuse_new``); the
+        # workers serve what is queued, then close theirs.
         # The loop wakes on each SIGCHLD and returns once the last worker is gone.
         self.state.stopping = True
         self.notifier.stopping(self._status())
         self.state.stop_deadline = time.monotonic() + grace
         self.state.stop_signal = signum
         for listener in self.listeners:
+            listener.refuse_new()
             listener.close(unlink=True)
         self._signal_workers(self.state.workers.values(), signum)
         if self.gateway_pid:

@@ -51,6 +51,7 @@ class Listener:
     name: str
     unix_path: str | None = None  # a socket file we created, to remove at exit
     unix_inode: int | None = None
+    inherited: bool = False  # passed in (systemd, fd://): its queue outlives this server
 
     @property
     def address(self) -> str:
@@ -60,6 +61,22 @@ class Listener:
             host = local[0]
             return f"[{host}]:{local[1]}" if ":" in host else f"{host}:{local[1]}"
         return f"unix:{local}"
+
+    def refuse_new(self) -> None:
+        """At a full stop: let no more connections queue on a TCP socket we bound.
+
+        With a backlog of 0 the kernel completes at most one more handshake and
+        drops further SYNs, so a client's connect fails (refused once the workers
+        have closed their copies) and its front end tries another backend, where a
+        queued connection would be reset unanswered, and nginx does not resend a
+        POST that it has sent.  An inherited socket keeps its queue: whoever passed
+        it (systemd) hands it to the next server.
+        """
+        if not self.inherited and self.sock.family != socket.AF_UNIX:
+            try:
+                self.sock.listen(0)
+            except OSError:
+                pass
 
     def close(self, unlink: bool = False) -> None:
         # The file first: from then on a client by path is refused, never queued.
@@ -291,7 +308,7 @@ def _inherited(fd: int, name: str) -> Listener:
         name = f"{name} ({local[0]}:{local[1]})"
     elif local:
         name = f"{name} (unix:{local})"
-    return Listener(sock, name)
+    return Listener(sock, name, inherited=True)
 
 
 def systemd_listeners(environ: Mapping[str, str]) -> list[Listener]:

@@ -126,6 +126,7 @@ class Parked:
 class Accepting:
     """The accept loop every worker model shares: what it needs of the model is below."""
 
+    listeners: list[socket.socket]
     stopping: bool
     drain_queue: bool
     allow: AllowList | None
@@ -174,6 +175,29 @@ class Accepting:
                 self.log_refused("Refused a connection from %s: not in --allow-from", peer[0])
                 continue
             self._take(_socket.socket(family, kind, 0, fd))
+
+    def _final_accepts(self) -> None:
+        """The last accepts from each listener, then this worker's copies are closed.
+
+        On a full stop the master has shrunk the queues (``Listener.refuse_new``), so
+        the connections queued now are the last that will be: the pass takes them and
+        whatever slipped in meanwhile.  The copies are closed at once, not at exit: a
+        socket that no process accepts from any more must be gone, so that a client
+        is refused (and its front end tries another backend), not queued and reset
+        when the last worker exits.
+        """
+        for sock in self.listeners:
+            if sock.fileno() < 0:
+                continue  # closed by an earlier stop
+            queued = _queued(sock)
+            if self.drain_queue:
+                self._accept_from(sock, None if queued < 0 else queued, final=True)
+                self._accept_from(sock, RETIRE_BUDGET, final=True)  # what slipped in
+            else:
+                budget = RETIRE_BUDGET if queued < 0 else min(queued, RETIRE_BUDGET)
+                self._accept_from(sock, budget, final=True)
+            sock.close()
+        self.drain_queue = False
 
     def _failing_too_long(self, exc: OSError, now: float) -> bool:
         """Count a failed accept; True once they have gone on for ACCEPT_GIVE_UP seconds."""
@@ -321,14 +345,7 @@ class Worker(Accepting):
         for sock in self.listeners:
             self.poller.remove(sock.fileno())
         self.listening = False
-        for sock in self.listeners:
-            queued = _queued(sock)
-            if self.drain_queue:
-                budget = None if queued < 0 else queued
-            else:
-                budget = RETIRE_BUDGET if queued < 0 else min(queued, RETIRE_BUDGET)
-            self._accept_from(sock, budget, final=True)
-        self.drain_queue = False
+        self._final_accepts()
 
     def _idle(self) -> bool:
         """Whether no request is in the app (the sync model runs them inline: always)."""
