@@ -26,6 +26,11 @@ capped exponential backoff, as is a failed ``fork()``.
     SIGQUIT           immediate stop
     SIGHUP            graceful reload: new workers load the app afresh
     SIGTTIN, SIGTTOU  one worker more, one fewer
+
+With ``--reload`` (development) the loop also polls the app's files (reload.py)
+and reloads as on SIGHUP after a burst of changes.  A reload then starts one
+new worker first and the others once it is ready, so an app broken by an edit
+fails, and logs its error, once.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from typing import Any, NoReturn
 
 from ..config import Config, ConfigError
 from .boot import APP_LOAD_ERROR, WORKER_BOOT_ERROR, boot
+from .reload import Watcher, describe, watcher_for
 from .sockets import Listener, open_listeners
 from .worker import Heartbeat
 
@@ -101,6 +107,7 @@ class Arbiter:
         self.listeners: list[Listener] = []
         self.exit_code = 0
         self.gateway_pid = 0
+        self.watcher: Watcher | None = None
 
     # --- setup -------------------------------------------------------------------------
 
@@ -133,6 +140,11 @@ class Arbiter:
             raise ConfigError("no app to serve")
         if os.getcwd() not in sys.path:
             sys.path.insert(0, os.getcwd())  # as 'python -m' would, for 'module:app'
+        if config.reload:
+            if self.app is not None:
+                raise ConfigError("--reload needs a TARGET that the workers import: an app "
+                                  "object already loaded cannot be loaded afresh")
+            self.watcher = watcher_for(config, os.getcwd())
         self.listeners = open_listeners(config, self.environ)
         self.slots_map = mmap.mmap(-1, 8 * MAX_WORKERS)
         self.slots = memoryview(self.slots_map).cast("d")
@@ -149,8 +161,14 @@ class Arbiter:
             log.info("Listening at: %s", listener.name)
         if config.http:
             self.gateway_pid = self._spawn_gateway(config.http, self.listeners[0].address)
-        log.info("Master %d starting %d workers for %s", os.getpid(), config.workers,
-                 config.target or self.app)
+        log.info("Master %d starting %d workers for %s%s", os.getpid(), config.workers,
+                 config.target or self.app, self._reload_note())
+
+    def _reload_note(self) -> str:
+        if self.watcher is None:
+            return ""
+        return (f"; --reload, for development only: watching {len(self.watcher.files)} files "
+                f"in {', '.join(self.watcher.folders)}")
 
     def _record_signal(self, signum: int, frame: Any) -> None:
         # NO LOGGING, no work: this can interrupt anything, the logger included.
@@ -173,13 +191,23 @@ class Arbiter:
             else:
                 self._murder_stuck()
                 self._kill_slow_boots()
+                self._reload_on_changes()
                 self._manage()
             self._wait(self._sleep_time())
 
     def _sleep_time(self) -> float:
-        """Up to TICK; less when a backed-off restart falls due sooner."""
+        """Up to TICK; less when a backed-off restart or a --reload scan falls due sooner."""
         left = self.state.respawn_after - time.monotonic()
-        return min(TICK, left) if left > 0 else TICK
+        sleep = min(TICK, left) if left > 0 else TICK
+        return min(sleep, self.watcher.seconds_left()) if self.watcher else sleep
+
+    def _reload_on_changes(self) -> None:
+        if self.watcher is None:
+            return
+        changed = self.watcher.poll()
+        if changed:
+            log.info("Reload: changed: %s", describe(changed, os.path.realpath(os.getcwd())))
+            self.handle_hup()
 
     def _wait(self, seconds: float) -> None:
         try:
@@ -395,8 +423,12 @@ class Arbiter:
         state = self.state
         current = [w for w in state.workers.values()
                    if w.generation == state.generation and w.stopping_since is None]
+        wanted = state.wanted
+        if (self.config.reload and state.generation != state.live_generation
+                and not any(w.ready for w in current)):
+            wanted = 1  # --reload: one worker tries the edited app before the others
         if time.monotonic() >= state.respawn_after:
-            for _ in range(state.wanted - len(current)):
+            for _ in range(wanted - len(current)):
                 if not self._spawn():
                     break
         if len(current) > state.wanted:
@@ -466,6 +498,11 @@ class Arbiter:
             os.close(self.wake_r)
             os.close(self.wake_w)
             os.close(self.ready_r)
+            if self.config.reload:
+                # Python's bytecode cache knows a source by its mtime in whole seconds
+                # and its size: an edit of the same length within the same second as
+                # the one before would be served stale from __pycache__.
+                sys.dont_write_bytecode = True
             code = boot(self.config, self.listeners, self.app, Heartbeat(self.slots, slot),
                         self.ready_w, master)
         except SystemExit as exc:
