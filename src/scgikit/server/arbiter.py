@@ -162,13 +162,8 @@ class Arbiter:
         if config.http:
             self.gateway_pid = self._spawn_gateway(config.http, self.listeners[0].address)
         log.info("Master %d starting %d workers for %s%s", os.getpid(), config.workers,
-                 config.target or self.app, self._reload_note())
-
-    def _reload_note(self) -> str:
-        if self.watcher is None:
-            return ""
-        return (f"; --reload, for development only: watching {len(self.watcher.files)} files "
-                f"in {', '.join(self.watcher.folders)}")
+                 config.target or self.app,
+                 f"; --reload, for development only: {self.watcher}" if self.watcher else "")
 
     def _record_signal(self, signum: int, frame: Any) -> None:
         # NO LOGGING, no work: this can interrupt anything, the logger included.

@@ -115,6 +115,10 @@ class Watcher:
         self.pending: set[str] = set()
         self.due = clock() + interval
 
+    def __str__(self) -> str:
+        count = len(self.files)
+        return f"watching {count} file{'' if count == 1 else 's'} in {', '.join(self.folders)}"
+
     def seconds_left(self) -> float:
         return max(0.0, self.due - self.clock())
 
