@@ -43,6 +43,12 @@ def count(server, pattern):
     return len(re.findall(pattern, server.log))
 
 
+def changed_names(server):
+    """Every file named by a reload line so far."""
+    lines = re.findall(CHANGED + r"(.*)", server.log)
+    return {name for line in lines for name in line.split(", ")}
+
+
 def write(path, text):
     """Write ``text`` to ``path`` with an mtime a whole second past its last one."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -161,12 +167,17 @@ def test_files_in_skipped_folders_and_not_included_do_not_reload(serve, app_file
 
 def test_include_and_exclude_globs_add_to_the_defaults(serve, app_file):
     server = start(serve, app_file, "--reload-include", "*.html",
-                   "--reload-exclude", "build", "--reload-exclude", "gen_*.py")
+                   "--reload-include", "conf/*.toml", "--reload-exclude", "build",
+                   "--reload-exclude", "gen_*.py", "--reload-exclude", "docs/*")
     folder = app_file.parent
     write(folder / "build" / "out.py", "X = 1\n")
     write(folder / "gen_models.py", "X = 1\n")
+    write(folder / "docs" / "conf.py", "X = 1\n")
+    write(folder / "other" / "conf" / "app.toml", "x = 1\n")  # not conf/ under the folder
     write(folder / "templates" / "page.html", "<p>hello</p>\n")
-    assert server.wait_for_log(CHANGED + r"(.*)")[0].group(1) == "templates/page.html"
+    write(folder / "conf" / "app.toml", "x = 1\n")
+    server.wait_for_log(CHANGED + r".*conf/app\.toml")
+    assert changed_names(server) == {"conf/app.toml", "templates/page.html"}
     write(folder / "models.py", "X = 1\n")  # *.py still watched
     assert server.wait_for_log(CHANGED + r"(.*)", count=2)[1].group(1) == "models.py"
 

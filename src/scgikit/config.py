@@ -229,12 +229,14 @@ class Config:
         factory=tuple, repeat=True, metavar="DIR", shown="the current folder after --chdir, "
         "and the folder of a path/to/file.py TARGET")
     reload_include: tuple[str, ...] = _option(
-        ["--reload-include"], "with --reload, also watch files whose name or path under the "
-        "folder matches GLOB; repeatable", factory=tuple, repeat=True, metavar="GLOB",
+        ["--reload-include"], "with --reload, also watch files whose name matches GLOB (a "
+        "GLOB with a / matches the path under the watched folder); repeatable",
+        factory=tuple, repeat=True, metavar="GLOB",
         shown="*.py only")
     reload_exclude: tuple[str, ...] = _option(
-        ["--reload-exclude"], "with --reload, also skip files and folders whose name or path "
-        "under the folder matches GLOB; repeatable (an exclusion wins over an inclusion)",
+        ["--reload-exclude"], "with --reload, also skip files and folders whose name matches "
+        "GLOB (a GLOB with a / matches the path under the watched folder); repeatable; an "
+        "exclusion wins over an inclusion",
         factory=tuple, repeat=True, metavar="GLOB", shown="hidden folders and files, "
         "__pycache__, virtual environments (a folder holding pyvenv.cfg), *.pyc")
 

@@ -22,10 +22,10 @@ about ``MAX_SHARE`` of a core: a huge tree only makes reloads slower.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from fnmatch import fnmatchcase
+from fnmatch import translate
 
 from ..config import Config, ConfigError
 
@@ -43,22 +43,36 @@ MAX_SHARE = 0.05
 Stamp = tuple[int, int, int]  # st_mtime_ns, st_size, st_ino
 
 
-@dataclass(frozen=True)
 class Filter:
-    """Which files are watched: globs on a name or on its path under the watched folder."""
+    """Which files are watched: globs on a name, or, for a glob with a ``/``, on the path
+    under the watched folder.  Each list is one compiled regular expression per kind, as
+    a scan matches every name in the tree."""
 
-    include: tuple[str, ...] = DEFAULT_INCLUDE
-    exclude: tuple[str, ...] = DEFAULT_EXCLUDE
+    def __init__(self, include: Sequence[str] = DEFAULT_INCLUDE,
+                 exclude: Sequence[str] = DEFAULT_EXCLUDE) -> None:
+        self.include = _Globs(include)
+        self.exclude = _Globs(exclude)
 
     def skips(self, name: str, relative: str) -> bool:
-        return _matches(self.exclude, name, relative)
+        return self.exclude.match(name, relative)
 
     def watches(self, name: str, relative: str) -> bool:
-        return _matches(self.include, name, relative)
+        return self.include.match(name, relative)
 
 
-def _matches(patterns: Iterable[str], name: str, relative: str) -> bool:
-    return any(fnmatchcase(name, p) or fnmatchcase(relative, p) for p in patterns)
+class _Globs:
+    def __init__(self, patterns: Sequence[str]) -> None:
+        self.names = _compile(p for p in patterns if "/" not in p)
+        self.paths = _compile(p for p in patterns if "/" in p)
+
+    def match(self, name: str, relative: str) -> bool:
+        return bool(self.names and self.names.match(name)
+                    or self.paths and self.paths.match(relative))
+
+
+def _compile(patterns: Iterable[str]) -> re.Pattern[str] | None:
+    expressions = [translate(p) for p in patterns]
+    return re.compile("|".join(expressions)) if expressions else None
 
 
 def scan(folders: Sequence[str], rules: Filter) -> dict[str, Stamp]:
@@ -169,8 +183,7 @@ def _outermost(folders: Iterable[str]) -> list[str]:
 
 def watcher_for(config: Config, cwd: str) -> Watcher:
     """The watcher ``--reload`` asks for; raises ConfigError for a --reload-dir that is not one."""
-    rules = Filter(DEFAULT_INCLUDE + config.reload_include,
-                   DEFAULT_EXCLUDE + config.reload_exclude)
+    rules = Filter(DEFAULT_INCLUDE + config.reload_include, DEFAULT_EXCLUDE + config.reload_exclude)
     return Watcher(watched_folders(config, cwd), rules)
 
 
