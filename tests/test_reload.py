@@ -15,8 +15,8 @@ import pytest
 from scgi_raw import request
 from servers import child_env, wait_until, worker_pids
 
-from scgikit.config import ConfigError
-from scgikit.server.reload import Filter, Watcher, next_scan_after, scan
+from scgikit.config import Config
+from scgikit.server.reload import Filter, Watcher, next_scan_after, scan, watched_folders
 
 APP = """\
 import os
@@ -93,7 +93,8 @@ def start(serve, app_file, *args, workers=1, bind=("127.0.0.1:0",), env=None):
 
 def test_an_edited_app_is_served_by_new_workers_all_of_them(serve, transport, app_file):
     server = start(serve, app_file, workers=2, bind=[transport])
-    server.wait_for_log(r"watching 1 file in ")
+    server.wait_for_log(r"starting 2 workers for .*; --reload, for development only: "
+                        r"watching 1 file in ")
     assert version(server)[0] == "v1"
     old = wait_until(lambda: len(worker_pids(server.pid)) == 2 and worker_pids(server.pid),
                      timeout=20, message="2 workers")
@@ -193,6 +194,22 @@ def test_reload_dir_replaces_the_apps_folder(serve, app_file, tmp_path):
     serving(server, "v2")
 
 
+def test_the_folder_after_chdir_and_the_folder_of_the_target_file_are_watched(
+        serve, app_file, tmp_path):
+    site = tmp_path.resolve() / "site"
+    write(site / "settings.py", "DEBUG = True\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    server = serve(f"{app_file}:app", "--reload", "--chdir", str(site), cwd=elsewhere)
+    server.wait_for_log(rf"watching 2 files in {site}, {app_file.parent.resolve()}$")
+    write(site / "settings.py", "DEBUG = False\n")
+    assert server.wait_for_log(CHANGED + r"(.*)")[0].group(1) == "settings.py"
+    write(app_file, APP % "v2")
+    serving(server, "v2")
+    server.wait_for_log(CHANGED, count=2)
+    assert changed_names(server) == {"settings.py", str(app_file.resolve())}
+
+
 def test_a_deleted_file_reloads(serve, app_file):
     extra = app_file.parent / "extra.py"
     write(extra, "X = 1\n")
@@ -255,11 +272,13 @@ def test_reload_from_the_environment(serve, tmp_path):
 
 
 def test_an_app_object_already_loaded_cannot_be_reloaded():
-    from scgikit.config import Config
-    from scgikit.server.arbiter import Arbiter
-
-    with pytest.raises(ConfigError, match="^--reload needs a TARGET that the workers import"):
-        Arbiter(Config(reload=True, bind=("127.0.0.1:0",)), app=lambda e, s: []).run()
+    code = "from scgikit.scgi_server import SCGIServer; SCGIServer(port=0, reload=True).serve()"
+    result = subprocess.run([sys.executable, "-c", code], env=child_env(), capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        "scgikit: --reload needs a TARGET that the workers import: an app object already "
+        "loaded cannot be loaded afresh")
 
 
 # --- the watcher alone, on a clock of its own -------------------------------------------
@@ -312,3 +331,13 @@ def test_a_file_saved_by_rename_is_a_change_even_with_the_same_time_and_size(tmp
 def test_a_slow_scan_spaces_the_next_one_to_keep_the_master_mostly_idle():
     assert next_scan_after(0.001, interval=0.5) == 0.5
     assert next_scan_after(0.2, interval=0.5) == pytest.approx(4.0)
+
+
+def test_a_folder_inside_another_is_scanned_once(tmp_path):
+    root = str(tmp_path.resolve())
+    (tmp_path / "app").mkdir()
+    assert watched_folders(Config(target="app/hello.py:app", reload=True), root) == [root]
+    assert watched_folders(Config(target=f"{root}/app/hello.py:app", reload=True),
+                           f"{root}/app") == [f"{root}/app"]
+    assert watched_folders(Config(target="hello:app", reload=True,
+                                  reload_dir=("app", ".", "app")), root) == [root]

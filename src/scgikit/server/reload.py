@@ -174,11 +174,13 @@ def watched_folders(config: Config, cwd: str) -> list[str]:
 
 
 def _outermost(folders: Iterable[str]) -> list[str]:
-    kept: list[str] = []
-    for folder in sorted(set(folders), key=len):
-        if not any(folder == k or folder.startswith(k.rstrip(os.sep) + os.sep) for k in kept):
-            kept.append(folder)
-    return kept
+    """``folders`` in their order, without repeats or folders inside another one."""
+    unique = list(dict.fromkeys(folders))
+    return [f for f in unique if not any(_inside(f, other) for other in unique)]
+
+
+def _inside(folder: str, other: str) -> bool:
+    return folder != other and folder.startswith(other.rstrip(os.sep) + os.sep)
 
 
 def watcher_for(config: Config, cwd: str) -> Watcher:
