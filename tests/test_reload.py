@@ -128,6 +128,21 @@ def test_a_syntax_error_keeps_the_old_workers_serving_logs_once_and_a_fix_reload
     assert count(server, CHANGED) == 2
 
 
+def test_an_app_broken_at_start_is_logged_once_and_served_once_fixed(serve, transport, tmp_path):
+    app_file = tmp_path / "app" / "hello.py"
+    write(app_file, "import no_such_module_here\n")
+    server = serve(f"{app_file}:app", "--reload", "--workers", "2", bind=[transport],
+                   cwd=app_file.parent)
+    server.wait_for_log(r"Worker failed to boot: worker \d+ exited with code 4 \(it could not "
+                        r"load the app; its error is above\); waiting for a change to reload "
+                        r"\(--reload\)", timeout=30)
+    write(app_file, APP % "v1")
+    serving(server, "v1")
+    assert server.proc.poll() is None
+    assert server.log.count("No module named 'no_such_module_here'") == 1
+    assert count(server, "waiting for a change") == 1
+
+
 def test_a_burst_of_writes_gives_one_reload(serve, transport, app_file):
     server = start(serve, app_file, bind=[transport])
     assert version(server)[0] == "v1"

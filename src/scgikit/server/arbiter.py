@@ -28,9 +28,10 @@ capped exponential backoff, as is a failed ``fork()``.
     SIGTTIN, SIGTTOU  one worker more, one fewer
 
 With ``--reload`` (development) the loop also polls the app's files (reload.py)
-and reloads as on SIGHUP after a burst of changes.  A reload then starts one
-new worker first and the others once it is ready, so an app broken by an edit
-fails, and logs its error, once.
+and reloads as on SIGHUP after a burst of changes.  A start or a reload then
+starts one new worker first and the others once it is ready, so an app broken
+by an edit fails, and logs its error, once; and a failed start waits for the
+next change instead of stopping the master.
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ class _State:
     respawn_after: float = 0.0  # no new worker before this time (restart backoff)
     backoff: float = 0.0
     last_failure: float = float("-inf")
+    waiting_for_change: bool = False  # --reload: the app failed its first start
 
 
 class Arbiter:
@@ -272,6 +274,7 @@ class Arbiter:
         # (Their "ready" may be waiting in the pipe: read it first, or a worker that
         # is already serving would be taken for one still loading.)
         self._read_ready()
+        state.waiting_for_change = False
         booting = [w for w in state.workers.values() if not w.ready and w.stopping_since is None]
         if booting:
             log.info("Reload: abandoning %d workers still loading the app", len(booting))
@@ -314,7 +317,9 @@ class Arbiter:
 
     def _boot_failed(self, record: WorkerRecord, code: int) -> None:
         state = self.state
-        if not state.ever_ready:
+        if not state.ever_ready and self.watcher is not None:
+            self._wait_for_change(record, code)
+        elif not state.ever_ready:
             if code < 0 and not record.boot_timed_out and not state.start_retried:
                 # The signal may have come from outside (an operator, the OOM killer)
                 # rather than from the app: one more try before giving up.
@@ -330,6 +335,16 @@ class Arbiter:
             self._abandon_reload()
         else:  # a replacement in the serving generation: the others serve meanwhile
             self._died(record, code)
+
+    def _wait_for_change(self, record: WorkerRecord, code: int) -> None:
+        # --reload: the next save may fix the app, so a failed start keeps the sockets
+        # and waits for it instead of stopping the master.
+        if not self.state.waiting_for_change:
+            log.error("Worker failed to boot: %s; waiting for a change to reload (--reload)",
+                      self._cause(record, code))
+        self.state.waiting_for_change = True
+        self._stop_workers([w for w in self.state.workers.values() if w.stopping_since is None],
+                           signal.SIGKILL)
 
     def _fail_start(self, why: str, status: int) -> None:
         # No worker ever served: forking more would only fail again.  The others
@@ -418,9 +433,11 @@ class Arbiter:
         state = self.state
         current = [w for w in state.workers.values()
                    if w.generation == state.generation and w.stopping_since is None]
+        if state.waiting_for_change:
+            return
         wanted = state.wanted
-        if (self.config.reload and state.generation != state.live_generation
-                and not any(w.ready for w in current)):
+        if (self.watcher is not None and not any(w.ready for w in current)
+                and (state.generation != state.live_generation or not state.ever_ready)):
             wanted = 1  # --reload: one worker tries the edited app before the others
         if time.monotonic() >= state.respawn_after:
             for _ in range(wanted - len(current)):
