@@ -431,10 +431,10 @@ class Arbiter:
 
     def _manage(self) -> None:
         state = self.state
-        current = [w for w in state.workers.values()
-                   if w.generation == state.generation and w.stopping_since is None]
         if state.waiting_for_change:
             return
+        current = [w for w in state.workers.values()
+                   if w.generation == state.generation and w.stopping_since is None]
         wanted = state.wanted
         if (self.watcher is not None and not any(w.ready for w in current)
                 and (state.generation != state.live_generation or not state.ever_ready)):
