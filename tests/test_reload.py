@@ -16,7 +16,14 @@ from scgi_raw import request
 from servers import child_env, wait_until, worker_pids
 
 from scgikit.config import Config
-from scgikit.server.reload import Filter, Watcher, next_scan_after, scan, watched_folders
+from scgikit.server.reload import (
+    SETTLE,
+    Filter,
+    Watcher,
+    next_scan_after,
+    scan,
+    watched_folders,
+)
 
 APP = """\
 import os
@@ -318,6 +325,19 @@ def test_a_burst_spread_over_several_scans_is_handed_over_once(tmp_path):
     assert watcher.poll() == [str(tmp_path / f"m{step}.py") for step in range(4)]
     clock.now += 0.5
     assert watcher.poll() == []
+
+
+def test_changes_are_handed_over_a_short_settle_after_the_scan_that_saw_them(tmp_path):
+    clock = Clock()
+    watcher = Watcher([str(tmp_path)], Filter(), interval=0.5, clock=clock)
+    write(tmp_path / "m.py", "X = 1\n")
+    clock.now = 0.5
+    assert watcher.poll() == []
+    clock.now = 0.5 + SETTLE - 0.01
+    assert watcher.poll() == []
+    clock.now = 0.5 + SETTLE
+    assert watcher.poll() == [str(tmp_path / "m.py")]
+    assert watcher.seconds_left() == pytest.approx(0.5)
 
 
 def test_no_scan_before_it_is_due(tmp_path):

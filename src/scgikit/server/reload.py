@@ -10,8 +10,9 @@ renaming it over the old one.
 
 A burst of saves (an editor writing several files, a ``git checkout``) gives
 one reload: changes are gathered until a scan finds nothing new, and only then
-handed to the master, which reloads as on SIGHUP.  So a reload follows a save
-by one to two scan intervals.
+handed to the master, which reloads as on SIGHUP.  While changes are pending
+the scans come every ``SETTLE`` seconds, so a reload follows a save by up to
+``INTERVAL + SETTLE``.
 
 The cost is one ``stat`` per watched file per scan.  The next scan waits at
 least ``INTERVAL``, and at least ``1 / MAX_SHARE`` times as long as the last
@@ -38,6 +39,7 @@ DEFAULT_INCLUDE = ("*.py",)
 DEFAULT_EXCLUDE = (".*", "__pycache__", "*.pyc")
 VENV_MARKER = "pyvenv.cfg"
 INTERVAL = 0.5
+SETTLE = 0.25
 MAX_SHARE = 0.05
 
 Stamp = tuple[int, int, int]  # st_mtime_ns, st_size, st_ino
@@ -143,11 +145,14 @@ class Watcher:
             return []
         files = scan(self.folders, self.rules)
         ended = self.clock()
-        self.due = ended + next_scan_after(ended - started, self.interval)
         if files != self.files:
             old, self.files = self.files, files
             self.pending.update(p for p in old.keys() | files.keys() if old.get(p) != files.get(p))
-            return []  # maybe more to come: wait for a scan that finds nothing new
+            # Maybe more to come: look again soon, and hand them over once a scan finds
+            # nothing new.
+            self.due = ended + next_scan_after(ended - started, min(SETTLE, self.interval))
+            return []
+        self.due = ended + next_scan_after(ended - started, self.interval)
         changed, self.pending = sorted(self.pending), set()
         return changed
 
