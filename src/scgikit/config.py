@@ -237,8 +237,9 @@ class Config:
         ["--reload-exclude"], "with --reload, also skip files and folders whose name matches "
         "GLOB (a GLOB with a / matches the path under the watched folder); repeatable; an "
         "exclusion wins over an inclusion",
-        factory=tuple, repeat=True, metavar="GLOB", shown="hidden folders and files, "
-        "__pycache__, virtual environments (a folder holding pyvenv.cfg), *.pyc")
+        factory=tuple, repeat=True, metavar="GLOB", shown="hidden files and folders, "
+        "bytecode caches (.pyc files and their folders), virtual environments (a folder "
+        "holding pyvenv.cfg)")
 
     def __post_init__(self) -> None:
         if self.workers < 1:
