@@ -2,11 +2,11 @@
 
 How it works.  The master never imports the app, so it cannot ask Python which
 modules the app uses: it watches files instead.  Each scan walks the watched
-folders with ``os.scandir`` and stats every file whose name (or path under the
-folder) matches an include glob and no exclude glob, keeping its modification
-time, size and inode.  A file that appears, disappears or whose stamp differs
-is a change; the inode catches editors that save by writing a new file and
-renaming it over the old one.
+folders with ``os.scandir`` and stats every file whose name (for a glob with a
+``/``, whose path under the folder) matches an include glob and no exclude glob,
+keeping its modification time, size and inode.  A file that appears, disappears
+or whose stamp differs is a change; the inode catches editors that save by
+writing a new file and renaming it over the old one.
 
 A burst of saves (an editor writing several files, a ``git checkout``) gives
 one reload: changes are gathered until a scan finds nothing new, and only then
