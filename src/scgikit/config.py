@@ -49,11 +49,15 @@ def _option(
     flags: Sequence[str], help: str, *, default: Any = None,
     factory: Callable[[], Any] | None = None, parse: Callable[[str], Any] = str,
     repeat: bool = False, metavar: str | None = None, shown: str | None = None,
-    env: str | None = None, in_file: bool = True,
+    env: str | None = None, in_file: bool = True, switch: bool = False,
 ) -> Any:
-    meta = {"flags": tuple(flags), "help": help, "parse": parse, "repeat": repeat,
-            "metavar": metavar, "shown": shown if shown is not None else _shown(default),
-            "env": env, "in_file": in_file, "kind": _KINDS.get(parse, _STRING)}
+    # A switch (--reload) takes no value on the command line; its variable takes 1 or 0,
+    # a configuration file true or false.
+    meta = {"flags": tuple(flags), "help": help, "parse": _switch if switch else parse,
+            "repeat": repeat, "metavar": metavar, "switch": switch,
+            "shown": shown if shown is not None else _shown(default),
+            "env": env, "in_file": in_file,
+            "kind": _BOOLEAN if switch else _KINDS.get(parse, _STRING)}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -107,6 +111,15 @@ def _env_pair(text: str) -> tuple[str, str]:
     return name, value
 
 
+def _switch(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "yes", "true", "on"):
+        return True
+    if value in ("0", "no", "false", "off", ""):
+        return False
+    raise ConfigError(f"{text!r}: expected 1 or 0")
+
+
 def _default_workers() -> int:
     return os.cpu_count() or 1
 
@@ -125,6 +138,14 @@ class _Kind:
 
 
 _STRING = _Kind("a string", "strings", (str,))
+
+
+class _Boolean(_Kind):
+    def accepts(self, value: object) -> bool:
+        return isinstance(value, bool)
+
+
+_BOOLEAN = _Boolean("true or false", "booleans", (bool,))
 _KINDS: dict[Callable[[str], Any], _Kind] = {
     _count: _Kind("an integer", "integers", (int,)),
     _positive_float: _Kind("a number of seconds", "numbers of seconds", (int, float)),
@@ -263,6 +284,26 @@ class Config:
     http: str | None = _option(
         ["--http"], "development only: also accept HTTP/1.1 on ADDRESS and forward it over "
         "SCGI to this server (needs scgikit[http])", default=None, metavar="ADDRESS")
+    reload: bool = _option(
+        ["--reload"], "development only: reload the workers (as on SIGHUP) when a watched "
+        "file is created, changed or deleted; every --workers is replaced",
+        default=False, switch=True, shown="off")
+    reload_dir: tuple[str, ...] = _option(
+        ["--reload-dir"], "with --reload, watch this folder instead; repeatable",
+        factory=tuple, repeat=True, metavar="DIR", shown="the current folder after --chdir, "
+        "and the folder of a path/to/file.py TARGET")
+    reload_include: tuple[str, ...] = _option(
+        ["--reload-include"], "with --reload, also watch files whose name matches GLOB (a "
+        "GLOB with a / matches the path under the watched folder); repeatable",
+        factory=tuple, repeat=True, metavar="GLOB",
+        shown="*.py only")
+    reload_exclude: tuple[str, ...] = _option(
+        ["--reload-exclude"], "with --reload, also skip files and folders whose name matches "
+        "GLOB (a GLOB with a / matches the path under the watched folder); repeatable; an "
+        "exclusion wins over an inclusion",
+        factory=tuple, repeat=True, metavar="GLOB", shown="hidden files and folders, "
+        "bytecode caches (.pyc files and their folders), virtual environments (a folder "
+        "holding pyvenv.cfg)")
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -293,6 +334,9 @@ class Config:
                 raise ConfigError(f"--bind: {exc}; expected {ADDRESS_FORMS}") from None
         if self.http is not None:
             _check_http(self.http)
+        if not self.reload and (self.reload_dir or self.reload_include or self.reload_exclude):
+            raise ConfigError("--reload-dir, --reload-include and --reload-exclude apply "
+                              "only with --reload")
         if self.allow_from:
             from .server.allow import AllowList
 
@@ -362,6 +406,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for f in _option_fields():
         meta = f.metadata
         shown = f" (default {meta['shown']}; env {env_name(f.name)})"
+        if meta["switch"]:
+            parser.add_argument(*meta["flags"], dest=f.name, help=meta["help"] + shown,
+                                action="store_const", const="1", default=None)
+            continue
         parser.add_argument(
             *meta["flags"], dest=f.name, metavar=meta["metavar"], help=meta["help"] + shown,
             action="append" if meta["repeat"] else "store", default=None,

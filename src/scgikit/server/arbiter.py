@@ -31,6 +31,12 @@ Under systemd the loop also reports to it (``systemd.py``): READY once a worker
 serves, RELOADING and READY again around a reload, STOPPING, a STATUS line when
 the workers change, and the watchdog's pings, from this loop so that a master
 that hangs stops pinging.
+
+With ``--reload`` (development) the loop also polls the app's files (reload.py)
+and reloads as on SIGHUP after a burst of changes.  A start or a reload then
+starts one new worker first and the others once it is ready, so an app broken
+by an edit fails, and logs its error, once; and a failed start waits for the
+next change instead of stopping the master.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ from typing import Any, NoReturn
 from ..config import Config, ConfigError
 from .boot import APP_LOAD_ERROR, WORKER_BOOT_ERROR, boot
 from .logs import setup_logging as setup_logging  # where command.py and scgi_server.py look
+from .reload import Watcher, describe, watcher_for
 from .sockets import Listener, open_listeners
 from .systemd import Notifier, forget_systemd_environ
 from .worker import Heartbeat
@@ -94,6 +101,7 @@ class _State:
     respawn_after: float = 0.0  # no new worker before this time (restart backoff)
     backoff: float = 0.0
     last_failure: float = float("-inf")
+    waiting_for_change: bool = False  # --reload: the app failed its first start
 
 
 class Arbiter:
@@ -109,6 +117,7 @@ class Arbiter:
         self.exit_code = 0
         self.gateway_pid = 0
         self.notifier = Notifier()  # silent until _prepare reads NOTIFY_SOCKET
+        self.watcher: Watcher | None = None
 
     # --- setup -------------------------------------------------------------------------
 
@@ -141,6 +150,11 @@ class Arbiter:
             raise ConfigError("no app to serve")
         if os.getcwd() not in sys.path:
             sys.path.insert(0, os.getcwd())  # as 'python -m' would, for 'module:app'
+        if config.reload:
+            if self.app is not None:
+                raise ConfigError("--reload needs a TARGET that the workers import: an app "
+                                  "object already loaded cannot be loaded afresh")
+            self.watcher = watcher_for(config, os.getcwd())
         self.listeners = open_listeners(config, self.environ)
         # Read once, then gone from the environment every child inherits: the app
         # must not take itself for the process systemd started (sd_listen_fds(1)).
@@ -161,8 +175,9 @@ class Arbiter:
             log.info("Listening at: %s", listener.name)
         if config.http:
             self.gateway_pid = self._spawn_gateway(config.http, self.listeners[0].address)
-        log.info("Master %d starting %d workers for %s", os.getpid(), config.workers,
-                 config.target or self.app)
+        log.info("Master %d starting %d workers for %s%s", os.getpid(), config.workers,
+                 config.target or self.app,
+                 f"; --reload, for development only: {self.watcher}" if self.watcher else "")
 
     def _record_signal(self, signum: int, frame: Any) -> None:
         # NO LOGGING, no work: this can interrupt anything, the logger included.
@@ -185,15 +200,19 @@ class Arbiter:
             else:
                 self._murder_stuck()
                 self._kill_slow_boots()
+                self._reload_on_changes()
                 self._manage()
             self._tell_systemd()
             self._wait(self._sleep_time())
 
     def _sleep_time(self) -> float:
-        """Up to TICK; less when a backed-off restart or a watchdog ping falls due sooner."""
+        """Up to TICK; less when a backed-off restart, a watchdog ping or a --reload
+        scan falls due sooner."""
         now = time.monotonic()
         left = self.state.respawn_after - now
         sleep = min(TICK, left) if left > 0 else TICK
+        if self.watcher is not None:
+            sleep = min(sleep, self.watcher.seconds_left())
         ping = self.notifier.seconds_to_watchdog(now)
         return sleep if ping is None else min(sleep, ping)
 
@@ -225,6 +244,14 @@ class Arbiter:
         booting = len(running) - ready
         return (f"Serving: {_workers(ready)} ready" + (f", {booting} starting" if booting else "")
                 + f" (generation {state.generation})")
+
+    def _reload_on_changes(self) -> None:
+        if self.watcher is None:
+            return
+        changed = self.watcher.poll()
+        if changed:
+            log.info("Reload: changed: %s", describe(changed, os.path.realpath(os.getcwd())))
+            self.handle_hup()
 
     def _wait(self, seconds: float) -> None:
         try:
@@ -297,6 +324,7 @@ class Arbiter:
         # (Their "ready" may be waiting in the pipe: read it first, or a worker that
         # is already serving would be taken for one still loading.)
         self._read_ready()
+        state.waiting_for_change = False
         booting = [w for w in state.workers.values() if not w.ready and w.stopping_since is None]
         if booting:
             log.info("Reload: abandoning %d workers still loading the app", len(booting))
@@ -340,7 +368,9 @@ class Arbiter:
 
     def _boot_failed(self, record: WorkerRecord, code: int) -> None:
         state = self.state
-        if not state.ever_ready:
+        if not state.ever_ready and self.watcher is not None:
+            self._wait_for_change(record, code)
+        elif not state.ever_ready:
             if code < 0 and not record.boot_timed_out and not state.start_retried:
                 # The signal may have come from outside (an operator, the OOM killer)
                 # rather than from the app: one more try before giving up.
@@ -356,6 +386,16 @@ class Arbiter:
             self._abandon_reload()
         else:  # a replacement in the serving generation: the others serve meanwhile
             self._died(record, code)
+
+    def _wait_for_change(self, record: WorkerRecord, code: int) -> None:
+        # --reload: the next save may fix the app, so a failed start keeps the sockets
+        # and waits for it instead of stopping the master.
+        if not self.state.waiting_for_change:
+            log.error("Worker failed to boot: %s; waiting for a change to reload (--reload)",
+                      self._cause(record, code))
+        self.state.waiting_for_change = True
+        self._stop_workers([w for w in self.state.workers.values() if w.stopping_since is None],
+                           signal.SIGKILL)
 
     def _fail_start(self, why: str, status: int) -> None:
         # No worker ever served: forking more would only fail again.  The others
@@ -442,10 +482,16 @@ class Arbiter:
 
     def _manage(self) -> None:
         state = self.state
+        if state.waiting_for_change:
+            return
         current = [w for w in state.workers.values()
                    if w.generation == state.generation and w.stopping_since is None]
+        wanted = state.wanted
+        if (self.watcher is not None and not any(w.ready for w in current)
+                and (state.generation != state.live_generation or not state.ever_ready)):
+            wanted = 1  # --reload: one worker tries the edited app before the others
         if time.monotonic() >= state.respawn_after:
-            for _ in range(state.wanted - len(current)):
+            for _ in range(wanted - len(current)):
                 if not self._spawn():
                     break
         if len(current) > state.wanted:
@@ -515,6 +561,11 @@ class Arbiter:
             os.close(self.wake_r)
             os.close(self.wake_w)
             os.close(self.ready_r)
+            if self.config.reload:
+                # Python's bytecode cache knows a source by its mtime in whole seconds
+                # and its size: an edit of the same length within the same second as
+                # the one before would be served stale from __pycache__.
+                sys.dont_write_bytecode = True
             code = boot(self.config, self.listeners, self.app, Heartbeat(self.slots, slot),
                         self.ready_w, master)
         except SystemExit as exc:
