@@ -40,6 +40,9 @@ LAYERS = [
      ((), ("127.0.0.1:1", "unix:/f.sock"), ("127.0.0.1:2", "[::1]:3"), ("unix:/c.sock",))),
     ("env", '["A=file", "B="]', "SCGIKIT_ENV", "A=env", "--env", "A=cli", "env",
      ((), (("A", "file"), ("B", "")), (("A", "env"),), (("A", "cli"),))),
+    # A switch: true or false in the file, 1 or 0 in the environment, the bare flag.
+    ("reload", "true", "SCGIKIT_RELOAD", "0", "--reload", None, "reload",
+     (False, True, False, True)),
 ]
 
 
@@ -53,7 +56,8 @@ def test_each_layer_overrides_the_one_below(tmp_path, key, value, var, var_value
     assert getattr(build(tmp_path, f"{key} = {value}\n"), name) == from_file
     assert getattr(build(tmp_path, f"{key} = {value}\n", environ={var: var_value}),
                    name) == from_env
-    assert getattr(build(tmp_path, f"{key} = {value}\n", [flag, flag_value],
+    argv = [flag] if flag_value is None else [flag, flag_value]
+    assert getattr(build(tmp_path, f"{key} = {value}\n", argv,
                          environ={var: var_value}), name) == from_cli
 
 
@@ -102,6 +106,7 @@ MISTAKES = [
      "{path}: unknown key 'config': a configuration file cannot name another"),
     ('workers = "four"\n', '{path}: key \'workers\': expected an integer, got a string ("four")'),
     ("workers = true\n", "{path}: key 'workers': expected an integer, got a boolean (true)"),
+    ("reload = 1\n", "{path}: key 'reload': expected true or false, got an integer (1)"),
     ('timeout = "30s"\n',
      "{path}: key 'timeout': expected a number of seconds, got a string (\"30s\")"),
     ("max-body-size = 1.5\n",
