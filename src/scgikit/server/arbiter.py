@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from ..config import Config, ConfigError
-from .boot import APP_LOAD_ERROR, WORKER_BOOT_ERROR, boot
+from .boot import APP_LOAD_ERROR, WORKER_BOOT_ERROR, boot, prepare_process
 from .logs import setup_logging as setup_logging  # where command.py and scgi_server.py look
 from .reload import Watcher, describe, watcher_for
 from .sockets import Listener, open_listeners
@@ -139,17 +139,9 @@ class Arbiter:
         config = self.config
         if (config.user or config.group) and os.geteuid() != 0:
             raise ConfigError("--user/--group need the server to be started as root")
-        for name, value in config.env:
-            os.environ[name] = value
-        if config.chdir:
-            try:
-                os.chdir(config.chdir)
-            except OSError as exc:
-                raise ConfigError(f"--chdir {config.chdir}: {exc.strerror}") from None
         if not config.target and self.app is None:
             raise ConfigError("no app to serve")
-        if os.getcwd() not in sys.path:
-            sys.path.insert(0, os.getcwd())  # as 'python -m' would, for 'module:app'
+        prepare_process(config)
         if config.reload:
             if self.app is not None:
                 raise ConfigError("--reload needs a TARGET that the workers import: an app "

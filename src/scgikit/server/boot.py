@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from ..config import Config
+from ..config import Config, ConfigError
 from .sockets import Listener
 from .worker import Adapter, Heartbeat, Worker
 
@@ -85,6 +85,21 @@ class WorkerModel(Protocol):
 
     def run(self) -> None:
         """Serve until stopped."""
+
+
+def prepare_process(config: Config) -> None:
+    """What the master does before it forks, and ``scgikit check`` before it loads the
+    app: --env, --chdir, and the folder on sys.path, as 'python -m' would have it for
+    'module:app'.  Raises ``ConfigError`` for a --chdir that cannot be entered."""
+    for name, value in config.env:
+        os.environ[name] = value
+    if config.chdir:
+        try:
+            os.chdir(config.chdir)
+        except OSError as exc:
+            raise ConfigError(f"--chdir {config.chdir}: {exc.strerror}") from None
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
 
 
 def choose_model(config: Config, kind: str) -> str:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from ..addresses import Address
 from ..config import Config, ConfigError
-from .boot import APP_LOAD_ERROR, choose_model
+from .boot import APP_LOAD_ERROR, choose_model, prepare_process
 from .command import build_config
 from .command import configure as configure_serve
 from .sockets import is_wildcard, socket_owner
@@ -114,16 +114,11 @@ def _check_settings(config: Config, report: Report) -> None:
 
 
 def _prepare_process(config: Config, report: Report) -> None:
-    """As the master before it forks: --env, --chdir, and the folder on sys.path."""
-    for name, value in config.env:
-        os.environ[name] = value
-    if config.chdir:
-        try:
-            os.chdir(config.chdir)
-        except OSError as exc:
-            report.errors.append((CONFIG_ERROR, f"--chdir {config.chdir}: {exc.strerror}"))
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    """As the master before it forks (``boot.prepare_process``)."""
+    try:
+        prepare_process(config)
+    except ConfigError as exc:
+        report.errors.append((CONFIG_ERROR, str(exc)))
 
 
 # --- the app ---------------------------------------------------------------------------
