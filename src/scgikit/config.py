@@ -208,6 +208,9 @@ class Config:
     http: str | None = _option(
         ["--http"], "development only: also accept HTTP/1.1 on ADDRESS and forward it over "
         "SCGI to this server (needs scgikit[http])", default=None, metavar="ADDRESS")
+    stats: str | None = _option(
+        ["--stats"], "serve Prometheus metrics at http://ADDRESS/metrics (HOST:PORT or a unix "
+        "socket, as --bind), answered by the master", default=None, metavar="ADDRESS")
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -235,6 +238,11 @@ class Config:
                 raise ConfigError(f"--bind: {exc}; expected {ADDRESS_FORMS}") from None
         if self.http is not None:
             _check_http(self.http)
+        if self.stats is not None:
+            try:
+                parse_address(self.stats)
+            except AddressError as exc:
+                raise ConfigError(f"--stats: {exc}; expected {ADDRESS_FORMS}") from None
         if self.allow_from:
             from .server.allow import AllowList
 
