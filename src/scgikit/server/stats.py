@@ -248,7 +248,12 @@ def open_stats_listener(config: Config) -> Listener:
     except ConfigError as exc:
         # The binding is --bind's own; its messages name the option they came from.
         raise ConfigError(f"--stats: {str(exc).removeprefix('--bind: ')}") from None
-    listener.sock.setblocking(False)
+    sock = listener.sock
+    if sock.family != socket.AF_UNIX and hasattr(socket, "TCP_DEFER_ACCEPT"):
+        # --bind's listeners leave a silent client to the kernel; here it is accepted
+        # and dropped at CLIENT_DEADLINE, as a unix one is.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 0)
+    sock.setblocking(False)
     return listener
 
 
