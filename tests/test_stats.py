@@ -403,3 +403,41 @@ def _workers(master):
     from servers import worker_pids
 
     return wait_until(lambda: worker_pids(master), message="a worker")
+
+
+def test_a_request_whose_head_never_completes_counts_as_unanswered(stats_server, kind):
+    server = stats_server("--workers", "1", "--header-timeout", "1")
+    with connect(server.address) as sock:
+        sock.sendall(b"70:CONTENT_LENGTH")
+        assert sock.recv(100) == b""  # closed at the deadline, unanswered
+    metrics = scrape_until(server, lambda m: m("scgikit_requests_total", model=kind,
+                                               status="none") == 1, "the unanswered request")
+    assert metrics("scgikit_request_duration_seconds_count", model=kind) == 0
+
+
+@pytest.mark.parametrize("kind", ["sync"])
+def test_a_reload_onto_an_app_that_cannot_load_counts_a_failed_boot(serve, tmp_path, kind):
+    app = tmp_path / "reloaded.py"
+    app.write_text("def app(e, s):\n    s('200 OK', [])\n    return [b'version 1']\n")
+    server = serve(f"{app}:app", "--workers", "1", "--stats", "127.0.0.1:0")
+    server.stats = server.wait_for_log(r"Metrics at: (\S+)")[0].group(1)
+    assert request(server.address, "/").body == b"version 1"
+    app.write_text("import os\nos.abort()\n")
+    server.send_signal(signal.SIGHUP)
+    metrics = scrape_until(server, lambda m: m("scgikit_worker_exits_total",
+                                               reason="boot_failed") == 1, "a failed boot")
+    assert metrics("scgikit_worker_starts_total") == 2
+    assert metrics("scgikit_workers") == 1
+    assert metrics("scgikit_requests_total", model="sync", status="2xx") == 1
+    assert request(server.address, "/").body == b"version 1"
+
+
+@pytest.mark.parametrize("kind", ["sync", "asyncio"])
+def test_a_connection_closed_before_its_first_byte_is_not_counted(stats_server, kind):
+    server = stats_server("--workers", "1")
+    for _ in range(3):
+        connect(server.address).close()
+    assert request(server.address, "/200?1").status == 200
+    metrics = scrape(server)
+    assert metrics("scgikit_requests_total", model=kind, status="2xx") == 1
+    assert metrics("scgikit_requests_total", model=kind, status="none") == 0
