@@ -77,6 +77,8 @@ CLIENT_DEADLINE = 5.0
 MAX_REQUEST = 8192
 #: Stats clients served at once; more are closed at once.
 MAX_CLIENTS = 32
+#: After a failed accept, the stats listener rests this long.
+ACCEPT_PAUSE = 0.5
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -274,6 +276,7 @@ class StatsServer:
         self.listener = listener
         self.render = render
         self.clients: dict[int, _Client] = {}
+        self.accept_paused_until = 0.0  # after a failed accept (out of descriptors)
 
     @property
     def name(self) -> str:
@@ -281,8 +284,9 @@ class StatsServer:
 
     def readers(self) -> list[int]:
         """Descriptors the loop waits on to read: the listener, clients still sending."""
-        return [self.listener.sock.fileno()] + [
-            fd for fd, client in self.clients.items() if client.answer is None]
+        listening = [] if time.monotonic() < self.accept_paused_until else [
+            self.listener.sock.fileno()]
+        return listening + [fd for fd, client in self.clients.items() if client.answer is None]
 
     def writers(self) -> list[int]:
         return [fd for fd, client in self.clients.items() if client.answer is not None]
@@ -309,7 +313,10 @@ class StatsServer:
                 sock, _peer = self.listener.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError:  # out of descriptors, aborted: the next scrape will retry
+            except OSError:
+                # Out of descriptors, say: a listener left in the wait would wake the
+                # loop at once, again and again.  The scraper will retry.
+                self.accept_paused_until = time.monotonic() + ACCEPT_PAUSE
                 return
             if len(self.clients) >= MAX_CLIENTS:
                 sock.close()

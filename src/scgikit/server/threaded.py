@@ -36,6 +36,8 @@ Task = tuple[Connection, "bytes | bytearray", tuple[dict[str, str], int, int], f
 class ThreadedWorker(Worker):
     """A worker whose ready requests run in a pool of ``--threads`` threads."""
 
+    model = "threads"
+
     def __init__(self, config: Config, listeners: Sequence[Listener], adapter: Adapter,
                  heartbeat: Heartbeat, ppid: int) -> None:
         super().__init__(config, listeners, adapter, heartbeat, ppid)
@@ -43,7 +45,6 @@ class ThreadedWorker(Worker):
             # Several pool threads record into the one region: under a lock, or
             # two increments at once could lose one.
             self.stats = self.stats.locked()
-            self.stats.set_model("threads")
         self.size = config.threads
         self.tasks: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
         self.finished: queue.SimpleQueue[tuple[Connection, Ending, float]] = queue.SimpleQueue()

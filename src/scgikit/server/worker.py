@@ -193,6 +193,8 @@ class Accepting:
 class Worker(Accepting):
     """One worker's loop; built in the child right after the fork."""
 
+    model = "sync"  # as the metrics name it
+
     def __init__(self, config: Config, listeners: Sequence[Listener], adapter: Adapter,
                  heartbeat: Heartbeat, ppid: int) -> None:
         self.config = config
@@ -201,7 +203,7 @@ class Worker(Accepting):
         self.heartbeat = heartbeat
         self.stats = heartbeat.stats
         if self.stats is not None:
-            self.stats.set_model("sync")
+            self.stats.set_model(self.model)
         self.ppid = ppid
         self.stopping = False  # no more accepts (but see drain_queue); end what we hold
         self.drain_queue = False  # serve what is in the listen queue first (full stop)
