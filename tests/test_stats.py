@@ -441,3 +441,23 @@ def test_a_connection_closed_before_its_first_byte_is_not_counted(stats_server, 
     metrics = scrape(server)
     assert metrics("scgikit_requests_total", model=kind, status="2xx") == 1
     assert metrics("scgikit_requests_total", model=kind, status="none") == 0
+
+
+@pytest.mark.parametrize("kind", ["sync"])
+def test_a_stats_client_open_while_a_worker_forks_still_gets_its_end(stats_server, kind):
+    # A worker forked while a scrape is in progress must not keep a copy of its socket:
+    # the client would see the answer but no end until that worker exits.
+    server = stats_server("--workers", "1")
+    assert request(server.address, "/200").status == 200  # the worker is ready
+    with connect(server.stats, timeout=10) as partial:
+        partial.sendall(b"GET /metr")
+        scrape(server)  # accepted after the partial one: that one is the master's now
+        os.kill(next(iter(_workers(server.pid))), signal.SIGKILL)
+        scrape_until(server, lambda m: m("scgikit_worker_starts_total") == 2 and m(
+            "scgikit_workers") == 1, "the replacement worker")
+        partial.sendall(b"ics HTTP/1.0\r\n\r\n")
+        raw = b""
+        while chunk := partial.recv(65536):  # a TimeoutError here: no end
+            raw += chunk
+    assert raw.startswith(b"HTTP/1.0 200 OK\r\n")
+    assert b"scgikit_worker_exits_total{reason=\"crashed\"} 1" in raw
