@@ -58,6 +58,7 @@ WORKLOADS = [
 ]
 SERVERS = ["scgikit", "uWSGI", "scgi 2.2", "flup prefork", "flup threads", "aioscgi"]
 CLASSIC_SERVERS = ["scgikit-classic", "scgi 2.2"]
+STATS = "scgikit --stats"  # the same server counting Prometheus metrics (bench/run --stats)
 # scgikit's other worker models, against its prefork sync model and the peer of each kind.
 MODELS = {
     "scgikit threads ×4, WSGI": ("bench/apps.py:app", ["--worker", "threads", "--threads", "4"]),
@@ -164,10 +165,11 @@ def server_argv(name: str, python: Path, backend: str, workers: int) -> tuple[li
     py = str(python)
     unix = backend.startswith("unix:")
     short = backend if unix else backend.rpartition(":")[2]  # what servers.py takes
-    if name in ("scgikit", "scgikit-classic"):
-        target = "bench/apps.py:app" if name == "scgikit" else "bench/classic.py:Handler"
+    if name in ("scgikit", "scgikit-classic", STATS):
+        target = "bench/apps.py:app" if name != "scgikit-classic" else "bench/classic.py:Handler"
+        stats = ["--stats", f"127.0.0.1:{free_port()}"] if name == STATS else []
         return [py, "-m", "scgikit", "serve", target, "--workers", str(workers), "--bind",
-                backend, "--log-level", "warning"], REPO
+                backend, "--log-level", "warning", *stats], REPO
     if name == "uWSGI":
         uwsgi = _tool(python, "uwsgi") or "uwsgi"
         return [uwsgi, "--scgi-socket", backend[5:] if unix else backend, "--wsgi-file",
@@ -417,16 +419,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="how the servers listen (default both, one after the other)")
     parser.add_argument("--no-models", action="store_true",
                         help="skip the comparison of worker models")
+    parser.add_argument("--stats", action="store_true",
+                        help="add scgikit with --stats beside scgikit: the cost of the metrics")
     parser.add_argument("--write", action="store_true", help="write bench/RESULTS.md")
     parser.add_argument("--venv", action="store_true",
                         help="always use bench/.venv, even if this Python has the peers")
     args = parser.parse_args(argv)
     servers = SERVERS
-    if args.servers:
-        chosen = {name.strip() for name in args.servers.split(",")}
+    if args.servers is not None:  # --servers "": scgikit alone
+        chosen = {name.strip() for name in args.servers.split(",") if name.strip()}
         if unknown := chosen - set(SERVERS):
             parser.error(f"unknown servers: {', '.join(sorted(unknown))}")
         servers = [name for name in SERVERS if name == "scgikit" or name in chosen]
+    if args.stats:
+        servers = [servers[0], STATS, *servers[1:]]
     seconds = 1.0 if args.smoke else args.seconds
     rounds = 1 if args.smoke else max(1, args.rounds)
     need_debian_tools()

@@ -304,6 +304,9 @@ class Config:
         factory=tuple, repeat=True, metavar="GLOB", shown="hidden files and folders, "
         "bytecode caches (.pyc files and their folders), virtual environments (a folder "
         "holding pyvenv.cfg)")
+    stats: str | None = _option(
+        ["--stats"], "serve Prometheus metrics at http://ADDRESS/metrics (HOST:PORT or a unix "
+        "socket, as --bind), answered by the master", default=None, metavar="ADDRESS")
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -337,6 +340,11 @@ class Config:
         if not self.reload and (self.reload_dir or self.reload_include or self.reload_exclude):
             raise ConfigError("--reload-dir, --reload-include and --reload-exclude apply "
                               "only with --reload")
+        if self.stats is not None:
+            try:
+                parse_address(self.stats)
+            except AddressError as exc:
+                raise ConfigError(f"--stats: {exc}; expected {ADDRESS_FORMS}") from None
         if self.allow_from:
             from .server.allow import AllowList
 

@@ -132,16 +132,17 @@ def _time_out(waiter: asyncio.Future[None]) -> None:
 class _Channel:
     """One request's connection on the loop: the ``asgi.Channel`` its cycle uses."""
 
-    __slots__ = ("worker", "loop", "conn", "fd", "variables", "accepted", "reading", "writing",
-                 "finished")
+    __slots__ = ("worker", "loop", "conn", "fd", "variables", "length", "accepted", "reading",
+                 "writing", "finished")
 
     def __init__(self, worker: AsyncioWorker, conn: Connection, variables: dict[str, str],
-                 accepted: float) -> None:
+                 length: int, accepted: float) -> None:
         self.worker = worker
         self.loop = worker.loop
         self.conn = conn
         self.fd = conn.fileno()
         self.variables = variables
+        self.length = length
         self.accepted = accepted
         self.reading: asyncio.Future[None] | None = None
         self.writing: asyncio.Future[None] | None = None
@@ -245,6 +246,9 @@ class _Channel:
         self.reading = self.writing = None
         if access_log.isEnabledFor(logging.INFO) and access_log.handlers:
             log_access(self.variables, status, sent, self.accepted, "asyncio")
+        stats = self.worker.stats
+        if stats is not None:
+            stats.record(status, sent, self.length, self.accepted)
         self.worker.end(self.conn, unread, cut)
 
 
@@ -257,6 +261,9 @@ class AsyncioWorker(Accepting):
         self.listeners = [listener.sock for listener in listeners]
         self.app = app
         self.heartbeat = heartbeat
+        self.stats = heartbeat.stats
+        if self.stats is not None:
+            self.stats.set_model("asyncio")
         self.ppid = ppid
         self.exit_code = 0
         name, port = server_name(listeners)
@@ -469,7 +476,7 @@ class AsyncioWorker(Accepting):
 
     def _refuse(self, conn: Connection, exc: ProtocolError, intake: Intake | None) -> None:
         # An error answer is a few hundred bytes into an empty socket buffer: it never waits.
-        ending = answer_error(conn, exc, intake, self.config, self.log_http)
+        ending = answer_error(conn, exc, intake, self.config, self.log_http, self.stats)
         if ending is not None:
             self._wait(_Waiting(conn, None, ending, time.monotonic()))
 
@@ -496,7 +503,7 @@ class AsyncioWorker(Accepting):
                   else bytes(memoryview(data)[start:start + length]))
         body_timeout = self.config.body_timeout
         deadline = time.monotonic() + body_timeout if body_timeout else _NO_DEADLINE
-        channel = _Channel(self, conn, variables, accepted)
+        channel = _Channel(self, conn, variables, length, accepted)
         entry = _InFlight(time.monotonic())
         if not self.in_flight:
             self.heartbeat.slots[self.heartbeat.index] = entry.started
@@ -504,6 +511,8 @@ class AsyncioWorker(Accepting):
         # The set holds the task: the loop itself keeps only a weak reference.
         self.tasks.add(self.loop.create_task(
             self._serve(channel, variables, length, prefix, deadline, entry)))
+        if self.stats is not None:
+            self.stats.set_in_flight(len(self.tasks))
 
     async def _serve(self, channel: _Channel, variables: dict[str, str], length: int,
                      prefix: bytes, deadline: float, entry: _InFlight) -> None:
@@ -526,6 +535,8 @@ class AsyncioWorker(Accepting):
         # The oldest request still running is the one --timeout is about.
         self.heartbeat.slots[self.heartbeat.index] = in_flight[0].started if in_flight else 0.0
         self.tasks.discard(asyncio.current_task(self.loop))
+        if self.stats is not None:
+            self.stats.set_in_flight(len(self.tasks))
         self.handled += 1
         if self.handled == self.max_requests and not self.stopping:
             self._retire()

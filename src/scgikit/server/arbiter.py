@@ -7,6 +7,10 @@ Between signals the loop reaps dead workers, kills those stuck on one request
 past ``--timeout`` (their heartbeat slot in a shared array says since when),
 and starts workers until the current generation has ``workers`` of them.
 
+With ``--stats``, the loop also answers metrics scrapes (``stats.py``): the
+workers count into shared memory made here before the fork, and the master
+folds a dead worker's figures into retired totals before its slot is reused.
+
 A reload (SIGHUP) starts a new generation; the old workers keep serving until
 every new one has loaded the app and said so on the ready pipe, then they are
 stopped gracefully.  If the new app fails to load, the old workers stay.  The
@@ -58,6 +62,7 @@ from .boot import APP_LOAD_ERROR, WORKER_BOOT_ERROR, boot, prepare_process
 from .logs import setup_logging as setup_logging  # where command.py and scgi_server.py look
 from .reload import Watcher, describe, watcher_for
 from .sockets import Listener, open_listeners
+from .stats import StatsServer, StatsTable, open_stats_listener
 from .systemd import Notifier, forget_systemd_environ
 from .worker import Heartbeat
 
@@ -84,6 +89,7 @@ class WorkerRecord:
     ready: bool = False
     stopping_since: float | None = None
     boot_timed_out: bool = False  # killed by us for not getting ready in time
+    timed_out: bool = False  # killed by us for a request longer than --timeout
 
 
 @dataclass
@@ -118,6 +124,8 @@ class Arbiter:
         self.gateway_pid = 0
         self.notifier = Notifier()  # silent until _prepare reads NOTIFY_SOCKET
         self.watcher: Watcher | None = None
+        self.stats: StatsTable | None = None
+        self.stats_server: StatsServer | None = None
 
     # --- setup -------------------------------------------------------------------------
 
@@ -152,6 +160,8 @@ class Arbiter:
         # must not take itself for the process systemd started (sd_listen_fds(1)).
         self.notifier = Notifier.from_environ(self.environ)
         forget_systemd_environ(os.environ)
+        if config.stats:
+            self._open_stats()
         self.slots_map = mmap.mmap(-1, 8 * MAX_WORKERS)
         self.slots = memoryview(self.slots_map).cast("d")
         self.ready_r, self.ready_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -162,6 +172,8 @@ class Arbiter:
         if config.pid_file:
             with open(config.pid_file, "w") as fh:
                 fh.write(f"{os.getpid()}\n")
+        if self.stats_server is not None:
+            log.info("Metrics at: %s (GET /metrics)", self.stats_server.name)
         # Logged last: tests and scripts take this line to mean "ready for signals".
         for listener in self.listeners:
             log.info("Listening at: %s", listener.name)
@@ -170,6 +182,21 @@ class Arbiter:
         log.info("Master %d starting %d workers for %s%s", os.getpid(), config.workers,
                  config.target or self.app,
                  f"; --reload, for development only: {self.watcher}" if self.watcher else "")
+
+    def _open_stats(self) -> None:
+        try:
+            listener = open_stats_listener(self.config)
+        except BaseException:
+            for bound in self.listeners:
+                bound.close(unlink=True)
+            raise
+        self.stats = StatsTable(MAX_WORKERS)
+        self.stats_server = StatsServer(listener, self._render_stats)
+
+    def _render_stats(self) -> str:
+        assert self.stats is not None
+        live = {w.slot: self.slots[w.slot] for w in self.state.workers.values()}
+        return self.stats.render(live, len(self.state.workers))
 
     def _record_signal(self, signum: int, frame: Any) -> None:
         # NO LOGGING, no work: this can interrupt anything, the logger included.
@@ -246,12 +273,18 @@ class Arbiter:
             self.handle_hup()
 
     def _wait(self, seconds: float) -> None:
+        readers, writers = [self.wake_r, self.ready_r], []
+        if self.stats_server is not None:
+            readers += self.stats_server.readers()
+            writers = self.stats_server.writers()
         try:
-            readable, _, _ = select.select([self.wake_r, self.ready_r], [], [], seconds)
+            readable, writable, _ = select.select(readers, writers, [], seconds)
         except InterruptedError:
             return
         if self.wake_r in readable:
             _drain(self.wake_r)
+        if self.stats_server is not None:
+            self.stats_server.handle(readable, writable)
 
     def _handle_signals(self) -> None:
         while self.signals:
@@ -347,8 +380,21 @@ class Arbiter:
                     log.error("HTTP gateway exited (%s)", os.waitstatus_to_exitcode(status))
                     self.gateway_pid = 0
                 continue
+            code = os.waitstatus_to_exitcode(status)
+            if self.stats is not None:
+                self.stats.retire(record.slot, self._exit_reason(record, code))
             self.slots[record.slot] = 0.0
-            self._worker_exited(record, os.waitstatus_to_exitcode(status))
+            self._worker_exited(record, code)
+
+    def _exit_reason(self, record: WorkerRecord, code: int) -> str:
+        """Why a worker ended, as the metrics count it."""
+        if record.timed_out:
+            return "timed_out"
+        if record.stopping_since is not None or self.state.stopping:
+            return "stopped"
+        if not record.ready:
+            return "boot_failed"
+        return "recycled" if code == 0 else "crashed"
 
     def _worker_exited(self, record: WorkerRecord, code: int) -> None:
         if record.stopping_since is not None or self.state.stopping:
@@ -502,6 +548,7 @@ class Arbiter:
                 log.error("Worker %d stuck on one request for over %ss; killing it",
                           record.pid, timeout)
                 self.slots[record.slot] = 0.0
+                record.timed_out = True
                 _kill(record.pid, signal.SIGKILL)
             if record.stopping_since and now - record.stopping_since > self.config.graceful_timeout:
                 log.warning("Worker %d did not stop within --graceful-timeout; killing it",
@@ -539,6 +586,8 @@ class Arbiter:
         if pid == 0:
             self._run_worker(slot, master)
         self.state.workers[pid] = WorkerRecord(pid, slot, generation, started=time.monotonic())
+        if self.stats is not None:
+            self.stats.starts += 1
         log.debug("Started worker %d (generation %d)", pid, generation)
         return True
 
@@ -558,8 +607,12 @@ class Arbiter:
                 # and its size: an edit of the same length within the same second as
                 # the one before would be served stale from __pycache__.
                 sys.dont_write_bytecode = True
-            code = boot(self.config, self.listeners, self.app, Heartbeat(self.slots, slot),
-                        self.ready_w, master)
+            stats = None
+            if self.stats is not None and self.stats_server is not None:
+                self.stats_server.forget()
+                stats = self.stats.worker(slot)
+            code = boot(self.config, self.listeners, self.app,
+                        Heartbeat(self.slots, slot, stats), self.ready_w, master)
         except SystemExit as exc:
             if isinstance(exc.code, int):
                 code = exc.code
@@ -584,6 +637,8 @@ class Arbiter:
             signal.set_wakeup_fd(-1)
             for listener in self.listeners:
                 listener.sock.close()
+            if self.stats_server is not None:
+                self.stats_server.forget()
             from ..gateway import serve_gateway
 
             serve_gateway(listen, to, ready=lambda address: log.info(
@@ -608,6 +663,8 @@ class Arbiter:
     def _cleanup(self) -> None:
         for listener in self.listeners:
             listener.close(unlink=True)
+        if self.stats_server is not None:
+            self.stats_server.close()
         if self.config.pid_file:
             try:
                 os.unlink(self.config.pid_file)

@@ -29,6 +29,7 @@ from ..protocol import HTTPRequestError, ProtocolError
 from .intake import Intake
 from .logs import Access
 from .sockets import Connection, send_all, set_receive_timeout
+from .stats import WorkerStats
 from .streams import Body, body_stream
 from .throttle import LogThrottle
 
@@ -89,16 +90,21 @@ def receive_rest(conn: Connection, data: bytes | bytearray, parsed: ParsedHead,
 
 
 def run_app(conn: Connection, adapter: Adapter, config: Config, data: bytes | bytearray,
-            parsed: ParsedHead, accepted: float, model: str) -> Ending | None:
+            parsed: ParsedHead, accepted: float, model: str,
+            stats: WorkerStats | None = None) -> Ending | None:
     """Answer a ready request; returns how the connection ends, or None to close it now.
 
-    ``model`` names the worker model for the access log."""
+    ``model`` names the worker model for the access log; ``stats`` is the worker's
+    metrics region (``--stats``), where the answer is counted.
+    """
     variables, length, start = parsed
     # The body bytes that came with the head, as a view: copied once, when read.
     prefix = data if not start else memoryview(data)[start:] if len(data) > start else b""
     deadline = time.monotonic() + config.body_timeout if config.body_timeout else float("inf")
     body = body_stream(conn, prefix, length, deadline)
     status, sent = adapter(conn, variables, length, body)
+    if stats is not None:
+        stats.record(status, sent, length, accepted)
     if access_log.isEnabledFor(logging.INFO) and access_log.handlers:
         log_access(variables, status, sent, accepted, model)
     unread = body.unread
@@ -106,13 +112,15 @@ def run_app(conn: Connection, adapter: Adapter, config: Config, data: bytes | by
 
 
 def answer_error(conn: Connection, exc: ProtocolError, intake: Intake | None, config: Config,
-                 log_http: LogThrottle) -> Ending | None:
+                 log_http: LogThrottle, stats: WorkerStats | None = None) -> Ending | None:
     """Log the client's error and answer it; returns the end to wait for, or None (closed).
 
     A missed head deadline (status 0) is closed without an answer.  An HTTP request
     on the SCGI port is the most common mistake with SCGI: worth a line, not one per
-    browser retry (``log_http``).
+    browser retry (``log_http``).  ``stats`` counts the answer (or its absence).
     """
+    if stats is not None:
+        stats.refused(exc.status)
     if isinstance(exc, HTTPRequestError):
         log_http("%s: a browser or an HTTP client pointed at the SCGI port? "
                  "(answered with an explanation)", exc)

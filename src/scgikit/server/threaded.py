@@ -36,9 +36,15 @@ Task = tuple[Connection, "bytes | bytearray", tuple[dict[str, str], int, int], f
 class ThreadedWorker(Worker):
     """A worker whose ready requests run in a pool of ``--threads`` threads."""
 
+    model = "threads"
+
     def __init__(self, config: Config, listeners: Sequence[Listener], adapter: Adapter,
                  heartbeat: Heartbeat, ppid: int) -> None:
         super().__init__(config, listeners, adapter, heartbeat, ppid)
+        if self.stats is not None:
+            # Several pool threads record into the one region: under a lock, or
+            # two increments at once could lose one.
+            self.stats = self.stats.locked()
         self.size = config.threads
         self.tasks: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
         self.finished: queue.SimpleQueue[tuple[Connection, Ending, float]] = queue.SimpleQueue()
@@ -72,6 +78,8 @@ class ThreadedWorker(Worker):
         assert parsed is not None  # a handler that reads the socket itself runs on sync only
         with self.lock:
             self.in_flight += 1
+            if self.stats is not None:
+                self.stats.set_in_flight(self.in_flight)
             full = self.in_flight >= self.size
             if full:
                 self.full = True  # cleared by _collect, once it has watched the listeners again
@@ -120,7 +128,7 @@ class ThreadedWorker(Worker):
             ending = None
             try:
                 ending = run_app(conn, self.adapter, self.config, data, parsed, accepted,
-                                 "threads")
+                                 self.model, self.stats)
             except Exception:
                 log.exception("Error serving a request")
             finally:
@@ -133,6 +141,8 @@ class ThreadedWorker(Worker):
                 conn.close()
             with self.lock:
                 self.in_flight -= 1
+                if self.stats is not None:
+                    self.stats.set_in_flight(self.in_flight)
                 self.handled += 1
                 news = news or self.full or self.stopping or (
                     self.max_requests > 0 and self.handled >= self.max_requests)

@@ -56,6 +56,7 @@ from .connection import (
 )
 from .intake import Intake, is_ready
 from .sockets import Connection, Listener
+from .stats import WorkerStats
 from .throttle import LogThrottle
 
 __all__ = ["Accepting", "Adapter", "Heartbeat", "Worker"]
@@ -79,11 +80,14 @@ class Heartbeat:
     (which kills a worker whose slot is older than ``--timeout``) finds a stuck
     request whether the worker runs one request at a time or many.  The sync
     model writes the slot inline in its loop; the others use ``begin``/``end``.
+    With ``--stats``, ``stats`` is the worker's region of the master's metrics.
     """
 
-    def __init__(self, slots: memoryview[float], index: int) -> None:
+    def __init__(self, slots: memoryview[float], index: int,
+                 stats: WorkerStats | None = None) -> None:
         self.slots = slots
         self.index = index
+        self.stats = stats
         self.running: dict[int, float] = {}
         self.lock = threading.Lock()
         self.keys = itertools.count()
@@ -213,12 +217,17 @@ class Accepting:
 class Worker(Accepting):
     """One worker's loop; built in the child right after the fork."""
 
+    model = "sync"  # as the metrics and the access log name it
+
     def __init__(self, config: Config, listeners: Sequence[Listener], adapter: Adapter,
                  heartbeat: Heartbeat, ppid: int) -> None:
         self.config = config
         self.listeners = [listener.sock for listener in listeners]
         self.adapter = adapter
         self.heartbeat = heartbeat
+        self.stats = heartbeat.stats
+        if self.stats is not None:
+            self.stats.set_model(self.model)
         self.ppid = ppid
         self.stopping = False  # no more accepts (but see drain_queue); end what we hold
         self.drain_queue = False  # serve what is in the listen queue first (full stop)
@@ -441,7 +450,7 @@ class Worker(Accepting):
                 hand_over(conn, self.adapter, self.config)
             else:
                 ending = run_app(conn, self.adapter, self.config, data, parsed, accepted,
-                                 "sync")
+                                 self.model, self.stats)
         finally:
             slots[slot] = 0.0
             self.handled += 1
@@ -454,7 +463,7 @@ class Worker(Accepting):
             conn.close()
 
     def _refuse(self, conn: Connection, exc: ProtocolError, intake: Intake | None) -> None:
-        ending = answer_error(conn, exc, intake, self.config, self.log_http)
+        ending = answer_error(conn, exc, intake, self.config, self.log_http, self.stats)
         if ending is not None:
             self._park(Parked(conn, None, ending, time.monotonic()))
 
