@@ -48,7 +48,10 @@ def split_path(variables: dict[str, str], script_name: str,
         if encoding != "latin-1":
             script, path = _redecode(script, encoding), _redecode(path, encoding)
         return script, path
-    path = raw_path(variables)
+    # raw_path(), inline: this runs for every request.
+    path = (variables.get("REQUEST_URI") or variables.get("DOCUMENT_URI") or "/").partition("?")[0]
+    if path[:1] != "/":
+        path = "/" + path.partition("//")[2].partition("/")[2]  # absolute-form target
     if "%" in path:
         path = unquote_to_bytes(path).decode(encoding, "replace" if encoding != "latin-1"
                                              else "strict")

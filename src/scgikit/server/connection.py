@@ -43,6 +43,7 @@ RECV_SIZE = 128 * 1024
 #: How long the first receive of a small body's rest may wait, once per connection.
 GATHER_WAIT = 0.01
 _DRAIN_SIZE = 256 * 1024
+_NEVER = float("inf")
 # Flags for a receive that never waits (MSG_PEEK too, for handlers that read the socket).
 _NOW = socket.MSG_DONTWAIT
 _PEEK_NOW = socket.MSG_DONTWAIT | socket.MSG_PEEK
@@ -100,12 +101,14 @@ def run_app(conn: Connection, adapter: Adapter, config: Config, data: bytes | by
     variables, length, start = parsed
     # The body bytes that came with the head, as a view: copied once, when read.
     prefix = data if not start else memoryview(data)[start:] if len(data) > start else b""
-    deadline = time.monotonic() + config.body_timeout if config.body_timeout else float("inf")
+    # (A body that came whole with the head, as most do, needs no deadline.)
+    timeout = config.body_timeout
+    deadline = time.monotonic() + timeout if timeout and length > len(prefix) else _NEVER
     body = body_stream(conn, prefix, length, deadline)
     status, sent = adapter(conn, variables, length, body)
     if stats is not None:
         stats.record(status, sent, length, accepted)
-    if access_log.isEnabledFor(logging.INFO) and access_log.handlers:
+    if access_log.handlers and access_log.isEnabledFor(logging.INFO):
         log_access(variables, status, sent, accepted, model)
     unread = body.unread
     return Ending(conn, unread, config) if unread else None

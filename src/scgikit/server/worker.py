@@ -46,6 +46,7 @@ from ..config import Config
 from ..protocol import ProtocolError, parse_head
 from .allow import AllowList
 from .connection import (
+    RECV_SIZE,
     Adapter,
     Ending,
     answer_error,
@@ -237,6 +238,7 @@ class Worker(Accepting):
         self.handled = 0
         self.exit_code = 0
         self.peek = adapter.raw  # a handler reading the socket itself: look, do not take
+        self.recv_flags = socket.MSG_DONTWAIT | (socket.MSG_PEEK if self.peek else 0)
         self.allow = AllowList(config.allow_from) if config.allow_from else None
         self.parked: dict[int, Parked] = {}  # by descriptor, oldest first
         self.deadlines: list[tuple[float, int, Parked]] = []
@@ -313,7 +315,8 @@ class Worker(Accepting):
                 elif fd in self.wakers:
                     self.wakers[fd]()
             now = time.monotonic()
-            self._expire(now)
+            if self.deadlines:
+                self._expire(now)
             if self.accept_paused_until and now >= self.accept_paused_until:
                 self.accept_paused_until = 0.0
                 if not self.stopping and self._may_accept():
@@ -375,20 +378,23 @@ class Worker(Accepting):
     def _take(self, conn: Connection) -> None:
         """A new connection: serve it now if its request is all there, else park it."""
         accepted = time.monotonic()
+        config = self.config
         try:
-            data: bytes | bytearray | None = receive_now(conn, self.peek)
-            if data is None:  # nothing yet
-                self._park(Parked(conn, Intake(self.config, accepted), None, accepted))
+            try:  # receive_now(), inline: this runs for every request
+                data: bytes | bytearray = conn.recv(RECV_SIZE, self.recv_flags)
+            except BlockingIOError:  # nothing yet
+                self._park(Parked(conn, Intake(config, accepted), None, accepted))
                 return
             if not data:
                 conn.close()  # closed before sending a byte: a health check or a port scan
                 return
-            parsed = parse_head(data, self.config.max_header_size)
-            if parsed is not None and not (self.peek or is_ready(parsed, len(data), self.config)):
+            parsed = parse_head(data, config.max_header_size)
+            ready = parsed is not None and (self.peek or is_ready(parsed, len(data), config))
+            if parsed is not None and not ready:
                 data, parsed = receive_rest(conn, data, parsed)
-            if parsed is None or not (self.peek or is_ready(parsed, len(data), self.config)):
-                intake = Intake(self.config, accepted, data, parsed)
-                self._park(Parked(conn, intake, None, accepted))
+                ready = is_ready(parsed, len(data), config)
+            if not ready:
+                self._park(Parked(conn, Intake(config, accepted, data, parsed), None, accepted))
                 return
         except ProtocolError as exc:
             self._refuse(conn, exc, None)
