@@ -12,8 +12,10 @@ from __future__ import annotations
 import inspect
 import json
 import re
+import shutil
 import subprocess
 import sys
+import sysconfig
 import tracemalloc
 from pathlib import Path
 
@@ -274,3 +276,43 @@ def test_the_c_signature_is_the_pure_one():
     c, pure = (inspect.signature(f) for f in (_speedups.parse_head, parse_head_pure))
     assert [(p.name, p.kind, p.default) for p in c.parameters.values()] == [
         (p.name, p.kind, p.default) for p in pure.parameters.values()]
+
+
+# --- the build -----------------------------------------------------------------------------------
+
+def build_copy(tmp_path: Path, **env: str) -> tuple[str, str]:
+    """Build a copy of this tree with setuptools (as ``pip install`` does, without a network)
+    into a folder of its own; return whether that package's parser is the C one, and the
+    build's output."""
+    root = Path(__file__).parent.parent
+    files = subprocess.run(["git", "ls-files", "pyproject.toml", "setup.py", "README.md", "src"],
+                           cwd=root, capture_output=True, text=True, check=True).stdout.split()
+    tree, target = tmp_path / "tree", tmp_path / "target"
+    for name in files:
+        (tree / name).parent.mkdir(parents=True, exist_ok=True)
+        (tree / name).write_bytes((root / name).read_bytes())
+    build = subprocess.run(
+        [sys.executable, "setup.py", "build", "--build-lib", str(target),
+         "--build-temp", str(tmp_path / "temp")],
+        cwd=tree, capture_output=True, text=True, timeout=300, env={**child_env(), **env})
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    said = subprocess.run(
+        [sys.executable, "-c", "import scgikit.protocol as p; print(p.__file__, p.ACCELERATED)"],
+        capture_output=True, text=True, timeout=60, check=True, cwd=tmp_path,
+        env={**child_env(), "PYTHONPATH": str(target), "SCGIKIT_PURE": ""}).stdout.split()
+    assert said[0] == str(target / "scgikit" / "protocol.py")
+    return said[1], build.stdout + build.stderr
+
+
+def test_the_build_makes_the_extension_where_a_compiler_and_the_headers_are(tmp_path):
+    headers = Path(sysconfig.get_paths()["include"]) / "Python.h"
+    if not (shutil.which(sysconfig.get_config_var("CC").split()[0]) and headers.exists()):
+        pytest.skip("no C compiler or no Python headers here")
+    said, _ = build_copy(tmp_path)
+    assert said == "True"
+
+
+def test_the_build_without_a_compiler_gives_the_pure_package(tmp_path):
+    said, output = build_copy(tmp_path, CC="/nonexistent/cc")
+    assert said == "False"
+    assert 'building extension "scgikit._speedups" failed' in output
