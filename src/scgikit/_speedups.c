@@ -177,7 +177,7 @@ parse_buffer(const char *buf, Py_ssize_t len, Py_ssize_t max_size, PyObject **re
     return *result == NULL ? -1 : 1;
 }
 
-/* The argument named `name` among the keywords of a vectorcall, or NULL. */
+/* Whether a vectorcall keyword (an item of kwnames) is `name`. */
 static int
 is_keyword(PyObject *kwname, const char *name)
 {
