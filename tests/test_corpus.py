@@ -6,6 +6,7 @@ the server's options, how to send each file, and what must come of it: a status
 (200 with the fixture app's answer, 400, 408, 413, 431) or "close" (dropped
 without an answer), and a fragment of the line logged.  One server per transport
 serves the whole module; after every case it must still answer a normal request.
+Every server runs once with the C parse_head and once with the pure one (SCGIKIT_PURE=1).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from pathlib import Path
 
 import pytest
 from figures import record
+from parse_heads import NOT_BUILT, _speedups
 from scgi_raw import connect, parse_answer, request
-from servers import ServerProcess
+from servers import ServerProcess, child_env
 
 HERE = Path(__file__).parent
 CORPUS = HERE / "corpus"
@@ -44,18 +46,28 @@ def model(request):
     return request.param
 
 
+@pytest.fixture(scope="module", params=["c", "pure"])
+def parser(request):
+    """The server's parse_head: the C accelerator, or the pure function."""
+    if request.param == "c" and _speedups is None:
+        pytest.skip(NOT_BUILT)
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def server(transport, model):
+def server(transport, model, parser):
     spec = MANIFEST["server"]
     args = [*spec["args"], *(["--worker", "threads", "--threads", "4"]
                              if model == "threads" else [])]
-    server = ServerProcess.scgikit(spec["app"], *args, bind=[transport]).start()
+    env = child_env(SCGIKIT_PURE="1" if parser == "pure" else "")
+    server = ServerProcess.scgikit(spec["app"], *args, bind=[transport], env=env).start()
+    server.wait_for_log("C accelerator: on" if parser == "c" else "C accelerator: off")
     server.tried = server.as_expected = 0
     yield server
     server.stop()
     if server.tried:
         record("hostile and valid requests of the corpus (tests/corpus), one server",
-               "unix" if transport.startswith("unix:") else "tcp", model=model,
+               "unix" if transport.startswith("unix:") else "tcp", model=model, parser=parser,
                as_expected=f"{server.as_expected}/{server.tried}")
 
 

@@ -1,8 +1,10 @@
-"""Properties of the codec over arbitrary inputs (hypothesis)."""
+"""Properties of the codec over arbitrary inputs (hypothesis), on both parse_head versions."""
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from parse_heads import implementation  # noqa: F401 (autouse: each test on each parse_head)
 
+from scgikit import protocol
 from scgikit.protocol import (
     NEED_DATA,
     Body,
@@ -15,7 +17,6 @@ from scgikit.protocol import (
     ResponseParser,
     encode_request,
     format_response_head,
-    parse_head,
 )
 
 SETTINGS = settings(max_examples=200, deadline=None,
@@ -70,7 +71,7 @@ def test_encoded_requests_parse_back_whatever_the_split(environ, body, cuts):
 @given(environs, bodies)
 def test_parse_head_agrees_with_the_incremental_parser(environ, body):
     data = encode_request(environ, len(body)) + body
-    parsed_environ, length, consumed = parse_head(data, max_header_size=1 << 20)
+    parsed_environ, length, consumed = protocol.parse_head(data, max_header_size=1 << 20)
     assert data[consumed:consumed + length] == body
     assert parsed_environ["CONTENT_LENGTH"] == str(len(body))
 

@@ -1,8 +1,13 @@
-"""The SCGI request codec, rule by rule (https://python.ca/scgi/protocol.txt)."""
+"""The SCGI request codec, rule by rule (https://python.ca/scgi/protocol.txt).
+
+Every test runs on both parse_head implementations, the pure one and the C one.
+"""
 
 import pytest
 from netstrings import netstring, scgi_head
+from parse_heads import implementation  # noqa: F401 (autouse: each test on each parse_head)
 
+from scgikit import protocol
 from scgikit.protocol import (
     NEED_DATA,
     Body,
@@ -12,14 +17,13 @@ from scgikit.protocol import (
     Request,
     RequestParser,
     encode_request,
-    parse_head,
 )
 
 GOOD = [("CONTENT_LENGTH", "5"), ("SCGI", "1"), ("REQUEST_METHOD", "POST")]
 
 
 def parse(data, **kwargs):
-    return parse_head(data, **kwargs)
+    return protocol.parse_head(data, **kwargs)
 
 
 def test_a_valid_head_gives_variables_body_length_and_body_offset():

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
+from .protocol import ACCELERATED
 
 # subcommand -> module holding HELP, configure() and run()
 SUBCOMMANDS = {
@@ -27,9 +28,13 @@ SUBCOMMANDS = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="scgikit", description="The SCGI toolkit: server, client and front-end configurations."
+        prog="scgikit",
+        description="The SCGI toolkit: server, client and front-end configurations.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # keeps --version's two lines
     )
-    parser.add_argument("--version", action="version", version=f"scgikit {__version__}")
+    accelerator = "on" if ACCELERATED else "off (pure Python)"
+    parser.add_argument("--version", action="version",
+                        version=f"scgikit {__version__}\nC accelerator: {accelerator}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module_name in SUBCOMMANDS.items():
         try:

@@ -13,6 +13,9 @@ received so far and returns the variables and where the body starts, or
 ``None`` when more bytes are needed.  Every check that can be made on a partial
 head is made at once, so an oversized or garbled head is refused before it is
 buffered.  ``RequestParser`` wraps it in an incremental, event-style API.
+``parse_head`` is the C accelerator (``scgikit._speedups``) when it was built,
+which hands every unusual head to the pure function ``parse_head_pure``, so the
+two give the same results and raise the same errors; ``ACCELERATED`` says which.
 
 A response is CGI-style: header lines, a blank line, the body.  The status
 comes from a ``Status:`` header, or an ``HTTP/1.x`` status line, or neither
@@ -21,12 +24,14 @@ comes from a ``Status:`` header, or an ``HTTP/1.x`` status line, or neither
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
 __all__ = [
+    "ACCELERATED",
     "DEFAULT_MAX_HEADER_SIZE",
     "DEFAULT_MAX_RESPONSE_HEAD_SIZE",
     "NEED_DATA",
@@ -44,6 +49,7 @@ __all__ = [
     "error_response",
     "format_response_head",
     "parse_head",
+    "parse_head_pure",
     "parse_response_head",
 ]
 
@@ -198,7 +204,7 @@ def _check_partial_prefix(data: bytes | bytearray, max_header_size: int) -> None
         )
 
 
-def parse_head(
+def parse_head_pure(
     data: bytes | bytearray, max_header_size: int = DEFAULT_MAX_HEADER_SIZE
 ) -> tuple[dict[str, str], int, int] | None:
     """Parse the header netstring at the start of ``data``.
@@ -232,6 +238,23 @@ def parse_head(
         raise ProtocolError(f"netstring of {size} bytes is not followed by ','")
     environ, content_length = parse_variables(data[colon + 1 : end])
     return environ, content_length, end + 1
+
+
+# The C parse_head, if it was built, unless SCGIKIT_PURE=1 asks for the pure one.  Read
+# at import, not through the Config: the choice is made once per process, before any
+# option is read, and only tests and benchmarks need the switch.
+parse_head = parse_head_pure
+#: True when ``parse_head`` is the C accelerator, False when it is ``parse_head_pure``.
+ACCELERATED = False
+if os.environ.get("SCGIKIT_PURE", "") in ("", "0"):
+    try:
+        from . import _speedups
+    except ImportError:
+        pass
+    else:
+        _speedups.setup(parse_head_pure, DEFAULT_MAX_HEADER_SIZE)
+        parse_head = _speedups.parse_head
+        ACCELERATED = True
 
 
 def parse_variables(block: bytes | bytearray) -> tuple[dict[str, str], int]:

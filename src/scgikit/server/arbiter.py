@@ -58,6 +58,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from ..config import Config, ConfigError
+from ..protocol import ACCELERATED
 from .boot import APP_LOAD_ERROR, WORKER_BOOT_ERROR, boot, prepare_process
 from .logs import setup_logging as setup_logging  # where command.py and scgi_server.py look
 from .reload import Watcher, describe, watcher_for
@@ -182,6 +183,7 @@ class Arbiter:
         log.info("Master %d starting %d workers for %s%s", os.getpid(), config.workers,
                  config.target or self.app,
                  f"; --reload, for development only: {self.watcher}" if self.watcher else "")
+        log.info("C accelerator: %s", "on" if ACCELERATED else "off (pure Python)")
 
     def _open_stats(self) -> None:
         try:

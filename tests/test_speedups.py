@@ -1,0 +1,318 @@
+"""The C accelerator (scgikit._speedups): the same results as the pure parse_head, always.
+
+The C function handles the well-formed head itself and hands everything else to
+``parse_head_pure``; these tests compare the two on random, mutated and hostile
+heads (hypothesis and the request corpus), check that the C path really is taken,
+that it holds no reference or buffer it should not, and that the choice at import
+(``SCGIKIT_PURE``) shows in ``scgikit --version`` and the server's start-up log.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tracemalloc
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from netstrings import netstring, scgi_head
+from parse_heads import NOT_BUILT, _speedups, c_parse_head, nginx_head
+from scgi_raw import request
+from servers import ServerProcess, child_env
+
+from scgikit.protocol import DEFAULT_MAX_HEADER_SIZE, encode_request, parse_head_pure
+
+pytestmark = pytest.mark.skipif(_speedups is None, reason=NOT_BUILT)
+
+CORPUS = Path(__file__).parent / "corpus"
+SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def outcome(parse, *args, **kwargs):
+    """What a call comes to: its result, or the exception's type, message and status."""
+    try:
+        return "returned", parse(*args, **kwargs)
+    except Exception as exc:  # any: the two must fail alike, whatever the failure
+        return "raised", type(exc), str(exc), getattr(exc, "status", None)
+
+
+def assert_same(*args, **kwargs):
+    c = outcome(c_parse_head(), *args, **kwargs)
+    pure = outcome(parse_head_pure, *args, **kwargs)
+    assert c == pure, args
+    return c
+
+
+# --- the same results --------------------------------------------------------------------------
+
+latin1 = st.characters(min_codepoint=0, max_codepoint=255)
+# Names that matter to the rules, often repeated, beside arbitrary ones (empty and NUL included).
+names = st.one_of(
+    st.sampled_from(["CONTENT_LENGTH", "SCGI", "HTTP_COOKIE", "HTTP_ACCEPT", "REQUEST_METHOD",
+                     "PATH_INFO", ""]),
+    st.text(latin1, max_size=12),
+)
+values = st.one_of(st.sampled_from(["1", "0", "2", "01", "007", "12", "\xb2", "", " 1",
+                                    "9" * 19, "9" * 30]),
+                   st.text(latin1, max_size=30))
+pairs = st.lists(st.tuples(names, values), max_size=10)
+limits = st.one_of(st.just(DEFAULT_MAX_HEADER_SIZE), st.integers(min_value=0, max_value=400))
+edits = st.lists(st.tuples(st.sampled_from(["replace", "insert", "delete", "cut"]),
+                           st.integers(min_value=0), st.integers(min_value=0, max_value=255)),
+                 max_size=3)
+
+
+def edited(data: bytes, changes) -> bytes:
+    out = bytearray(data)
+    for kind, where, byte in changes:
+        at = where % (len(out) + 1)
+        if kind == "insert":
+            out[at:at] = bytes([byte])
+        elif kind == "cut":
+            del out[at:]
+        elif out and at < len(out):
+            if kind == "replace":
+                out[at] = byte
+            else:
+                del out[at]
+    return bytes(out)
+
+
+@SETTINGS
+@given(st.booleans(), pairs, st.binary(max_size=20), edits, limits, st.booleans())
+def test_c_and_pure_agree_on_random_and_mutated_heads(valid_start, extra, tail, changes, limit,
+                                                      as_bytearray):
+    start = [("CONTENT_LENGTH", str(len(tail))), ("SCGI", "1")] if valid_start else []
+    data = edited(scgi_head(start + extra) + tail, changes)
+    assert_same(bytearray(data) if as_bytearray else data, limit)
+
+
+@SETTINGS
+@given(st.dictionaries(st.text(latin1.filter(lambda c: c != "\0"), min_size=1, max_size=20),
+                       st.text(latin1.filter(lambda c: c != "\0"), max_size=40), max_size=30),
+       st.binary(max_size=50), st.integers(min_value=0, max_value=2000))
+def test_c_and_pure_agree_on_valid_heads_and_every_cut(environ, body, cut):
+    data = encode_request(environ, len(body)) + body
+    result = assert_same(data)
+    assert result[0] == "returned" and result[1] is not None
+    assert_same(data[: cut % (len(data) + 1)])
+
+
+@SETTINGS
+@given(st.binary(max_size=300), limits)
+def test_c_and_pure_agree_on_arbitrary_bytes(data, limit):
+    assert_same(data, limit)
+
+
+@pytest.mark.parametrize("prefix", [b"", b"1", b"12", b"0", b"00", b"05", b"G", b"GET ",
+                                    b"PRI * HTTP/2", b"PROXY TCP4 ", b"123456789012345678901",
+                                    b"99999999999999999999:", b"9999999999999999999:",
+                                    b"999999999999999999:", b":", b"1:", b"1:x", b"1:x,"])
+def test_c_and_pure_agree_on_odd_length_prefixes(prefix):
+    for limit in (0, 1, 4096, DEFAULT_MAX_HEADER_SIZE, 10**18, 10**19, 2**63 - 1):
+        assert_same(prefix, limit)
+
+
+def corpus_cases():
+    manifest = json.loads((CORPUS / "expected.json").read_text(encoding="utf-8"))
+    limit = int(manifest["server"]["args"][manifest["server"]["args"].index(
+        "--max-header-size") + 1])
+    return [(path, limit) for path in sorted((CORPUS / "requests").iterdir())]
+
+
+@pytest.mark.parametrize("path,limit", corpus_cases(), ids=lambda v: getattr(v, "stem", ""))
+def test_c_and_pure_agree_on_every_corpus_request_and_its_prefixes(path, limit):
+    data = path.read_bytes()
+    for size in (limit, DEFAULT_MAX_HEADER_SIZE):
+        assert_same(data, size)
+        assert_same(bytearray(data), size)
+    head = data[: limit + 10]  # every prefix as far as a head can reach, byte by byte
+    for end in range(len(head)):
+        assert_same(head[:end], limit)
+
+
+@pytest.mark.parametrize("args,kwargs", [
+    ((), {}),
+    ((b"24:CONTENT_LENGTH\x000\x00SCGI\x001\x00,",), {"max_header_size": 10}),
+    ((), {"data": b"24:CONTENT_LENGTH\x000\x00SCGI\x001\x00,"}),
+    ((b"x", 1, 2), {}),
+    ((b"x",), {"limit": 1}),
+    ((b"x", 1), {"max_header_size": 1}),
+    (("24:CONTENT_LENGTH\x000\x00SCGI\x001\x00,",), {}),
+    ((memoryview(b"24:CONTENT_LENGTH\x000\x00SCGI\x001\x00,"),), {}),
+    ((None,), {}),
+    ((b"24:CONTENT_LENGTH\x000\x00SCGI\x001\x00,", 100.0), {}),
+    ((b"24:CONTENT_LENGTH\x000\x00SCGI\x001\x00,", True), {}),
+    ((b"24:CONTENT_LENGTH\x000\x00SCGI\x001\x00,", -1), {}),
+    ((b"24:CONTENT_LENGTH\x000\x00SCGI\x001\x00,", 2**80), {}),
+    ((b"24:CONTENT_LENGTH\x000\x00SCGI\x001\x00,", "100"), {}),
+])
+def test_c_and_pure_agree_on_odd_arguments(args, kwargs):
+    assert_same(*args, **kwargs)
+
+
+def test_a_typical_nginx_head_parses_alike():
+    data = nginx_head(b"hello")
+    result = assert_same(data, 4096)
+    environ, length, consumed = result[1]
+    assert len(environ) == 27 and (length, data[consumed:]) == (5, b"hello")
+
+
+# --- the C path is taken, and holds nothing afterwards ------------------------------------------
+
+@pytest.fixture
+def fallback_calls():
+    """Make the C function's fallback a recording wrapper of the pure one, for one test."""
+    calls = []
+
+    def recording(*args, **kwargs):
+        calls.append(args)
+        return parse_head_pure(*args, **kwargs)
+
+    _speedups.setup(recording, DEFAULT_MAX_HEADER_SIZE)
+    yield calls
+    _speedups.setup(parse_head_pure, DEFAULT_MAX_HEADER_SIZE)
+
+
+def test_the_c_function_parses_well_formed_heads_itself(fallback_calls):
+    head = nginx_head()
+    assert _speedups.parse_head(head, 4096) == parse_head_pure(head, 4096)
+    assert _speedups.parse_head(bytearray(head + b"body")) is not None
+    assert _speedups.parse_head(head[:-1], 4096) is None  # partial, once the length is read
+    assert fallback_calls == []
+
+
+@pytest.mark.parametrize("data", [
+    scgi_head([("CONTENT_LENGTH", "0"), ("SCGI", "1"), ("HTTP_COOKIE", "a"), ("HTTP_COOKIE", "b")]),
+    scgi_head([("CONTENT_LENGTH", "0"), ("SCGI", "2")]),
+    netstring(b""),
+    b"12",
+    b"GET / HTTP/1.1\r\n",
+])
+def test_the_c_function_hands_anything_unusual_to_the_pure_one(fallback_calls, data):
+    outcome(_speedups.parse_head, data, 4096)
+    assert fallback_calls == [(data, 4096)]
+
+
+CASES = {
+    "parsed": nginx_head(),
+    "partial": nginx_head()[:100],
+    "merged": scgi_head([("CONTENT_LENGTH", "0"), ("SCGI", "1"), ("HTTP_A", "1"), ("HTTP_A", "2")]),
+    "refused": scgi_head([("CONTENT_LENGTH", "0"), ("SCGI", "2")]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_bytearray_can_be_resized_after_every_kind_of_call(case):
+    data = bytearray(CASES[case])
+    outcome(c_parse_head(), data, 4096)
+    data += b"more"  # a buffer still held would make this raise BufferError
+    del data[:]
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_no_reference_is_kept_or_leaked_by_any_kind_of_call(case):
+    parse = c_parse_head()
+    data = CASES[case]
+    for _ in range(100):  # warm up caches (the exception's traceback frames, interned strings)
+        outcome(parse, data, 4096)
+    refs = sys.getrefcount(data), sys.getrefcount(parse_head_pure)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(20000):
+            outcome(parse, data, 4096)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert (sys.getrefcount(data), sys.getrefcount(parse_head_pure)) == refs
+    # One dict or string kept per call would be megabytes; allow the allocator's noise.
+    assert grown < 64 * 1024, f"{grown} bytes more after 20000 calls"
+
+
+# --- the choice at import ------------------------------------------------------------------------
+
+def python(code: str, **env: str) -> str:
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, env=child_env(**env), check=True)
+    return result.stdout.strip()
+
+
+def test_the_c_function_is_chosen_at_import_unless_scgikit_pure_is_set():
+    code = ("import scgikit.protocol as p; "
+            "print(p.ACCELERATED, p.parse_head is p.parse_head_pure, p.parse_head.__module__)")
+    assert python(code, SCGIKIT_PURE="") == "True False scgikit._speedups"
+    assert python(code, SCGIKIT_PURE="0") == "True False scgikit._speedups"
+    assert python(code, SCGIKIT_PURE="1") == "False True scgikit.protocol"
+
+
+def test_version_says_whether_the_c_accelerator_is_on():
+    code = "import sys, scgikit.cli; sys.exit(scgikit.cli.main(['--version']))"
+    assert python(code, SCGIKIT_PURE="").splitlines()[1:] == ["C accelerator: on"]
+    assert python(code, SCGIKIT_PURE="1").splitlines()[1:] == ["C accelerator: off (pure Python)"]
+
+
+@pytest.mark.parametrize("pure,said", [("", "on"), ("1", "off (pure Python)")],
+                         ids=["c", "pure"])
+def test_the_server_logs_which_parser_it_runs_and_serves_with_it(transport, pure, said):
+    server = ServerProcess.scgikit("wsgi_apps:echo_hash", "--workers", "1", bind=[transport],
+                                   env=child_env(SCGIKIT_PURE=pure)).start()
+    try:
+        server.wait_for_log(re.escape(f"C accelerator: {said}") + "$")
+        answer = request(server.address, "/x", method="POST", body=b"abc")
+        assert answer.status == 200 and b'"size": 3' in answer.body
+    finally:
+        server.stop()
+
+
+def test_the_c_signature_is_the_pure_one():
+    c, pure = (inspect.signature(f) for f in (_speedups.parse_head, parse_head_pure))
+    assert [(p.name, p.kind, p.default) for p in c.parameters.values()] == [
+        (p.name, p.kind, p.default) for p in pure.parameters.values()]
+
+
+# --- the build -----------------------------------------------------------------------------------
+
+def build_copy(tmp_path: Path, **env: str) -> tuple[str, str]:
+    """Build a copy of this tree with setuptools (as ``pip install`` does, without a network)
+    into a folder of its own; return whether that package's parser is the C one, and the
+    build's output."""
+    root = Path(__file__).parent.parent
+    files = subprocess.run(["git", "ls-files", "pyproject.toml", "setup.py", "README.md", "src"],
+                           cwd=root, capture_output=True, text=True, check=True).stdout.split()
+    tree, target = tmp_path / "tree", tmp_path / "target"
+    for name in files:
+        (tree / name).parent.mkdir(parents=True, exist_ok=True)
+        (tree / name).write_bytes((root / name).read_bytes())
+    build = subprocess.run(
+        [sys.executable, "setup.py", "build", "--build-lib", str(target),
+         "--build-temp", str(tmp_path / "temp")],
+        cwd=tree, capture_output=True, text=True, timeout=300, env={**child_env(), **env})
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    said = subprocess.run(
+        [sys.executable, "-c", "import scgikit.protocol as p; print(p.__file__, p.ACCELERATED)"],
+        capture_output=True, text=True, timeout=60, check=True, cwd=tmp_path,
+        env={**child_env(), "PYTHONPATH": str(target), "SCGIKIT_PURE": ""}).stdout.split()
+    assert said[0] == str(target / "scgikit" / "protocol.py")
+    return said[1], build.stdout + build.stderr
+
+
+def test_the_build_makes_the_extension_where_a_compiler_and_the_headers_are(tmp_path):
+    headers = Path(sysconfig.get_paths()["include"]) / "Python.h"
+    if not (shutil.which(sysconfig.get_config_var("CC").split()[0]) and headers.exists()):
+        pytest.skip("no C compiler or no Python headers here")
+    said, _ = build_copy(tmp_path)
+    assert said == "True"
+
+
+def test_the_build_without_a_compiler_gives_the_pure_package(tmp_path):
+    said, output = build_copy(tmp_path, CC="/nonexistent/cc")
+    assert said == "False"
+    assert 'building extension "scgikit._speedups" failed' in output
