@@ -340,9 +340,14 @@ class AsyncioWorker(Accepting):
         signal.signal(signal.SIGQUIT, lambda signum, frame: os._exit(0))
 
     def _retire(self) -> None:
-        """SIGTERM, SIGHUP, recycling: no more accepts; end what we hold, then exit."""
-        self.stopping = True
-        self._stop_accepting()
+        """SIGTERM, SIGHUP, recycling: no more accepts; end what we hold, then exit.
+
+        Once only: the last accepts may themselves fail (out of descriptors), and a
+        failure that retires must not start them again.
+        """
+        if not self.stopping:
+            self.stopping = True
+            self._stop_accepting()
         self._check_done()
 
     def _stop(self) -> None:
