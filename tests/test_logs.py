@@ -80,17 +80,22 @@ def test_the_access_line_has_the_status_and_method_the_app_answered(serve, model
     assert access_lines(log, 1) == [f"POST /replace HTTP/1.1 503 {len(answer.raw)}"]
 
 
-def test_the_default_access_format_is_nginx_combined_then_request_time_and_pid(
-        serve, model, transport, tmp_path):
-    log = tmp_path / "access.log"
-    server = serve("wsgi_apps:hello", "--workers", "1", "--access-log", str(log),
-                   bind=[transport])
+def assert_default_line(server, log):
+    """A request's line in the default format: its byte count, and a worker's pid."""
     answer = request(server.address, "/logged?x=1", env=CLIENT)
     (line,) = access_lines(log, 1)
     match = DEFAULT_LINE.match(line)
     assert match, line
     assert int(match.group(1)) == len(answer.raw)
     assert int(match.group(3)) in worker_pids(server.pid)
+
+
+def test_the_default_access_format_is_nginx_combined_then_request_time_and_pid(
+        serve, model, transport, tmp_path):
+    log = tmp_path / "access.log"
+    server = serve("wsgi_apps:hello", "--workers", "1", "--access-log", str(log),
+                   bind=[transport])
+    assert_default_line(server, log)
 
 
 def test_combined_is_exactly_nginx_combined_fields(serve, model, tmp_path):
@@ -152,12 +157,7 @@ def test_asgi_default_access_line_is_nginx_combined_then_request_time_and_pid(se
     log = tmp_path / "access.log"
     server = serve("asgi_apps:hello", "--workers", "1", "--access-log", str(log),
                    bind=[transport])
-    answer = request(server.address, "/logged?x=1", env=CLIENT)
-    (line,) = access_lines(log, 1)
-    match = DEFAULT_LINE.match(line)
-    assert match, line
-    assert int(match.group(1)) == len(answer.raw)
-    assert int(match.group(3)) in worker_pids(server.pid)
+    assert_default_line(server, log)
 
 
 # --- the error log in JSON -----------------------------------------------------------------
