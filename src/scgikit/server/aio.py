@@ -4,16 +4,19 @@ How it works.  ``start`` makes the loop (uvloop when ``--loop auto`` finds it, o
 ``--loop uvloop``) and runs the app's lifespan startup; ``run`` serves until a
 signal says stop, then runs the lifespan shutdown.
 
-The loop watches the shared non-blocking listeners (``add_reader``) and accepts
-until each is empty, as the sync worker does.  A connection is then the same
+The worker has an epoll of its own (``watcher``), which the loop watches as one
+reader: in it, the shared non-blocking listeners (with EPOLLEXCLUSIVE, as in the
+sync model: the kernel wakes one idle worker per connection, not every worker),
+and the connections that wait.  On a new connection it accepts until the queue
+is empty, as the sync worker does.  A connection is then the same
 path as in every model (``intake.py``, ``connection.py``): if its first receive
 holds the request (the head, and a body of up to ``--body-buffer-size``), the app
-starts at once; otherwise the connection *waits*, watched by the loop against its
-deadline, costing a descriptor and its bytes so far, until the rest arrives or
-the deadline refuses it.  A ready request becomes a task running the ASGI
-``Cycle`` (``apps/asgi.py``) over a ``_Channel``.  After the answer, an unread
-body is drained before the close (``connection.Ending``), the connection waiting
-again meanwhile.
+starts at once; otherwise the connection *waits*, watched (one readiness at a
+time, EPOLLONESHOT) against its deadline, costing a descriptor and its bytes so
+far, until the rest arrives or the deadline refuses it.  A ready request becomes
+a task running the ASGI ``Cycle`` (``apps/asgi.py``) over a ``_Channel``.  After
+the answer, an unread body is drained before the close (``connection.Ending``),
+the connection waiting again meanwhile.
 
 No asyncio transports: the connections are plain sockets read and written with
 ``MSG_DONTWAIT`` and watched with ``add_reader``/``add_writer`` only when a call
@@ -70,6 +73,8 @@ _SMALL_CHUNK = 16 * 1024
 _SENDFILE_BLOCK = 1 << 30
 # A waiting connection is watched for one readiness at a time, in the worker's own epoll.
 _ONCE = select.EPOLLIN | select.EPOLLONESHOT
+# The listeners, shared by every worker: the kernel wakes one idle worker per connection.
+_SHARED = select.EPOLLIN | select.EPOLLEXCLUSIVE
 
 
 def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
@@ -259,6 +264,7 @@ class AsyncioWorker(Accepting):
                  heartbeat: Heartbeat, ppid: int) -> None:
         self.config = config
         self.listeners = [listener.sock for listener in listeners]
+        self.listener_fds = {sock.fileno(): sock for sock in self.listeners}
         self.app = app
         self.heartbeat = heartbeat
         self.stats = heartbeat.stats
@@ -277,10 +283,11 @@ class AsyncioWorker(Accepting):
         self.drain_queue = False
         self.listening = False
         self.waiting: dict[int, _Waiting] = {}  # by descriptor, oldest first
-        # Waiting connections are watched in an epoll of the worker's, which the loop
-        # watches as one reader: a wait then costs one epoll_ctl, where the loop's own
-        # add_reader/remove_reader cost several system calls (uvloop) or selector
-        # bookkeeping (asyncio) per connection.
+        # Listeners and waiting connections are watched in an epoll of the worker's,
+        # which the loop watches as one reader: a wait then costs one epoll_ctl, where
+        # the loop's own add_reader/remove_reader cost several system calls (uvloop) or
+        # selector bookkeeping (asyncio) per connection, and the listeners can be
+        # watched with EPOLLEXCLUSIVE, which the loops do not offer.
         self.watcher = select.epoll()
         self.tasks: set[asyncio.Task[None]] = set()
         self.in_flight: collections.deque[_InFlight] = collections.deque()
@@ -374,12 +381,15 @@ class AsyncioWorker(Accepting):
 
     def _listen(self) -> None:
         for sock in self.listeners:
-            self.loop.add_reader(sock.fileno(), self._accept_from, sock, None)
+            self.watcher.register(sock.fileno(), _SHARED)
         self.listening = True
 
     def _unlisten(self) -> None:
         for sock in self.listeners:
-            self.loop.remove_reader(sock.fileno())
+            try:
+                self.watcher.unregister(sock.fileno())
+            except (KeyError, OSError):
+                pass  # not watched (closed by an earlier stop)
         self.listening = False
 
     def _stop_accepting(self) -> None:
@@ -434,12 +444,15 @@ class AsyncioWorker(Accepting):
         self._start(conn, data, parsed, accepted)
 
     def _ready_waiting(self) -> None:
-        """Some waiting connections are readable (each is then disarmed until re-armed)."""
+        """New connections on a listener, or waiting connections that are readable (each
+        of those is then disarmed until it is armed again)."""
         waiting = self.waiting
         for fd, _ in self.watcher.poll(0):
             entry = waiting.get(fd)
             if entry is not None:
                 self._resume(entry)
+            elif self.listening and fd in self.listener_fds:
+                self._accept_from(self.listener_fds[fd], None)
 
     def _resume(self, waiting: _Waiting) -> None:
         """A waiting connection is readable: take what came, then start, end or wait on."""
