@@ -24,6 +24,7 @@ import http.client
 import os
 import platform
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -417,9 +418,9 @@ def measure(name: str, python: Path, loader: Path, works: list[Workload], second
             if work.name == "50mb":
                 figures["peak_rss_mb"] = peak_rss(proc.pid) / (1 << 20)
             rows[work.name] = Row(name, figures)
+            direct = f"{figures['direct_rps']:9.0f}" if "direct_rps" in figures else f"{'-':>9}"
             print(f"  {name:15} {transport:4} {work.name:14} {figures['rps']:9.0f} req/s  "
-                  f"{figures['cpu_us']:7.1f} us/req  direct "
-                  f"{figures.get('direct_rps', float('nan')):9.0f} req/s  errors "
+                  f"{figures['cpu_us']:7.1f} us/req  direct {direct} req/s  errors "
                   f"{figures['errors']}/{figures.get('direct_errors', '-')}", file=sys.stderr)
     finally:
         if nginx is not None:
@@ -623,7 +624,7 @@ def main(argv: list[str] | None = None) -> int:
             sections.append(table(work, rows))
     if http_works:
         sections.append(http_tables(results, http_works, transports))
-    command = "bench/run " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "bench/run " + shlex.join(argv if argv is not None else sys.argv[1:])
     median = f"each figure the median of {rounds} rounds; " if rounds > 1 else ""
     report = (f"Run on {datetime.date.today()}, {machine()}; {args.workers} worker processes "
               f"each (aioscgi and flup threads: 1 process; scgi 2.2 on a unix socket: its "
