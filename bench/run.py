@@ -9,6 +9,9 @@ processes, on 127.0.0.1, one server at a time.  For every workload it measures:
   it served during that wrk run;
 * directly over SCGI, without nginx, with bench/scgi-load.c (C, threads): requests/s.
 
+The HTTP servers users would pick instead (gunicorn, uvicorn) run behind nginx's
+proxy_pass with a keepalive upstream, in a section of their own (--http-peers).
+
 and prints one table per workload with the ratio scgikit / peer for each figure.
 Timing never fails the run; a server that does not start or answers wrongly does.
 """
@@ -17,9 +20,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import http.client
 import os
 import platform
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -34,6 +39,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 PEERS = ["scgi==2.2", "flup>=1.0.3", "aioscgi>=2.3", "uwsgi>=2.0", "uvloop>=0.19"]
+HTTP_PEERS = ["gunicorn>=22", "uvicorn>=0.30", "httptools>=0.6"]  # only for --http-peers
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -68,24 +74,34 @@ MODELS = {
 MODEL_PEERS = {"scgikit threads ×4, WSGI": "flup threads",
                "scgikit asyncio, ASGI (asyncio loop)": "aioscgi"}
 MODEL_WORKLOADS = ("hello", "echo-64k")
+# The HTTP servers, behind nginx's proxy_pass, each beside scgikit's model of its kind.
+ASYNC = "scgikit asyncio, ASGI (uvloop)"
+HTTP_SERVERS = {"gunicorn sync": "scgikit", "gunicorn gthread ×4": "scgikit", "uvicorn": ASYNC}
 TRANSPORTS = ("tcp", "unix")
 
 
 # --- environment -----------------------------------------------------------------------------
 
-def find_python(args: argparse.Namespace) -> Path:
-    """A Python that has scgikit and every peer: this one if it has, else bench/.venv."""
+def find_python(args: argparse.Namespace, http_peers: bool = False) -> Path:
+    """A Python that has scgikit and every peer: this one if it has, else bench/.venv.
+
+    The HTTP peers (gunicorn, uvicorn) are asked for only when the run includes them.
+    """
     probe = "import scgi.scgi_server, flup.server.scgi_fork, aioscgi, uvloop, scgikit"
+    peers = PEERS
+    if http_peers:
+        probe += ", gunicorn, uvicorn, httptools"
+        peers = PEERS + HTTP_PEERS
     here = Path(sys.executable)
     if not args.venv and _works(here, probe) and _tool(here, "uwsgi") and _tool(here, "aioscgi"):
         return here
     venv = HERE / ".venv"
     python = venv / "bin" / "python"
     if not python.exists():
-        print(f"bench: creating {venv} with {', '.join(PEERS)}", file=sys.stderr)
+        print(f"bench: creating {venv} with {', '.join(peers)}", file=sys.stderr)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     if not (_works(python, probe) and _tool(python, "uwsgi")):
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "-e", str(REPO), *PEERS],
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "-e", str(REPO), *peers],
                        check=True)
     return python
 
@@ -127,18 +143,59 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: floa
 
 
 def wait_backend(backend: str, proc: subprocess.Popen[bytes], what: str,
-                 timeout: float = 30) -> None:
+                 timeout: float = 30, over_http: bool = False) -> None:
+    """Until ``backend`` accepts a connection, or for an HTTP server, answers GET /hello.
+
+    An HTTP server's master may listen before any worker accepts: a request proves more.
+    """
     unix = backend.startswith("unix:")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{what} exited with {proc.returncode}")
-        with socket.socket(socket.AF_UNIX if unix else socket.AF_INET) as sock:
-            target = backend[5:] if unix else ("127.0.0.1", int(backend.rpartition(":")[2]))
-            if sock.connect_ex(target) == 0:
+        if over_http:
+            try:
+                http_request(backend, "GET", "/hello", b"", max(0.1, deadline - time.monotonic()))
                 return
+            except (OSError, http.client.HTTPException):
+                pass
+        else:
+            with socket.socket(socket.AF_UNIX if unix else socket.AF_INET) as sock:
+                target = backend[5:] if unix else ("127.0.0.1", int(backend.rpartition(":")[2]))
+                if sock.connect_ex(target) == 0:
+                    return
         time.sleep(0.05)
     raise RuntimeError(f"{what} did not listen on {backend} within {timeout} s")
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """http.client over a unix socket: the path instead of a host."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+def http_request(backend: str, method: str, path: str, body: bytes,
+                 timeout: float) -> tuple[int, bytes]:
+    """One HTTP request straight to ``backend`` ("127.0.0.1:PORT" or "unix:PATH")."""
+    if backend.startswith("unix:"):
+        conn: http.client.HTTPConnection = UnixHTTPConnection(backend[5:], timeout)
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", int(backend.rpartition(":")[2]),
+                                          timeout=timeout)
+    try:
+        headers = {"Content-Type": "application/octet-stream"} if body else {}
+        conn.request(method, path, body=body or None, headers=headers)
+        answer = conn.getresponse()
+        return answer.status, answer.read()
+    finally:
+        conn.close()
 
 
 def start(argv: list[str], cwd: Path | None = None) -> subprocess.Popen[bytes]:
@@ -179,6 +236,16 @@ def server_argv(name: str, python: Path, backend: str, workers: int) -> tuple[li
         aioscgi = _tool(python, "aioscgi") or "aioscgi"
         where = ["--unix-socket", backend[5:]] if unix else ["--tcp", backend]
         return [aioscgi, "--base-uri", "", *where, "apps:asgi_app"], HERE
+    if name in ("gunicorn sync", "gunicorn gthread ×4"):
+        threads = ["--worker-class", "gthread", "--threads", "4"] if "gthread" in name else [
+            "--worker-class", "sync"]
+        return [py, "-m", "gunicorn", "--workers", str(workers), "--bind", backend,
+                "--log-level", "warning", *threads, "apps:app"], HERE
+    if name == "uvicorn":
+        where = ["--uds", backend[5:]] if unix else ["--host", "127.0.0.1", "--port", short]
+        return [py, "-m", "uvicorn", "--workers", str(workers), "--http", "httptools", "--loop",
+                "uvloop", "--log-level", "warning", "--no-access-log", *where,
+                "apps:asgi_app"], HERE
     if name in MODELS:
         target, options = MODELS[name]
         return [py, "-m", "scgikit", "serve", target, "--workers", str(workers), "--bind",
@@ -232,19 +299,33 @@ def peak_rss(root: int) -> int:
     return peak
 
 
-def nginx_config(folder: Path, port: int, backend: str) -> Path:
+def nginx_config(folder: Path, port: int, backend: str, over_http: bool = False) -> Path:
+    """nginx in front of ``backend``: scgi_pass, or for an HTTP server proxy_pass to an
+    upstream that keeps 32 connections open (HTTP/1.1, no Connection: close passed on)."""
     temp = "".join(f"    {k}_temp_path {folder}/{k};\n"
                    for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    upstream, location = "", ("            include /etc/nginx/scgi_params;\n"
+                              f"            scgi_pass {backend};\n")
+    if over_http:
+        upstream = (f"    upstream backend {{\n        server {backend};\n"
+                    "        keepalive 32;\n    }\n")
+        location = ("            proxy_pass http://backend;\n"
+                    "            proxy_http_version 1.1;\n"
+                    '            proxy_set_header Connection "";\n'
+                    "            proxy_set_header Host $host;\n")
     conf = folder / "nginx.conf"
     conf.write_text(
         ("user root;\n" if os.geteuid() == 0 else "")  # workers write temp files here
         + f"worker_processes 1;\npid {folder}/nginx.pid;\nerror_log {folder}/error.log;\n"
         "events { worker_connections 1024; }\n"
+        # Bodies up to 128 KiB stay in memory: from a temporary file nginx sends them in
+        # 8 KiB writes, and on a reused upstream connection (no TCP_NODELAY there) Nagle and
+        # the backend's delayed ACK then hold each 64 KiB echo ~40 ms.
         f"http {{\n    access_log off;\n{temp}    client_max_body_size 0;\n"
-        "    scgi_max_temp_file_size 0;\n"
-        f"    server {{\n        listen 127.0.0.1:{port};\n"
-        f"        location / {{\n            include /etc/nginx/scgi_params;\n"
-        f"            scgi_pass {backend};\n        }}\n    }}\n}}\n")
+        "    client_body_buffer_size 128k;\n"
+        "    scgi_max_temp_file_size 0;\n    proxy_max_temp_file_size 0;\n"
+        f"{upstream}    server {{\n        listen 127.0.0.1:{port};\n"
+        f"        location / {{\n{location}        }}\n    }}\n}}\n")
     return conf
 
 
@@ -287,15 +368,20 @@ def run_direct(loader: Path, backend: str, work: Workload, seconds: float,
     return {"direct_rps": done / elapsed if elapsed else 0.0, "direct_errors": errors}
 
 
-def check_answer(backend: str, work: Workload, name: str) -> None:
-    sys.path.insert(0, str(REPO / "src"))
-    from scgikit import client
+def check_answer(backend: str, work: Workload, name: str, over_http: bool = False) -> None:
+    """One request straight to the server, over SCGI (or HTTP for an HTTP server)."""
+    if over_http:
+        status, body = http_request(backend, work.method, work.path, work.body, 60)
+    else:
+        sys.path.insert(0, str(REPO / "src"))
+        from scgikit import client
 
-    answer = client.request(backend, work.path, work.method, body=work.body,
-                            timeout=60)
-    if answer.status != 200 or len(answer.body) != work.expect:
-        raise RuntimeError(f"{name} answered {work.path} with {answer.status} and "
-                           f"{len(answer.body)} bytes, expected 200 and {work.expect}")
+        answer = client.request(backend, work.path, work.method, body=work.body,
+                                timeout=60)
+        status, body = answer.status, answer.body
+    if status != 200 or len(body) != work.expect:
+        raise RuntimeError(f"{name} answered {work.path} with {status} and "
+                           f"{len(body)} bytes, expected 200 and {work.expect}")
 
 
 @dataclass
@@ -310,29 +396,32 @@ def measure(name: str, python: Path, loader: Path, works: list[Workload], second
     backend = (f"unix:{folder}/backend.sock" if transport == "unix"
                else f"127.0.0.1:{free_port()}")
     argv, cwd = server_argv(name, python, backend, workers)
+    over_http = name in HTTP_SERVERS
     proc = start(argv, cwd)
     nginx = None
     rows: dict[str, Row] = {}
     try:
-        wait_backend(backend, proc, name)
+        wait_backend(backend, proc, name, over_http=over_http)
         front = free_port()
-        conf = nginx_config(folder, front, backend)
+        conf = nginx_config(folder, front, backend, over_http)
         nginx = start(["nginx", "-p", str(folder), "-c", str(conf), "-g",
                        "daemon off; master_process on;"])
         wait_port(front, nginx, "nginx")
         for work in works:
-            check_answer(backend, work, name)
+            check_answer(backend, work, name, over_http)
             before = cpu_seconds(proc.pid)
             figures = run_wrk(front, work, seconds, folder)
             used = cpu_seconds(proc.pid) - before
             figures["cpu_us"] = used / figures["requests"] * 1e6 if figures["requests"] else 0
-            figures.update(run_direct(loader, backend, work, seconds, folder))
+            if not over_http:  # no SCGI load generator for an HTTP server: "-" in the table
+                figures.update(run_direct(loader, backend, work, seconds, folder))
             if work.name == "50mb":
                 figures["peak_rss_mb"] = peak_rss(proc.pid) / (1 << 20)
             rows[work.name] = Row(name, figures)
+            direct = f"{figures['direct_rps']:9.0f}" if "direct_rps" in figures else f"{'-':>9}"
             print(f"  {name:15} {transport:4} {work.name:14} {figures['rps']:9.0f} req/s  "
-                  f"{figures['cpu_us']:7.1f} us/req  direct {figures['direct_rps']:9.0f} req/s"
-                  f"  errors {figures['errors']}/{figures['direct_errors']}", file=sys.stderr)
+                  f"{figures['cpu_us']:7.1f} us/req  direct {direct} req/s  errors "
+                  f"{figures['errors']}/{figures.get('direct_errors', '-')}", file=sys.stderr)
     finally:
         if nginx is not None:
             stop(nginx)
@@ -364,27 +453,60 @@ COLUMNS = [("rps", "req/s via nginx", "{:.0f}"), ("p50", "p50 ms", "{:.2f}"),
            ("direct_rps", "req/s direct", "{:.0f}")]
 
 
-def table(work: Workload, rows: list[Row]) -> str:
+def table(work: Workload, rows: list[Row], bases: list[Row | None] | None = None,
+          title: str = "", note: str = "") -> str:
+    """One workload's rows; each row's ratios are against its base (default: the first row)."""
     ours = rows[0]
+    if bases is None:
+        bases = [None] + [ours] * (len(rows) - 1)
     columns = COLUMNS + ([("peak_rss_mb", "peak RSS MB", "{:.0f}")] if work.name == "50mb"
                          else [])
     head = "| server | " + " | ".join(t for _, t, _ in columns) + " |"
-    lines = [f"### {work.name}: {work.method} {work.path}"
+    lines = [f"### {title}{work.name}: {work.method} {work.path}"
              + (f" with a {len(work.body)}-byte body" if work.body else ""), "", head,
              "|---" * (len(columns) + 1) + "|"]
-    for row in rows:
+    for row, base in zip(rows, bases):
         cells = []
         for key, _, fmt in columns:
             value = row.figures.get(key)
             text = fmt.format(value) if value is not None else "-"
-            if row is not ours and value and ours.figures.get(key) is not None:
-                text += f" ({ours.figures[key] / value:.2f}×)"
+            if base is not None and value and base.figures.get(key) is not None:
+                text += f" ({base.figures[key] / value:.2f}×)"
             cells.append(text)
         lines.append(f"| {row.server} | " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append(f"Ratios in brackets are {ours.server} / that server (for req/s higher is "
-                 "better for scgikit; for latency and CPU, lower).")
+    lines.append(note or f"Ratios in brackets are {ours.server} / that server (for req/s "
+                 "higher is better for scgikit; for latency and CPU, lower).")
     return "\n".join(lines)
+
+
+def http_tables(results: Results, works: list[Workload], transports: tuple[str, ...]) -> str:
+    """The section on gunicorn and uvicorn, each beside scgikit's model of its kind."""
+    parts = ["## Against HTTP servers behind nginx (proxy_pass)\n\n"
+             "gunicorn (sync, and gthread with 4 threads per worker) and uvicorn (httptools, "
+             "uvloop) behind nginx's `proxy_pass` to an upstream with `keepalive 32` (HTTP/1.1), "
+             "each beside scgikit's model of its kind behind `scgi_pass`: the prefork sync "
+             "workers (WSGI) and the asyncio workers on uvloop (ASGI); same apps, same number "
+             "of worker processes. No SCGI load generator speaks to an HTTP server: their "
+             "req/s direct is \"-\"."]
+    note = ("Ratios in brackets are scgikit / that server, against scgikit's row of the same "
+            "kind: gunicorn against scgikit (sync, WSGI), uvicorn against scgikit asyncio "
+            "(for req/s higher is better for scgikit; for latency and CPU, lower).")
+    for transport in transports:
+        where = "TCP" if transport == "tcp" else "unix socket"
+        for work in works:
+            rows, bases = [], []
+            for ours in ("scgikit", ASYNC):
+                base = results[transport, ours][work.name]
+                rows.append(Row("scgikit (sync, WSGI)" if ours == "scgikit" else ours,
+                                base.figures))
+                bases.append(None)
+                for name, kind in HTTP_SERVERS.items():
+                    if kind == ours:
+                        rows.append(results[transport, name][work.name])
+                        bases.append(base)
+            parts.append(table(work, rows, bases, f"{where}, ", note))
+    return "\n\n".join(parts)
 
 
 def machine() -> str:
@@ -419,6 +541,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="how the servers listen (default both, one after the other)")
     parser.add_argument("--no-models", action="store_true",
                         help="skip the comparison of worker models")
+    parser.add_argument("--http-peers", action=argparse.BooleanOptionalAction,
+                        help="add gunicorn and uvicorn behind nginx's proxy_pass, on hello "
+                             "and echo-64k (default: on, off with --smoke)")
     parser.add_argument("--stats", action="store_true",
                         help="add scgikit with --stats beside scgikit: the cost of the metrics")
     parser.add_argument("--write", action="store_true", help="write bench/RESULTS.md")
@@ -435,13 +560,15 @@ def main(argv: list[str] | None = None) -> int:
         servers = [servers[0], STATS, *servers[1:]]
     seconds = 1.0 if args.smoke else args.seconds
     rounds = 1 if args.smoke else max(1, args.rounds)
+    works = [w for w in WORKLOADS if not args.only or w.name in args.only]
+    plain = [w for w in works if not w.servers]
+    want_http = args.http_peers if args.http_peers is not None else not args.smoke
+    http_works = [w for w in plain if w.name in MODEL_WORKLOADS] if want_http else []
     need_debian_tools()
-    python = find_python(args)
+    python = find_python(args, bool(http_works))
     loader = Path(tempfile.gettempdir()) / "scgikit-scgi-load"
     subprocess.run(["gcc", "-O2", "-pthread", "-o", str(loader), str(HERE / "scgi-load.c")],
                    check=True)
-    works = [w for w in WORKLOADS if not args.only or w.name in args.only]
-    plain = [w for w in works if not w.servers]
     classic = [w for w in works if w.servers]
     transports = TRANSPORTS if args.transport == "both" else (args.transport,)
     models = [w for w in plain if w.name in MODEL_WORKLOADS] if not args.no_models else []
@@ -464,6 +591,11 @@ def main(argv: list[str] | None = None) -> int:
                 if ("tcp", name) not in results:
                     results["tcp", name] = measure(name, python, loader, models, seconds,
                                                    args.workers)
+            for transport in transports if http_works else ():
+                for name in (ASYNC, *HTTP_SERVERS):
+                    if (transport, name) not in results:
+                        results[transport, name] = measure(name, python, loader, http_works,
+                                                           seconds, args.workers, transport)
             runs.append(results)
     except (RuntimeError, subprocess.CalledProcessError, OSError) as exc:
         print(f"bench: {exc}", file=sys.stderr)
@@ -490,7 +622,9 @@ def main(argv: list[str] | None = None) -> int:
                 if name in MODEL_PEERS:
                     rows.append(results["tcp", MODEL_PEERS[name]][work.name])
             sections.append(table(work, rows))
-    command = "bench/run " + " ".join(argv if argv is not None else sys.argv[1:])
+    if http_works:
+        sections.append(http_tables(results, http_works, transports))
+    command = "bench/run " + shlex.join(argv if argv is not None else sys.argv[1:])
     median = f"each figure the median of {rounds} rounds; " if rounds > 1 else ""
     report = (f"Run on {datetime.date.today()}, {machine()}; {args.workers} worker processes "
               f"each (aioscgi and flup threads: 1 process; scgi 2.2 on a unix socket: its "
