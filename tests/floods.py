@@ -13,6 +13,7 @@ import threading
 import time
 
 from scgi_raw import connect, request
+from servers import wait_until
 
 from scgikit.protocol import encode_request
 
@@ -96,3 +97,14 @@ def percentile(values: list[float], fraction: float) -> float:
 
 def open_descriptors(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def p99_behind_flood(address: str, worker: int, idle: int = 1000, drip: int = 50) -> float:
+    """The p99 latency of normal requests to ``address`` while one worker (pid ``worker``)
+    holds ``idle`` idle and ``drip`` dripping connections (waited for, not assumed)."""
+    baseline = open_descriptors(worker)
+    with Flood(address, idle=idle, drip=drip, interval=0.5):
+        wait_until(lambda: open_descriptors(worker) >= baseline + idle + drip, timeout=30,
+                   message="the worker to hold the whole flood")
+        took = latencies(address, count=300)
+    return percentile(took, 0.99)

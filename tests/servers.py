@@ -184,3 +184,18 @@ def worker_pids(master_pid: int) -> set[int]:
         if int(fields[1]) == master_pid and fields[0] != "Z":
             pids.add(int(entry.name))
     return pids
+
+
+def failed_start(target: str, *args: str) -> ServerProcess:
+    """Run a server that should give up on its own; returns it once it has exited."""
+    import pytest
+
+    server = ServerProcess.scgikit(target, "--workers", "2", "--log-level", "debug", *args)
+    server.start()
+    try:
+        server.proc.wait(30)
+    except subprocess.TimeoutExpired:
+        server.stop(signal.SIGQUIT, timeout=15)
+        pytest.fail(f"the master did not give up within 30s:\n{server.log[-3000:]}")
+    server.wait_for_log("<stderr closed>")
+    return server

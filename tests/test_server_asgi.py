@@ -10,15 +10,18 @@ import hashlib
 import json
 import os
 import signal
-import subprocess
 import threading
 import time
 
 import pytest
 from figures import record
-from floods import Flood, latencies, open_descriptors, percentile, raise_descriptor_limit
+from floods import (
+    open_descriptors,
+    p99_behind_flood,
+    raise_descriptor_limit,
+)
 from scgi_raw import connect, connect_until_refused, parse_answer, read_all, request
-from servers import ServerProcess, child_env, wait_until, worker_pids
+from servers import child_env, failed_start, wait_until, worker_pids
 
 from scgikit.addresses import parse_address
 from scgikit.protocol import encode_request
@@ -77,19 +80,6 @@ def ready_workers(server, count):
     """The pids of the first ``count`` workers, once each has said it is ready."""
     found = server.wait_for_log(r"Worker (\d+) ready", count=count, timeout=20)
     return {int(match.group(1)) for match in found[:count]}
-
-
-def failed_start(target, *args):
-    """Run a server that should give up on its own; returns it once it has exited."""
-    server = ServerProcess.scgikit(target, "--workers", "2", "--log-level", "debug", *args)
-    server.start()
-    try:
-        server.proc.wait(30)
-    except subprocess.TimeoutExpired:
-        server.stop(signal.SIGQUIT, timeout=15)
-        pytest.fail(f"the master did not give up within 30s:\n{server.log[-3000:]}")
-    server.wait_for_log("<stderr closed>")
-    return server
 
 
 # --- the scope ---------------------------------------------------------------------------
@@ -586,13 +576,7 @@ def test_one_worker_serves_500_requests_waiting_a_second_each_at_once(asgi, tran
 def test_one_asyncio_worker_answers_normal_requests_behind_idle_and_dripping_floods(
         asgi, transport, loop):
     server = asgi("hello", "--header-timeout", "60", "--body-timeout", "60")
-    worker = worker_of(server)
-    baseline = open_descriptors(worker)
-    with Flood(server.address, idle=1000, drip=50, interval=0.5):
-        wait_until(lambda: open_descriptors(worker) >= baseline + 1050, timeout=30,
-                   message="the worker to hold the whole flood")
-        took = latencies(server.address, count=300)
-    p99 = percentile(took, 0.99)
+    p99 = p99_behind_flood(server.address, worker_of(server))
     record("asyncio: idle and drip flood: normal-request p99 (ms)", kind(transport),
            p99_ms=round(p99 * 1000, 1), idle=1000, drip=50, workers=1, loop=loop)
     assert p99 < 0.25, f"p99 {p99:.3f}s behind the flood"

@@ -7,29 +7,15 @@ import mmap
 import os
 import re
 import signal
-import subprocess
 import time
 
 import pytest
 from figures import record
 from scgi_raw import request
-from servers import ServerProcess, wait_until, worker_pids
+from servers import failed_start, wait_until, worker_pids
 
 from scgikit.config import Config
 from scgikit.server.arbiter import MAX_WORKERS, Arbiter, WorkerRecord
-
-
-def failed_start(target, *args):
-    """Run a server that should give up on its own; returns it once it has exited."""
-    server = ServerProcess.scgikit(target, "--workers", "2", "--log-level", "debug", *args)
-    server.start()
-    try:
-        server.proc.wait(30)
-    except subprocess.TimeoutExpired:
-        server.stop(signal.SIGQUIT, timeout=15)
-        pytest.fail(f"the master did not give up within 30s:\n{server.log[-3000:]}")
-    server.wait_for_log("<stderr closed>")
-    return server
 
 
 def forks(server):

@@ -11,7 +11,7 @@ import time
 
 import pytest
 from figures import record
-from floods import Flood, latencies, open_descriptors, percentile
+from floods import p99_behind_flood
 from scgi_raw import connect, parse_answer, read_all, request
 from servers import child_env, wait_until, worker_pids
 
@@ -30,12 +30,7 @@ def test_one_worker_serves_normal_requests_behind_idle_and_dripping_floods(
     server = serve("wsgi_apps:echo_hash", "--workers", "1", "--header-timeout", "60",
                    "--body-timeout", "60", bind=[transport])
     (worker,) = wait_until(lambda: worker_pids(server.pid), message="the worker")
-    baseline = open_descriptors(worker)
-    with Flood(server.address, idle=1000, drip=50, interval=0.5):
-        wait_until(lambda: open_descriptors(worker) >= baseline + 1050, timeout=30,
-                   message="the worker to hold the whole flood")
-        took = latencies(server.address, count=300)
-    p99 = percentile(took, 0.99)
+    p99 = p99_behind_flood(server.address, worker)
     record("idle and drip flood: normal-request p99 (ms)", kind(transport), model=model,
            p99_ms=round(p99 * 1000, 1), idle=1000, drip=50, workers=1)
     assert p99 < 0.25, f"p99 {p99:.3f}s behind the flood"
