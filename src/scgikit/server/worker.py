@@ -71,6 +71,8 @@ ACCEPT_GIVE_UP = 5.0
 # A retiring worker takes at most this many queued connections with it (those whose
 # wake-up it may have had); the rest are the other workers'.
 RETIRE_BUDGET = 64
+# How long a full stop waits for connections still arriving before it closes a listener.
+FINAL_WAIT = 0.05
 _OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
@@ -197,7 +199,13 @@ class Accepting:
             queued = _queued(sock)
             if self.drain_queue:
                 self._accept_from(sock, None if queued < 0 else queued, final=True)
-                self._accept_from(sock, RETIRE_BUDGET, final=True)  # what slipped in
+                # What slips in meanwhile, and TCP connections whose handshake is done but
+                # whose first bytes are on their way (TCP_DEFER_ACCEPT keeps them out of
+                # the queue until then): closing now would reset them.
+                end = time.monotonic() + FINAL_WAIT
+                while (left := end - time.monotonic()) > 0 and select.select(
+                        [sock], [], [], left)[0]:
+                    self._accept_from(sock, RETIRE_BUDGET, final=True)
             else:
                 budget = RETIRE_BUDGET if queued < 0 else min(queued, RETIRE_BUDGET)
                 self._accept_from(sock, budget, final=True)
