@@ -19,6 +19,16 @@ def test_nginx_for_a_tcp_backend_at_the_root():
     assert "upstream" not in text
 
 
+def test_nginx_keeps_request_bodies_up_to_128k_in_memory():
+    # nginx's default buffer (8k on x86-64) would write larger bodies to a temporary file.
+    for text in (render("nginx"), render("nginx", ["10.0.0.1:4000", "10.0.0.2:4000"])):
+        directives = [line.strip() for line in text.splitlines()
+                      if line.strip() and not line.strip().startswith("#")]
+        server = directives.index("server {")
+        at = directives.index("client_max_body_size 0;")
+        assert server < at and directives[at + 1] == "client_body_buffer_size 128k;"
+
+
 def test_nginx_for_a_unix_socket_under_a_prefix():
     text = render("nginx", ["unix:/run/app.sock"], prefix="/app/")
     assert "scgi_pass unix:/run/app.sock;" in text

@@ -114,6 +114,39 @@ def test_chunked_upload_arrives_with_its_length(front):
     assert answer["sha256"] == hashlib.sha256(b"".join(pieces)).hexdigest()
 
 
+TEMP_FILE = "a client request body is buffered to a temporary file"
+
+
+def _temp_file_lines(front):
+    return [line for line in front.error_log.splitlines() if TEMP_FILE in line]
+
+
+def _post_and_check(front, path, data):
+    status, _, body = fetch(front, "POST", path, body=data,
+                            headers=[("Content-Type", "application/octet-stream")])
+    assert status == 200, body[:300]
+    answer = json.loads(body)
+    assert (answer["size"], answer["sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
+
+
+def test_nginx_keeps_a_100kib_body_in_memory_and_writes_a_200kib_one_to_a_file(backend):
+    # Its own nginx, so that the error log (level info) holds only these two requests.
+    front = _front("nginx", [backend.address])
+    try:
+        assert "client_body_buffer_size 128k;" in front.snippet  # the generated text runs
+        _post_and_check(front, "/hash?100k", os.urandom(100 << 10))
+        assert _temp_file_lines(front) == []
+        _post_and_check(front, "/hash?200k", os.urandom(200 << 10))
+        # nginx may write the line just after it answered.
+        wait_until(lambda: _temp_file_lines(front), timeout=5,
+                   message="nginx to log the 200 KiB body's temporary file")
+    finally:
+        front.stop()
+    # With nginx stopped the log is complete: one temporary file, the 200 KiB body's.
+    lines = _temp_file_lines(front)
+    assert len(lines) == 1 and 'request: "POST /hash?200k HTTP/1.1"' in lines[0], lines
+
+
 def _peak_rss(pids):
     total = 0
     for pid in pids:
