@@ -99,10 +99,31 @@ def open_descriptors(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def settled_descriptors(pid: int) -> int:
+    """A new worker's open descriptors, once it has closed its end of the master's ready pipe.
+
+    The master logs "Worker N ready" when it reads that pipe, a moment before the worker
+    closes its end: a count taken in between is one too high, and a test waiting for
+    "baseline + n" would wait for a descriptor that is gone.  The worker holds both ends of
+    any pipe of its own (the signal wake-up pipe), and one end of the ready pipe only.
+    """
+    def count() -> int | None:
+        links = []
+        for name in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                links.append(os.readlink(f"/proc/{pid}/fd/{name}") if int(name) > 2 else "")
+            except OSError:
+                links.append("")  # closed while listed
+        pipes = [link for link in links if link.startswith("pipe:")]
+        return None if any(pipes.count(pipe) == 1 for pipe in pipes) else len(links)
+
+    return int(wait_until(count, message=f"worker {pid} to close its end of the ready pipe"))
+
+
 def p99_behind_flood(address: str, worker: int, idle: int = 1000, drip: int = 50) -> float:
     """The p99 latency of normal requests to ``address`` while one worker (pid ``worker``)
     holds ``idle`` idle and ``drip`` dripping connections (waited for, not assumed)."""
-    baseline = open_descriptors(worker)
+    baseline = settled_descriptors(worker)
     with Flood(address, idle=idle, drip=drip, interval=0.5):
         wait_until(lambda: open_descriptors(worker) >= baseline + idle + drip, timeout=30,
                    message="the worker to hold the whole flood")

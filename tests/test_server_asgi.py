@@ -19,6 +19,7 @@ from floods import (
     open_descriptors,
     p99_behind_flood,
     raise_descriptor_limit,
+    settled_descriptors,
 )
 from scgi_raw import connect, connect_until_refused, parse_answer, read_all, request
 from servers import child_env, failed_start, wait_until, worker_pids
@@ -370,7 +371,7 @@ def test_loop_uvloop_without_uvloop_installed_fails_to_start():
 def test_graceful_stop_lets_requests_in_flight_finish(asgi):
     server = asgi("sleepy")
     worker = worker_of(server)
-    baseline = open_descriptors(worker)
+    baseline = settled_descriptors(worker)
     results = []
     threads = [threading.Thread(target=lambda: results.append(
         request(server.address, "/?5", timeout=30).body)) for _ in range(20)]
@@ -410,7 +411,7 @@ def test_a_stopping_server_answers_or_refuses_every_new_connection(asgi):
     # flight, a new connection is answered or never established, never queued and reset.
     server = asgi("sleepy")
     worker = worker_of(server)
-    baseline = open_descriptors(worker)
+    baseline = settled_descriptors(worker)
     held = []
     thread = threading.Thread(target=lambda: held.append(
         request(server.address, "/?3", timeout=30).body))
@@ -430,7 +431,7 @@ def test_a_stopping_server_answers_or_refuses_every_new_connection(asgi):
 def test_quit_stops_at_once_even_with_requests_in_flight(asgi):
     server = asgi("sleepy")
     worker = worker_of(server)
-    baseline = open_descriptors(worker)
+    baseline = settled_descriptors(worker)
     sock = connect(server.address)
     sock.sendall(encode_request({"REQUEST_METHOD": "GET", "QUERY_STRING": "60"}, 0))
     wait_until(lambda: open_descriptors(worker) > baseline, message="the request in hand")
