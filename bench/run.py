@@ -76,7 +76,11 @@ MODEL_PEERS = {"scgikit threads ×4, WSGI": "flup threads",
 MODEL_WORKLOADS = ("hello", "echo-64k")
 # The HTTP servers, behind nginx's proxy_pass, each beside scgikit's model of its kind.
 ASYNC = "scgikit asyncio, ASGI (uvloop)"
-HTTP_SERVERS = {"gunicorn sync": "scgikit", "gunicorn gthread ×4": "scgikit", "uvicorn": ASYNC}
+# uvicorn again, with nginx opening a connection per request as scgi_pass does: the
+# difference from the row above is what the connection per request costs.
+UVICORN_CLOSE = "uvicorn, a connection per request"
+HTTP_SERVERS = {"gunicorn sync": "scgikit", "gunicorn gthread ×4": "scgikit", "uvicorn": ASYNC,
+                UVICORN_CLOSE: ASYNC}
 TRANSPORTS = ("tcp", "unix")
 
 
@@ -241,7 +245,7 @@ def server_argv(name: str, python: Path, backend: str, workers: int) -> tuple[li
             "--worker-class", "sync"]
         return [py, "-m", "gunicorn", "--workers", str(workers), "--bind", backend,
                 "--log-level", "warning", *threads, "apps:app"], HERE
-    if name == "uvicorn":
+    if name in ("uvicorn", UVICORN_CLOSE):
         where = ["--uds", backend[5:]] if unix else ["--host", "127.0.0.1", "--port", short]
         return [py, "-m", "uvicorn", "--workers", str(workers), "--http", "httptools", "--loop",
                 "uvloop", "--log-level", "warning", "--no-access-log", *where,
@@ -299,16 +303,18 @@ def peak_rss(root: int) -> int:
     return peak
 
 
-def nginx_config(folder: Path, port: int, backend: str, over_http: bool = False) -> Path:
+def nginx_config(folder: Path, port: int, backend: str, over_http: bool = False,
+                 keepalive: bool = True) -> Path:
     """nginx in front of ``backend``: scgi_pass, or for an HTTP server proxy_pass to an
-    upstream that keeps 32 connections open (HTTP/1.1, no Connection: close passed on)."""
+    upstream that keeps 32 connections open (HTTP/1.1, no Connection: close passed on),
+    or, without ``keepalive``, that opens one per request (nginx's default)."""
     temp = "".join(f"    {k}_temp_path {folder}/{k};\n"
                    for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     upstream, location = "", ("            include /etc/nginx/scgi_params;\n"
                               f"            scgi_pass {backend};\n")
     if over_http:
         upstream = (f"    upstream backend {{\n        server {backend};\n"
-                    "        keepalive 32;\n    }\n")
+                    + ("        keepalive 32;\n" if keepalive else "") + "    }\n")
         location = ("            proxy_pass http://backend;\n"
                     "            proxy_http_version 1.1;\n"
                     '            proxy_set_header Connection "";\n'
@@ -403,7 +409,7 @@ def measure(name: str, python: Path, loader: Path, works: list[Workload], second
     try:
         wait_backend(backend, proc, name, over_http=over_http)
         front = free_port()
-        conf = nginx_config(folder, front, backend, over_http)
+        conf = nginx_config(folder, front, backend, over_http, keepalive=name != UVICORN_CLOSE)
         nginx = start(["nginx", "-p", str(folder), "-c", str(conf), "-g",
                        "daemon off; master_process on;"])
         wait_port(front, nginx, "nginx")
@@ -488,7 +494,11 @@ def http_tables(results: Results, works: list[Workload], transports: tuple[str, 
              "each beside scgikit's model of its kind behind `scgi_pass`: the prefork sync "
              "workers (WSGI) and the asyncio workers on uvloop (ASGI); same apps, same number "
              "of worker processes. No SCGI load generator speaks to an HTTP server: their "
-             "req/s direct is \"-\"."]
+             "req/s direct is \"-\".\n\n"
+             f"\"{UVICORN_CLOSE}\" is the same uvicorn behind an upstream without "
+             "`keepalive` (nginx's default): nginx connects, the server accepts, and both "
+             "close for every request, as with `scgi_pass`. Its difference from the uvicorn "
+             "row is what the connection per request costs."]
     note = ("Ratios in brackets are scgikit / that server, against scgikit's row of the same "
             "kind: gunicorn against scgikit (sync, WSGI), uvicorn against scgikit asyncio "
             "(for req/s higher is better for scgikit; for latency and CPU, lower).")
