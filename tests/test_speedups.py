@@ -10,6 +10,7 @@ that it holds no reference or buffer it should not, and that the choice at impor
 from __future__ import annotations
 
 import inspect
+import io
 import json
 import re
 import shutil
@@ -27,6 +28,7 @@ from parse_heads import NOT_BUILT, _speedups, c_parse_head, nginx_head
 from scgi_raw import request
 from servers import ServerProcess, child_env
 
+from scgikit.apps import wsgi
 from scgikit.protocol import DEFAULT_MAX_HEADER_SIZE, encode_request, parse_head_pure
 
 pytestmark = pytest.mark.skipif(_speedups is None, reason=NOT_BUILT)
@@ -316,3 +318,172 @@ def test_the_build_without_a_compiler_gives_the_pure_package(tmp_path):
     said, output = build_copy(tmp_path, CC="/nonexistent/cc")
     assert said == "False"
     assert 'building extension "scgikit._speedups" failed' in output
+
+
+# --- the WSGI environ: the C builder and the pure function give the same dict ------------------
+
+NGINX = dict(parse_head_pure(nginx_head(), 4096)[0])
+APACHE = {"CONTENT_LENGTH": "0", "SCGI": "1", "REQUEST_METHOD": "GET", "SCRIPT_NAME": "/app/x",
+          "REQUEST_URI": "/app/x?y=1", "QUERY_STRING": "y=1", "SERVER_SOFTWARE": "Apache/2.4.62",
+          "HTTP_COOKIE": "a=1, b=2", "HTTPS": "1"}
+LIGHTTPD = {"CONTENT_LENGTH": "3", "SCGI": "1", "REQUEST_METHOD": "POST", "SCRIPT_NAME": "/app",
+            "PATH_INFO": "/x y", "REQUEST_URI": "/app/x%20y", "HTTP_CONTENT_TYPE": "text/plain",
+            "HTTP_CONTENT_LENGTH": "3", "HTTP_TRANSFER_ENCODING": "chunked"}
+
+
+def plain(**variables: str) -> dict[str, str]:
+    return {"CONTENT_LENGTH": "0", "SCGI": "1", **variables}
+
+
+# name: (variables, script_name, what the environ must hold beside the pure function's result)
+ENVIRONS = {
+    "nginx": (NGINX, "", {"PATH_INFO": "/articles/2024/scgi", "SCRIPT_NAME": "",
+                          "wsgi.url_scheme": "https"}),
+    "nginx_under_a_script_name": (NGINX, "/articles", {"SCRIPT_NAME": "/articles",
+                                                        "PATH_INFO": "/2024/scgi"}),
+    "script_name_equal_to_the_path": (plain(REQUEST_URI="/app?x"), "/app",
+                                      {"SCRIPT_NAME": "/app", "PATH_INFO": ""}),
+    "script_name_not_a_path_prefix": (plain(REQUEST_URI="/application/x"), "/app",
+                                      {"SCRIPT_NAME": "/app", "PATH_INFO": "/application/x"}),
+    "script_name_elsewhere": (plain(REQUEST_URI="/x/app"), "/app", {"PATH_INFO": "/x/app"}),
+    "apache_with_script_name": (APACHE, "", {"SCRIPT_NAME": "", "PATH_INFO": "/app/x",
+                                             "HTTP_COOKIE": "a=1; b=2",
+                                             "wsgi.url_scheme": "https"}),
+    "lighttpd_with_path_info": (LIGHTTPD, "/ignored", {
+        "SCRIPT_NAME": "/app", "PATH_INFO": "/x y", "CONTENT_TYPE": "text/plain"}),
+    "percent_encoded": (plain(REQUEST_URI="/caf%C3%A9/a%2Fb?q=%20"), "",
+                        {"PATH_INFO": "/caf\xc3\xa9/a/b"}),
+    "percent_encoded_under_a_script_name": (plain(REQUEST_URI="/app/%7Ex"), "/app",
+                                            {"PATH_INFO": "/~x"}),
+    "latin1_path": (plain(REQUEST_URI="/caf\xe9"), "", {"PATH_INFO": "/caf\xe9"}),
+    "absolute_form": (plain(REQUEST_URI="http://example.com/a/b?c"), "",
+                      {"PATH_INFO": "/a/b"}),
+    "absolute_form_without_a_path": (plain(REQUEST_URI="http://example.com"), "",
+                                     {"PATH_INFO": "/"}),
+    "document_uri_only": (plain(DOCUMENT_URI="/doc"), "", {"PATH_INFO": "/doc"}),
+    "empty_request_uri": (plain(REQUEST_URI="", DOCUMENT_URI="/doc"), "", {"PATH_INFO": "/doc"}),
+    "no_uri": (plain(), "/app", {"PATH_INFO": "/"}),
+    "query_only": (plain(REQUEST_URI="?a=b"), "", {"PATH_INFO": "/"}),
+    "https_on": (plain(HTTPS="on"), "", {"wsgi.url_scheme": "https"}),
+    "https_1": (plain(HTTPS="1"), "", {"wsgi.url_scheme": "https"}),
+    "https_off": (plain(HTTPS="off"), "", {"wsgi.url_scheme": "http"}),
+    "request_scheme_https": (plain(REQUEST_SCHEME="https"), "", {"wsgi.url_scheme": "https"}),
+    "request_scheme_http": (plain(REQUEST_SCHEME="http"), "", {"wsgi.url_scheme": "http"}),
+    "cookie_with_comma_from_apache": (plain(HTTP_COOKIE="a=1, b=2",
+                                            SERVER_SOFTWARE="Apache/2.4"), "",
+                                      {"HTTP_COOKIE": "a=1; b=2"}),
+    "cookie_with_comma_from_nginx": (plain(HTTP_COOKIE="list=a, b",
+                                           SERVER_SOFTWARE="nginx/1.22"), "",
+                                     {"HTTP_COOKIE": "list=a, b"}),
+    "cookie_without_comma": (plain(HTTP_COOKIE="a=1; b=2", SERVER_SOFTWARE="Apache"), "",
+                             {"HTTP_COOKIE": "a=1; b=2"}),
+    "http_content_type_alone": (plain(HTTP_CONTENT_TYPE="text/html"), "",
+                                {"CONTENT_TYPE": "text/html"}),
+    "http_content_type_beside_content_type": (plain(CONTENT_TYPE="a/b", HTTP_CONTENT_TYPE="c/d"),
+                                              "", {"CONTENT_TYPE": "a/b"}),
+    "framing_headers_dropped": (plain(HTTP_TRANSFER_ENCODING="chunked",
+                                      HTTP_CONTENT_LENGTH="10"), "", {}),
+}
+DROPPED = ("HTTP_TRANSFER_ENCODING", "HTTP_CONTENT_LENGTH", "HTTP_CONTENT_TYPE")
+
+
+@pytest.fixture(params=["pure", "c"])
+def build_environ(request):
+    """Each implementation of the environ build, whichever the import chose."""
+    return wsgi.environ_pure if request.param == "pure" else wsgi.c_pieces()
+
+
+def base(script_name: str = "") -> dict:
+    return wsgi.WSGIAdapter(lambda e, s: [], script_name, "localhost", "80").base
+
+
+@pytest.mark.parametrize("case", sorted(ENVIRONS))
+def test_the_environ_is_the_pure_one_key_for_key_and_in_order(build_environ, case):
+    variables, script_name, expected = ENVIRONS[case]
+    body = io.BytesIO(b"abc")
+    before = dict(variables)
+    environ = build_environ(base(script_name), variables, body, script_name)
+    pure = wsgi.environ_pure(base(script_name), variables, body, script_name)
+    assert list(environ.items()) == list(pure.items())
+    assert {name: environ[name] for name in expected} == expected
+    assert environ["wsgi.input"] is body and not any(name in environ for name in DROPPED)
+    assert variables == before
+
+
+def test_the_environ_is_a_new_dict_that_leaves_the_base_alone(build_environ):
+    shared = base()
+    saved = dict(shared)
+    environ = build_environ(shared, NGINX, None, "")
+    assert environ is not shared and shared == saved
+
+
+class Variables(dict):
+    """Not a plain dict: the C builder hands it to the pure function."""
+
+
+@pytest.mark.parametrize("variables", [
+    Variables(REQUEST_URI="/a"),
+    {"REQUEST_URI": Variables()},  # not a str: split_path's business (it raises)
+    {"HTTPS": 1, "HTTP_COOKIE": ["a, b", ", "]},  # odd values, compared as Python does
+])
+def test_odd_arguments_give_what_the_pure_function_gives(build_environ, variables):
+    assert outcome(build_environ, base(), variables, None, "") == outcome(
+        wsgi.environ_pure, base(), variables, None, "")
+
+
+def test_a_script_name_that_is_not_a_str_goes_to_split_path(build_environ):
+    with pytest.raises(TypeError):
+        build_environ(base(), plain(REQUEST_URI="/a"), None, b"/a")
+
+
+@pytest.fixture
+def split_path_calls():
+    """Make the C builder's split_path a recording wrapper of the real one, for one test."""
+    calls = []
+
+    def recording(variables, script_name):
+        calls.append(variables.get("REQUEST_URI"))
+        return wsgi.split_path(variables, script_name)
+
+    _speedups.setup_wsgi(environ_pure=wsgi.environ_pure, split_path=recording,
+                         merge_cookie=wsgi.merge_cookie)
+    yield calls
+    wsgi.c_pieces()
+
+
+def test_the_c_builder_splits_plain_paths_itself_and_hands_the_rest_to_split_path(
+        split_path_calls):
+    for uri in ("/a/b?c", "/", "/app", "/app/x", "/application", "/caf\xe9"):
+        _speedups.wsgi_environ(base("/app"), plain(REQUEST_URI=uri), None, "/app")
+    assert split_path_calls == []
+    for uri in ("/a%20b", "http://h/a", "*"):
+        _speedups.wsgi_environ(base(), plain(REQUEST_URI=uri), None, "")
+    assert split_path_calls == ["/a%20b", "http://h/a", "*"]
+
+
+def leak_check(call, *objects, rounds=20000):
+    """Run ``call`` many times: no reference to ``objects`` kept, no memory growing."""
+    for _ in range(100):  # warm up caches (the exception's traceback frames, interned strings)
+        call()
+    refs = [sys.getrefcount(o) for o in objects]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(rounds):
+            call()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert [sys.getrefcount(o) for o in objects] == refs
+    # One dict or string kept per call would be megabytes; allow the allocator's noise.
+    assert grown < 64 * 1024, f"{grown} bytes more after {rounds} calls"
+
+
+@pytest.mark.parametrize("case", ["nginx", "apache_with_script_name", "lighttpd_with_path_info",
+                                  "percent_encoded", "http_content_type_alone"])
+def test_the_c_environ_keeps_or_leaks_no_reference(case):
+    build = wsgi.c_pieces()
+    variables, script_name, _ = ENVIRONS[case]
+    shared, body = base(script_name), io.BytesIO()
+    leak_check(lambda: build(shared, variables, body, script_name),
+               shared, variables, body, script_name, *variables.values())

@@ -27,9 +27,30 @@
 /* The netstring length's ':' must be within the first 21 bytes, as the pure function looks. */
 #define COLON_WINDOW 21
 
+/* The names the WSGI code looks up, made once (interned: a dict lookup of one of
+ * them is mostly a pointer comparison). */
+#define NAMES(X) \
+    X(PATH_INFO, "PATH_INFO") X(SCRIPT_NAME, "SCRIPT_NAME") X(REQUEST_URI, "REQUEST_URI") \
+    X(DOCUMENT_URI, "DOCUMENT_URI") X(SLASH, "/") X(WSGI_INPUT, "wsgi.input") \
+    X(URL_SCHEME, "wsgi.url_scheme") X(HTTPS_VALUE, "https") X(HTTPS, "HTTPS") X(ON, "on") \
+    X(ONE, "1") X(REQUEST_SCHEME, "REQUEST_SCHEME") \
+    X(TRANSFER_ENCODING, "HTTP_TRANSFER_ENCODING") X(HTTP_LENGTH, "HTTP_CONTENT_LENGTH") \
+    X(HTTP_TYPE, "HTTP_CONTENT_TYPE") X(CONTENT_TYPE, "CONTENT_TYPE") X(COOKIE, "HTTP_COOKIE") \
+    X(COMMA_SPACE, ", ") X(LAST_HEAD, "last_head") X(WRITE, "write")
+#define NAME_ENUM(id, text) N_##id,
+#define NAME_TEXT(id, text) text,
+enum { NAMES(NAME_ENUM) N_COUNT };
+static const char *const name_texts[N_COUNT] = { NAMES(NAME_TEXT) };
+
 typedef struct {
     PyObject *fallback;           /* protocol.parse_head_pure */
     Py_ssize_t default_max_size;  /* protocol.DEFAULT_MAX_HEADER_SIZE */
+    /* From setup_wsgi(), all NULL before it: apps.wsgi's pure pieces, called for
+     * whatever the C code leaves to them. */
+    PyObject *environ_pure;       /* environ_pure(base, variables, body, script_name) */
+    PyObject *split_path;         /* request.split_path(variables, script_name) */
+    PyObject *merge_cookie;       /* request.merge_cookie(value, variables) */
+    PyObject *names[N_COUNT];
 } speedups_state;
 
 static speedups_state *
@@ -252,6 +273,249 @@ parse_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *
     return PyObject_Vectorcall(state->fallback, args, (size_t)nargs, kwnames);
 }
 
+/* --- The WSGI environ ----------------------------------------------------------------------- */
+
+/* (SCRIPT_NAME, PATH_INFO) into environ, as request.split_path gives them, for the
+ * common case: a REQUEST_URI (else DOCUMENT_URI, else "/") of str whose path (before
+ * any "?") starts with "/" and holds no "%".  Returns 1 when done, 0 when the Python
+ * split_path must do it (absolute-form, percent-encoded, values not str), -1 on error. */
+static int
+split_path_fast(speedups_state *state, PyObject *environ, PyObject *variables,
+                PyObject *script_name)
+{
+    PyObject *target = NULL;
+    const int keys[2] = {N_REQUEST_URI, N_DOCUMENT_URI};
+    for (int i = 0; i < 2 && target == NULL; i++) {
+        /* `variables.get(name) or ...`: a missing or empty value moves on. */
+        PyObject *value = PyDict_GetItemWithError(variables, state->names[keys[i]]);
+        if (value == NULL && PyErr_Occurred()) {
+            return -1;
+        }
+        if (value != NULL && !PyUnicode_CheckExact(value)) {
+            return 0;  /* its truth, and what follows, are Python's to judge */
+        }
+        if (value != NULL && PyUnicode_GET_LENGTH(value) > 0) {
+            target = value;
+        }
+    }
+    if (target == NULL) {
+        target = state->names[N_SLASH];
+    }
+    if (!PyUnicode_CheckExact(script_name)) {
+        return 0;
+    }
+    Py_ssize_t end = PyUnicode_FindChar(target, '?', 0, PyUnicode_GET_LENGTH(target), 1);
+    if (end == -2) {
+        return -1;
+    }
+    if (end == -1) {
+        end = PyUnicode_GET_LENGTH(target);
+    }
+    if (end == 0 || PyUnicode_READ_CHAR(target, 0) != '/') {
+        return 0;  /* absolute-form target: http://host/path */
+    }
+    Py_ssize_t percent = PyUnicode_FindChar(target, '%', 0, end, 1);
+    if (percent != -1) {
+        return percent == -2 ? -1 : 0;  /* percent-decoding is Python's */
+    }
+    /* `path == script_name or path.startswith(script_name + "/")`: strip it. */
+    Py_ssize_t start = 0, prefix = PyUnicode_GET_LENGTH(script_name);
+    if (prefix > 0 && (end == prefix || (end > prefix && PyUnicode_READ_CHAR(target, prefix) == '/'))) {
+        Py_ssize_t match = PyUnicode_Tailmatch(target, script_name, 0, end, -1);
+        if (match < 0) {
+            return -1;
+        }
+        start = match ? prefix : 0;
+    }
+    PyObject *path = PyUnicode_Substring(target, start, end);
+    if (path == NULL) {
+        return -1;
+    }
+    int failed = PyDict_SetItem(environ, state->names[N_SCRIPT_NAME], script_name) < 0
+                 || PyDict_SetItem(environ, state->names[N_PATH_INFO], path) < 0;
+    Py_DECREF(path);
+    return failed ? -1 : 1;
+}
+
+/* `environ["SCRIPT_NAME"], environ["PATH_INFO"] = split_path(variables, script_name)`. */
+static int
+split_path_python(speedups_state *state, PyObject *environ, PyObject *variables,
+                  PyObject *script_name)
+{
+    PyObject *pair = PyObject_CallFunctionObjArgs(state->split_path, variables, script_name, NULL);
+    if (pair == NULL) {
+        return -1;
+    }
+    if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2) {
+        PyErr_Format(PyExc_TypeError, "split_path() returned %.200R, not a pair", pair);
+        Py_DECREF(pair);
+        return -1;
+    }
+    int failed =
+        PyDict_SetItem(environ, state->names[N_SCRIPT_NAME], PyTuple_GET_ITEM(pair, 0)) < 0
+        || PyDict_SetItem(environ, state->names[N_PATH_INFO], PyTuple_GET_ITEM(pair, 1)) < 0;
+    Py_DECREF(pair);
+    return failed ? -1 : 0;
+}
+
+/* request.is_https: `variables.get("HTTPS") in ("on", "1")
+ *                    or variables.get("REQUEST_SCHEME") == "https"`; -1 on error. */
+static int
+is_https(speedups_state *state, PyObject *variables)
+{
+    PyObject *https = PyDict_GetItemWithError(variables, state->names[N_HTTPS]);
+    if (https == NULL && PyErr_Occurred()) {
+        return -1;
+    }
+    if (https == NULL) {
+        https = Py_None;
+    }
+    Py_INCREF(https);  /* a comparison may run Python code that changes variables */
+    int found = PyObject_RichCompareBool(state->names[N_ON], https, Py_EQ);
+    if (found == 0) {
+        found = PyObject_RichCompareBool(state->names[N_ONE], https, Py_EQ);
+    }
+    Py_DECREF(https);
+    if (found != 0) {
+        return found;
+    }
+    PyObject *scheme = PyDict_GetItemWithError(variables, state->names[N_REQUEST_SCHEME]);
+    if (scheme == NULL && PyErr_Occurred()) {
+        return -1;
+    }
+    if (scheme == NULL) {
+        scheme = Py_None;
+    }
+    Py_INCREF(scheme);
+    PyObject *equal = PyObject_RichCompare(scheme, state->names[N_HTTPS_VALUE], Py_EQ);
+    Py_DECREF(scheme);
+    if (equal == NULL) {
+        return -1;
+    }
+    found = PyObject_IsTrue(equal);
+    Py_DECREF(equal);
+    return found;
+}
+
+/* `del environ[name]` if name is in variables (it is then in environ too); -1 on error. */
+static int
+drop_if_sent(speedups_state *state, PyObject *environ, PyObject *variables, int name)
+{
+    int sent = PyDict_Contains(variables, state->names[name]);
+    if (sent <= 0) {
+        return sent;
+    }
+    return PyDict_DelItem(environ, state->names[name]);
+}
+
+/* `environ.setdefault("CONTENT_TYPE", environ.pop("HTTP_CONTENT_TYPE"))`. */
+static int
+move_content_type(speedups_state *state, PyObject *environ)
+{
+    PyObject *value = PyDict_GetItemWithError(environ, state->names[N_HTTP_TYPE]);
+    if (value == NULL) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetObject(PyExc_KeyError, state->names[N_HTTP_TYPE]);
+        }
+        return -1;
+    }
+    Py_INCREF(value);
+    int failed = PyDict_DelItem(environ, state->names[N_HTTP_TYPE]) < 0
+                 || PyDict_SetDefault(environ, state->names[N_CONTENT_TYPE], value) == NULL;
+    Py_DECREF(value);
+    return failed ? -1 : 0;
+}
+
+/* Apache's Cookie lines joined with ", ": `environ["HTTP_COOKIE"] = merge_cookie(...)`. */
+static int
+merge_cookie(speedups_state *state, PyObject *environ, PyObject *variables)
+{
+    PyObject *cookie = PyDict_GetItemWithError(variables, state->names[N_COOKIE]);
+    if (cookie == NULL) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    Py_INCREF(cookie);
+    int joined = PySequence_Contains(cookie, state->names[N_COMMA_SPACE]);
+    if (joined > 0) {
+        PyObject *merged = PyObject_CallFunctionObjArgs(state->merge_cookie, cookie, variables,
+                                                        NULL);
+        joined = merged == NULL ? -1 : PyDict_SetItem(environ, state->names[N_COOKIE], merged);
+        Py_XDECREF(merged);
+    }
+    Py_DECREF(cookie);
+    return joined < 0 ? -1 : 0;
+}
+
+/* Everything after the copy, in the pure function's order (and so with its key order). */
+static int
+fill_environ(speedups_state *state, PyObject *environ, PyObject *variables, PyObject *body,
+             PyObject *script_name)
+{
+    if (PyDict_Update(environ, variables) < 0
+        || PyDict_SetItem(environ, state->names[N_WSGI_INPUT], body) < 0) {
+        return -1;
+    }
+    int has_path = PyDict_Contains(variables, state->names[N_PATH_INFO]);
+    if (has_path < 0) {
+        return -1;
+    }
+    if (!has_path) {
+        int done = split_path_fast(state, environ, variables, script_name);
+        if (done < 0 || (done == 0 && split_path_python(state, environ, variables,
+                                                        script_name) < 0)) {
+            return -1;
+        }
+    }
+    int https = is_https(state, variables);
+    if (https < 0 || (https && PyDict_SetItem(environ, state->names[N_URL_SCHEME],
+                                              state->names[N_HTTPS_VALUE]) < 0)) {
+        return -1;
+    }
+    /* The body is exactly CONTENT_LENGTH bytes whatever the HTTP framing was, and
+     * PEP 3333 keeps CONTENT_TYPE/LENGTH out of HTTP_*. */
+    if (drop_if_sent(state, environ, variables, N_TRANSFER_ENCODING) < 0
+        || drop_if_sent(state, environ, variables, N_HTTP_LENGTH) < 0) {
+        return -1;
+    }
+    int has_type = PyDict_Contains(variables, state->names[N_HTTP_TYPE]);
+    if (has_type < 0 || (has_type && move_content_type(state, environ) < 0)) {
+        return -1;
+    }
+    return merge_cookie(state, environ, variables);
+}
+
+PyDoc_STRVAR(wsgi_environ_doc,
+"wsgi_environ($module, base, variables, body, script_name, /)\n"
+"--\n"
+"\n"
+"The WSGI environ of one request (the C accelerator).\n"
+"\n"
+"The same result as scgikit.apps.wsgi.environ_pure, which is called instead\n"
+"when base or variables is not a dict; request.split_path and merge_cookie\n"
+"do the paths and cookies this function does not handle itself.");
+
+static PyObject *
+wsgi_environ(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    speedups_state *state = get_state(module);
+    if (state->environ_pure == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "scgikit._speedups.setup_wsgi() was not called");
+        return NULL;
+    }
+    if (nargs != 4 || !PyDict_CheckExact(args[0]) || !PyDict_CheckExact(args[1])) {
+        return PyObject_Vectorcall(state->environ_pure, args, (size_t)nargs, NULL);
+    }
+    PyObject *environ = PyDict_Copy(args[0]);
+    if (environ == NULL) {
+        return NULL;
+    }
+    if (fill_environ(state, environ, args[1], args[2], args[3]) < 0) {
+        Py_DECREF(environ);
+        return NULL;
+    }
+    return environ;
+}
+
 PyDoc_STRVAR(setup_doc,
 "setup($module, fallback, default_max_header_size, /)\n"
 "--\n"
@@ -280,18 +544,71 @@ setup(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(setup_wsgi_doc,
+"setup_wsgi($module, /, *, environ_pure, split_path, merge_cookie)\n"
+"--\n"
+"\n"
+"Give the WSGI functions the pure pieces of scgikit.apps.wsgi they hand cases to.");
+
+static PyObject *
+setup_wsgi(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"environ_pure", "split_path", "merge_cookie", NULL};
+    speedups_state *state = get_state(module);
+    PyObject *environ_pure, *split_path, *merge_cookie;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOO:setup_wsgi", keywords, &environ_pure,
+                                     &split_path, &merge_cookie)) {
+        return NULL;
+    }
+    if (PyTuple_GET_SIZE(args) != 0 || kwargs == NULL || PyDict_GET_SIZE(kwargs) != 3) {
+        PyErr_SetString(PyExc_TypeError, "setup_wsgi() needs every piece, by keyword");
+        return NULL;
+    }
+    PyObject *callables[] = {environ_pure, split_path, merge_cookie};
+    for (size_t i = 0; i < sizeof(callables) / sizeof(callables[0]); i++) {
+        if (!PyCallable_Check(callables[i])) {
+            PyErr_Format(PyExc_TypeError, "setup_wsgi() needs callables, not %.200R",
+                         callables[i]);
+            return NULL;
+        }
+    }
+    Py_XSETREF(state->environ_pure, Py_NewRef(environ_pure));
+    Py_XSETREF(state->split_path, Py_NewRef(split_path));
+    Py_XSETREF(state->merge_cookie, Py_NewRef(merge_cookie));
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef speedups_methods[] = {
     {"parse_head", (PyCFunction)(void (*)(void))parse_head, METH_FASTCALL | METH_KEYWORDS,
      parse_head_doc},
     {"setup", setup, METH_VARARGS, setup_doc},
+    {"wsgi_environ", (PyCFunction)(void (*)(void))wsgi_environ, METH_FASTCALL, wsgi_environ_doc},
+    {"setup_wsgi", (PyCFunction)(void (*)(void))setup_wsgi, METH_VARARGS | METH_KEYWORDS,
+     setup_wsgi_doc},
     {NULL, NULL, 0, NULL},
 };
+
+static int
+speedups_exec(PyObject *module)
+{
+    speedups_state *state = get_state(module);
+    for (int i = 0; i < N_COUNT; i++) {
+        state->names[i] = PyUnicode_InternFromString(name_texts[i]);
+        if (state->names[i] == NULL) {
+            return -1;  /* the module is then freed, and speedups_clear drops the others */
+        }
+    }
+    return 0;
+}
 
 static int
 speedups_traverse(PyObject *module, visitproc visit, void *arg)
 {
     speedups_state *state = get_state(module);
     Py_VISIT(state->fallback);
+    Py_VISIT(state->environ_pure);
+    Py_VISIT(state->split_path);
+    Py_VISIT(state->merge_cookie);
     return 0;
 }
 
@@ -300,6 +617,12 @@ speedups_clear(PyObject *module)
 {
     speedups_state *state = get_state(module);
     Py_CLEAR(state->fallback);
+    Py_CLEAR(state->environ_pure);
+    Py_CLEAR(state->split_path);
+    Py_CLEAR(state->merge_cookie);
+    for (int i = 0; i < N_COUNT; i++) {
+        Py_CLEAR(state->names[i]);
+    }
     return 0;
 }
 
@@ -310,6 +633,7 @@ speedups_free(void *module)
 }
 
 static PyModuleDef_Slot speedups_slots[] = {
+    {Py_mod_exec, speedups_exec},
     {0, NULL},
 };
 

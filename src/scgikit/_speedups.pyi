@@ -1,7 +1,16 @@
 from collections.abc import Callable
+from typing import Any
+
+from scgikit.server.streams import Body
 
 def parse_head(
     data: bytes | bytearray, max_header_size: int = ...
 ) -> tuple[dict[str, str], int, int] | None: ...
 def setup(fallback: Callable[..., tuple[dict[str, str], int, int] | None],
           default_max_header_size: int, /) -> None: ...
+def wsgi_environ(base: dict[str, Any], variables: dict[str, str], body: Body,
+                 script_name: str, /) -> dict[str, Any]: ...
+def setup_wsgi(*, environ_pure: Callable[[dict[str, Any], dict[str, str], Body, str],
+                                         dict[str, Any]],
+               split_path: Callable[[dict[str, str], str], tuple[str, str]],
+               merge_cookie: Callable[[str, dict[str, str]], str]) -> None: ...

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import IO, Any
 
-from ..protocol import ProtocolError, error_response, format_response_head
+from ..protocol import ACCELERATED, ProtocolError, error_response, format_response_head
 from ..server.sockets import Connection, arm_timeout, send_all
 from ..server.streams import Body
 from .request import is_https, merge_cookie, split_path
@@ -85,6 +85,33 @@ def encode_head(status: str, headers: list[tuple[str, str]]) -> bytes:
         return format_response_head(status, headers)
     except UnicodeEncodeError:
         raise InvalidResponse(f"headers of {status!r} are not latin-1") from None
+
+
+def environ_pure(base: dict[str, Any], variables: dict[str, str], body: Body,
+                 script_name: str) -> dict[str, Any]:
+    """The WSGI environ: ``base`` updated with the front end's ``variables``.
+
+    ``_speedups.wsgi_environ`` gives the same result in C (``build_environ``).
+    """
+    environ = base.copy()
+    environ.update(variables)
+    environ["wsgi.input"] = body
+    if "PATH_INFO" not in variables:
+        environ["SCRIPT_NAME"], environ["PATH_INFO"] = split_path(variables, script_name)
+    if is_https(variables):
+        environ["wsgi.url_scheme"] = "https"
+    # The body is exactly CONTENT_LENGTH bytes whatever the HTTP framing was,
+    # and PEP 3333 keeps CONTENT_TYPE/LENGTH out of HTTP_*.
+    if "HTTP_TRANSFER_ENCODING" in variables:
+        del environ["HTTP_TRANSFER_ENCODING"]
+    if "HTTP_CONTENT_LENGTH" in variables:
+        del environ["HTTP_CONTENT_LENGTH"]
+    if "HTTP_CONTENT_TYPE" in variables:
+        environ.setdefault("CONTENT_TYPE", environ.pop("HTTP_CONTENT_TYPE"))
+    cookie = variables.get("HTTP_COOKIE")
+    if cookie is not None and ", " in cookie:
+        environ["HTTP_COOKIE"] = merge_cookie(cookie, variables)
+    return environ
 
 
 class _Exchange:
@@ -225,32 +252,16 @@ class WSGIAdapter:
         }
 
     def environ(self, variables: dict[str, str], body: Body) -> dict[str, Any]:
-        environ = self.base.copy()
-        environ.update(variables)
-        environ["wsgi.input"] = body
-        if "PATH_INFO" not in variables:
-            environ["SCRIPT_NAME"], environ["PATH_INFO"] = split_path(variables, self.script_name)
-        if is_https(variables):
-            environ["wsgi.url_scheme"] = "https"
-        # The body is exactly CONTENT_LENGTH bytes whatever the HTTP framing was,
-        # and PEP 3333 keeps CONTENT_TYPE/LENGTH out of HTTP_*.
-        if "HTTP_TRANSFER_ENCODING" in variables:
-            del environ["HTTP_TRANSFER_ENCODING"]
-        if "HTTP_CONTENT_LENGTH" in variables:
-            del environ["HTTP_CONTENT_LENGTH"]
-        if "HTTP_CONTENT_TYPE" in variables:
-            environ.setdefault("CONTENT_TYPE", environ.pop("HTTP_CONTENT_TYPE"))
-        cookie = variables.get("HTTP_COOKIE")
-        if cookie is not None and ", " in cookie:
-            environ["HTTP_COOKIE"] = merge_cookie(cookie, variables)
-        return environ
+        """The WSGI environ of one request."""
+        return build_environ(self.base, variables, body, self.script_name)
 
     def __call__(self, sock: Connection, variables: dict[str, str], length: int,
                  body: Body) -> tuple[str, int]:
         """Answer one request; returns the status line and the bytes sent."""
         exchange = _Exchange(sock, self, self.timeout)
         try:
-            result = self.app(self.environ(variables, body), exchange.start_response)
+            environ = build_environ(self.base, variables, body, self.script_name)
+            result = self.app(environ, exchange.start_response)
             try:
                 if type(result) is FileWrapper and _fileno(result) is not None:
                     exchange.sendfile(result)
@@ -292,3 +303,22 @@ def _fail(exchange: _Exchange, status: int) -> tuple[str, int]:
     except OSError:
         return str(status), 0
     return str(status), len(response)
+
+
+EnvironBuilder = Callable[[dict[str, Any], dict[str, str], Body, str], dict[str, Any]]
+
+
+def c_pieces() -> EnvironBuilder:
+    """The C accelerator's environ builder, given the pure pieces it hands cases to.
+
+    Called at import when ``protocol.ACCELERATED``; tests call it to compare the two.
+    """
+    from .. import _speedups
+
+    _speedups.setup_wsgi(environ_pure=environ_pure, split_path=split_path,
+                         merge_cookie=merge_cookie)
+    return _speedups.wsgi_environ
+
+
+# The choice protocol made at import (C parse_head unless SCGIKIT_PURE=1) holds here too.
+build_environ: EnvironBuilder = c_pieces() if ACCELERATED else environ_pure
