@@ -1,10 +1,12 @@
-"""The C accelerator (scgikit._speedups): the same results as the pure parse_head, always.
+"""The C accelerator (scgikit._speedups): the same results as the pure code, always.
 
-The C function handles the well-formed head itself and hands everything else to
+The C parse_head handles the well-formed head itself and hands everything else to
 ``parse_head_pure``; these tests compare the two on random, mutated and hostile
 heads (hypothesis and the request corpus), check that the C path really is taken,
 that it holds no reference or buffer it should not, and that the choice at import
 (``SCGIKIT_PURE``) shows in ``scgikit --version`` and the server's start-up log.
+The WSGI environ build and exchange are compared the same way, each test run on
+both implementations, the exchange over real socket pairs.
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ import io
 import json
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import sysconfig
+import threading
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -390,7 +395,7 @@ DROPPED = ("HTTP_TRANSFER_ENCODING", "HTTP_CONTENT_LENGTH", "HTTP_CONTENT_TYPE")
 @pytest.fixture(params=["pure", "c"])
 def build_environ(request):
     """Each implementation of the environ build, whichever the import chose."""
-    return wsgi.environ_pure if request.param == "pure" else wsgi.c_pieces()
+    return wsgi.environ_pure if request.param == "pure" else wsgi.c_pieces()[0]
 
 
 def base(script_name: str = "") -> dict:
@@ -437,17 +442,19 @@ def test_a_script_name_that_is_not_a_str_goes_to_split_path(build_environ):
 
 
 @pytest.fixture
-def split_path_calls():
+def split_path_calls(monkeypatch):
     """Make the C builder's split_path a recording wrapper of the real one, for one test."""
     calls = []
+    split_path = wsgi.split_path
 
     def recording(variables, script_name):
         calls.append(variables.get("REQUEST_URI"))
-        return wsgi.split_path(variables, script_name)
+        return split_path(variables, script_name)
 
-    _speedups.setup_wsgi(environ_pure=wsgi.environ_pure, split_path=recording,
-                         merge_cookie=wsgi.merge_cookie)
+    monkeypatch.setattr(wsgi, "split_path", recording)
+    wsgi.c_pieces()
     yield calls
+    monkeypatch.undo()
     wsgi.c_pieces()
 
 
@@ -482,8 +489,348 @@ def leak_check(call, *objects, rounds=20000):
 @pytest.mark.parametrize("case", ["nginx", "apache_with_script_name", "lighttpd_with_path_info",
                                   "percent_encoded", "http_content_type_alone"])
 def test_the_c_environ_keeps_or_leaks_no_reference(case):
-    build = wsgi.c_pieces()
+    build = wsgi.c_pieces()[0]
     variables, script_name, _ = ENVIRONS[case]
     shared, body = base(script_name), io.BytesIO()
     leak_check(lambda: build(shared, variables, body, script_name),
                shared, variables, body, script_name, *variables.values())
+
+
+# --- the WSGI exchange: the C type and the pure class answer alike, over real sockets ----------
+
+HEADERS = [("Content-Type", "text/plain"), ("Content-Length", "5")]
+
+
+def adapter(app=None, timeout=None):
+    return wsgi.WSGIAdapter(app or (lambda environ, start_response: []), "", "localhost", "80",
+                            timeout)
+
+
+@pytest.fixture(params=["pure", "c"])
+def new_exchange(request):
+    """Each exchange class, whichever the import chose."""
+    return wsgi._Exchange if request.param == "pure" else wsgi.c_pieces()[1]
+
+
+@pytest.fixture
+def packets():
+    """A SOCK_SEQPACKET pair: each send arrives as one record, so sends can be counted."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    yield ours, theirs
+    ours.close()
+    theirs.close()
+
+
+@pytest.fixture
+def stream():
+    ours, theirs = socket.socketpair()
+    yield ours, theirs
+    ours.close()
+    theirs.close()
+
+
+def records(sock: socket.socket) -> list[bytes]:
+    """Every record waiting on a SOCK_SEQPACKET socket."""
+    sock.setblocking(False)
+    found = []
+    while True:
+        try:
+            found.append(sock.recv(1 << 20))
+        except BlockingIOError:
+            return found
+
+
+def test_the_head_goes_with_the_first_non_empty_chunk_in_one_send(new_exchange, packets):
+    exchange = new_exchange(packets[0], adapter(), None)
+    exchange.start_response("200 OK", HEADERS)
+    exchange.respond([b"", b"hello", b"", b"world"])
+    head = wsgi.encode_head("200 OK", HEADERS)
+    assert records(packets[1]) == [head + b"hello", b"world"]
+    assert (exchange.sent, exchange.status, exchange.head) == (len(head) + 10, "200 OK", None)
+
+
+def test_a_response_without_body_chunks_sends_the_head_alone_at_finish(new_exchange, packets):
+    exchange = new_exchange(packets[0], adapter(), None)
+    exchange.start_response("204 No Content", [])
+    exchange.respond(iter([b"", bytearray()]))
+    exchange.finish()  # again: nothing more
+    assert records(packets[1]) == [wsgi.encode_head("204 No Content", [])]
+
+
+def test_a_big_first_chunk_goes_beside_the_head_in_one_send(new_exchange, packets):
+    big = bytes(range(256)) * 256  # 64 KiB, more than _SMALL_CHUNK
+    exchange = new_exchange(packets[0], adapter(), None)
+    write = exchange.start_response("200 OK", HEADERS)
+    write(bytearray(big))
+    write(b"!")
+    head = wsgi.encode_head("200 OK", HEADERS)
+    assert records(packets[1]) == [head + big, b"!"]
+    assert exchange.sent == len(head) + len(big) + 1
+
+
+def test_a_response_larger_than_the_socket_buffer_arrives_whole(new_exchange, stream):
+    ours, theirs = stream
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
+    chunks = [bytes([n]) * (300 * 1024 + n) for n in range(8)] + [b"x" * 100] * 50
+    received = bytearray()
+    reader = threading.Thread(target=lambda: received.extend(read_all(theirs)))
+    reader.start()
+    exchange = new_exchange(ours, adapter(), 5.0)
+    exchange.start_response("200 OK", HEADERS)
+    exchange.respond(chunks)
+    ours.shutdown(socket.SHUT_WR)
+    reader.join(10)
+    assert bytes(received) == wsgi.encode_head("200 OK", HEADERS) + b"".join(chunks)
+    assert exchange.sent == len(received)
+
+
+def read_all(sock: socket.socket) -> bytes:
+    data = bytearray()
+    while block := sock.recv(1 << 16):
+        time.sleep(0.001)  # a slow reader: the sender finds the buffer full, again and again
+        data += block
+    return bytes(data)
+
+
+@pytest.mark.parametrize("size", [10, 100 * 1024], ids=["small", "big"])
+def test_a_send_to_a_closed_peer_raises_client_gone(new_exchange, stream, size):
+    ours, theirs = stream
+    theirs.close()
+    exchange = new_exchange(ours, adapter(), None)
+    exchange.start_response("200 OK", HEADERS)
+    with pytest.raises(wsgi.ClientGone, match=r"^\[Errno 32\] Broken pipe$") as raised:
+        exchange.write(b"x" * size)
+    assert raised.value.__suppress_context__ and isinstance(raised.value.__context__, OSError)
+    assert (exchange.sent, exchange.head) == (0, None)
+
+
+def test_a_send_that_times_out_raises_client_gone(new_exchange, stream):
+    ours, theirs = stream  # nobody reads theirs
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
+    exchange = new_exchange(ours, adapter(), 0.2)
+    exchange.start_response("200 OK", HEADERS)
+    started = time.monotonic()
+    with pytest.raises(wsgi.ClientGone, match="timed out"):
+        exchange.respond([b"x" * (4 << 20)])
+    assert 0.15 < time.monotonic() - started < 2
+    assert ours.gettimeout() == 0.2  # armed only once a send could not finish at once
+
+
+def test_start_response_twice_without_exc_info_raises_assertion_error(new_exchange, stream):
+    exchange = new_exchange(stream[0], adapter(), None)
+    exchange.start_response("200 OK", HEADERS)
+    with pytest.raises(AssertionError, match="^start_response called a second time without "
+                                             "exc_info$"):
+        exchange.start_response("200 OK", HEADERS, None)
+
+
+def test_write_before_start_response_raises_assertion_error(new_exchange, stream):
+    exchange = new_exchange(stream[0], adapter(), None)
+    with pytest.raises(AssertionError, match=r"^write\(\) called before start_response\(\)$"):
+        exchange.write(b"x")
+    with pytest.raises(AssertionError):
+        exchange.respond([b"x"])
+
+
+@pytest.mark.parametrize("chunk", ["text", 1, None, [b"x"]], ids=repr)
+def test_a_chunk_that_is_not_bytes_raises_type_error(new_exchange, stream, chunk):
+    exchange = new_exchange(stream[0], adapter(), None)
+    exchange.start_response("200 OK", HEADERS)
+    expected = f"WSGI body chunks must be bytes, not {type(chunk).__name__}"
+    with pytest.raises(TypeError, match=f"^{re.escape(expected)}$"):
+        exchange.write(chunk)
+    if chunk is not None:  # respond() skips empty chunks, None among them
+        with pytest.raises(TypeError, match=f"^{re.escape(expected)}$"):
+            exchange.respond([chunk])
+    assert exchange.sent == 0 and exchange.head is not None
+
+
+def test_a_memoryview_chunk_is_sent_as_the_pure_write_sends_it(new_exchange, packets):
+    exchange = new_exchange(packets[0], adapter(), None)
+    exchange.start_response("200 OK", [])
+    exchange.write(memoryview(b"abc"))
+    assert records(packets[1]) == [wsgi.encode_head("200 OK", []) + b"abc"]
+
+
+@pytest.mark.parametrize("status,headers,message", [
+    ("200", [], None), ("20 OK", [], "invalid status '20 OK'"), (200, [], "invalid status 200"),
+    ("200 OK", [("X", 1)], "header 'X': 1 is not a pair of str"),
+    ("200 OK", [("X Y", "1")], "invalid header 'X Y': '1'"),
+    ("200 OK", [("X", "a\r\nb")], "invalid header 'X': 'a\\r\\nb'"),
+    ("200 OK", [("X", "\u20ac")], "headers of '200 OK' are not latin-1"),
+])
+def test_a_bad_status_or_header_raises_invalid_response(new_exchange, stream, status, headers,
+                                                        message):
+    exchange = new_exchange(stream[0], adapter(), None)
+    if message is None:
+        exchange.start_response(status, headers)
+        return
+    with pytest.raises(wsgi.InvalidResponse, match=f"^{re.escape(message)}$"):
+        exchange.start_response(status, headers)
+    assert (exchange.status, exchange.head) == (None, None)
+
+
+def test_exc_info_replaces_the_head_until_something_is_sent(new_exchange, packets):
+    exchange = new_exchange(packets[0], adapter(), None)
+    exchange.start_response("200 OK", HEADERS)
+    try:
+        raise KeyError("late")
+    except KeyError:
+        exchange.start_response("500 Oops", [], sys.exc_info())
+    exchange.finish()
+    assert records(packets[1]) == [wsgi.encode_head("500 Oops", [])]
+    assert exchange.status == "500 Oops"
+
+
+def test_exc_info_is_raised_again_once_something_was_sent(new_exchange, stream):
+    exchange = new_exchange(stream[0], adapter(), None)
+    exchange.start_response("200 OK", HEADERS)
+    exchange.write(b"part")
+    try:
+        raise KeyError("late")
+    except KeyError as exc:
+        error, info = exc, sys.exc_info()
+    with pytest.raises(KeyError) as raised:
+        exchange.start_response("500 Oops", [], exc_info=info)
+    assert raised.value is error
+
+
+def test_a_repeated_head_is_taken_from_the_adapter_cache_until_it_changes(new_exchange, stream):
+    shared = adapter()
+    first = new_exchange(stream[0], shared, None)
+    first.start_response("200 OK", list(HEADERS))
+    cached = shared.last_head
+    assert cached == ("200 OK", HEADERS, wsgi.encode_head("200 OK", HEADERS))
+    second = new_exchange(stream[0], shared, None)
+    second.start_response("200 OK", list(HEADERS))
+    assert shared.last_head is cached and second.head is cached[2]
+    third = new_exchange(stream[0], shared, None)
+    third.start_response("200 OK", HEADERS[:1])
+    assert shared.last_head == ("200 OK", HEADERS[:1], wsgi.encode_head("200 OK", HEADERS[:1]))
+    assert third.head == shared.last_head[2] and third.head is not cached[2]
+    fourth = new_exchange(stream[0], shared, None)
+    fourth.start_response("404 Not Found", HEADERS[:1])
+    assert fourth.head == wsgi.encode_head("404 Not Found", HEADERS[:1])
+
+
+def test_the_attributes_read_and_write_as_the_pure_ones(new_exchange, stream):
+    shared = adapter()
+    exchange = new_exchange(stream[0], shared, 2.5)
+    assert (exchange.sock, exchange.adapter, exchange.timeout) == (stream[0], shared, 2.5)
+    assert (exchange.status, exchange.head, exchange.sent) == (None, None, 0)
+    exchange.status, exchange.head, exchange.sent, exchange.timeout = "201 X", b"H", 7, None
+    assert (exchange.status, exchange.head, exchange.sent, exchange.timeout) == (
+        "201 X", b"H", 7, None)
+    exchange.finish()
+    assert stream[1].recv(10) == b"H" and exchange.sent == 8 and exchange.head is None
+
+
+def test_sendfile_sends_the_head_then_the_file(new_exchange, stream, tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"0123456789")
+    exchange = new_exchange(stream[0], adapter(), None)
+    exchange.start_response("200 OK", [])
+    with open(path, "rb") as file:
+        file.seek(3)
+        exchange.sendfile(wsgi.FileWrapper(file))
+    head = wsgi.encode_head("200 OK", [])
+    assert stream[1].recv(100) == head + b"3456789" and exchange.sent == len(head) + 7
+
+
+def test_the_c_exchange_writes_to_what_is_not_a_socket_with_the_pure_write(stream):
+    c_exchange = wsgi.c_pieces()[1]
+
+    class Wrapped:
+        def __init__(self, sock):
+            self.sock = sock
+
+        def send(self, data, flags=0):
+            return self.sock.send(data, flags)
+
+    exchange = c_exchange(Wrapped(stream[0]), adapter(), None)
+    exchange.start_response("200 OK", [])
+    exchange.respond([b"abc"])
+    assert stream[1].recv(100) == wsgi.encode_head("200 OK", []) + b"abc"
+
+
+def test_the_c_exchange_sends_itself_and_hands_python_only_what_did_not_fit(monkeypatch,
+                                                                            stream):
+    calls = []
+    for name in ("_send_rest", "send_all", "_send_both", "encode_head"):
+        real = getattr(wsgi, name)
+        monkeypatch.setattr(wsgi, name, lambda *a, _real=real, _name=name: (
+            calls.append(_name), _real(*a))[1])
+    monkeypatch.setattr(wsgi._Exchange, "write", lambda *a: calls.append("pure write"))
+    c_exchange = wsgi.c_pieces()[1]
+    try:
+        ours, theirs = stream
+        exchange = c_exchange(ours, adapter(), None)
+        exchange.start_response("200 OK", HEADERS)
+        exchange.respond([b"a" * 100, bytearray(b"b" * 100)])
+        assert calls == ["encode_head"]
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
+        reader = threading.Thread(target=read_all, args=(theirs,))
+        reader.start()
+        exchange.write(b"c" * (1 << 20))
+        ours.shutdown(socket.SHUT_WR)
+        reader.join(10)
+        assert calls == ["encode_head", "_send_rest"]
+    finally:
+        monkeypatch.undo()
+        wsgi.c_pieces()
+
+
+# The adapter end to end, with each implementation put in place as the import would.
+def hello(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"hello ", environ["PATH_INFO"].encode("latin-1")]
+
+
+def fails_late(environ, start_response):
+    start_response("200 OK", [])
+    yield b"part"
+    raise RuntimeError("late")
+
+
+def invalid(environ, start_response):
+    start_response("200 OK", [("Bad Name", "x")])
+    return [b"x"]
+
+
+@pytest.mark.parametrize("app,answer", [
+    (hello, ("200 OK", b"Status: 200 OK\r\nContent-Type: text/plain\r\n\r\nhello /p")),
+    (fails_late, ("200 OK", b"Status: 200 OK\r\n\r\npart")),
+    (invalid, ("500", None)),
+], ids=lambda v: getattr(v, "__name__", ""))
+def test_the_adapter_answers_alike_with_either_implementation(monkeypatch, stream, app, answer):
+    outcomes = []
+    for pieces in ((wsgi.environ_pure, wsgi._Exchange), wsgi.c_pieces()):
+        monkeypatch.setattr(wsgi, "build_environ", pieces[0])
+        monkeypatch.setattr(wsgi, "new_exchange", pieces[1])
+        status, sent = adapter(app)(stream[0], plain(REQUEST_URI="/p"), 0, io.BytesIO())
+        outcomes.append((status, sent, stream[1].recv(1000)))
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][0] == answer[0] and answer[1] in (None, outcomes[0][2])
+
+
+@pytest.mark.parametrize("kind", ["cached", "encoded", "error"])
+def test_the_c_exchange_keeps_or_leaks_no_reference(stream, kind):
+    c_exchange = wsgi.c_pieces()[1]
+    ours, theirs = stream
+    shared, chunk = adapter(), b"x" * 100
+    status = "200 OK"
+    headers = [("A", "b")]
+
+    def exchange_once():
+        if kind == "encoded":
+            shared.last_head = (None, None, b"")
+        exchange = c_exchange(ours, shared, None)
+        exchange.start_response(status, headers)
+        if kind == "error":
+            outcome(exchange.write, "not bytes")
+            outcome(exchange.start_response, status, headers)
+        exchange.respond([chunk, chunk])
+        theirs.recv(1 << 16)
+
+    leak_check(exchange_once, shared, chunk, status, headers, ours)
