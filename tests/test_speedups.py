@@ -1,21 +1,27 @@
-"""The C accelerator (scgikit._speedups): the same results as the pure parse_head, always.
+"""The C accelerator (scgikit._speedups): the same results as the pure code, always.
 
-The C function handles the well-formed head itself and hands everything else to
+The C parse_head handles the well-formed head itself and hands everything else to
 ``parse_head_pure``; these tests compare the two on random, mutated and hostile
 heads (hypothesis and the request corpus), check that the C path really is taken,
 that it holds no reference or buffer it should not, and that the choice at import
 (``SCGIKIT_PURE``) shows in ``scgikit --version`` and the server's start-up log.
+The WSGI environ build and exchange are compared the same way, each test run on
+both implementations, the exchange over real socket pairs.
 """
 
 from __future__ import annotations
 
 import inspect
+import io
 import json
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import sysconfig
+import threading
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -27,6 +33,7 @@ from parse_heads import NOT_BUILT, _speedups, c_parse_head, nginx_head
 from scgi_raw import request
 from servers import ServerProcess, child_env
 
+from scgikit.apps import wsgi
 from scgikit.protocol import DEFAULT_MAX_HEADER_SIZE, encode_request, parse_head_pure
 
 pytestmark = pytest.mark.skipif(_speedups is None, reason=NOT_BUILT)
@@ -316,3 +323,514 @@ def test_the_build_without_a_compiler_gives_the_pure_package(tmp_path):
     said, output = build_copy(tmp_path, CC="/nonexistent/cc")
     assert said == "False"
     assert 'building extension "scgikit._speedups" failed' in output
+
+
+# --- the WSGI environ: the C builder and the pure function give the same dict ------------------
+
+NGINX = dict(parse_head_pure(nginx_head(), 4096)[0])
+APACHE = {"CONTENT_LENGTH": "0", "SCGI": "1", "REQUEST_METHOD": "GET", "SCRIPT_NAME": "/app/x",
+          "REQUEST_URI": "/app/x?y=1", "QUERY_STRING": "y=1", "SERVER_SOFTWARE": "Apache/2.4.62",
+          "HTTP_COOKIE": "a=1, b=2", "HTTPS": "1"}
+LIGHTTPD = {"CONTENT_LENGTH": "3", "SCGI": "1", "REQUEST_METHOD": "POST", "SCRIPT_NAME": "/app",
+            "PATH_INFO": "/x y", "REQUEST_URI": "/app/x%20y", "HTTP_CONTENT_TYPE": "text/plain",
+            "HTTP_CONTENT_LENGTH": "3", "HTTP_TRANSFER_ENCODING": "chunked"}
+
+
+def plain(**variables: str) -> dict[str, str]:
+    return {"CONTENT_LENGTH": "0", "SCGI": "1", **variables}
+
+
+# name: (variables, script_name, what the environ must hold beside the pure function's result)
+ENVIRONS = {
+    "nginx": (NGINX, "", {"PATH_INFO": "/articles/2024/scgi", "SCRIPT_NAME": "",
+                          "wsgi.url_scheme": "https"}),
+    "nginx_under_a_script_name": (NGINX, "/articles", {"SCRIPT_NAME": "/articles",
+                                                        "PATH_INFO": "/2024/scgi"}),
+    "script_name_equal_to_the_path": (plain(REQUEST_URI="/app?x"), "/app",
+                                      {"SCRIPT_NAME": "/app", "PATH_INFO": ""}),
+    "script_name_not_a_path_prefix": (plain(REQUEST_URI="/application/x"), "/app",
+                                      {"SCRIPT_NAME": "/app", "PATH_INFO": "/application/x"}),
+    "script_name_elsewhere": (plain(REQUEST_URI="/x/app"), "/app", {"PATH_INFO": "/x/app"}),
+    "apache_with_script_name": (APACHE, "", {"SCRIPT_NAME": "", "PATH_INFO": "/app/x",
+                                             "HTTP_COOKIE": "a=1; b=2",
+                                             "wsgi.url_scheme": "https"}),
+    "lighttpd_with_path_info": (LIGHTTPD, "/ignored", {
+        "SCRIPT_NAME": "/app", "PATH_INFO": "/x y", "CONTENT_TYPE": "text/plain"}),
+    "percent_encoded": (plain(REQUEST_URI="/caf%C3%A9/a%2Fb?q=%20"), "",
+                        {"PATH_INFO": "/caf\xc3\xa9/a/b"}),
+    "percent_encoded_under_a_script_name": (plain(REQUEST_URI="/app/%7Ex"), "/app",
+                                            {"PATH_INFO": "/~x"}),
+    "latin1_path": (plain(REQUEST_URI="/caf\xe9"), "", {"PATH_INFO": "/caf\xe9"}),
+    "absolute_form": (plain(REQUEST_URI="http://example.com/a/b?c"), "",
+                      {"PATH_INFO": "/a/b"}),
+    "absolute_form_without_a_path": (plain(REQUEST_URI="http://example.com"), "",
+                                     {"PATH_INFO": "/"}),
+    "document_uri_only": (plain(DOCUMENT_URI="/doc"), "", {"PATH_INFO": "/doc"}),
+    "empty_request_uri": (plain(REQUEST_URI="", DOCUMENT_URI="/doc"), "", {"PATH_INFO": "/doc"}),
+    "no_uri": (plain(), "/app", {"PATH_INFO": "/"}),
+    "query_only": (plain(REQUEST_URI="?a=b"), "", {"PATH_INFO": "/"}),
+    "https_on": (plain(HTTPS="on"), "", {"wsgi.url_scheme": "https"}),
+    "https_1": (plain(HTTPS="1"), "", {"wsgi.url_scheme": "https"}),
+    "https_off": (plain(HTTPS="off"), "", {"wsgi.url_scheme": "http"}),
+    "request_scheme_https": (plain(REQUEST_SCHEME="https"), "", {"wsgi.url_scheme": "https"}),
+    "request_scheme_http": (plain(REQUEST_SCHEME="http"), "", {"wsgi.url_scheme": "http"}),
+    "cookie_with_comma_from_apache": (plain(HTTP_COOKIE="a=1, b=2",
+                                            SERVER_SOFTWARE="Apache/2.4"), "",
+                                      {"HTTP_COOKIE": "a=1; b=2"}),
+    "cookie_with_comma_from_nginx": (plain(HTTP_COOKIE="list=a, b",
+                                           SERVER_SOFTWARE="nginx/1.22"), "",
+                                     {"HTTP_COOKIE": "list=a, b"}),
+    "cookie_without_comma": (plain(HTTP_COOKIE="a=1; b=2", SERVER_SOFTWARE="Apache"), "",
+                             {"HTTP_COOKIE": "a=1; b=2"}),
+    "http_content_type_alone": (plain(HTTP_CONTENT_TYPE="text/html"), "",
+                                {"CONTENT_TYPE": "text/html"}),
+    "http_content_type_beside_content_type": (plain(CONTENT_TYPE="a/b", HTTP_CONTENT_TYPE="c/d"),
+                                              "", {"CONTENT_TYPE": "a/b"}),
+    "framing_headers_dropped": (plain(HTTP_TRANSFER_ENCODING="chunked",
+                                      HTTP_CONTENT_LENGTH="10"), "", {}),
+}
+DROPPED = ("HTTP_TRANSFER_ENCODING", "HTTP_CONTENT_LENGTH", "HTTP_CONTENT_TYPE")
+
+
+@pytest.fixture(params=["pure", "c"])
+def build_environ(request):
+    """Each implementation of the environ build, whichever the import chose."""
+    return wsgi.environ_pure if request.param == "pure" else wsgi.c_pieces()[0]
+
+
+def base(script_name: str = "") -> dict:
+    return wsgi.WSGIAdapter(lambda e, s: [], script_name, "localhost", "80").base
+
+
+@pytest.mark.parametrize("case", sorted(ENVIRONS))
+def test_the_environ_is_the_pure_one_key_for_key_and_in_order(build_environ, case):
+    variables, script_name, expected = ENVIRONS[case]
+    body = io.BytesIO(b"abc")
+    before = dict(variables)
+    environ = build_environ(base(script_name), variables, body, script_name)
+    pure = wsgi.environ_pure(base(script_name), variables, body, script_name)
+    assert list(environ.items()) == list(pure.items())
+    assert {name: environ[name] for name in expected} == expected
+    assert environ["wsgi.input"] is body and not any(name in environ for name in DROPPED)
+    assert variables == before
+
+
+def test_the_environ_is_a_new_dict_that_leaves_the_base_alone(build_environ):
+    shared = base()
+    saved = dict(shared)
+    environ = build_environ(shared, NGINX, None, "")
+    assert environ is not shared and shared == saved
+
+
+class Variables(dict):
+    """Not a plain dict: the C builder hands it to the pure function."""
+
+
+@pytest.mark.parametrize("variables", [
+    Variables(REQUEST_URI="/a"),
+    {"REQUEST_URI": Variables()},  # not a str: split_path's business (it raises)
+    {"HTTPS": 1, "HTTP_COOKIE": ["a, b", ", "]},  # odd values, compared as Python does
+])
+def test_odd_arguments_give_what_the_pure_function_gives(build_environ, variables):
+    assert outcome(build_environ, base(), variables, None, "") == outcome(
+        wsgi.environ_pure, base(), variables, None, "")
+
+
+def test_a_script_name_that_is_not_a_str_goes_to_split_path(build_environ):
+    with pytest.raises(TypeError):
+        build_environ(base(), plain(REQUEST_URI="/a"), None, b"/a")
+
+
+@pytest.fixture
+def split_path_calls(monkeypatch):
+    """Make the C builder's split_path a recording wrapper of the real one, for one test."""
+    calls = []
+    split_path = wsgi.split_path
+
+    def recording(variables, script_name):
+        calls.append(variables.get("REQUEST_URI"))
+        return split_path(variables, script_name)
+
+    monkeypatch.setattr(wsgi, "split_path", recording)
+    wsgi.c_pieces()
+    yield calls
+    monkeypatch.undo()
+    wsgi.c_pieces()
+
+
+def test_the_c_builder_splits_plain_paths_itself_and_hands_the_rest_to_split_path(
+        split_path_calls):
+    for uri in ("/a/b?c", "/", "/app", "/app/x", "/application", "/caf\xe9"):
+        _speedups.wsgi_environ(base("/app"), plain(REQUEST_URI=uri), None, "/app")
+    assert split_path_calls == []
+    for uri in ("/a%20b", "http://h/a", "*"):
+        _speedups.wsgi_environ(base(), plain(REQUEST_URI=uri), None, "")
+    assert split_path_calls == ["/a%20b", "http://h/a", "*"]
+
+
+def leak_check(call, *objects, rounds=20000):
+    """Run ``call`` many times: no reference to ``objects`` kept, no memory growing."""
+    for _ in range(100):  # warm up caches (the exception's traceback frames, interned strings)
+        call()
+    refs = [sys.getrefcount(o) for o in objects]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(rounds):
+            call()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert [sys.getrefcount(o) for o in objects] == refs
+    # One dict or string kept per call would be megabytes; allow the allocator's noise.
+    assert grown < 64 * 1024, f"{grown} bytes more after {rounds} calls"
+
+
+@pytest.mark.parametrize("case", ["nginx", "apache_with_script_name", "lighttpd_with_path_info",
+                                  "percent_encoded", "http_content_type_alone"])
+def test_the_c_environ_keeps_or_leaks_no_reference(case):
+    build = wsgi.c_pieces()[0]
+    variables, script_name, _ = ENVIRONS[case]
+    shared, body = base(script_name), io.BytesIO()
+    leak_check(lambda: build(shared, variables, body, script_name),
+               shared, variables, body, script_name, *variables.values())
+
+
+# --- the WSGI exchange: the C type and the pure class answer alike, over real sockets ----------
+
+HEADERS = [("Content-Type", "text/plain"), ("Content-Length", "5")]
+
+
+def adapter(app=None, timeout=None):
+    return wsgi.WSGIAdapter(app or (lambda environ, start_response: []), "", "localhost", "80",
+                            timeout)
+
+
+@pytest.fixture(params=["pure", "c"])
+def new_exchange(request):
+    """Each exchange class, whichever the import chose."""
+    return wsgi._Exchange if request.param == "pure" else wsgi.c_pieces()[1]
+
+
+@pytest.fixture
+def packets():
+    """A SOCK_SEQPACKET pair: each send arrives as one record, so sends can be counted."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    yield ours, theirs
+    ours.close()
+    theirs.close()
+
+
+@pytest.fixture
+def stream():
+    ours, theirs = socket.socketpair()
+    yield ours, theirs
+    ours.close()
+    theirs.close()
+
+
+def records(sock: socket.socket) -> list[bytes]:
+    """Every record waiting on a SOCK_SEQPACKET socket."""
+    sock.setblocking(False)
+    found = []
+    while True:
+        try:
+            found.append(sock.recv(1 << 20))
+        except BlockingIOError:
+            return found
+
+
+def test_the_head_goes_with_the_first_non_empty_chunk_in_one_send(new_exchange, packets):
+    exchange = new_exchange(packets[0], adapter(), None)
+    exchange.start_response("200 OK", HEADERS)
+    exchange.respond([b"", b"hello", b"", b"world"])
+    head = wsgi.encode_head("200 OK", HEADERS)
+    assert records(packets[1]) == [head + b"hello", b"world"]
+    assert (exchange.sent, exchange.status, exchange.head) == (len(head) + 10, "200 OK", None)
+
+
+def test_a_response_without_body_chunks_sends_the_head_alone_at_finish(new_exchange, packets):
+    exchange = new_exchange(packets[0], adapter(), None)
+    exchange.start_response("204 No Content", [])
+    exchange.respond(iter([b"", bytearray()]))
+    exchange.finish()  # again: nothing more
+    assert records(packets[1]) == [wsgi.encode_head("204 No Content", [])]
+
+
+def test_a_big_first_chunk_goes_beside_the_head_in_one_send(new_exchange, packets):
+    big = bytes(range(256)) * 256  # 64 KiB, more than _SMALL_CHUNK
+    exchange = new_exchange(packets[0], adapter(), None)
+    write = exchange.start_response("200 OK", HEADERS)
+    write(bytearray(big))
+    write(b"!")
+    head = wsgi.encode_head("200 OK", HEADERS)
+    assert records(packets[1]) == [head + big, b"!"]
+    assert exchange.sent == len(head) + len(big) + 1
+
+
+def test_a_response_larger_than_the_socket_buffer_arrives_whole(new_exchange, stream):
+    ours, theirs = stream
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
+    chunks = [bytes([n]) * (300 * 1024 + n) for n in range(8)] + [b"x" * 100] * 50
+    received = bytearray()
+    reader = threading.Thread(target=lambda: received.extend(read_all(theirs)))
+    reader.start()
+    exchange = new_exchange(ours, adapter(), 5.0)
+    exchange.start_response("200 OK", HEADERS)
+    exchange.respond(chunks)
+    ours.shutdown(socket.SHUT_WR)
+    reader.join(10)
+    assert bytes(received) == wsgi.encode_head("200 OK", HEADERS) + b"".join(chunks)
+    assert exchange.sent == len(received)
+
+
+def read_all(sock: socket.socket) -> bytes:
+    data = bytearray()
+    while block := sock.recv(1 << 16):
+        time.sleep(0.001)  # a slow reader: the sender finds the buffer full, again and again
+        data += block
+    return bytes(data)
+
+
+@pytest.mark.parametrize("size", [10, 100 * 1024], ids=["small", "big"])
+def test_a_send_to_a_closed_peer_raises_client_gone(new_exchange, stream, size):
+    ours, theirs = stream
+    theirs.close()
+    exchange = new_exchange(ours, adapter(), None)
+    exchange.start_response("200 OK", HEADERS)
+    with pytest.raises(wsgi.ClientGone, match=r"^\[Errno 32\] Broken pipe$") as raised:
+        exchange.write(b"x" * size)
+    assert raised.value.__suppress_context__ and isinstance(raised.value.__context__, OSError)
+    assert (exchange.sent, exchange.head) == (0, None)
+
+
+def test_a_send_that_times_out_raises_client_gone(new_exchange, stream):
+    ours, theirs = stream  # nobody reads theirs
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
+    exchange = new_exchange(ours, adapter(), 0.2)
+    exchange.start_response("200 OK", HEADERS)
+    started = time.monotonic()
+    with pytest.raises(wsgi.ClientGone, match="timed out"):
+        exchange.respond([b"x" * (4 << 20)])
+    assert 0.15 < time.monotonic() - started < 2
+    assert ours.gettimeout() == 0.2  # armed only once a send could not finish at once
+
+
+def test_start_response_twice_without_exc_info_raises_assertion_error(new_exchange, stream):
+    exchange = new_exchange(stream[0], adapter(), None)
+    exchange.start_response("200 OK", HEADERS)
+    with pytest.raises(AssertionError, match="^start_response called a second time without "
+                                             "exc_info$"):
+        exchange.start_response("200 OK", HEADERS, None)
+
+
+def test_write_before_start_response_raises_assertion_error(new_exchange, stream):
+    exchange = new_exchange(stream[0], adapter(), None)
+    with pytest.raises(AssertionError, match=r"^write\(\) called before start_response\(\)$"):
+        exchange.write(b"x")
+    with pytest.raises(AssertionError):
+        exchange.respond([b"x"])
+
+
+@pytest.mark.parametrize("chunk", ["text", 1, None, [b"x"]], ids=repr)
+def test_a_chunk_that_is_not_bytes_raises_type_error(new_exchange, stream, chunk):
+    exchange = new_exchange(stream[0], adapter(), None)
+    exchange.start_response("200 OK", HEADERS)
+    expected = f"WSGI body chunks must be bytes, not {type(chunk).__name__}"
+    with pytest.raises(TypeError, match=f"^{re.escape(expected)}$"):
+        exchange.write(chunk)
+    if chunk is not None:  # respond() skips empty chunks, None among them
+        with pytest.raises(TypeError, match=f"^{re.escape(expected)}$"):
+            exchange.respond([chunk])
+    assert exchange.sent == 0 and exchange.head is not None
+
+
+def test_a_memoryview_chunk_is_sent_as_the_pure_write_sends_it(new_exchange, packets):
+    exchange = new_exchange(packets[0], adapter(), None)
+    exchange.start_response("200 OK", [])
+    exchange.write(memoryview(b"abc"))
+    assert records(packets[1]) == [wsgi.encode_head("200 OK", []) + b"abc"]
+
+
+@pytest.mark.parametrize("status,headers,message", [
+    ("200", [], None), ("20 OK", [], "invalid status '20 OK'"), (200, [], "invalid status 200"),
+    ("200 OK", [("X", 1)], "header 'X': 1 is not a pair of str"),
+    ("200 OK", [("X Y", "1")], "invalid header 'X Y': '1'"),
+    ("200 OK", [("X", "a\r\nb")], "invalid header 'X': 'a\\r\\nb'"),
+    ("200 OK", [("X", "\u20ac")], "headers of '200 OK' are not latin-1"),
+])
+def test_a_bad_status_or_header_raises_invalid_response(new_exchange, stream, status, headers,
+                                                        message):
+    exchange = new_exchange(stream[0], adapter(), None)
+    if message is None:
+        exchange.start_response(status, headers)
+        return
+    with pytest.raises(wsgi.InvalidResponse, match=f"^{re.escape(message)}$"):
+        exchange.start_response(status, headers)
+    assert (exchange.status, exchange.head) == (None, None)
+
+
+def test_exc_info_replaces_the_head_until_something_is_sent(new_exchange, packets):
+    exchange = new_exchange(packets[0], adapter(), None)
+    exchange.start_response("200 OK", HEADERS)
+    try:
+        raise KeyError("late")
+    except KeyError:
+        exchange.start_response("500 Oops", [], sys.exc_info())
+    exchange.finish()
+    assert records(packets[1]) == [wsgi.encode_head("500 Oops", [])]
+    assert exchange.status == "500 Oops"
+
+
+def test_exc_info_is_raised_again_once_something_was_sent(new_exchange, stream):
+    exchange = new_exchange(stream[0], adapter(), None)
+    exchange.start_response("200 OK", HEADERS)
+    exchange.write(b"part")
+    try:
+        raise KeyError("late")
+    except KeyError as exc:
+        error, info = exc, sys.exc_info()
+    with pytest.raises(KeyError) as raised:
+        exchange.start_response("500 Oops", [], exc_info=info)
+    assert raised.value is error
+
+
+def test_a_repeated_head_is_taken_from_the_adapter_cache_until_it_changes(new_exchange, stream):
+    shared = adapter()
+    first = new_exchange(stream[0], shared, None)
+    first.start_response("200 OK", list(HEADERS))
+    cached = shared.last_head
+    assert cached == ("200 OK", HEADERS, wsgi.encode_head("200 OK", HEADERS))
+    second = new_exchange(stream[0], shared, None)
+    second.start_response("200 OK", list(HEADERS))
+    assert shared.last_head is cached and second.head is cached[2]
+    third = new_exchange(stream[0], shared, None)
+    third.start_response("200 OK", HEADERS[:1])
+    assert shared.last_head == ("200 OK", HEADERS[:1], wsgi.encode_head("200 OK", HEADERS[:1]))
+    assert third.head == shared.last_head[2] and third.head is not cached[2]
+    fourth = new_exchange(stream[0], shared, None)
+    fourth.start_response("404 Not Found", HEADERS[:1])
+    assert fourth.head == wsgi.encode_head("404 Not Found", HEADERS[:1])
+
+
+def test_the_attributes_read_and_write_as_the_pure_ones(new_exchange, stream):
+    shared = adapter()
+    exchange = new_exchange(stream[0], shared, 2.5)
+    assert (exchange.sock, exchange.adapter, exchange.timeout) == (stream[0], shared, 2.5)
+    assert (exchange.status, exchange.head, exchange.sent) == (None, None, 0)
+    exchange.status, exchange.head, exchange.sent, exchange.timeout = "201 X", b"H", 7, None
+    assert (exchange.status, exchange.head, exchange.sent, exchange.timeout) == (
+        "201 X", b"H", 7, None)
+    exchange.finish()
+    assert stream[1].recv(10) == b"H" and exchange.sent == 8 and exchange.head is None
+
+
+def test_sendfile_sends_the_head_then_the_file(new_exchange, stream, tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"0123456789")
+    exchange = new_exchange(stream[0], adapter(), None)
+    exchange.start_response("200 OK", [])
+    with open(path, "rb") as file:
+        file.seek(3)
+        exchange.sendfile(wsgi.FileWrapper(file))
+    head = wsgi.encode_head("200 OK", [])
+    assert stream[1].recv(100) == head + b"3456789" and exchange.sent == len(head) + 7
+
+
+def test_the_c_exchange_writes_to_what_is_not_a_socket_with_the_pure_write(stream):
+    c_exchange = wsgi.c_pieces()[1]
+
+    class Wrapped:
+        def __init__(self, sock):
+            self.sock = sock
+
+        def send(self, data, flags=0):
+            return self.sock.send(data, flags)
+
+    exchange = c_exchange(Wrapped(stream[0]), adapter(), None)
+    exchange.start_response("200 OK", [])
+    exchange.respond([b"abc"])
+    assert stream[1].recv(100) == wsgi.encode_head("200 OK", []) + b"abc"
+
+
+def test_the_c_exchange_sends_itself_and_hands_python_only_what_did_not_fit(monkeypatch,
+                                                                            stream):
+    calls = []
+    for name in ("_send_rest", "send_all", "_send_both", "encode_head"):
+        real = getattr(wsgi, name)
+        monkeypatch.setattr(wsgi, name, lambda *a, _real=real, _name=name: (
+            calls.append(_name), _real(*a))[1])
+    monkeypatch.setattr(wsgi._Exchange, "write", lambda *a: calls.append("pure write"))
+    c_exchange = wsgi.c_pieces()[1]
+    try:
+        ours, theirs = stream
+        exchange = c_exchange(ours, adapter(), None)
+        exchange.start_response("200 OK", HEADERS)
+        exchange.respond([b"a" * 100, bytearray(b"b" * 100)])
+        assert calls == ["encode_head"]
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
+        reader = threading.Thread(target=read_all, args=(theirs,))
+        reader.start()
+        exchange.write(b"c" * (1 << 20))
+        ours.shutdown(socket.SHUT_WR)
+        reader.join(10)
+        assert calls == ["encode_head", "_send_rest"]
+    finally:
+        monkeypatch.undo()
+        wsgi.c_pieces()
+
+
+# The adapter end to end, with each implementation put in place as the import would.
+def hello(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"hello ", environ["PATH_INFO"].encode("latin-1")]
+
+
+def fails_late(environ, start_response):
+    start_response("200 OK", [])
+    yield b"part"
+    raise RuntimeError("late")
+
+
+def invalid(environ, start_response):
+    start_response("200 OK", [("Bad Name", "x")])
+    return [b"x"]
+
+
+@pytest.mark.parametrize("app,answer", [
+    (hello, ("200 OK", b"Status: 200 OK\r\nContent-Type: text/plain\r\n\r\nhello /p")),
+    (fails_late, ("200 OK", b"Status: 200 OK\r\n\r\npart")),
+    (invalid, ("500", None)),
+], ids=lambda v: getattr(v, "__name__", ""))
+def test_the_adapter_answers_alike_with_either_implementation(monkeypatch, stream, app, answer):
+    outcomes = []
+    for pieces in ((wsgi.environ_pure, wsgi._Exchange), wsgi.c_pieces()):
+        monkeypatch.setattr(wsgi, "build_environ", pieces[0])
+        monkeypatch.setattr(wsgi, "new_exchange", pieces[1])
+        status, sent = adapter(app)(stream[0], plain(REQUEST_URI="/p"), 0, io.BytesIO())
+        outcomes.append((status, sent, stream[1].recv(1000)))
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][0] == answer[0] and answer[1] in (None, outcomes[0][2])
+
+
+@pytest.mark.parametrize("kind", ["cached", "encoded", "error"])
+def test_the_c_exchange_keeps_or_leaks_no_reference(stream, kind):
+    c_exchange = wsgi.c_pieces()[1]
+    ours, theirs = stream
+    shared, chunk = adapter(), b"x" * 100
+    status = "200 OK"
+    headers = [("A", "b")]
+
+    def exchange_once():
+        if kind == "encoded":
+            shared.last_head = (None, None, b"")
+        exchange = c_exchange(ours, shared, None)
+        exchange.start_response(status, headers)
+        if kind == "error":
+            outcome(exchange.write, "not bytes")
+            outcome(exchange.start_response, status, headers)
+        exchange.respond([chunk, chunk])
+        theirs.recv(1 << 16)
+
+    leak_check(exchange_once, shared, chunk, status, headers, ours)

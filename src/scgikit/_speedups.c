@@ -1,8 +1,8 @@
-/* scgikit._speedups: parse_head, the SCGI request head parser, in C.
+/* scgikit._speedups: scgikit's optional C accelerator.
  *
- * Optional: scgikit.protocol uses it when it imports and SCGIKIT_PURE is not set,
- * else the pure function protocol.parse_head_pure.  Both give the same results
- * because this one only handles the well-formed case itself:
+ * parse_head, the SCGI request head parser.  scgikit.protocol uses it when it
+ * imports and SCGIKIT_PURE is not set, else the pure function protocol.parse_head_pure.
+ * Both give the same results because this one only handles the well-formed case itself:
  *
  *     <digits>":"CONTENT_LENGTH NUL <digits> NUL <name> NUL <value> NUL ... ","
  *
@@ -12,24 +12,69 @@
  * integer) is handed, with the caller's arguments untouched, to the pure function,
  * which raises the ProtocolError (message, status) it always raises.
  *
- * Safety: the data is held through the buffer protocol for the whole call (a
+ * wsgi_environ and Exchange, the WSGI adapter's per-request glue, used by
+ * scgikit.apps.wsgi on the same choice (protocol.ACCELERATED).  The same rule: C does
+ * the common case (plain dicts; a path with no "%" that starts with "/"; bytes and
+ * bytearray chunks on a real socket; start_response without exc_info) and calls the
+ * pure pieces setup_wsgi() gave it for the rest (split_path, merge_cookie,
+ * encode_head, _send_rest, and _Exchange's own methods with an Exchange as self).
+ *
+ * Safety: the head data is held through the buffer protocol for the whole call (a
  * bytearray cannot be resized under us), every scan is bounded by the buffer's
  * length (memchr with an explicit limit), and every object made is released on
- * every path.
+ * every path.  Borrowed references (dict items) are taken as our own before any
+ * call that can run Python code.  A send holds its chunk as a buffer, the head and
+ * the socket object as references of its own (another thread may replace the
+ * exchange's attributes while the GIL is released), and releases them on every path;
+ * with the GIL released it touches only those C buffers and the descriptor, no
+ * Python object.  Exchange is a GC type: it visits and clears all it holds.
  */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
+#include <errno.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 
 /* At most this many decimal digits always fit a long long (10**18 - 1 < 2**63). */
 #define MAX_FAST_DIGITS 18
 /* The netstring length's ':' must be within the first 21 bytes, as the pure function looks. */
 #define COLON_WINDOW 21
 
+/* The names the WSGI code looks up, made once (interned: a dict lookup of one of
+ * them is mostly a pointer comparison). */
+#define NAMES(X) \
+    X(PATH_INFO, "PATH_INFO") X(SCRIPT_NAME, "SCRIPT_NAME") X(REQUEST_URI, "REQUEST_URI") \
+    X(DOCUMENT_URI, "DOCUMENT_URI") X(SLASH, "/") X(WSGI_INPUT, "wsgi.input") \
+    X(URL_SCHEME, "wsgi.url_scheme") X(HTTPS_VALUE, "https") X(HTTPS, "HTTPS") X(ON, "on") \
+    X(ONE, "1") X(REQUEST_SCHEME, "REQUEST_SCHEME") \
+    X(TRANSFER_ENCODING, "HTTP_TRANSFER_ENCODING") X(HTTP_LENGTH, "HTTP_CONTENT_LENGTH") \
+    X(HTTP_TYPE, "HTTP_CONTENT_TYPE") X(CONTENT_TYPE, "CONTENT_TYPE") X(COOKIE, "HTTP_COOKIE") \
+    X(COMMA_SPACE, ", ") X(LAST_HEAD, "last_head") X(WRITE, "write")
+#define NAME_ENUM(id, text) N_##id,
+#define NAME_TEXT(id, text) text,
+enum { NAMES(NAME_ENUM) N_COUNT };
+static const char *const name_texts[N_COUNT] = { NAMES(NAME_TEXT) };
+
 typedef struct {
     PyObject *fallback;           /* protocol.parse_head_pure */
     Py_ssize_t default_max_size;  /* protocol.DEFAULT_MAX_HEADER_SIZE */
+    /* From setup_wsgi(), all NULL before it: apps.wsgi's pure pieces, called for
+     * whatever the C code leaves to them. */
+    PyObject *environ_pure;       /* environ_pure(base, variables, body, script_name) */
+    PyObject *split_path;         /* request.split_path(variables, script_name) */
+    PyObject *merge_cookie;       /* request.merge_cookie(value, variables) */
+    PyObject *encode_head;        /* encode_head(status, headers), raises InvalidResponse */
+    PyObject *send_rest;          /* _send_rest(sock, head, data, sent, timeout) */
+    PyObject *client_gone;        /* the ClientGone exception */
+    PyObject *socket_type;        /* _socket.socket: what the C send may write to */
+    PyObject *pure_start_response, *pure_write, *pure_sendfile;  /* _Exchange's */
+    /* Made by speedups_exec. */
+    PyObject *exchange_type;
+    PyObject *empty_bytes;
+    PyObject *names[N_COUNT];
 } speedups_state;
 
 static speedups_state *
@@ -252,6 +297,700 @@ parse_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *
     return PyObject_Vectorcall(state->fallback, args, (size_t)nargs, kwnames);
 }
 
+/* --- The WSGI environ ----------------------------------------------------------------------- */
+
+/* (SCRIPT_NAME, PATH_INFO) into environ, as request.split_path gives them, for the
+ * common case: a REQUEST_URI (else DOCUMENT_URI, else "/") of str whose path (before
+ * any "?") starts with "/" and holds no "%".  Returns 1 when done, 0 when the Python
+ * split_path must do it (absolute-form, percent-encoded, values not str), -1 on error. */
+static int
+split_path_fast(speedups_state *state, PyObject *environ, PyObject *variables,
+                PyObject *script_name)
+{
+    PyObject *target = NULL;
+    const int keys[2] = {N_REQUEST_URI, N_DOCUMENT_URI};
+    for (int i = 0; i < 2 && target == NULL; i++) {
+        /* `variables.get(name) or ...`: a missing or empty value moves on. */
+        PyObject *value = PyDict_GetItemWithError(variables, state->names[keys[i]]);
+        if (value == NULL && PyErr_Occurred()) {
+            return -1;
+        }
+        if (value != NULL && !PyUnicode_CheckExact(value)) {
+            return 0;  /* its truth, and what follows, are Python's to judge */
+        }
+        if (value != NULL && PyUnicode_GET_LENGTH(value) > 0) {
+            target = value;
+        }
+    }
+    if (target == NULL) {
+        target = state->names[N_SLASH];
+    }
+    if (!PyUnicode_CheckExact(script_name)) {
+        return 0;
+    }
+    Py_ssize_t end = PyUnicode_FindChar(target, '?', 0, PyUnicode_GET_LENGTH(target), 1);
+    if (end == -2) {
+        return -1;
+    }
+    if (end == -1) {
+        end = PyUnicode_GET_LENGTH(target);
+    }
+    if (end == 0 || PyUnicode_READ_CHAR(target, 0) != '/') {
+        return 0;  /* absolute-form target: http://host/path */
+    }
+    Py_ssize_t percent = PyUnicode_FindChar(target, '%', 0, end, 1);
+    if (percent != -1) {
+        return percent == -2 ? -1 : 0;  /* percent-decoding is Python's */
+    }
+    /* `path == script_name or path.startswith(script_name + "/")`: strip it. */
+    Py_ssize_t start = 0, prefix = PyUnicode_GET_LENGTH(script_name);
+    if (prefix > 0 && (end == prefix || (end > prefix && PyUnicode_READ_CHAR(target, prefix) == '/'))) {
+        Py_ssize_t match = PyUnicode_Tailmatch(target, script_name, 0, end, -1);
+        if (match < 0) {
+            return -1;
+        }
+        start = match ? prefix : 0;
+    }
+    PyObject *path = PyUnicode_Substring(target, start, end);
+    if (path == NULL) {
+        return -1;
+    }
+    int failed = PyDict_SetItem(environ, state->names[N_SCRIPT_NAME], script_name) < 0
+                 || PyDict_SetItem(environ, state->names[N_PATH_INFO], path) < 0;
+    Py_DECREF(path);
+    return failed ? -1 : 1;
+}
+
+/* `environ["SCRIPT_NAME"], environ["PATH_INFO"] = split_path(variables, script_name)`. */
+static int
+split_path_python(speedups_state *state, PyObject *environ, PyObject *variables,
+                  PyObject *script_name)
+{
+    PyObject *pair = PyObject_CallFunctionObjArgs(state->split_path, variables, script_name, NULL);
+    if (pair == NULL) {
+        return -1;
+    }
+    if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2) {
+        PyErr_Format(PyExc_TypeError, "split_path() returned %.200R, not a pair", pair);
+        Py_DECREF(pair);
+        return -1;
+    }
+    int failed =
+        PyDict_SetItem(environ, state->names[N_SCRIPT_NAME], PyTuple_GET_ITEM(pair, 0)) < 0
+        || PyDict_SetItem(environ, state->names[N_PATH_INFO], PyTuple_GET_ITEM(pair, 1)) < 0;
+    Py_DECREF(pair);
+    return failed ? -1 : 0;
+}
+
+/* request.is_https: `variables.get("HTTPS") in ("on", "1")
+ *                    or variables.get("REQUEST_SCHEME") == "https"`; -1 on error. */
+static int
+is_https(speedups_state *state, PyObject *variables)
+{
+    PyObject *https = PyDict_GetItemWithError(variables, state->names[N_HTTPS]);
+    if (https == NULL && PyErr_Occurred()) {
+        return -1;
+    }
+    if (https == NULL) {
+        https = Py_None;
+    }
+    Py_INCREF(https);  /* a comparison may run Python code that changes variables */
+    int found = PyObject_RichCompareBool(state->names[N_ON], https, Py_EQ);
+    if (found == 0) {
+        found = PyObject_RichCompareBool(state->names[N_ONE], https, Py_EQ);
+    }
+    Py_DECREF(https);
+    if (found != 0) {
+        return found;
+    }
+    PyObject *scheme = PyDict_GetItemWithError(variables, state->names[N_REQUEST_SCHEME]);
+    if (scheme == NULL && PyErr_Occurred()) {
+        return -1;
+    }
+    if (scheme == NULL) {
+        scheme = Py_None;
+    }
+    Py_INCREF(scheme);
+    PyObject *equal = PyObject_RichCompare(scheme, state->names[N_HTTPS_VALUE], Py_EQ);
+    Py_DECREF(scheme);
+    if (equal == NULL) {
+        return -1;
+    }
+    found = PyObject_IsTrue(equal);
+    Py_DECREF(equal);
+    return found;
+}
+
+/* `del environ[name]` if name is in variables (it is then in environ too); -1 on error. */
+static int
+drop_if_sent(speedups_state *state, PyObject *environ, PyObject *variables, int name)
+{
+    int sent = PyDict_Contains(variables, state->names[name]);
+    if (sent <= 0) {
+        return sent;
+    }
+    return PyDict_DelItem(environ, state->names[name]);
+}
+
+/* `environ.setdefault("CONTENT_TYPE", environ.pop("HTTP_CONTENT_TYPE"))`. */
+static int
+move_content_type(speedups_state *state, PyObject *environ)
+{
+    PyObject *value = PyDict_GetItemWithError(environ, state->names[N_HTTP_TYPE]);
+    if (value == NULL) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetObject(PyExc_KeyError, state->names[N_HTTP_TYPE]);
+        }
+        return -1;
+    }
+    Py_INCREF(value);
+    int failed = PyDict_DelItem(environ, state->names[N_HTTP_TYPE]) < 0
+                 || PyDict_SetDefault(environ, state->names[N_CONTENT_TYPE], value) == NULL;
+    Py_DECREF(value);
+    return failed ? -1 : 0;
+}
+
+/* Apache's Cookie lines joined with ", ": `environ["HTTP_COOKIE"] = merge_cookie(...)`. */
+static int
+merge_cookie(speedups_state *state, PyObject *environ, PyObject *variables)
+{
+    PyObject *cookie = PyDict_GetItemWithError(variables, state->names[N_COOKIE]);
+    if (cookie == NULL) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    Py_INCREF(cookie);
+    int joined = PySequence_Contains(cookie, state->names[N_COMMA_SPACE]);
+    if (joined > 0) {
+        PyObject *merged = PyObject_CallFunctionObjArgs(state->merge_cookie, cookie, variables,
+                                                        NULL);
+        joined = merged == NULL ? -1 : PyDict_SetItem(environ, state->names[N_COOKIE], merged);
+        Py_XDECREF(merged);
+    }
+    Py_DECREF(cookie);
+    return joined < 0 ? -1 : 0;
+}
+
+/* Everything after the copy, in the pure function's order (and so with its key order). */
+static int
+fill_environ(speedups_state *state, PyObject *environ, PyObject *variables, PyObject *body,
+             PyObject *script_name)
+{
+    if (PyDict_Update(environ, variables) < 0
+        || PyDict_SetItem(environ, state->names[N_WSGI_INPUT], body) < 0) {
+        return -1;
+    }
+    int has_path = PyDict_Contains(variables, state->names[N_PATH_INFO]);
+    if (has_path < 0) {
+        return -1;
+    }
+    if (!has_path) {
+        int done = split_path_fast(state, environ, variables, script_name);
+        if (done < 0 || (done == 0 && split_path_python(state, environ, variables,
+                                                        script_name) < 0)) {
+            return -1;
+        }
+    }
+    int https = is_https(state, variables);
+    if (https < 0 || (https && PyDict_SetItem(environ, state->names[N_URL_SCHEME],
+                                              state->names[N_HTTPS_VALUE]) < 0)) {
+        return -1;
+    }
+    /* The body is exactly CONTENT_LENGTH bytes whatever the HTTP framing was, and
+     * PEP 3333 keeps CONTENT_TYPE/LENGTH out of HTTP_*. */
+    if (drop_if_sent(state, environ, variables, N_TRANSFER_ENCODING) < 0
+        || drop_if_sent(state, environ, variables, N_HTTP_LENGTH) < 0) {
+        return -1;
+    }
+    int has_type = PyDict_Contains(variables, state->names[N_HTTP_TYPE]);
+    if (has_type < 0 || (has_type && move_content_type(state, environ) < 0)) {
+        return -1;
+    }
+    return merge_cookie(state, environ, variables);
+}
+
+PyDoc_STRVAR(wsgi_environ_doc,
+"wsgi_environ($module, base, variables, body, script_name, /)\n"
+"--\n"
+"\n"
+"The WSGI environ of one request (the C accelerator).\n"
+"\n"
+"The same result as scgikit.apps.wsgi.environ_pure, which is called instead\n"
+"when base or variables is not a dict; request.split_path and merge_cookie\n"
+"do the paths and cookies this function does not handle itself.");
+
+static PyObject *
+wsgi_environ(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    speedups_state *state = get_state(module);
+    if (state->environ_pure == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "scgikit._speedups.setup_wsgi() was not called");
+        return NULL;
+    }
+    if (nargs != 4 || !PyDict_CheckExact(args[0]) || !PyDict_CheckExact(args[1])) {
+        return PyObject_Vectorcall(state->environ_pure, args, (size_t)nargs, NULL);
+    }
+    PyObject *environ = PyDict_Copy(args[0]);
+    if (environ == NULL) {
+        return NULL;
+    }
+    if (fill_environ(state, environ, args[1], args[2], args[3]) < 0) {
+        Py_DECREF(environ);
+        return NULL;
+    }
+    return environ;
+}
+
+/* --- The WSGI response exchange ------------------------------------------------------------- */
+
+/* One request's response state, as apps.wsgi._Exchange (whose methods it calls for
+ * the cases it does not handle itself: other call shapes, exc_info, chunks that are
+ * not bytes or bytearray, a sock that is not a socket). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *sock;      /* the connection */
+    PyObject *adapter;   /* the WSGIAdapter: its last_head is a previous response's head */
+    PyObject *timeout;   /* per send call, once one cannot finish at once */
+    PyObject *status;    /* the app's status; NULL or None before start_response */
+    PyObject *head;      /* the encoded head not yet sent; NULL or None once sent */
+    Py_ssize_t sent;     /* bytes sent so far, head included */
+} Exchange;
+
+/* Attributes are writable from Python: None and NULL (deleted) both mean "none". */
+#define IS_SET(obj) ((obj) != NULL && (obj) != Py_None)
+
+static speedups_state *
+exchange_state(Exchange *self)
+{
+    speedups_state *state = (speedups_state *)PyType_GetModuleState(Py_TYPE(self));
+    if (state->encode_head == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "scgikit._speedups.setup_wsgi() was not called");
+        return NULL;
+    }
+    return state;
+}
+
+/* func(self, *args, **kwargs) for a vectorcall's arguments: the pure method on this object. */
+static PyObject *
+call_pure(PyObject *func, Exchange *self, PyObject *const *args, Py_ssize_t nargs,
+          PyObject *kwnames)
+{
+    Py_ssize_t count = nargs + (kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames));
+    PyObject **stack = PyMem_Malloc((size_t)(count + 1) * sizeof(PyObject *));
+    if (stack == NULL) {
+        return PyErr_NoMemory();
+    }
+    stack[0] = (PyObject *)self;
+    if (count > 0) {
+        memcpy(stack + 1, args, (size_t)count * sizeof(PyObject *));
+    }
+    PyObject *result = PyObject_Vectorcall(func, stack, (size_t)(nargs + 1), kwnames);
+    PyMem_Free(stack);
+    return result;
+}
+
+/* The bytes in iov, as far as the socket buffer takes them now: the count sent (0 when
+ * it is full), or -1 with OSError (or a signal handler's exception) set.  The caller
+ * holds the buffers and the socket; no Python object is touched without the GIL. */
+static Py_ssize_t
+send_now(int fd, struct iovec *iov, int iovcnt)
+{
+    struct msghdr message;
+    memset(&message, 0, sizeof(message));
+    message.msg_iov = iov;
+    message.msg_iovlen = (size_t)iovcnt;
+    for (;;) {
+        Py_ssize_t sent;
+        int error;
+        Py_BEGIN_ALLOW_THREADS
+        sent = sendmsg(fd, &message, MSG_DONTWAIT | MSG_NOSIGNAL);
+        error = errno;
+        Py_END_ALLOW_THREADS
+        if (sent >= 0) {
+            return sent;
+        }
+        if (error == EAGAIN || error == EWOULDBLOCK) {
+            return 0;
+        }
+        if (error != EINTR) {
+            errno = error;
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+        if (PyErr_CheckSignals() < 0) {
+            return -1;  /* a signal handler raised: that exception goes up */
+        }
+    }
+}
+
+/* `except OSError as exc: raise ClientGone(str(exc)) from None`, on the error set. */
+static void
+raise_client_gone(speedups_state *state)
+{
+    if (!PyErr_ExceptionMatches(PyExc_OSError)) {
+        return;
+    }
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    PyErr_NormalizeException(&type, &value, &traceback);
+    if (traceback != NULL) {
+        PyException_SetTraceback(value, traceback);
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(traceback);
+    PyObject *message = PyObject_Str(value);
+    PyObject *gone = message == NULL ? NULL : PyObject_CallOneArg(state->client_gone, message);
+    Py_XDECREF(message);
+    if (gone == NULL) {
+        Py_DECREF(value);
+        return;
+    }
+    PyErr_SetObject((PyObject *)Py_TYPE(gone), gone);
+    PyException_SetContext(gone, value);  /* steals value */
+    PyException_SetCause(gone, NULL);     /* "from None" */
+    Py_DECREF(gone);
+}
+
+/* The socket's descriptor when the C send can be used, -1 when the pure write must
+ * do it (not a socket, or closed), -2 with an exception set. */
+static int
+socket_fd(speedups_state *state, PyObject *sock)
+{
+    if (sock == NULL || !PyObject_TypeCheck(sock, (PyTypeObject *)state->socket_type)) {
+        return -1;
+    }
+    int fd = PyObject_AsFileDescriptor(sock);
+    if (fd < 0) {
+        if (!PyErr_ExceptionMatches(PyExc_ValueError)) {
+            return -2;
+        }
+        PyErr_Clear();  /* a closed socket's -1: the pure write says what happens */
+    }
+    return fd;
+}
+
+/* The pending head (if any) and data, data held as a buffer, in one sendmsg without
+ * waiting; what does not fit goes to the Python send_rest, which waits up to the
+ * timeout.  0, or -1 with the error set (OSError already turned into ClientGone). */
+static int
+send_head_and(speedups_state *state, Exchange *self, int fd, PyObject *data)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
+        return -1;
+    }
+    /* Our own references: another thread may replace the attributes meanwhile. */
+    PyObject *sock = Py_NewRef(self->sock);
+    PyObject *head = IS_SET(self->head) ? Py_NewRef(self->head) : Py_NewRef(state->empty_bytes);
+    Py_CLEAR(self->head);
+    struct iovec iov[2];
+    int count = 0;
+    Py_ssize_t head_len = PyBytes_GET_SIZE(head), total = head_len + view.len;
+    if (head_len > 0) {
+        iov[count].iov_base = PyBytes_AS_STRING(head);
+        iov[count++].iov_len = (size_t)head_len;
+    }
+    iov[count].iov_base = view.buf;
+    iov[count++].iov_len = (size_t)view.len;
+    Py_ssize_t sent = send_now(fd, iov, count);
+    PyBuffer_Release(&view);
+    int failed = sent < 0;
+    if (!failed && sent < total) {
+        PyObject *timeout = self->timeout == NULL ? Py_None : self->timeout;
+        PyObject *done = PyObject_CallFunction(state->send_rest, "OOOnO", sock, head, data, sent,
+                                               timeout);
+        failed = done == NULL;
+        Py_XDECREF(done);
+    }
+    Py_DECREF(sock);
+    Py_DECREF(head);
+    if (failed) {
+        raise_client_gone(state);
+        return -1;
+    }
+    self->sent += total;
+    return 0;
+}
+
+/* write(data): 0, or -1 with the error set. */
+static int
+exchange_write_chunk(speedups_state *state, Exchange *self, PyObject *data)
+{
+    if (!IS_SET(self->head) && !self->sent) {
+        PyErr_SetString(PyExc_AssertionError, "write() called before start_response()");
+        return -1;
+    }
+    int fd = -1;
+    if ((PyBytes_CheckExact(data) || PyByteArray_CheckExact(data))
+        && (!IS_SET(self->head) || PyBytes_CheckExact(self->head))) {
+        fd = socket_fd(state, self->sock);
+        if (fd == -2) {
+            return -1;
+        }
+    }
+    if (fd >= 0) {
+        return send_head_and(state, self, fd, data);
+    }
+    PyObject *done = call_pure(state->pure_write, self, &data, 1, NULL);
+    Py_XDECREF(done);
+    return done == NULL ? -1 : 0;
+}
+
+static PyObject *
+exchange_write(Exchange *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    speedups_state *state = exchange_state(self);
+    if (state == NULL) {
+        return NULL;
+    }
+    if (nargs != 1 || kwnames != NULL) {
+        return call_pure(state->pure_write, self, args, nargs, kwnames);
+    }
+    if (exchange_write_chunk(state, self, args[0]) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static int
+exchange_finish_response(speedups_state *state, Exchange *self)
+{
+    if (!IS_SET(self->head)) {
+        return 0;
+    }
+    return exchange_write_chunk(state, self, state->empty_bytes);
+}
+
+static PyObject *
+exchange_finish(Exchange *self, PyObject *Py_UNUSED(ignored))
+{
+    speedups_state *state = exchange_state(self);
+    if (state == NULL || exchange_finish_response(state, self) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* `for chunk in result: if chunk: self.write(chunk)`, then finish(). */
+static PyObject *
+exchange_respond(Exchange *self, PyObject *result)
+{
+    speedups_state *state = exchange_state(self);
+    if (state == NULL) {
+        return NULL;
+    }
+    PyObject *chunks = PyObject_GetIter(result);
+    if (chunks == NULL) {
+        return NULL;
+    }
+    PyObject *chunk;
+    int failed = 0;
+    while (!failed && (chunk = PyIter_Next(chunks)) != NULL) {
+        int wanted = PyBytes_CheckExact(chunk) ? PyBytes_GET_SIZE(chunk) > 0
+                                               : PyObject_IsTrue(chunk);
+        failed = wanted < 0 || (wanted && exchange_write_chunk(state, self, chunk) < 0);
+        Py_DECREF(chunk);
+    }
+    Py_DECREF(chunks);
+    if (failed || PyErr_Occurred() || exchange_finish_response(state, self) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* `a == b` as an `if` sees it: 1, 0, or -1 on error. */
+static int
+equal(PyObject *a, PyObject *b)
+{
+    PyObject *result = PyObject_RichCompare(a, b, Py_EQ);
+    if (result == NULL) {
+        return -1;
+    }
+    int truth = PyObject_IsTrue(result);
+    Py_DECREF(result);
+    return truth;
+}
+
+/* The encoded head for (status, headers): the adapter's last one if they are the same
+ * (most apps answer most requests with the same head), else encode_head's, which checks
+ * them (InvalidResponse), stored as the adapter's last.  Sets self->head and status. */
+static int
+take_head(speedups_state *state, Exchange *self, PyObject *status, PyObject *headers,
+          PyObject *last)
+{
+    int same = equal(status, PyTuple_GET_ITEM(last, 0));
+    if (same > 0) {
+        same = equal(headers, PyTuple_GET_ITEM(last, 1));
+    }
+    if (same < 0) {
+        return -1;
+    }
+    if (same) {
+        Py_XSETREF(self->head, Py_NewRef(PyTuple_GET_ITEM(last, 2)));
+        Py_XSETREF(self->status, Py_NewRef(status));
+        return 0;
+    }
+    PyObject *head = PyObject_CallFunctionObjArgs(state->encode_head, status, headers, NULL);
+    if (head == NULL) {
+        return -1;
+    }
+    Py_XSETREF(self->head, Py_NewRef(head));
+    Py_XSETREF(self->status, Py_NewRef(status));
+    PyObject *copy = PySequence_List(headers);
+    PyObject *entry = copy == NULL ? NULL : PyTuple_Pack(3, status, copy, head);
+    int failed = entry == NULL
+                 || PyObject_SetAttr(self->adapter == NULL ? Py_None : self->adapter,
+                                     state->names[N_LAST_HEAD], entry) < 0;
+    Py_XDECREF(copy);
+    Py_XDECREF(entry);
+    Py_DECREF(head);
+    return failed ? -1 : 0;
+}
+
+static PyObject *
+exchange_start_response(Exchange *self, PyObject *const *args, Py_ssize_t nargs,
+                        PyObject *kwnames)
+{
+    speedups_state *state = exchange_state(self);
+    if (state == NULL) {
+        return NULL;
+    }
+    /* (status, headers), (status, headers, None) or exc_info=None: any other shape, and
+     * a real exc_info, are the pure method's (the re-raise, the replaced head). */
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    int plain = (nargs == 2 && nkw == 0)
+                || (nargs == 3 && nkw == 0 && args[2] == Py_None)
+                || (nargs == 2 && nkw == 1 && is_keyword(PyTuple_GET_ITEM(kwnames, 0), "exc_info")
+                    && args[2] == Py_None);
+    if (!plain) {
+        return call_pure(state->pure_start_response, self, args, nargs, kwnames);
+    }
+    if (IS_SET(self->status)) {
+        PyErr_SetString(PyExc_AssertionError,
+                        "start_response called a second time without exc_info");
+        return NULL;
+    }
+    /* Read once: threads replace it whole, never change it. */
+    PyObject *last = PyObject_GetAttr(self->adapter == NULL ? Py_None : self->adapter,
+                                      state->names[N_LAST_HEAD]);
+    if (last == NULL) {
+        return NULL;
+    }
+    if (!PyTuple_CheckExact(last) || PyTuple_GET_SIZE(last) != 3) {
+        Py_DECREF(last);
+        return call_pure(state->pure_start_response, self, args, nargs, kwnames);
+    }
+    int failed = take_head(state, self, args[0], args[1], last);
+    Py_DECREF(last);
+    return failed ? NULL : PyObject_GetAttr((PyObject *)self, state->names[N_WRITE]);
+}
+
+static PyObject *
+exchange_sendfile(Exchange *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    speedups_state *state = exchange_state(self);
+    return state == NULL ? NULL : call_pure(state->pure_sendfile, self, args, nargs, kwnames);
+}
+
+static PyObject *
+exchange_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"sock", "adapter", "timeout", NULL};
+    PyObject *sock, *adapter, *timeout;
+    if (kwargs == NULL && PyTuple_GET_SIZE(args) == 3) {
+        sock = PyTuple_GET_ITEM(args, 0);
+        adapter = PyTuple_GET_ITEM(args, 1);
+        timeout = PyTuple_GET_ITEM(args, 2);
+    }
+    else if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO:Exchange", keywords, &sock,
+                                          &adapter, &timeout)) {
+        return NULL;
+    }
+    Exchange *self = (Exchange *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->sock = Py_NewRef(sock);
+    self->adapter = Py_NewRef(adapter);
+    self->timeout = Py_NewRef(timeout);
+    return (PyObject *)self;
+}
+
+static int
+exchange_traverse(Exchange *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->sock);
+    Py_VISIT(self->adapter);
+    Py_VISIT(self->timeout);
+    Py_VISIT(self->status);
+    Py_VISIT(self->head);
+    return 0;
+}
+
+static int
+exchange_clear(Exchange *self)
+{
+    Py_CLEAR(self->sock);
+    Py_CLEAR(self->adapter);
+    Py_CLEAR(self->timeout);
+    Py_CLEAR(self->status);
+    Py_CLEAR(self->head);
+    return 0;
+}
+
+static void
+exchange_dealloc(Exchange *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    exchange_clear(self);
+    type->tp_free(self);
+    Py_DECREF(type);
+}
+
+static PyMethodDef exchange_methods[] = {
+    {"start_response", (PyCFunction)(void (*)(void))exchange_start_response,
+     METH_FASTCALL | METH_KEYWORDS, "start_response(status, headers, exc_info=None): PEP 3333."},
+    {"write", (PyCFunction)(void (*)(void))exchange_write, METH_FASTCALL | METH_KEYWORDS,
+     "write(data): send a body chunk, with the head before the first."},
+    {"finish", (PyCFunction)exchange_finish, METH_NOARGS,
+     "finish(): send the head if no body chunk took it."},
+    {"respond", (PyCFunction)exchange_respond, METH_O,
+     "respond(result): write each non-empty chunk of the app's result, then finish()."},
+    {"sendfile", (PyCFunction)(void (*)(void))exchange_sendfile, METH_FASTCALL | METH_KEYWORDS,
+     "sendfile(wrapper): the head, then the wrapped file with os.sendfile."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef exchange_members[] = {
+    {"sock", T_OBJECT, offsetof(Exchange, sock), 0, NULL},
+    {"adapter", T_OBJECT, offsetof(Exchange, adapter), 0, NULL},
+    {"timeout", T_OBJECT, offsetof(Exchange, timeout), 0, NULL},
+    {"status", T_OBJECT, offsetof(Exchange, status), 0, NULL},
+    {"head", T_OBJECT, offsetof(Exchange, head), 0, NULL},
+    {"sent", T_PYSSIZET, offsetof(Exchange, sent), 0, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot exchange_slots[] = {
+    {Py_tp_doc, (void *)"Exchange(sock, adapter, timeout): one request's response, as "
+                "scgikit.apps.wsgi._Exchange (the C accelerator)."},
+    {Py_tp_new, exchange_new},
+    {Py_tp_dealloc, exchange_dealloc},
+    {Py_tp_traverse, exchange_traverse},
+    {Py_tp_clear, exchange_clear},
+    {Py_tp_methods, exchange_methods},
+    {Py_tp_members, exchange_members},
+    {0, NULL},
+};
+
+static PyType_Spec exchange_spec = {
+    .name = "scgikit._speedups.Exchange",
+    .basicsize = sizeof(Exchange),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = exchange_slots,
+};
+
 PyDoc_STRVAR(setup_doc,
 "setup($module, fallback, default_max_header_size, /)\n"
 "--\n"
@@ -280,18 +1019,109 @@ setup(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(setup_wsgi_doc,
+"setup_wsgi($module, /, *, environ_pure, split_path, merge_cookie, encode_head,\n"
+"           send_rest, client_gone, pure_exchange, socket_type)\n"
+"--\n"
+"\n"
+"Give wsgi_environ and Exchange the pure pieces of scgikit.apps.wsgi they hand cases to.");
+
+static PyObject *
+setup_wsgi(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"environ_pure", "split_path", "merge_cookie", "encode_head",
+                               "send_rest", "client_gone", "pure_exchange", "socket_type",
+                               NULL};
+    speedups_state *state = get_state(module);
+    PyObject *given[8];
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOOOOO:setup_wsgi", keywords,
+                                     &given[0], &given[1], &given[2], &given[3], &given[4],
+                                     &given[5], &given[6], &given[7])) {
+        return NULL;
+    }
+    if (kwargs == NULL || PyDict_GET_SIZE(kwargs) != 8) {
+        PyErr_SetString(PyExc_TypeError, "setup_wsgi() needs every piece, by keyword");
+        return NULL;
+    }
+    for (int i = 0; i < 8; i++) {
+        if (!PyCallable_Check(given[i])) {
+            PyErr_Format(PyExc_TypeError, "setup_wsgi() needs callables, not %.200R", given[i]);
+            return NULL;
+        }
+    }
+    if (!PyType_Check(given[7]) || !PyType_Check(given[6])) {
+        PyErr_SetString(PyExc_TypeError, "setup_wsgi() needs classes for pure_exchange and "
+                                         "socket_type");
+        return NULL;
+    }
+    /* _Exchange's methods, called with an Exchange as self: they only use its attributes. */
+    PyObject *methods[3] = {NULL, NULL, NULL};
+    const char *method_names[3] = {"start_response", "write", "sendfile"};
+    for (int i = 0; i < 3; i++) {
+        methods[i] = PyObject_GetAttrString(given[6], method_names[i]);
+        if (methods[i] == NULL) {
+            Py_XDECREF(methods[0]);
+            Py_XDECREF(methods[1]);
+            return NULL;
+        }
+    }
+    Py_XSETREF(state->environ_pure, Py_NewRef(given[0]));
+    Py_XSETREF(state->split_path, Py_NewRef(given[1]));
+    Py_XSETREF(state->merge_cookie, Py_NewRef(given[2]));
+    Py_XSETREF(state->encode_head, Py_NewRef(given[3]));
+    Py_XSETREF(state->send_rest, Py_NewRef(given[4]));
+    Py_XSETREF(state->client_gone, Py_NewRef(given[5]));
+    Py_XSETREF(state->socket_type, Py_NewRef(given[7]));
+    Py_XSETREF(state->pure_start_response, methods[0]);
+    Py_XSETREF(state->pure_write, methods[1]);
+    Py_XSETREF(state->pure_sendfile, methods[2]);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef speedups_methods[] = {
     {"parse_head", (PyCFunction)(void (*)(void))parse_head, METH_FASTCALL | METH_KEYWORDS,
      parse_head_doc},
     {"setup", setup, METH_VARARGS, setup_doc},
+    {"wsgi_environ", (PyCFunction)(void (*)(void))wsgi_environ, METH_FASTCALL, wsgi_environ_doc},
+    {"setup_wsgi", (PyCFunction)(void (*)(void))setup_wsgi, METH_VARARGS | METH_KEYWORDS,
+     setup_wsgi_doc},
     {NULL, NULL, 0, NULL},
 };
+
+static int
+speedups_exec(PyObject *module)
+{
+    speedups_state *state = get_state(module);
+    for (int i = 0; i < N_COUNT; i++) {
+        state->names[i] = PyUnicode_InternFromString(name_texts[i]);
+        if (state->names[i] == NULL) {
+            return -1;  /* the module is then freed, and speedups_clear drops the others */
+        }
+    }
+    state->empty_bytes = PyBytes_FromStringAndSize(NULL, 0);
+    state->exchange_type = PyType_FromModuleAndSpec(module, &exchange_spec, NULL);
+    if (state->empty_bytes == NULL || state->exchange_type == NULL) {
+        return -1;
+    }
+    return PyModule_AddObjectRef(module, "Exchange", state->exchange_type);
+}
 
 static int
 speedups_traverse(PyObject *module, visitproc visit, void *arg)
 {
     speedups_state *state = get_state(module);
     Py_VISIT(state->fallback);
+    Py_VISIT(state->environ_pure);
+    Py_VISIT(state->split_path);
+    Py_VISIT(state->merge_cookie);
+    Py_VISIT(state->encode_head);
+    Py_VISIT(state->send_rest);
+    Py_VISIT(state->client_gone);
+    Py_VISIT(state->socket_type);
+    Py_VISIT(state->pure_start_response);
+    Py_VISIT(state->pure_write);
+    Py_VISIT(state->pure_sendfile);
+    Py_VISIT(state->exchange_type);
     return 0;
 }
 
@@ -300,6 +1130,21 @@ speedups_clear(PyObject *module)
 {
     speedups_state *state = get_state(module);
     Py_CLEAR(state->fallback);
+    Py_CLEAR(state->environ_pure);
+    Py_CLEAR(state->split_path);
+    Py_CLEAR(state->merge_cookie);
+    Py_CLEAR(state->encode_head);
+    Py_CLEAR(state->send_rest);
+    Py_CLEAR(state->client_gone);
+    Py_CLEAR(state->socket_type);
+    Py_CLEAR(state->pure_start_response);
+    Py_CLEAR(state->pure_write);
+    Py_CLEAR(state->pure_sendfile);
+    Py_CLEAR(state->exchange_type);
+    Py_CLEAR(state->empty_bytes);
+    for (int i = 0; i < N_COUNT; i++) {
+        Py_CLEAR(state->names[i]);
+    }
     return 0;
 }
 
@@ -310,6 +1155,7 @@ speedups_free(void *module)
 }
 
 static PyModuleDef_Slot speedups_slots[] = {
+    {Py_mod_exec, speedups_exec},
     {0, NULL},
 };
 

@@ -8,6 +8,12 @@ from REQUEST_URI (else DOCUMENT_URI), percent-decoded, minus ``--script-name``.
 
 The head is held back until the first non-empty body chunk (or the end), and
 sent with it in one system call.
+
+The environ build and the exchange (``start_response``, ``write``, the loop over
+the app's result) have a C twin in ``scgikit._speedups``, used when protocol's
+``ACCELERATED`` says the accelerator was built and not refused (SCGIKIT_PURE=1).
+The pure ``environ_pure`` and ``_Exchange`` stay the reference: the C code calls
+them for every case it does not handle itself, and the tests compare the two.
 """
 
 from __future__ import annotations
@@ -20,9 +26,9 @@ import socket
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
-from ..protocol import ProtocolError, error_response, format_response_head
+from ..protocol import ACCELERATED, ProtocolError, error_response, format_response_head
 from ..server.sockets import Connection, arm_timeout, send_all
 from ..server.streams import Body
 from .request import is_https, merge_cookie, split_path
@@ -87,6 +93,50 @@ def encode_head(status: str, headers: list[tuple[str, str]]) -> bytes:
         raise InvalidResponse(f"headers of {status!r} are not latin-1") from None
 
 
+def environ_pure(base: dict[str, Any], variables: dict[str, str], body: Body,
+                 script_name: str) -> dict[str, Any]:
+    """The WSGI environ: ``base`` updated with the front end's ``variables``.
+
+    ``_speedups.wsgi_environ`` gives the same result in C (``build_environ``).
+    """
+    environ = base.copy()
+    environ.update(variables)
+    environ["wsgi.input"] = body
+    if "PATH_INFO" not in variables:
+        environ["SCRIPT_NAME"], environ["PATH_INFO"] = split_path(variables, script_name)
+    if is_https(variables):
+        environ["wsgi.url_scheme"] = "https"
+    # The body is exactly CONTENT_LENGTH bytes whatever the HTTP framing was,
+    # and PEP 3333 keeps CONTENT_TYPE/LENGTH out of HTTP_*.
+    if "HTTP_TRANSFER_ENCODING" in variables:
+        del environ["HTTP_TRANSFER_ENCODING"]
+    if "HTTP_CONTENT_LENGTH" in variables:
+        del environ["HTTP_CONTENT_LENGTH"]
+    if "HTTP_CONTENT_TYPE" in variables:
+        environ.setdefault("CONTENT_TYPE", environ.pop("HTTP_CONTENT_TYPE"))
+    cookie = variables.get("HTTP_COOKIE")
+    if cookie is not None and ", " in cookie:
+        environ["HTTP_COOKIE"] = merge_cookie(cookie, variables)
+    return environ
+
+
+class Exchange(Protocol):
+    """What the adapter needs of an exchange: ``_Exchange``, or the C ``_speedups.Exchange``."""
+
+    sock: Connection
+    timeout: float | None
+    status: str | None
+    head: bytes | None
+    sent: int
+
+    def start_response(self, status: str, headers: list[tuple[str, str]],
+                       exc_info: ExcInfo | None = None) -> Callable[[bytes], None]: ...
+    def write(self, data: bytes) -> None: ...
+    def finish(self) -> None: ...
+    def respond(self, result: Iterable[bytes]) -> None: ...
+    def sendfile(self, wrapper: FileWrapper) -> None: ...
+
+
 class _Exchange:
     """One request's response state: ``start_response`` and ``write`` live here."""
 
@@ -146,6 +196,13 @@ class _Exchange:
         if self.head is not None:
             self.write(b"")
 
+    def respond(self, result: Iterable[bytes]) -> None:
+        """Send the app's result: each non-empty chunk, then the head if none took it."""
+        for chunk in result:
+            if chunk:
+                self.write(chunk)
+        self.finish()
+
     def sendfile(self, wrapper: FileWrapper) -> None:
         self.finish()
         filelike = wrapper.filelike
@@ -184,12 +241,24 @@ def _send_both(sock: Connection, head: bytes, data: bytes | bytearray | memoryvi
         sent = sock.sendmsg((head, data), (), socket.MSG_DONTWAIT)
     except BlockingIOError:
         sent = 0
-    if sent == len(head) + len(data):
-        return
+    if sent < len(head) + len(data):
+        _send_rest(sock, head, data, sent, timeout)
+
+
+def _send_rest(sock: Connection, head: bytes, data: bytes | bytearray | memoryview, sent: int,
+               timeout: float | None) -> None:
+    """The rest of ``head`` then ``data`` after ``sent`` bytes went out, within ``timeout``.
+
+    The C exchange's way on, once its send could not take everything: a head with a
+    small chunk still goes in one ``sendall``, as the pure write's ``send_all`` would.
+    """
     arm_timeout(sock, timeout)
     if sent < len(head):
-        sock.sendall(head[sent:])
-        sock.sendall(data)
+        if len(data) <= _SMALL_CHUNK:
+            sock.sendall(head[sent:] + data)
+        else:
+            sock.sendall(head[sent:])
+            sock.sendall(data)
     else:
         with memoryview(data) as view:
             sock.sendall(view[sent - len(head):])
@@ -225,40 +294,21 @@ class WSGIAdapter:
         }
 
     def environ(self, variables: dict[str, str], body: Body) -> dict[str, Any]:
-        environ = self.base.copy()
-        environ.update(variables)
-        environ["wsgi.input"] = body
-        if "PATH_INFO" not in variables:
-            environ["SCRIPT_NAME"], environ["PATH_INFO"] = split_path(variables, self.script_name)
-        if is_https(variables):
-            environ["wsgi.url_scheme"] = "https"
-        # The body is exactly CONTENT_LENGTH bytes whatever the HTTP framing was,
-        # and PEP 3333 keeps CONTENT_TYPE/LENGTH out of HTTP_*.
-        if "HTTP_TRANSFER_ENCODING" in variables:
-            del environ["HTTP_TRANSFER_ENCODING"]
-        if "HTTP_CONTENT_LENGTH" in variables:
-            del environ["HTTP_CONTENT_LENGTH"]
-        if "HTTP_CONTENT_TYPE" in variables:
-            environ.setdefault("CONTENT_TYPE", environ.pop("HTTP_CONTENT_TYPE"))
-        cookie = variables.get("HTTP_COOKIE")
-        if cookie is not None and ", " in cookie:
-            environ["HTTP_COOKIE"] = merge_cookie(cookie, variables)
-        return environ
+        """The WSGI environ of one request."""
+        return build_environ(self.base, variables, body, self.script_name)
 
     def __call__(self, sock: Connection, variables: dict[str, str], length: int,
                  body: Body) -> tuple[str, int]:
         """Answer one request; returns the status line and the bytes sent."""
-        exchange = _Exchange(sock, self, self.timeout)
+        exchange = new_exchange(sock, self, self.timeout)
         try:
-            result = self.app(self.environ(variables, body), exchange.start_response)
+            environ = build_environ(self.base, variables, body, self.script_name)
+            result = self.app(environ, exchange.start_response)
             try:
                 if type(result) is FileWrapper and _fileno(result) is not None:
                     exchange.sendfile(result)
                 else:
-                    for chunk in result:
-                        if chunk:
-                            exchange.write(chunk)
-                    exchange.finish()
+                    exchange.respond(result)
             finally:
                 close = getattr(result, "close", None)
                 if close is not None:
@@ -282,7 +332,7 @@ def _where(variables: dict[str, str]) -> str:
     return f"{method} {variables.get('REQUEST_URI') or variables.get('DOCUMENT_URI', '?')}"
 
 
-def _fail(exchange: _Exchange, status: int) -> tuple[str, int]:
+def _fail(exchange: Exchange, status: int) -> tuple[str, int]:
     """Answer ``status`` if nothing was sent yet; otherwise the response is cut short."""
     if exchange.sent:
         return exchange.status or str(status), exchange.sent
@@ -292,3 +342,27 @@ def _fail(exchange: _Exchange, status: int) -> tuple[str, int]:
     except OSError:
         return str(status), 0
     return str(status), len(response)
+
+
+EnvironBuilder = Callable[[dict[str, Any], dict[str, str], Body, str], dict[str, Any]]
+ExchangeFactory = Callable[[Connection, WSGIAdapter, "float | None"], Exchange]
+
+
+def c_pieces() -> tuple[EnvironBuilder, ExchangeFactory]:
+    """The C accelerator's environ builder and exchange, given the pure pieces they call.
+
+    Called at import when ``protocol.ACCELERATED``; tests call it to compare the two.
+    """
+    from .. import _speedups
+
+    _speedups.setup_wsgi(environ_pure=environ_pure, split_path=split_path,
+                         merge_cookie=merge_cookie, encode_head=encode_head,
+                         send_rest=_send_rest, client_gone=ClientGone, pure_exchange=_Exchange,
+                         socket_type=Connection)
+    return _speedups.wsgi_environ, _speedups.Exchange
+
+
+# The choice protocol made at import (C parse_head unless SCGIKIT_PURE=1) holds here too.
+build_environ: EnvironBuilder
+new_exchange: ExchangeFactory
+build_environ, new_exchange = c_pieces() if ACCELERATED else (environ_pure, _Exchange)
