@@ -6,7 +6,8 @@ heads (hypothesis and the request corpus), check that the C path really is taken
 that it holds no reference or buffer it should not, and that the choice at import
 (``SCGIKIT_PURE``) shows in ``scgikit --version`` and the server's start-up log.
 The WSGI environ build and exchange are compared the same way, each test run on
-both implementations, the exchange over real socket pairs.
+both implementations, the exchange over real socket pairs, and so are the ASGI
+scope's request headers (``header_pairs``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from scgi_raw import request
 from servers import ServerProcess, child_env
 
 from scgikit.apps import wsgi
+from scgikit.apps.request import c_header_pairs, header_pairs_pure, merge_cookie
 from scgikit.protocol import DEFAULT_MAX_HEADER_SIZE, encode_request, parse_head_pure
 
 pytestmark = pytest.mark.skipif(_speedups is None, reason=NOT_BUILT)
@@ -834,3 +836,235 @@ def test_the_c_exchange_keeps_or_leaks_no_reference(stream, kind):
         theirs.recv(1 << 16)
 
     leak_check(exchange_once, shared, chunk, status, headers, ours)
+
+
+# --- the ASGI request headers: the C header_pairs and the pure function give the same list -----
+
+@pytest.fixture(params=["pure", "c"])
+def header_pairs(request):
+    """Each implementation of header_pairs, whichever the import chose."""
+    return header_pairs_pure if request.param == "pure" else c_header_pairs()
+
+
+# The 19 variables nginx sends with Debian's scgi_params for a plain GET (as /hello in bench).
+NGINX_GET = {"CONTENT_LENGTH": "0", "SCGI": "1", "REQUEST_METHOD": "GET", "REQUEST_URI": "/hello",
+             "QUERY_STRING": "", "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "127.0.0.1",
+             "REMOTE_PORT": "5555", "SERVER_PORT": "80", "SERVER_NAME": "localhost",
+             "DOCUMENT_URI": "/hello", "HTTP_HOST": "localhost", "HTTP_USER_AGENT": "wrk",
+             "SERVER_ADDR": "127.0.0.1", "REQUEST_SCHEME": "http",
+             "DOCUMENT_ROOT": "/usr/share/nginx/html", "GATEWAY_INTERFACE": "CGI/1.1",
+             "SERVER_SOFTWARE": "nginx/1.22.1", "CONTENT_TYPE": ""}
+
+# name: (variables, the headers both implementations must give)
+HEADER_SETS = {
+    "nginx_get": (NGINX_GET, [(b"host", b"localhost"), (b"user-agent", b"wrk")]),
+    "nginx_browser": (NGINX, [
+        (b"host", b"example.com"), (b"user-agent", NGINX["HTTP_USER_AGENT"].encode()),
+        (b"accept", NGINX["HTTP_ACCEPT"].encode()), (b"accept-language", b"en-GB,en;q=0.5"),
+        (b"accept-encoding", b"gzip, deflate, br"),
+        (b"referer", b"https://example.com/articles/2024/"), (b"connection", b"keep-alive"),
+        (b"cookie", b"session=6f1c2a9be34d47a8b0e1; theme=dark; consent=yes"),
+        (b"upgrade-insecure-requests", b"1"), (b"sec-fetch-dest", b"document"),
+        (b"sec-fetch-mode", b"navigate"), (b"sec-fetch-site", b"same-origin")]),
+    "apache_cookie_lines_joined": (APACHE, [(b"cookie", b"a=1; b=2")]),
+    "lighttpd_post": (LIGHTTPD, [(b"content-type", b"text/plain"), (b"content-length", b"3")]),
+    "cookie_with_comma_from_nginx": (plain(HTTP_COOKIE="list=a, b", SERVER_SOFTWARE="nginx"),
+                                     [(b"cookie", b"list=a, b")]),
+    "cookie_with_comma_from_an_unnamed_front_end": (plain(HTTP_COOKIE="a, b"),
+                                                 [(b"cookie", b"a, b")]),
+    "cookie_with_comma_space_at_its_end_from_apache": (
+        plain(SERVER_SOFTWARE="Apache", HTTP_A="1", HTTP_COOKIE="a=1,", HTTP_B="2,, "),
+        [(b"a", b"1"), (b"cookie", b"a=1,"), (b"b", b"2,, ")]),
+    "cookie_merged_in_its_place": (
+        plain(HTTP_A="1", HTTP_COOKIE="x=1, y=2, z", HTTP_B="2", SERVER_SOFTWARE="Apache/2"),
+        [(b"a", b"1"), (b"cookie", b"x=1; y=2; z"), (b"b", b"2")]),
+    "empty_values": (plain(HTTP_X_EMPTY="", HTTP_COOKIE="", CONTENT_TYPE=""),
+                     [(b"x-empty", b""), (b"cookie", b"")]),
+    "get_without_a_body": (plain(REQUEST_METHOD="GET"), []),
+    "post_with_content_length_0": (plain(REQUEST_METHOD="POST"), [(b"content-length", b"0")]),
+    "put_without_content_length": ({"REQUEST_METHOD": "PUT"}, [(b"content-length", b"0")]),
+    "patch": (plain(REQUEST_METHOD="PATCH"), [(b"content-length", b"0")]),
+    "lower_case_post_is_not_post": (plain(REQUEST_METHOD="post"), []),
+    "get_with_a_body": (plain(REQUEST_METHOD="GET", CONTENT_LENGTH="12"),
+                        [(b"content-length", b"12")]),
+    "content_type_before_http_content_type": (
+        plain(CONTENT_TYPE="a/b", HTTP_CONTENT_TYPE="c/d"), [(b"content-type", b"a/b")]),
+    "empty_content_type_gives_way": (plain(CONTENT_TYPE="", HTTP_CONTENT_TYPE="c/d"),
+                                     [(b"content-type", b"c/d")]),
+    "framing_headers_dropped": (plain(HTTP_TRANSFER_ENCODING="chunked", HTTP_CONTENT_LENGTH="10",
+                                      HTTP_X="1"), [(b"x", b"1")]),
+    "odd_names": (plain(HTTP_="empty name", **{"HTTP_x_Mixed9": "1", "HTTP_A-B": "2",
+                                               "HTTP_COOKIES": "3", "http_lower": "4"}),
+                  [(b"", b"empty name"), (b"x-mixed9", b"1"), (b"a-b", b"2"), (b"cookies", b"3")]),
+    "latin1_values": (plain(HTTP_X="caf\xe9 \xff\x00\x7f", CONTENT_TYPE="t/\xe9"),
+                      [(b"x", b"caf\xe9 \xff\x00\x7f"), (b"content-type", b"t/\xe9")]),
+    # str.lower() lowers latin-1 letters too ("\xc0" to "\xe0"), not just ASCII ones.
+    "latin1_letters_in_names": (plain(**{"HTTP_\xc0_\xde\xdf": "1", "HTTP_X\xd7": "2"}),
+                                [(b"\xe0-\xfe\xdf", b"1"), (b"x\xd7", b"2")]),
+    "no_variables": ({}, []),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HEADER_SETS))
+def test_the_headers_are_the_expected_ones_in_order(header_pairs, case):
+    variables, expected = HEADER_SETS[case]
+    before = list(variables.items())
+    assert header_pairs(variables) == expected == header_pairs_pure(variables)
+    assert list(variables.items()) == before
+
+
+def parsed_corpus() -> list[dict[str, str]]:
+    """The variables of every corpus request the protocol core accepts."""
+    found = []
+    for path in sorted((CORPUS / "requests").iterdir()):
+        result = outcome(parse_head_pure, path.read_bytes(), DEFAULT_MAX_HEADER_SIZE)
+        if result[0] == "returned" and result[1] is not None:
+            found.append(result[1][0])
+    return found
+
+
+def test_the_c_headers_are_the_pure_ones_on_every_corpus_request():
+    c, corpus = c_header_pairs(), parsed_corpus()
+    assert len(corpus) > 20
+    for variables in corpus:
+        assert outcome(c, variables) == outcome(header_pairs_pure, variables), variables
+
+
+wide = st.characters(max_codepoint=0x17F)  # latin-1 and some beyond
+header_names = st.one_of(
+    st.sampled_from(["HTTP_COOKIE", "HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH",
+                     "HTTP_TRANSFER_ENCODING", "CONTENT_TYPE", "CONTENT_LENGTH", "REQUEST_METHOD",
+                     "SERVER_SOFTWARE", "HTTP_", "HTTP", "http_host", "HTTP_HOST"]),
+    st.text(wide, max_size=12).map(lambda tail: "HTTP_" + tail),
+    st.text(wide, max_size=12),
+)
+header_values = st.one_of(
+    st.sampled_from(["", "0", "00", "1", "POST", "PUT", "PATCH", "GET", "Apache/2.4",
+                     "a=1, b=2", ", ", ",", " ,"]),
+    st.text(latin1, max_size=20),
+    st.text(wide, max_size=8),
+)
+
+
+@SETTINGS
+@given(st.dictionaries(header_names, header_values, max_size=12))
+def test_the_c_headers_are_the_pure_ones_on_random_variables(variables):
+    assert outcome(c_header_pairs(), variables) == outcome(header_pairs_pure, variables)
+
+
+@pytest.mark.parametrize("variables", [
+    plain(HTTP_X="\u20ac"),
+    plain(HTTP_A="1", HTTP_X="x\u0100", HTTP_B="2"),
+    plain(HTTP_COOKIE="a, \U0001f36a", SERVER_SOFTWARE="Apache"),
+    plain(CONTENT_TYPE="text/\u2603"),
+    plain(HTTP_CONTENT_TYPE="text/\u2603"),
+    plain(CONTENT_LENGTH="\u0661"),  # ARABIC-INDIC DIGIT ONE
+    {"HTTP_\u0100": "1"},  # lower-cased to "\u0101": not latin-1 either
+], ids=lambda v: ascii(list(v.items())[-1]))
+def test_characters_beyond_latin1_raise_the_pure_unicode_error(header_pairs, variables):
+    raised = outcome(header_pairs, variables)
+    assert raised[:2] == ("raised", UnicodeEncodeError)
+    assert raised == outcome(header_pairs_pure, variables)
+
+
+@pytest.mark.parametrize("variables", [
+    plain(REQUEST_METHOD="P\u014cST", HTTP_X="1"),
+    plain(SERVER_SOFTWARE="\u20ac", HTTP_X="1"),
+    {"X_\u20ac": "\u20ac", "HTTP_X": "1"},
+], ids=["method", "software", "other_variable"])
+def test_characters_beyond_latin1_outside_the_headers_are_no_error(header_pairs, variables):
+    assert header_pairs(variables) == [(b"x", b"1")] == header_pairs_pure(variables)
+
+
+class Text(str):
+    """Not an exact str: the C function hands it to the pure one."""
+
+    def lower(self):
+        return "lowered"
+
+
+ODD_ARGUMENTS = {
+    "dict_subclass": ((Variables(HTTP_X="1"),), {}),
+    "int_value": (({"HTTP_X": 1},), {}),
+    "none_value": (({"HTTP_X": None, "CONTENT_TYPE": "a"},), {}),
+    "int_name": (({1: "x", "HTTP_X": "1"},), {}),
+    "bytes_name": (({b"HTTP_X": "1"},), {}),
+    "str_subclass_value": (({"HTTP_X": Text("1")},), {}),
+    "str_subclass_name": (({Text("HTTP_X"): "1"},), {}),
+    "falsy_content_type": (({"CONTENT_TYPE": 0, "HTTP_CONTENT_TYPE": "a/b"},), {}),
+    "int_content_length": (({"CONTENT_LENGTH": 0},), {}),
+    "str_subclass_method": (({"REQUEST_METHOD": Text("POST")},), {}),
+    "list_cookie_from_apache": (({"HTTP_COOKIE": ["a, b"], "SERVER_SOFTWARE": "Apache"},), {}),
+    "no_argument": ((), {}),
+    "two_arguments": (({}, {}), {}),
+    "by_keyword": ((), {"variables": plain(HTTP_X="1")}),
+    "unknown_keyword": ((), {"headers": {}}),
+    "none": ((None,), {}),
+    "list_of_pairs": (([("HTTP_X", "1")],), {}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ODD_ARGUMENTS))
+def test_odd_arguments_give_what_the_pure_header_pairs_gives(header_pairs, case):
+    args, kwargs = ODD_ARGUMENTS[case]
+    assert outcome(header_pairs, *args, **kwargs) == outcome(header_pairs_pure, *args, **kwargs)
+
+
+@pytest.fixture
+def header_calls():
+    """Make the C header_pairs' fallback and merge_cookie recording wrappers, for one test."""
+    calls = []
+
+    def recording_pure(variables):
+        calls.append("header_pairs_pure")
+        return header_pairs_pure(variables)
+
+    def recording_merge(value, variables):
+        calls.append(value)
+        return merge_cookie(value, variables)
+
+    _speedups.setup_headers(header_pairs_pure=recording_pure, merge_cookie=recording_merge)
+    yield calls
+    c_header_pairs()
+
+
+def test_the_c_header_pairs_builds_them_itself_and_merges_only_joined_cookies(
+        header_calls):
+    for variables in (NGINX_GET, NGINX, LIGHTTPD, plain(HTTP_COOKIE="a=1; b=2")):
+        assert _speedups.header_pairs(variables) == header_pairs_pure(variables)
+    assert header_calls == []
+    assert _speedups.header_pairs(APACHE) == [(b"cookie", b"a=1; b=2")]
+    assert header_calls == ["a=1, b=2"]
+
+
+@pytest.mark.parametrize("variables", [
+    Variables(), {"HTTP_X": 1}, {"HTTP_\xc0": "1"}, {"X_\xe9": "1"}, {"HTTP_X": "\u0100"},
+    {"OTHER": "\u0100"},
+], ids=ascii)
+def test_the_c_header_pairs_hands_anything_unusual_to_the_pure_one(header_calls, variables):
+    outcome(_speedups.header_pairs, variables)
+    assert header_calls == ["header_pairs_pure"]
+
+
+def test_the_c_header_pairs_signature_is_the_pure_one():
+    c, pure = (inspect.signature(f) for f in (_speedups.header_pairs, header_pairs_pure))
+    assert [(p.name, p.kind, p.default) for p in c.parameters.values()] == [
+        (p.name, p.kind, p.default) for p in pure.parameters.values()]
+
+
+def test_the_c_header_pairs_is_chosen_at_import_unless_scgikit_pure_is_set():
+    code = ("import scgikit.apps.asgi as a, scgikit.apps.request as r; "
+            "print(a.header_pairs is r.header_pairs, r.header_pairs is r.header_pairs_pure, "
+            "r.header_pairs.__module__)")
+    assert python(code, SCGIKIT_PURE="") == "True False scgikit._speedups"
+    assert python(code, SCGIKIT_PURE="1") == "True True scgikit.apps.request"
+
+
+@pytest.mark.parametrize("case", ["nginx_browser", "apache_cookie_lines_joined", "lighttpd_post",
+                                  "latin1_letters_in_names", "beyond_latin1"])
+def test_the_c_header_pairs_keeps_or_leaks_no_reference(case):
+    build = c_header_pairs()
+    variables = plain(HTTP_A="1", HTTP_X="\u20ac") if case == "beyond_latin1" else (
+        HEADER_SETS[case][0])
+    leak_check(lambda: outcome(build, variables), variables, *variables, *variables.values(),
+               header_pairs_pure, merge_cookie)

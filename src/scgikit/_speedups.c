@@ -19,6 +19,12 @@
  * pure pieces setup_wsgi() gave it for the rest (split_path, merge_cookie,
  * encode_head, _send_rest, and _Exchange's own methods with an Exchange as self).
  *
+ * header_pairs, the ASGI scope's request headers, used by scgikit.apps.request on the
+ * same choice.  C does a plain dict of exact str whose names are all ASCII and whose
+ * values are all latin-1; anything else goes to request.header_pairs_pure (which
+ * raises what it always raises, a UnicodeEncodeError for a character above 255), and a
+ * Cookie with ", " in it to request.merge_cookie, both given by setup_headers().
+ *
  * Safety: the head data is held through the buffer protocol for the whole call (a
  * bytearray cannot be resized under us), every scan is bounded by the buffer's
  * length (memchr with an explicit limit), and every object made is released on
@@ -28,6 +34,9 @@
  * exchange's attributes while the GIL is released), and releases them on every path;
  * with the GIL released it touches only those C buffers and the descriptor, no
  * Python object.  Exchange is a GC type: it visits and clears all it holds.
+ * header_pairs is done with each borrowed dict item before it makes the tuple that
+ * could run a collection (whose finalizers could change the dict), checks again what it
+ * looks up after one, and calls merge_cookie only after the loop.
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -52,7 +61,9 @@
     X(ONE, "1") X(REQUEST_SCHEME, "REQUEST_SCHEME") \
     X(TRANSFER_ENCODING, "HTTP_TRANSFER_ENCODING") X(HTTP_LENGTH, "HTTP_CONTENT_LENGTH") \
     X(HTTP_TYPE, "HTTP_CONTENT_TYPE") X(CONTENT_TYPE, "CONTENT_TYPE") X(COOKIE, "HTTP_COOKIE") \
-    X(COMMA_SPACE, ", ") X(LAST_HEAD, "last_head") X(WRITE, "write")
+    X(COMMA_SPACE, ", ") X(LAST_HEAD, "last_head") X(WRITE, "write") \
+    X(CONTENT_LENGTH, "CONTENT_LENGTH") X(REQUEST_METHOD, "REQUEST_METHOD") \
+    X(ENCODE, "encode") X(LATIN_1, "latin-1")
 #define NAME_ENUM(id, text) N_##id,
 #define NAME_TEXT(id, text) text,
 enum { NAMES(NAME_ENUM) N_COUNT };
@@ -71,9 +82,13 @@ typedef struct {
     PyObject *client_gone;        /* the ClientGone exception */
     PyObject *socket_type;        /* _socket.socket: what the C send may write to */
     PyObject *pure_start_response, *pure_write, *pure_sendfile;  /* _Exchange's */
+    /* From setup_headers(), NULL before it: apps.request's pure pieces. */
+    PyObject *header_pairs_pure;  /* header_pairs_pure(variables) */
+    PyObject *pairs_merge_cookie; /* request.merge_cookie(value, variables) */
     /* Made by speedups_exec. */
     PyObject *exchange_type;
     PyObject *empty_bytes;
+    PyObject *content_type_name, *content_length_name;  /* b"content-type", b"content-length" */
     PyObject *names[N_COUNT];
 } speedups_state;
 
@@ -538,6 +553,266 @@ wsgi_environ(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     return environ;
+}
+
+/* --- The ASGI request headers ------------------------------------------------------------- */
+
+/* Whether the n bytes at p are the C string text. */
+static int
+ascii_is(const char *p, Py_ssize_t n, const char *text)
+{
+    return (size_t)n == strlen(text) && memcmp(p, text, (size_t)n) == 0;
+}
+
+/* Whether the C code can take a variable as the pure function would: an exact str name
+ * of ASCII (str.lower() also lowers latin-1 letters such as "\xc0") and an exact str
+ * value of latin-1 characters (the pure encode raises on any other). */
+static int
+plain_text(PyObject *text, int ascii)
+{
+    return PyUnicode_CheckExact(text)
+           && (ascii ? PyUnicode_IS_ASCII(text) : PyUnicode_KIND(text) == PyUnicode_1BYTE_KIND);
+}
+
+/* `value == text` for a plain value. */
+static int
+value_is(PyObject *value, const char *text)
+{
+    return PyUnicode_IS_ASCII(value)
+           && ascii_is((const char *)PyUnicode_DATA(value), PyUnicode_GET_LENGTH(value), text);
+}
+
+/* `", " in value` for a plain value (n latin-1 bytes at p). */
+static int
+has_comma_space(const char *p, Py_ssize_t n)
+{
+    const char *end = p + n, *comma;
+    while ((comma = memchr(p, ',', (size_t)(end - p))) != NULL && comma + 1 < end) {
+        if (comma[1] == ' ') {
+            return 1;
+        }
+        p = comma + 1;
+    }
+    return 0;
+}
+
+/* `value.encode("latin-1")` for a plain value. */
+static PyObject *
+latin1_bytes(PyObject *value)
+{
+    return PyBytes_FromStringAndSize((const char *)PyUnicode_1BYTE_DATA(value),
+                                     PyUnicode_GET_LENGTH(value));
+}
+
+/* `name[5:].replace("_", "-").lower().encode("latin-1")` for an ASCII name of n bytes
+ * at p: b"accept-language" from "HTTP_ACCEPT_LANGUAGE". */
+static PyObject *
+header_name(const char *p, Py_ssize_t n)
+{
+    PyObject *name = PyBytes_FromStringAndSize(NULL, n - 5);
+    if (name == NULL) {
+        return NULL;
+    }
+    char *out = PyBytes_AS_STRING(name);
+    for (Py_ssize_t i = 5; i < n; i++) {
+        char c = p[i];
+        *out++ = c == '_' ? '-' : (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
+    }
+    return name;
+}
+
+/* `headers.append((name, value))`, taking over both (NULL when making one failed). */
+static int
+append_pair(PyObject *headers, PyObject *name, PyObject *value)
+{
+    PyObject *pair = NULL;
+    if (name != NULL && value != NULL) {
+        pair = PyTuple_New(2);  /* may run a collection: the caller is done with dict items */
+    }
+    if (pair == NULL) {
+        Py_XDECREF(name);
+        Py_XDECREF(value);
+        return -1;
+    }
+    PyTuple_SET_ITEM(pair, 0, name);
+    PyTuple_SET_ITEM(pair, 1, value);
+    int failed = PyList_Append(headers, pair);
+    Py_DECREF(pair);
+    return failed;
+}
+
+/* Whether an HTTP_ name is a request header: the body is exactly CONTENT_LENGTH bytes
+ * whatever the HTTP framing was (SCGI), and the content type comes on its own. */
+static int
+is_header(const char *p, Py_ssize_t n)
+{
+    return !ascii_is(p, n, "HTTP_TRANSFER_ENCODING") && !ascii_is(p, n, "HTTP_CONTENT_LENGTH")
+           && !ascii_is(p, n, "HTTP_CONTENT_TYPE");
+}
+
+/* The HTTP_* variables' pairs, in dict order: 1 when done, 0 for the pure function (a
+ * variable that is not plain), -1 on error.  A Cookie value with ", " in it is left as it
+ * is, and set in *cookie (a new reference) with its pair's index in *cookie_at, for
+ * merge_cookie after the loop: no Python code runs between the dict's items. */
+static int
+add_http_headers(PyObject *headers, PyObject *variables, PyObject **cookie,
+                 Py_ssize_t *cookie_at)
+{
+    Py_ssize_t pos = 0;
+    PyObject *name, *value;
+    while (PyDict_Next(variables, &pos, &name, &value)) {
+        if (!plain_text(name, 1) || !plain_text(value, 0)) {
+            return 0;
+        }
+        const char *p = (const char *)PyUnicode_DATA(name);
+        Py_ssize_t n = PyUnicode_GET_LENGTH(name);
+        if (n < 5 || memcmp(p, "HTTP_", 5) != 0 || !is_header(p, n)) {
+            continue;
+        }
+        if (*cookie == NULL && ascii_is(p, n, "HTTP_COOKIE")
+            && has_comma_space((const char *)PyUnicode_1BYTE_DATA(value),
+                               PyUnicode_GET_LENGTH(value))) {
+            *cookie = Py_NewRef(value);
+            *cookie_at = PyList_GET_SIZE(headers);
+        }
+        if (append_pair(headers, header_name(p, n), latin1_bytes(value)) < 0) {
+            return -1;
+        }
+    }
+    return 1;
+}
+
+/* The plain value of name, or NULL (also when missing); *odd is set when it is there but
+ * not plain (a finalizer run by a collection changed the dict: the pure function's case). */
+static PyObject *
+plain_value(speedups_state *state, PyObject *variables, int name, int *odd)
+{
+    PyObject *value = PyDict_GetItemWithError(variables, state->names[name]);
+    if (value != NULL && !plain_text(value, 0)) {
+        *odd = 1;
+        return NULL;
+    }
+    return value;
+}
+
+/* content-type and content-length after the headers, as the pure function adds them:
+ * 1 when done, 0 for the pure function, -1 on error. */
+static int
+add_content_headers(speedups_state *state, PyObject *headers, PyObject *variables)
+{
+    int odd = 0;
+    /* `variables.get("CONTENT_TYPE") or variables.get("HTTP_CONTENT_TYPE")` */
+    PyObject *type = plain_value(state, variables, N_CONTENT_TYPE, &odd);
+    if (!odd && (type == NULL || PyUnicode_GET_LENGTH(type) == 0) && !PyErr_Occurred()) {
+        type = plain_value(state, variables, N_HTTP_TYPE, &odd);
+    }
+    if (PyErr_Occurred() || odd) {
+        return odd ? 0 : -1;
+    }
+    if (type != NULL && PyUnicode_GET_LENGTH(type) > 0
+        && append_pair(headers, Py_NewRef(state->content_type_name), latin1_bytes(type)) < 0) {
+        return -1;
+    }
+    /* Looked up after that append (which may have run a collection). */
+    PyObject *length = plain_value(state, variables, N_CONTENT_LENGTH, &odd);
+    PyObject *method = odd ? NULL : plain_value(state, variables, N_REQUEST_METHOD, &odd);
+    if (PyErr_Occurred() || odd) {
+        return odd ? 0 : -1;
+    }
+    /* `length != "0" or variables.get("REQUEST_METHOD") in ("POST", "PUT", "PATCH")`,
+     * with CONTENT_LENGTH "0" when missing. */
+    int has_body = length != NULL && !value_is(length, "0");
+    int may_have_body = method != NULL && (value_is(method, "POST") || value_is(method, "PUT")
+                                           || value_is(method, "PATCH"));
+    if (!has_body && !may_have_body) {
+        return 1;
+    }
+    PyObject *value = length == NULL ? PyBytes_FromStringAndSize("0", 1) : latin1_bytes(length);
+    return append_pair(headers, Py_NewRef(state->content_length_name), value) < 0 ? -1 : 1;
+}
+
+/* The Cookie pair at `at` made again with `merge_cookie(cookie, variables)`, encoded
+ * as the pure function does (`.encode("latin-1")`, whatever merge_cookie returned). */
+static int
+merge_cookie_pair(speedups_state *state, PyObject *headers, Py_ssize_t at, PyObject *cookie,
+                  PyObject *variables)
+{
+    PyObject *merged = PyObject_CallFunctionObjArgs(state->pairs_merge_cookie, cookie,
+                                                    variables, NULL);
+    if (merged == NULL) {
+        return -1;
+    }
+    PyObject *value = PyObject_CallMethodOneArg(merged, state->names[N_ENCODE],
+                                                state->names[N_LATIN_1]);
+    Py_DECREF(merged);
+    if (value == NULL) {
+        return -1;
+    }
+    /* The list is still ours alone: the pair is there. */
+    PyObject *name = Py_NewRef(PyTuple_GET_ITEM(PyList_GET_ITEM(headers, at), 0));
+    PyObject *pair = PyTuple_New(2);
+    if (pair == NULL) {
+        Py_DECREF(name);
+        Py_DECREF(value);
+        return -1;
+    }
+    PyTuple_SET_ITEM(pair, 0, name);
+    PyTuple_SET_ITEM(pair, 1, value);
+    return PyList_SetItem(headers, at, pair);  /* takes pair, drops the old one */
+}
+
+/* The pairs, or NULL: with an exception set (*fallback 0), or for the pure function
+ * (*fallback 1). */
+static PyObject *
+build_header_pairs(speedups_state *state, PyObject *variables, int *fallback)
+{
+    PyObject *headers = PyList_New(0);
+    if (headers == NULL) {
+        return NULL;
+    }
+    PyObject *cookie = NULL;
+    Py_ssize_t cookie_at = 0;
+    int done = add_http_headers(headers, variables, &cookie, &cookie_at);
+    if (done > 0) {
+        done = add_content_headers(state, headers, variables);
+    }
+    if (done > 0 && cookie != NULL) {
+        done = merge_cookie_pair(state, headers, cookie_at, cookie, variables) < 0 ? -1 : 1;
+    }
+    Py_XDECREF(cookie);
+    if (done <= 0) {
+        *fallback = done == 0;
+        Py_CLEAR(headers);
+    }
+    return headers;
+}
+
+PyDoc_STRVAR(header_pairs_doc,
+"header_pairs($module, /, variables)\n"
+"--\n"
+"\n"
+"The request headers of an ASGI scope (the C accelerator).\n"
+"\n"
+"The same result as scgikit.apps.request.header_pairs_pure, which is called\n"
+"instead for anything but a dict of str names of ASCII and str values of\n"
+"latin-1; request.merge_cookie does a Cookie with \", \" in it.");
+
+static PyObject *
+header_pairs(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    speedups_state *state = get_state(module);
+    if (state->header_pairs_pure == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "scgikit._speedups.setup_headers() was not called");
+        return NULL;
+    }
+    if (nargs == 1 && kwnames == NULL && PyDict_CheckExact(args[0])) {
+        int fallback = 0;
+        PyObject *headers = build_header_pairs(state, args[0], &fallback);
+        if (headers != NULL || !fallback) {
+            return headers;
+        }
+    }
+    return PyObject_Vectorcall(state->header_pairs_pure, args, (size_t)nargs, kwnames);
 }
 
 /* --- The WSGI response exchange ------------------------------------------------------------- */
@@ -1078,6 +1353,31 @@ setup_wsgi(PyObject *module, PyObject *args, PyObject *kwargs)
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(setup_headers_doc,
+"setup_headers($module, /, *, header_pairs_pure, merge_cookie)\n"
+"--\n"
+"\n"
+"Give header_pairs the pure pieces of scgikit.apps.request it hands cases to.");
+
+static PyObject *
+setup_headers(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"header_pairs_pure", "merge_cookie", NULL};
+    speedups_state *state = get_state(module);
+    PyObject *pure = NULL, *merge = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OO:setup_headers", keywords, &pure,
+                                     &merge)) {
+        return NULL;
+    }
+    if (pure == NULL || merge == NULL || !PyCallable_Check(pure) || !PyCallable_Check(merge)) {
+        PyErr_SetString(PyExc_TypeError, "setup_headers() needs both callables, by keyword");
+        return NULL;
+    }
+    Py_XSETREF(state->header_pairs_pure, Py_NewRef(pure));
+    Py_XSETREF(state->pairs_merge_cookie, Py_NewRef(merge));
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef speedups_methods[] = {
     {"parse_head", (PyCFunction)(void (*)(void))parse_head, METH_FASTCALL | METH_KEYWORDS,
      parse_head_doc},
@@ -1085,6 +1385,10 @@ static PyMethodDef speedups_methods[] = {
     {"wsgi_environ", (PyCFunction)(void (*)(void))wsgi_environ, METH_FASTCALL, wsgi_environ_doc},
     {"setup_wsgi", (PyCFunction)(void (*)(void))setup_wsgi, METH_VARARGS | METH_KEYWORDS,
      setup_wsgi_doc},
+    {"header_pairs", (PyCFunction)(void (*)(void))header_pairs, METH_FASTCALL | METH_KEYWORDS,
+     header_pairs_doc},
+    {"setup_headers", (PyCFunction)(void (*)(void))setup_headers, METH_VARARGS | METH_KEYWORDS,
+     setup_headers_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1099,8 +1403,11 @@ speedups_exec(PyObject *module)
         }
     }
     state->empty_bytes = PyBytes_FromStringAndSize(NULL, 0);
+    state->content_type_name = PyBytes_FromString("content-type");
+    state->content_length_name = PyBytes_FromString("content-length");
     state->exchange_type = PyType_FromModuleAndSpec(module, &exchange_spec, NULL);
-    if (state->empty_bytes == NULL || state->exchange_type == NULL) {
+    if (state->empty_bytes == NULL || state->content_type_name == NULL
+        || state->content_length_name == NULL || state->exchange_type == NULL) {
         return -1;
     }
     return PyModule_AddObjectRef(module, "Exchange", state->exchange_type);
@@ -1121,6 +1428,8 @@ speedups_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(state->pure_start_response);
     Py_VISIT(state->pure_write);
     Py_VISIT(state->pure_sendfile);
+    Py_VISIT(state->header_pairs_pure);
+    Py_VISIT(state->pairs_merge_cookie);
     Py_VISIT(state->exchange_type);
     return 0;
 }
@@ -1140,8 +1449,12 @@ speedups_clear(PyObject *module)
     Py_CLEAR(state->pure_start_response);
     Py_CLEAR(state->pure_write);
     Py_CLEAR(state->pure_sendfile);
+    Py_CLEAR(state->header_pairs_pure);
+    Py_CLEAR(state->pairs_merge_cookie);
     Py_CLEAR(state->exchange_type);
     Py_CLEAR(state->empty_bytes);
+    Py_CLEAR(state->content_type_name);
+    Py_CLEAR(state->content_length_name);
     for (int i = 0; i < N_COUNT; i++) {
         Py_CLEAR(state->names[i]);
     }

@@ -21,6 +21,9 @@ def setup_wsgi(*, environ_pure: Callable[[dict[str, Any], dict[str, str], Body, 
                                     float | None], None],
                client_gone: type[Exception], pure_exchange: type,
                socket_type: type[Connection]) -> None: ...
+def header_pairs(variables: dict[str, str]) -> list[tuple[bytes, bytes]]: ...
+def setup_headers(*, header_pairs_pure: Callable[[dict[str, str]], list[tuple[bytes, bytes]]],
+                  merge_cookie: Callable[[str, dict[str, str]], str]) -> None: ...
 
 class Exchange:
     sock: Connection

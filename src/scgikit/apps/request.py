@@ -5,14 +5,22 @@ SCRIPT_NAME nor PATH_INFO, Apache's mod_proxy_scgi sends the whole path as
 SCRIPT_NAME, lighttpd sends both; Apache joins two ``Cookie`` lines with ", ".
 These pure functions turn the variables into the path, the scheme and the
 headers an app expects, the same way for the WSGI environ and the ASGI scope.
+
+``header_pairs`` runs for every ASGI request: it is the C twin in
+``scgikit._speedups`` when protocol's ``ACCELERATED`` says the accelerator was built
+and not refused (SCGIKIT_PURE=1), else ``header_pairs_pure``, which stays the
+reference (the C code calls it for every case it does not handle itself).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import unquote_to_bytes
 
+from ..protocol import ACCELERATED
+
 __all__ = ["request_target", "raw_path", "split_path", "is_https", "merge_cookie",
-           "header_pairs"]
+           "header_pairs", "header_pairs_pure"]
 
 # Variables that are not request headers even though they look like some: the body
 # is exactly CONTENT_LENGTH bytes whatever the HTTP framing was (SCGI), and
@@ -88,8 +96,11 @@ def merge_cookie(value: str, variables: dict[str, str]) -> str:
     return value
 
 
-def header_pairs(variables: dict[str, str]) -> list[tuple[bytes, bytes]]:
-    """The request headers as ASGI wants them: lower-case names, values as latin-1 bytes."""
+def header_pairs_pure(variables: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    """The request headers as ASGI wants them: lower-case names, values as latin-1 bytes.
+
+    ``_speedups.header_pairs`` gives the same result in C (``header_pairs``).
+    """
     headers = []
     for name, value in variables.items():
         if name.startswith("HTTP_") and name not in _NOT_HEADERS:
@@ -104,3 +115,21 @@ def header_pairs(variables: dict[str, str]) -> list[tuple[bytes, bytes]]:
     if length != "0" or variables.get("REQUEST_METHOD") in ("POST", "PUT", "PATCH"):
         headers.append((b"content-length", length.encode("latin-1")))
     return headers
+
+
+HeaderPairs = Callable[[dict[str, str]], list[tuple[bytes, bytes]]]
+
+
+def c_header_pairs() -> HeaderPairs:
+    """The C accelerator's ``header_pairs``, given the pure pieces it calls.
+
+    Called at import when ``protocol.ACCELERATED``; tests call it to compare the two.
+    """
+    from .. import _speedups
+
+    _speedups.setup_headers(header_pairs_pure=header_pairs_pure, merge_cookie=merge_cookie)
+    return _speedups.header_pairs
+
+
+# The choice protocol made at import (C parse_head unless SCGIKIT_PURE=1) holds here too.
+header_pairs: HeaderPairs = c_header_pairs() if ACCELERATED else header_pairs_pure
