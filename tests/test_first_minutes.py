@@ -60,12 +60,16 @@ def readme_quickstart() -> list[str]:
 def test_readme_quickstart_is_two_commands_and_ci_runs_both():
     serve, test = readme_quickstart()
     assert serve == "scripts/serve-example"
-    assert test == "scripts/install-test-deps && . .venv/bin/activate && python -m pytest"
+    assert test == "scripts/install-test-deps && scripts/test"
     ci = "\n".join(line for line in (ROOT / ".ci" / "run").read_text().splitlines()
                    if not line.startswith("#"))
     steps = ["scripts/install-test-deps", ". .venv/bin/activate", "python -m mypy --strict src",
-             "python -m pytest", ".ci/quickstart"]
+             "assert p.ACCELERATED", "scripts/test", ".ci/quickstart"]
     assert [ci.index(step) for step in steps] == sorted(ci.index(step) for step in steps)
+    # The whole suite twice: with the C accelerator, then on the pure-Python path.
+    runs = [line for line in (ROOT / "scripts" / "test").read_text().splitlines()
+            if "python -m pytest" in line]
+    assert runs == ['python -m pytest -q -n 2 "$@"', 'SCGIKIT_PURE=1 python -m pytest -q -n 2 "$@"']
     smoke = (ROOT / ".ci" / "quickstart").read_text()
     assert "setsid scripts/serve-example >" in smoke and "/usr/bin/python3" in smoke
     assert ".venv/bin/scgi-test --timeout 30 /" in smoke
