@@ -100,24 +100,32 @@ def open_descriptors(pid: int) -> int:
 
 
 def settled_descriptors(pid: int) -> int:
-    """A new worker's open descriptors, once it has closed its end of the master's ready pipe.
+    """A new worker's open descriptors, once it holds no pipe of its master's.
 
-    The master logs "Worker N ready" when it reads that pipe, a moment before the worker
-    closes its end: a count taken in between is one too high, and a test waiting for
-    "baseline + n" would wait for a descriptor that is gone.  The worker holds both ends of
-    any pipe of its own (the signal wake-up pipe), and one end of the ready pipe only.
+    A worker starts with copies of the master's descriptors, closes the master's own
+    pipes at once, and its end of the ready pipe only after it has told the master it
+    is ready (which the master logs, a moment before that close).  A count taken before
+    is too high, and a test waiting for "baseline + n" would wait for descriptors that
+    are gone.
     """
-    def count() -> int | None:
-        links = []
-        for name in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                links.append(os.readlink(f"/proc/{pid}/fd/{name}") if int(name) > 2 else "")
-            except OSError:
-                links.append("")  # closed while listed
-        pipes = [link for link in links if link.startswith("pipe:")]
-        return None if any(pipes.count(pipe) == 1 for pipe in pipes) else len(links)
+    with open(f"/proc/{pid}/stat") as fh:
+        master = int(fh.read().rsplit(")", 1)[1].split()[1])
 
-    return int(wait_until(count, message=f"worker {pid} to close its end of the ready pipe"))
+    def pipes(of: int) -> set[str]:
+        found = set()
+        for name in os.listdir(f"/proc/{of}/fd"):
+            try:
+                link = os.readlink(f"/proc/{of}/fd/{name}")
+            except OSError:
+                continue  # closed while listed
+            if int(name) > 2 and link.startswith("pipe:"):
+                found.add(link)
+        return found
+
+    def count() -> int | None:
+        return None if pipes(pid) & pipes(master) else open_descriptors(pid)
+
+    return int(wait_until(count, message=f"worker {pid} to close the master's pipes"))
 
 
 def p99_behind_flood(address: str, worker: int, idle: int = 1000, drip: int = 50) -> float:
