@@ -74,6 +74,10 @@ RETIRE_BUDGET = 64
 # How long a full stop waits for connections still arriving before it closes a listener.
 FINAL_WAIT = 0.05
 _OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+# A socket.socket's family and type are enums made in Python at each read (0.8 µs for
+# the two, once per wake-up); the C socket type's own descriptors give the plain ints.
+_raw_family: Callable[[socket.socket], int] = _socket.socket.family.__get__
+_raw_type: Callable[[socket.socket], int] = _socket.socket.type.__get__
 
 
 class Heartbeat:
@@ -159,7 +163,7 @@ class Accepting:
         # socket.accept() wraps each connection in Python code; the C socket type
         # has all a request needs, for a tenth of the cost.
         accept = listener._accept  # type: ignore[attr-defined]
-        family, kind = listener.family, listener.type
+        family, kind = _raw_family(listener), _raw_type(listener)
         allow = self.allow if family != socket.AF_UNIX else None
         taken = 0
         while budget != taken and (final or (
