@@ -293,10 +293,6 @@ class WSGIAdapter:
             "wsgi.input_terminated": True,
         }
 
-    def environ(self, variables: dict[str, str], body: Body) -> dict[str, Any]:
-        """The WSGI environ of one request."""
-        return build_environ(self.base, variables, body, self.script_name)
-
     def __call__(self, sock: Connection, variables: dict[str, str], length: int,
                  body: Body) -> tuple[str, int]:
         """Answer one request; returns the status line and the bytes sent."""
