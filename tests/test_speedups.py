@@ -612,10 +612,9 @@ def test_a_send_that_times_out_raises_client_gone(new_exchange, stream):
     ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
     exchange = new_exchange(ours, adapter(), 0.2)
     exchange.start_response("200 OK", HEADERS)
-    started = time.monotonic()
+    # "timed out" comes only from the socket's own timeout, armed for the rest of the send.
     with pytest.raises(wsgi.ClientGone, match="timed out"):
         exchange.respond([b"x" * (4 << 20)])
-    assert 0.15 < time.monotonic() - started < 2
     assert ours.gettimeout() == 0.2  # armed only once a send could not finish at once
 
 
