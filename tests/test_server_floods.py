@@ -11,7 +11,7 @@ import time
 
 import pytest
 from figures import record
-from floods import p99_behind_flood
+from floods import open_descriptors, p99_behind_flood
 from scgi_raw import connect, parse_answer, read_all, request
 from servers import child_env, wait_until, worker_pids
 
@@ -91,8 +91,10 @@ def test_worker_out_of_descriptors_backs_off_then_recycles_and_service_resumes(
                    env=env, limit_descriptors=64)
     (leaker,) = wait_until(lambda: worker_pids(server.pid), message="the worker")
     assert request(server.address, "/", timeout=5).body == str(leaker).encode()
-    # Its descriptors are soon all gone: a connection then waits in the listen queue
-    # until the worker gives up and is replaced.
+    # Its descriptors are soon all gone (waited for: on a loaded machine the leak takes
+    # a while): a connection then waits in the listen queue until the worker gives up
+    # and is replaced.
+    wait_until(lambda: open_descriptors(leaker) >= 64, message="the leak to take them all")
     started = time.monotonic()
     for _ in range(20):
         answer = request(server.address, "/", timeout=60)
