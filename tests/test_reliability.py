@@ -9,18 +9,32 @@ and every wait has a deadline.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import threading
 import time
+from collections import Counter
 
+import pytest
 from figures import record
 from floods import open_descriptors
 from scgi_raw import request
 from servers import wait_until, worker_pids
 
 from scgikit.addresses import parse_address
-from scgikit.protocol import encode_request
+from scgikit.protocol import ResponseError, encode_request
+
+
+@pytest.fixture(params=["sync", "threads", "asyncio"])
+def model(request):
+    """Every worker model: the WSGI ones (``serve`` adds the threads), and asyncio."""
+    return request.param
+
+
+def app(model, name):
+    """The fixture app ``name`` in the kind the model hosts (asgi_apps has the same ones)."""
+    return f"{'asgi' if model == 'asyncio' else 'wsgi'}_apps:{name}"
 
 
 def kind(transport):
@@ -95,8 +109,8 @@ def two_workers(server, without=()):
         raise AssertionError(f"{exc}; the log:\n{server.log}") from None
 
 
-def test_ten_reloads_under_continuous_load_fail_no_request(serve, transport):
-    server = serve("wsgi_apps:pid", "--workers", "2", bind=[transport])
+def test_ten_reloads_under_continuous_load_fail_no_request(serve, transport, model):
+    server = serve(app(model, "pid"), "--workers", "2", bind=[transport])
     first = two_workers(server)
     with Load(server.address, threads=2, max_seconds=90) as load:
         wait_until(lambda: load.served() >= 50, timeout=30, message="load before the reloads")
@@ -110,20 +124,20 @@ def test_ten_reloads_under_continuous_load_fail_no_request(serve, transport):
         since = time.monotonic()
         wait_until(lambda: load.first_answer_from(set(), since) is not None, timeout=30,
                    message="load after the last reload")
-    record("ten reloads (SIGHUP) under load", kind(transport), reloads=10,
+    record("ten reloads (SIGHUP) under load", kind(transport), model=model, reloads=10,
            served=len(load.answers), failed=len(load.failures))
-    assert load.failures == []
+    assert load.failures == [], f"{load.failures}\n{server.log}"
     # A request sent once only the last generation is alive is answered by it (one sent
     # earlier may still be answered by an old worker finishing what it had taken).
     assert {pid for _, pid, sent in load.answers if sent >= since} <= last
 
 
-def test_sigkill_of_a_worker_under_load_loses_at_most_what_it_held(serve, transport):
+def test_sigkill_of_a_worker_under_load_loses_at_most_what_it_held(serve, transport, model):
     """Three workers killed one after another: each may take the connections it held
     with it (the request in the app, one parked for its bytes), nothing else.  From the
     second kill on, the master's back-off (0.1 s, then doubled) delays the replacement:
     the first figure is the plain one."""
-    server = serve("wsgi_apps:pid", "--workers", "2", bind=[transport])
+    server = serve(app(model, "pid"), "--workers", "2", bind=[transport])
     kills, resumed = [], []
     with Load(server.address, threads=2, max_seconds=60) as load:
         wait_until(lambda: load.served() >= 50, timeout=30, message="load before the kill")
@@ -138,7 +152,7 @@ def test_sigkill_of_a_worker_under_load_loses_at_most_what_it_held(serve, transp
             server.wait_for_log(rf"Worker {victim} was killed by signal 9; replacing it")
     failed = [sum(1 for at, _ in load.failures if start <= at < end)
               for start, end in zip([0.0] + kills, kills + [float("inf")])]
-    record("SIGKILL of a worker under load", kind(transport), kills=len(kills),
+    record("SIGKILL of a worker under load", kind(transport), model=model, kills=len(kills),
            served=len(load.answers), failed=len(load.failures),
            new_worker_answers_after_ms=round(resumed[0] * 1000),
            after_third_kill_ms=round(resumed[2] * 1000))
@@ -148,8 +162,8 @@ def test_sigkill_of_a_worker_under_load_loses_at_most_what_it_held(serve, transp
     assert max(failed[1:]) <= 2, load.failures
 
 
-def test_stuck_worker_is_killed_and_replaced_while_the_other_serves(serve, transport):
-    server = serve("wsgi_apps:slow", "--workers", "2", "--timeout", "1", bind=[transport])
+def test_stuck_worker_is_killed_and_replaced_while_the_other_serves(serve, transport, model):
+    server = serve(app(model, "slow"), "--workers", "2", "--timeout", "1", bind=[transport])
     before = two_workers(server)
     stuck = {}
 
@@ -165,13 +179,19 @@ def test_stuck_worker_is_killed_and_replaced_while_the_other_serves(serve, trans
     (match,) = server.wait_for_log(r"slow request started in (\d+)")
     victim = int(match.group(1))
     assert victim in before
-    served, killed_at, replaced_at = 0, None, None
+    served, cut, killed_at, replaced_at = 0, 0, None, None
     deadline = started + 20
     while replaced_at is None and time.monotonic() < deadline:
-        answer = request(server.address, "/slow?0", timeout=10)
-        assert answer.status == 200 and answer.body == b"slow done"
+        try:
+            answer = request(server.address, "/slow?0", timeout=10)
+        except (OSError, ResponseError):
+            answer = None
+        if answer is not None:
+            assert answer.status == 200 and answer.body == b"slow done"
+        else:
+            cut += 1
         now = time.monotonic()
-        served += killed_at is None
+        served += killed_at is None and answer is not None
         if killed_at is None and f"Worker {victim} stuck on one request" in server.log:
             killed_at = now
         if killed_at is not None:
@@ -179,7 +199,7 @@ def test_stuck_worker_is_killed_and_replaced_while_the_other_serves(serve, trans
             if len(pids) == 2 and victim not in pids:
                 replaced_at = now
     thread.join(30)
-    record("stuck worker past --timeout 1", kind(transport), workers=2,
+    record("stuck worker past --timeout 1", kind(transport), model=model, workers=2,
            killed_after_s=killed_at and round(killed_at - started, 2),
            replaced_after_s=replaced_at and round(replaced_at - started, 2),
            served_while_stuck=served)
@@ -187,25 +207,40 @@ def test_stuck_worker_is_killed_and_replaced_while_the_other_serves(serve, trans
     assert replaced_at is not None, server.log
     assert served > 0  # the other worker served while this one was stuck
     assert stuck["answer"] != 200  # killed, not answered after 5 s
+    # A stuck sync worker or event loop takes nothing more.  A threads worker serves on
+    # with its other threads, and the requests it holds are cut with it (docs/server.md):
+    # this client sends one at a time, so one at most.
+    assert cut <= (1 if model == "threads" else 0)
     assert killed_at - started < 5
     server.wait_for_log(rf"Worker {victim} was killed by signal 9; replacing it")
 
 
-def test_recycling_under_load_fails_no_request(serve, transport):
-    server = serve("wsgi_apps:pid", "--workers", "2", "--max-requests", "50",
+def test_recycling_under_load_fails_no_request(serve, transport, model):
+    server = serve(app(model, "pid"), "--workers", "2", "--max-requests", "50",
                    "--max-requests-jitter", "10", bind=[transport])
     with Load(server.address, threads=2, max_requests=2000, max_seconds=60) as load:
         wait_until(lambda: load.done() >= 2000, timeout=60, message="2,000 requests")
-    # Every worker goes after 50 to 60 requests: at least 31 of them are done with 2,000.
-    # The last ones log it a moment after their last answer: wait for the lines.
-    least = 2000 // 60 - 2
-    wait_until(lambda: server.log.count("Worker recycled after") >= least, timeout=10,
-               message=f"{least} workers recycled")
-    recycled = server.log.count("Worker recycled after")
-    record("recycling under load (--max-requests 50, jitter 10)", kind(transport), workers=2,
-           requests=load.done(), failed=len(load.failures), recycled=recycled)
+    # A worker goes after its 50 to 60 requests, and serves what it holds then: at most
+    # the two clients' next connections (one waiting for its request, one queued), so
+    # up to 62.  Each worker that answered and is gone has logged its count.
+    counts = Counter(pid for _, pid, _ in load.answers)
+    least = (2000 - 2 * 62) // 62  # all but the two live workers were recycled
+
+    def recycled():
+        gone = set(counts) - worker_pids(server.pid)
+        logged = {int(m[1]): int(m[2]) for m in re.finditer(
+            r"\[(\d+)\] \[INFO\] Worker recycled after (\d+) requests", server.log)}
+        return (gone, logged) if len(gone) >= least and gone <= set(logged) else None
+
+    gone, logged = wait_until(recycled, timeout=10, message=f"{least} workers gone, each logged")
+    record("recycling under load (--max-requests 50, jitter 10)", kind(transport),
+           model=model, workers=2, requests=load.done(), failed=len(load.failures),
+           recycled=len(gone))
     assert load.failures == [], load.failures[:5]
-    assert recycled >= least
+    differ = {pid: (logged[pid], counts[pid]) for pid in gone if logged[pid] != counts[pid]}
+    assert not differ, f"logged and answered: {differ}\n{server.log}"
+    assert all(50 <= counts[pid] <= 62 for pid in gone), counts
+    assert all(counts[pid] <= 62 for pid in counts), counts
 
 
 def rss_kib(pid):
@@ -271,11 +306,11 @@ def hammer_parked(address, worker, count, batch=100):
     return wrong
 
 
-def test_memory_of_a_worker_does_not_grow_with_requests(serve, transport):
+def test_memory_of_a_worker_does_not_grow_with_requests(serve, transport, model):
     """Requests sent whole, then requests the worker parks until their head is complete
     (as a unix client that connects before it writes often is): neither may leave memory
     behind."""
-    server = serve("wsgi_apps:hello", "--workers", "1", bind=[transport])
+    server = serve(app(model, "hello"), "--workers", "1", bind=[transport])
     (worker,) = wait_until(lambda: worker_pids(server.pid), message="the worker")
     assert hammer(server.address, 2000) == 0
     assert hammer_parked(server.address, worker, 2000) == 0
@@ -288,7 +323,7 @@ def test_memory_of_a_worker_does_not_grow_with_requests(serve, transport):
     took = time.monotonic() - started
     assert worker_pids(server.pid) == {worker}  # the same worker, not a fresh one
     whole, parked = (rss[1] - rss[0]) * 5, (rss[2] - rss[1]) * 5  # per 100,000
-    record("memory growth (one worker, hello)", kind(transport), requests=40_000,
+    record("memory growth (one worker, hello)", kind(transport), model=model, requests=40_000,
            rss_kib=rss[2], growth_kib_per_100k_whole=whole,
            growth_kib_per_100k_parked=parked, seconds=round(took, 1))
     assert whole < 2048 and parked < 2048, f"RSS {rss} KiB, 20,000 requests apart"

@@ -10,8 +10,11 @@ import hashlib
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from figures import record
@@ -382,6 +385,32 @@ def test_graceful_stop_lets_requests_in_flight_finish(asgi):
     for thread in threads:
         thread.join(30)
     assert results == [b"slept"] * 20
+
+
+def test_a_stop_that_waits_says_what_for(asgi):
+    """As on the WSGI models (test_server_stop.py), with a request in the app too: one
+    that waits for its client to go."""
+    server = asgi("wait_for_disconnect")
+    whole = encode_request({"REQUEST_METHOD": "GET", "REQUEST_URI": "/"}, 0)
+    with connect(server.address, timeout=30) as in_app, \
+            connect(server.address, timeout=30) as half:
+        in_app.sendall(whole)
+        server.wait_for_log("waiting for disconnect")
+        half.sendall(whole[:10])
+        server.send_signal(signal.SIGTERM)
+        server.wait_for_log(r"Stopping; still waiting for: 1 in the app, 1 connections")
+    server.wait_for_log("received http.disconnect")
+    assert server.proc.wait(30) == 0
+
+
+def test_a_stop_signal_between_ready_and_the_loop_is_not_lost(transport):
+    """uvloop reads signals only while it runs: a SIGTERM that reached a worker after it
+    said "ready" and before its loop ran was lost, and the stop waited out
+    --graceful-timeout.  tests/stop_before_the_loop.py sends it in that window."""
+    script = Path(__file__).with_name("stop_before_the_loop.py")
+    done = subprocess.run([sys.executable, str(script), transport], env=child_env(),
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (0, "stopped\n"), done.stderr
 
 
 def test_full_stop_serves_connections_waiting_in_the_listen_queue(serve, transport):

@@ -107,3 +107,20 @@ def test_a_stopping_server_answers_or_refuses_every_new_connection(model, serve,
     assert outcomes and outcomes[-1] == "refused", outcomes
     assert set(outcomes[:-1]) <= {200, "no handshake"}, outcomes
     assert server.proc.wait(30) == 0
+
+
+def test_a_stop_that_waits_says_what_for(serve, transport):
+    """A connection that has sent half its head holds the stop (until --header-timeout):
+    the worker says so every 2 s, then serves it once the rest comes, and exits."""
+    server = serve("wsgi_apps:hello", "--workers", "1", bind=[transport])
+    whole = encode_request({"REQUEST_METHOD": "GET", "REQUEST_URI": "/"}, 0)
+    with connect(server.address, timeout=30) as sock:  # the worker is up
+        sock.sendall(whole)
+        assert parse_answer(read_all(sock)).status == 200
+    with connect(server.address, timeout=30) as sock:
+        sock.sendall(whole[:10])
+        server.send_signal(signal.SIGTERM)
+        server.wait_for_log(r"Stopping; still waiting for: 0 in the app, 1 connections")
+        sock.sendall(whole[10:])
+        assert parse_answer(read_all(sock)).status == 200
+    assert server.proc.wait(30) == 0

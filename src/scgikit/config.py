@@ -196,8 +196,9 @@ class Config:
         ["--loop"], "event loop of the asyncio model: auto (uvloop when installed), asyncio "
         "or uvloop", default="auto", parse=lambda text: text.lower(), metavar="LOOP")
     max_requests: int = _option(
-        ["--max-requests"], "recycle a worker after this many requests (0: never); it first "
-        "serves the connections already waiting for it, so it may serve a few more",
+        ["--max-requests"], "recycle a worker after this many requests (0: never), counted as "
+        "they reach the app; it first serves the connections it holds and those queued for it "
+        "at that moment, so it may serve a few more",
         default=0, parse=_count, metavar="N")
     max_requests_jitter: int = _option(
         ["--max-requests-jitter"], "add 0..N at random to --max-requests per worker, so "

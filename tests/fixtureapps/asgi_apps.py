@@ -43,6 +43,22 @@ async def hello(scope, receive, send):
     await _answer(send, b"hello")
 
 
+async def pid(scope, receive, send):
+    """The worker's pid, as the WSGI ``pid`` app answers it."""
+    if scope["type"] != "http":
+        return
+    await _answer(send, str(os.getpid()).encode())
+
+
+async def slow(scope, receive, send):
+    """As the WSGI ``slow`` app: a blocking sleep of N seconds, which stops the loop."""
+    if scope["type"] != "http":
+        return
+    print(f"slow request started in {os.getpid()}", file=sys.stderr, flush=True)
+    time.sleep(float(scope["query_string"] or b"1"))
+    await _answer(send, b"slow done")
+
+
 async def scope_json(scope, receive, send):
     """Answers with the scope, bytes as latin-1 text, and the body it received."""
     if scope["type"] != "http":

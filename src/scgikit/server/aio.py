@@ -57,6 +57,7 @@ from .sockets import Connection, Listener
 from .throttle import LogThrottle
 from .worker import (
     ACCEPT_PAUSE,
+    STOP_REPORT,
     Accepting,
     Heartbeat,
     _raise_descriptor_limit,
@@ -73,6 +74,7 @@ _SMALL_CHUNK = 16 * 1024
 _SENDFILE_BLOCK = 1 << 30
 # A waiting connection is watched for one readiness at a time, in the worker's own epoll.
 _ONCE = select.EPOLLIN | select.EPOLLONESHOT
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT)
 # The listeners, shared by every worker: the kernel wakes one idle worker per connection.
 _SHARED = select.EPOLLIN | select.EPOLLEXCLUSIVE
 
@@ -279,6 +281,8 @@ class AsyncioWorker(Accepting):
         self.max_requests = config.max_requests + (
             random.randint(0, config.max_requests_jitter) if config.max_requests else 0)
         self.handled = 0
+        self.started = 0  # requests given to the app: --max-requests counts these
+        self.recycling = False  # --max-requests reached: no more accepts, retiring
         self.stopping = False
         self.drain_queue = False
         self.listening = False
@@ -316,6 +320,10 @@ class AsyncioWorker(Accepting):
                                    self.config.body_timeout, self.lifespan.state)
         # Before the master hears "ready", which may be followed at once by a stop.
         self._install_signals()
+        # Held until the loop runs: uvloop reads signals through a wake-up descriptor it
+        # sets only while it runs, so one that came between the two runs would be lost
+        # (and a stop would wait out --graceful-timeout).  Pending, it comes in run().
+        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
 
     def run(self) -> None:
         _raise_descriptor_limit()
@@ -327,6 +335,7 @@ class AsyncioWorker(Accepting):
             self._listen()
         loop.call_later(1.0, self._check_master)
         loop.add_reader(self.watcher.fileno(), self._ready_waiting)
+        loop.call_soon(signal.pthread_sigmask, signal.SIG_UNBLOCK, _STOP_SIGNALS)
         try:
             loop.run_until_complete(self.done)
             if self.max_requests and self.handled >= self.max_requests:
@@ -355,7 +364,15 @@ class AsyncioWorker(Accepting):
         if not self.stopping:
             self.stopping = True
             self._stop_accepting()
+            self.loop.call_later(STOP_REPORT, self._report_stop)
         self._check_done()
+
+    def _report_stop(self) -> None:
+        """Say what a stop still waits for, every STOP_REPORT seconds until it is done."""
+        if self.done is not None and not self.done.done():
+            log.info("Stopping; still waiting for: %d in the app, %d connections",
+                     len(self.tasks), len(self.waiting))
+            self.loop.call_later(STOP_REPORT, self._report_stop)
 
     def _stop(self) -> None:
         """SIGINT, the master's full stop: first serve what the listen queues hold."""
@@ -531,6 +548,17 @@ class AsyncioWorker(Accepting):
             self._serve(channel, variables, length, prefix, deadline, entry)))
         if self.stats is not None:
             self.stats.set_in_flight(len(self.tasks))
+        self.started += 1
+        if self.started == self.max_requests:
+            # Counted as they start, not as they end, or the loop would take more
+            # while its last ones run.  No accept after this one (_may_accept); the
+            # retirement, with its last pass over the listen queue, once this accept
+            # loop is done.  (Not stopping yet: a stop may end only after that pass.)
+            self.recycling = True
+            self.loop.call_soon(self._retire)
+
+    def _may_accept(self) -> bool:
+        return not self.recycling
 
     async def _serve(self, channel: _Channel, variables: dict[str, str], length: int,
                      prefix: bytes, deadline: float, entry: _InFlight) -> None:
@@ -556,10 +584,7 @@ class AsyncioWorker(Accepting):
         if self.stats is not None:
             self.stats.set_in_flight(len(self.tasks))
         self.handled += 1
-        if self.handled == self.max_requests and not self.stopping:
-            self._retire()
-        else:
-            self._check_done()
+        self._check_done()
 
     # --- waiting connections ---------------------------------------------------------
 

@@ -50,6 +50,7 @@ class ThreadedWorker(Worker):
         self.finished: queue.SimpleQueue[tuple[Connection, Ending, float]] = queue.SimpleQueue()
         self.lock = threading.Lock()  # guards in_flight, handled and full
         self.in_flight = 0  # requests handed to the pool and not yet finished
+        self.started = 0  # requests handed to the pool: --max-requests counts these
         self.full = False  # listeners left out of the wait while the pool is full
         self.done_r, self.done_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.pool = [threading.Thread(target=self._serve, name=f"scgikit-{n}", daemon=True)
@@ -84,6 +85,12 @@ class ThreadedWorker(Worker):
             if full:
                 self.full = True  # cleared by _collect, once it has watched the listeners again
         self.tasks.put((conn, data, parsed, accepted))
+        self.started += 1
+        if self.started == self.max_requests and not self.stopping:
+            # Counted as they start, not as they end: the pool's last ones still run
+            # when the worker stops taking more.
+            self.stopping = True
+            self.drain_queue = False
         if full and self.listening:
             for sock in self.listeners:
                 self.poller.remove(sock.fileno())
@@ -95,6 +102,9 @@ class ThreadedWorker(Worker):
 
     def _idle(self) -> bool:
         return self.in_flight == 0 and self.finished.empty()
+
+    def _holding(self) -> str:
+        return f"{self.in_flight} in the app, {len(self.parked)} connections"
 
     def _collect(self) -> None:
         """News from the pool: park the ends that must drain, watch the listeners again."""
@@ -110,9 +120,6 @@ class ThreadedWorker(Worker):
                 break
             self._park(Parked(conn, None, ending, accepted))
         with self.lock:
-            if self.max_requests and self.handled >= self.max_requests and not self.stopping:
-                self.stopping = True
-                self.drain_queue = False
             free = self.full and self.in_flight < self.size
             if free:
                 self.full = False
@@ -144,7 +151,6 @@ class ThreadedWorker(Worker):
                 if self.stats is not None:
                     self.stats.set_in_flight(self.in_flight)
                 self.handled += 1
-                news = news or self.full or self.stopping or (
-                    self.max_requests > 0 and self.handled >= self.max_requests)
+                news = news or self.full or self.stopping
             if news:
                 os.write(self.done_w, b".")

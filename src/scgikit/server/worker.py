@@ -73,6 +73,8 @@ ACCEPT_GIVE_UP = 5.0
 RETIRE_BUDGET = 64
 # How long a full stop waits for connections still arriving before it closes a listener.
 FINAL_WAIT = 0.05
+# A stopping worker says what it still waits for this often (until --graceful-timeout).
+STOP_REPORT = 2.0
 _OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 # A socket.socket's family and type are enums made in Python at each read (0.8 µs for
 # the two, once per wake-up); the C socket type's own descriptors give the plain ints.
@@ -155,11 +157,15 @@ class Accepting:
         return True
 
     def _accept_from(self, listener: socket.socket, budget: int | None,
-                     final: bool = False) -> None:
+                     final: bool = False,
+                     take: Callable[[Connection], None] | None = None) -> None:
         """Accept until the listen queue is empty, or ``budget`` connections are taken.
 
         ``final``: the last pass of a worker that stops accepting, whatever its state.
+        ``take``: what gets each connection (``_take`` unless told).
         """
+        if take is None:
+            take = self._take
         # socket.accept() wraps each connection in Python code; the C socket type
         # has all a request needs, for a tenth of the cost.
         accept = listener._accept  # type: ignore[attr-defined]
@@ -185,7 +191,7 @@ class Accepting:
                 os.close(fd)
                 self.log_refused("Refused a connection from %s: not in --allow-from", peer[0])
                 continue
-            self._take(_socket.socket(family, kind, 0, fd))
+            take(_socket.socket(family, kind, 0, fd))
 
     def _final_accepts(self) -> None:
         """The last accepts from each listener, then this worker's copies are closed.
@@ -211,8 +217,13 @@ class Accepting:
                         [sock], [], [], left)[0]:
                     self._accept_from(sock, RETIRE_BUDGET, final=True)
             else:
+                # Take what is queued now, then serve it: served as it came, a sync
+                # worker would go on taking the connections that arrive meanwhile.
                 budget = RETIRE_BUDGET if queued < 0 else min(queued, RETIRE_BUDGET)
-                self._accept_from(sock, budget, final=True)
+                held: list[Connection] = []
+                self._accept_from(sock, budget, final=True, take=held.append)
+                for conn in held:
+                    self._take(conn)
             sock.close()
         self.drain_queue = False
 
@@ -307,14 +318,19 @@ class Worker(Accepting):
         poller.add_listeners(self.listeners)
         poller.add(wake_r)
         check_master_at = time.monotonic() + 1.0
+        report_at = 0.0
         listening = {sock.fileno() for sock in self.listeners}
         woken = list(listening)
         while True:
             if self.stopping:
                 if self.listening:
                     self._stop_accepting()
+                    report_at = time.monotonic() + STOP_REPORT
                 if not self.parked and self._idle():
                     break
+                if time.monotonic() >= report_at:
+                    report_at = time.monotonic() + STOP_REPORT
+                    log.info("Stopping; still waiting for: %s", self._holding())
             elif not self.accept_paused_until and not listening.isdisjoint(woken):
                 self._accept_all()
             woken = self._wait()
@@ -374,6 +390,10 @@ class Worker(Accepting):
     def _idle(self) -> bool:
         """Whether no request is in the app (the sync model runs them inline: always)."""
         return True
+
+    def _holding(self) -> str:
+        """What a stopping worker still waits for, in words."""
+        return f"0 in the app, {len(self.parked)} connections"
 
     def _cannot_accept(self, exc: OSError) -> None:
         """Out of descriptors: back off (polling a listener we cannot accept from spins)."""
