@@ -174,6 +174,38 @@ def test_a_typical_nginx_head_parses_alike():
     assert len(environ) == 27 and (length, data[consumed:]) == (5, b"hello")
 
 
+def test_heads_in_a_row_parse_alike_whatever_the_c_function_kept_from_the_last():
+    """The C function reuses the names (and a name's last value) of the heads before:
+    a head must parse the same whatever came before it, whether its names and values
+    are the last ones, differ, share a cache slot, or are too long to keep."""
+    base = {"CONTENT_LENGTH": "0", "SCGI": "1", "REQUEST_METHOD": "GET",
+            "SERVER_NAME": "localhost", "HTTP_COOKIE": "a=1"}
+    variants = [
+        {},
+        {"REQUEST_METHOD": "POST"},
+        {"REQUEST_METHOD": "GET", "REMOTE_PORT": "5555"},
+        {"REQUEST_METHOD": "PUT", "REMOTE_PORT": "5556"},  # as long as the last ones
+        {"HTTP_COOKIE": "b=" + "x" * 300},  # longer than the C function keeps
+        {"HTTP_COOKIE": "b=" + "x" * 300},
+        {"HTTP_COOKIE": "a=1", "HTTP_X_\xe9": "caf\xe9"},  # Latin-1 beyond ASCII
+        # Names of the same length and the same first, middle and last bytes: one slot.
+        {"HTTP_XAY": "1", "HTTP_XBY": "2"},
+        {"HTTP_XBY": "2", "HTTP_XAY": "1"},
+        {"SERVER_NAME": ""},
+        {"SERVER_NAME": "localhost"},
+    ]
+    parsed = []
+    for _ in range(3):
+        for extra in variants:
+            environ = {**base, **extra}
+            data = scgi_head(list(environ.items()))
+            result = assert_same(data, 4096)
+            assert result[1][0] == environ
+            parsed.append(result[1][0])
+    # What an earlier result holds is not changed by later calls.
+    assert parsed[0] == base and parsed[4]["HTTP_COOKIE"] == "b=" + "x" * 300
+
+
 # --- the C path is taken, and holds nothing afterwards ------------------------------------------
 
 @pytest.fixture

@@ -51,6 +51,10 @@
 #define MAX_FAST_DIGITS 18
 /* The netstring length's ':' must be within the first 21 bytes, as the pure function looks. */
 #define COLON_WINDOW 21
+/* parse_head keeps the names it has made lately, each with its last value: the next
+ * request's same name (and, often, same value) reuses the str, hash included. */
+#define NAME_CACHE 128
+#define CACHED_VALUE_MAX 256
 
 /* The names the WSGI code looks up, made once (interned: a dict lookup of one of
  * them is mostly a pointer comparison). */
@@ -90,6 +94,7 @@ typedef struct {
     PyObject *empty_bytes;
     PyObject *content_type_name, *content_length_name;  /* b"content-type", b"content-length" */
     PyObject *names[N_COUNT];
+    struct { PyObject *name, *value; } variables[NAME_CACHE];  /* see NAME_CACHE */
 } speedups_state;
 
 static speedups_state *
@@ -116,11 +121,63 @@ plain_number(const char *p, Py_ssize_t n)
     return value;
 }
 
+/* Where the cache keeps a name: its length and three of its bytes (n >= 1). */
+static inline Py_ssize_t
+name_slot(const char *p, Py_ssize_t n)
+{
+    size_t h = (size_t)n * 31u + (unsigned char)p[0] * 7u + (unsigned char)p[n - 1] * 3u
+               + (unsigned char)p[n / 2];
+    return (Py_ssize_t)(h % NAME_CACHE);
+}
+
+/* Whether the str s (made by PyUnicode_DecodeLatin1: one byte a character) is the n
+ * bytes at p. */
+static inline int
+same_text(PyObject *s, const char *p, Py_ssize_t n)
+{
+    return PyUnicode_GET_LENGTH(s) == n && memcmp(PyUnicode_1BYTE_DATA(s), p, (size_t)n) == 0;
+}
+
+/* The str of the value at [value, value + n) of the name in `slot`, reused when it is
+ * the one that name had last; a new reference, or NULL with an exception set. */
+static PyObject *
+cached_value(speedups_state *state, Py_ssize_t slot, const char *value, Py_ssize_t n)
+{
+    PyObject *last = state->variables[slot].value;
+    if (last != NULL && same_text(last, value, n)) {
+        return Py_NewRef(last);
+    }
+    PyObject *made = PyUnicode_DecodeLatin1(value, n, NULL);
+    if (made != NULL) {
+        Py_XSETREF(state->variables[slot].value, n <= CACHED_VALUE_MAX ? Py_NewRef(made) : NULL);
+    }
+    return made;
+}
+
+/* The str of the name at [p, p + n), reused from the cache or put there (which forgets
+ * the value kept for the name it replaces); a new reference, or NULL with an exception
+ * set.  *slot is where it is kept. */
+static PyObject *
+cached_name(speedups_state *state, const char *p, Py_ssize_t n, Py_ssize_t *slot)
+{
+    *slot = name_slot(p, n);
+    PyObject *known = state->variables[*slot].name;
+    if (known != NULL && same_text(known, p, n)) {
+        return Py_NewRef(known);
+    }
+    PyObject *made = PyUnicode_DecodeLatin1(p, n, NULL);
+    if (made != NULL) {
+        Py_XSETREF(state->variables[*slot].name, Py_NewRef(made));
+        Py_CLEAR(state->variables[*slot].value);
+    }
+    return made;
+}
+
 /* Sets *environ and *content_length from the block [p, end) of NUL-terminated
  * names and values.  Returns 1 on success, 0 if the block needs the pure
  * function (anything unusual), -1 with an exception set (out of memory). */
 static int
-parse_variables(const char *p, const char *end, PyObject **environ,
+parse_variables(speedups_state *state, const char *p, const char *end, PyObject **environ,
                 long long *content_length)
 {
     int scgi_is_one = 0;
@@ -155,11 +212,12 @@ parse_variables(const char *p, const char *end, PyObject **environ,
             /* SCGI: "a header named SCGI with a value of 1 must be present". */
             scgi_is_one = value_len == 1 && value[0] == '1';
         }
-        PyObject *key = PyUnicode_DecodeLatin1(p, name_len, NULL);
+        Py_ssize_t slot;
+        PyObject *key = cached_name(state, p, name_len, &slot);
         if (key == NULL) {
             goto error;
         }
-        PyObject *val = PyUnicode_DecodeLatin1(value, value_len, NULL);
+        PyObject *val = cached_value(state, slot, value, value_len);
         if (val == NULL) {
             Py_DECREF(key);
             goto error;
@@ -192,7 +250,8 @@ error:
 /* The fast path on a held buffer: 1 with *result set (a tuple, or None for a
  * partial head), 0 for the pure function, -1 with an exception set. */
 static int
-parse_buffer(const char *buf, Py_ssize_t len, Py_ssize_t max_size, PyObject **result)
+parse_buffer(speedups_state *state, const char *buf, Py_ssize_t len, Py_ssize_t max_size,
+             PyObject **result)
 {
     if (len == 0) {
         return 0;
@@ -222,7 +281,7 @@ parse_buffer(const char *buf, Py_ssize_t len, Py_ssize_t max_size, PyObject **re
     }
     PyObject *environ;
     long long content_length;
-    int found = parse_variables(buf + start, buf + end, &environ, &content_length);
+    int found = parse_variables(state, buf + start, buf + end, &environ, &content_length);
     if (found <= 0) {
         return found;
     }
@@ -303,7 +362,7 @@ parse_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *
         if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
             return NULL;
         }
-        int done = parse_buffer((const char *)view.buf, view.len, max_size, &result);
+        int done = parse_buffer(state, (const char *)view.buf, view.len, max_size, &result);
         PyBuffer_Release(&view);
         if (done != 0) {
             return result;  /* NULL with the exception set when done < 0 */
@@ -1457,6 +1516,10 @@ speedups_clear(PyObject *module)
     Py_CLEAR(state->content_length_name);
     for (int i = 0; i < N_COUNT; i++) {
         Py_CLEAR(state->names[i]);
+    }
+    for (int i = 0; i < NAME_CACHE; i++) {
+        Py_CLEAR(state->variables[i].name);
+        Py_CLEAR(state->variables[i].value);
     }
     return 0;
 }
