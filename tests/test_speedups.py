@@ -12,9 +12,11 @@ scope's request headers (``header_pairs``).
 
 from __future__ import annotations
 
+import errno
 import inspect
 import io
 import json
+import os
 import re
 import shutil
 import socket
@@ -1099,3 +1101,64 @@ def test_the_c_header_pairs_keeps_or_leaks_no_reference(case):
         HEADER_SETS[case][0])
     leak_check(lambda: outcome(build, variables), variables, *variables, *variables.values(),
                header_pairs_pure, merge_cookie)
+
+
+# --- accept_fd: a listener's next connection as a bare descriptor --------------------------------
+
+@pytest.fixture(params=["tcp", "unix"])
+def listener(request, tmp_path):
+    if request.param == "tcp":
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+    else:
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(str(tmp_path / "l.sock"))
+    sock.listen(8)
+    sock.setblocking(False)
+    yield sock
+    sock.close()
+
+
+def test_accept_fd_gives_the_connection_as_accept_does(listener):
+    client = socket.socket(listener.family)
+    client.connect(listener.getsockname())
+    fd = _speedups.accept_fd(listener.fileno())
+    conn = socket.socket(listener.family, listener.type, 0, fd)
+    try:
+        assert not os.get_inheritable(fd)  # SOCK_CLOEXEC, as socket.accept() makes it
+        assert conn.getblocking()  # blocking, as socket.accept() makes it (no default timeout)
+        client.sendall(b"ping")
+        assert conn.recv(16) == b"ping"
+        conn.sendall(b"pong")
+        assert client.recv(16) == b"pong"
+        assert conn.getpeername() == client.getsockname()
+    finally:
+        conn.close()
+        client.close()
+
+
+def test_accept_fd_raises_what_accept_raises(listener):
+    with pytest.raises(BlockingIOError):
+        _speedups.accept_fd(listener.fileno())  # nobody waiting
+    with pytest.raises(BlockingIOError):
+        listener.accept()
+    idle = socket.socket()
+    try:
+        with pytest.raises(OSError) as raised:
+            _speedups.accept_fd(idle.fileno())  # not listening
+        assert raised.value.errno == errno.EINVAL
+    finally:
+        idle.close()
+    with pytest.raises(OSError) as raised:
+        _speedups.accept_fd(listener.fileno() + 1000)  # no such descriptor
+    assert raised.value.errno == errno.EBADF
+    for bad in (-1, 2**40, "3", None):
+        with pytest.raises((ValueError, TypeError)):
+            _speedups.accept_fd(bad)
+
+
+def test_the_workers_accept_through_the_c_function_when_the_accelerator_is_on():
+    from scgikit.protocol import ACCELERATED
+    from scgikit.server import worker
+
+    assert worker._accept_fd is (_speedups.accept_fd if ACCELERATED else None)

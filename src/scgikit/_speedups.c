@@ -25,6 +25,10 @@
  * raises what it always raises, a UnicodeEncodeError for a character above 255), and a
  * Cookie with ", " in it to request.merge_cookie, both given by setup_headers().
  *
+ * accept_fd, a listener's next connection as a bare descriptor: the server's workers
+ * make the socket object themselves and, unless --allow-from needs it, never ask for
+ * the peer's address, which socket._accept() makes into Python objects every time.
+ *
  * Safety: the head data is held through the buffer protocol for the whole call (a
  * bytearray cannot be resized under us), every scan is bounded by the buffer's
  * length (memchr with an explicit limit), and every object made is released on
@@ -1437,6 +1441,44 @@ setup_headers(PyObject *module, PyObject *args, PyObject *kwargs)
     Py_RETURN_NONE;
 }
 
+/* --- accept_fd ------------------------------------------------------------------------------ */
+
+PyDoc_STRVAR(accept_fd_doc,
+"accept_fd($module, listener, /)\n"
+"--\n"
+"\n"
+"accept4() on the listening descriptor listener, with SOCK_CLOEXEC: the new\n"
+"connection's descriptor, or the OSError accept() raises (BlockingIOError when none\n"
+"is waiting).  Retried on EINTR unless a signal handler raises.");
+
+static PyObject *
+accept_fd(PyObject *module, PyObject *listener)
+{
+    int overflow;
+    long long value = PyLong_AsLongLongAndOverflow(listener, &overflow);
+    if (value == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (overflow || value < 0 || value > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "accept_fd() needs a descriptor");
+        return NULL;
+    }
+    int fd;
+    for (;;) {
+        fd = accept4((int)value, NULL, NULL, SOCK_CLOEXEC);
+        if (fd >= 0 || errno != EINTR) {
+            break;
+        }
+        if (PyErr_CheckSignals() < 0) {  /* PEP 475: retry unless a handler raised */
+            return NULL;
+        }
+    }
+    if (fd < 0) {
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return PyLong_FromLong(fd);
+}
+
 static PyMethodDef speedups_methods[] = {
     {"parse_head", (PyCFunction)(void (*)(void))parse_head, METH_FASTCALL | METH_KEYWORDS,
      parse_head_doc},
@@ -1448,6 +1490,7 @@ static PyMethodDef speedups_methods[] = {
      header_pairs_doc},
     {"setup_headers", (PyCFunction)(void (*)(void))setup_headers, METH_VARARGS | METH_KEYWORDS,
      setup_headers_doc},
+    {"accept_fd", accept_fd, METH_O, accept_fd_doc},
     {NULL, NULL, 0, NULL},
 };
 
