@@ -50,7 +50,6 @@ class ThreadedWorker(Worker):
         self.finished: queue.SimpleQueue[tuple[Connection, Ending, float]] = queue.SimpleQueue()
         self.lock = threading.Lock()  # guards in_flight, handled and full
         self.in_flight = 0  # requests handed to the pool and not yet finished
-        self.started = 0  # requests handed to the pool: --max-requests counts these
         self.full = False  # listeners left out of the wait while the pool is full
         self.done_r, self.done_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.pool = [threading.Thread(target=self._serve, name=f"scgikit-{n}", daemon=True)
@@ -85,12 +84,7 @@ class ThreadedWorker(Worker):
             if full:
                 self.full = True  # cleared by _collect, once it has watched the listeners again
         self.tasks.put((conn, data, parsed, accepted))
-        self.started += 1
-        if self.started == self.max_requests and not self.stopping:
-            # Counted as they start, not as they end: the pool's last ones still run
-            # when the worker stops taking more.
-            self.stopping = True
-            self.drain_queue = False
+        self._count_start()
         if full and self.listening:
             for sock in self.listeners:
                 self.poller.remove(sock.fileno())

@@ -271,7 +271,8 @@ class Worker(Accepting):
         self.max_requests = config.max_requests + (
             random.randint(0, config.max_requests_jitter) if config.max_requests else 0
         )
-        self.handled = 0
+        self.handled = 0  # requests whose app has returned
+        self.started = 0  # requests given to the app: --max-requests counts these
         self.exit_code = 0
         self.peek = adapter.raw  # a handler reading the socket itself: look, do not take
         self.recv_flags = socket.MSG_DONTWAIT | (socket.MSG_PEEK if self.peek else 0)
@@ -495,6 +496,7 @@ class Worker(Accepting):
         """Give a ready request to the app, then end the connection."""
         slots, slot = self.heartbeat.slots, self.heartbeat.index
         slots[slot] = time.monotonic()
+        self._count_start()
         ending = None
         try:
             if parsed is None:
@@ -505,13 +507,21 @@ class Worker(Accepting):
         finally:
             slots[slot] = 0.0
             self.handled += 1
-            if self.handled == self.max_requests:
-                self.stopping = True
-                self.drain_queue = False
         if ending is not None and not ending.drain():
             self._park(Parked(conn, None, ending, accepted))
         elif parsed is not None:
             conn.close()
+
+    def _count_start(self) -> None:
+        """A request goes to the app: the one that reaches --max-requests ends the accepts.
+
+        Counted as they start, not as they end: a model that runs several at once
+        (threads) would take more while its last ones run.
+        """
+        self.started += 1
+        if self.started == self.max_requests and not self.stopping:
+            self.stopping = True
+            self.drain_queue = False
 
     def _refuse(self, conn: Connection, exc: ProtocolError, intake: Intake | None) -> None:
         ending = answer_error(conn, exc, intake, self.config, self.log_http, self.stats)
