@@ -1,5 +1,6 @@
 """Where the server listens: TCP, IPv6, unix sockets, inherited descriptors, systemd."""
 
+import select
 import socket
 import stat
 import subprocess
@@ -9,7 +10,7 @@ import pytest
 from scgi_raw import request
 from servers import ServerProcess, child_env
 
-from scgikit.server.sockets import systemd_listeners
+from scgikit.server.sockets import Listener, systemd_listeners
 
 
 def test_unix_socket_gets_the_default_mode_and_is_removed_at_exit(serve, tmp_path):
@@ -134,3 +135,47 @@ def test_systemd_socket_activation():
 def test_systemd_sockets_meant_for_another_process_are_ignored():
     assert systemd_listeners({"LISTEN_PID": "1", "LISTEN_FDS": "1"}) == []
     assert systemd_listeners({}) == []
+
+
+def _handshake_done(sock: socket.socket, within: float) -> bool:
+    """Whether a non-blocking connect completes (the socket becomes writable) in time."""
+    return bool(select.select([], [sock], [], within)[1])
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_a_stopping_listener_starts_no_handshake_and_keeps_its_queue(host):
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as sock:
+        sock.bind((host, 0))
+        sock.listen(16)
+        listener = Listener(sock, "test")
+        address = sock.getsockname()[:2]
+        control = socket.socket(family)
+        control.setblocking(False)
+        control.connect_ex(address)
+        assert _handshake_done(control, 5.0)  # before the stop: at once
+        sock.accept()[0].close()
+        queued = socket.create_connection(address)  # queued when the stop begins
+        listener.refuse_new()
+        queued.sendall(b"still served")
+        conn, _ = sock.accept()
+        with conn:
+            assert conn.recv(64) == b"still served"
+        # The queue is empty again: a shrunk backlog would take the next one in.
+        late = socket.socket(family)
+        late.setblocking(False)
+        late.connect_ex(address)
+        assert not _handshake_done(late, 0.5)  # its SYN is dropped: no handshake
+        for client in (control, queued, late):
+            client.close()
+
+
+def test_an_inherited_listener_keeps_taking_connections_at_a_stop():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        Listener(sock, "fd://3", inherited=True).refuse_new()
+        with socket.socket() as client:
+            client.setblocking(False)
+            client.connect_ex(sock.getsockname())
+            assert _handshake_done(client, 5.0)

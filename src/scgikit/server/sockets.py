@@ -27,6 +27,7 @@ import pwd
 import socket
 import stat
 import struct
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -63,16 +64,24 @@ class Listener:
         return f"unix:{local}"
 
     def refuse_new(self) -> None:
-        """At a full stop: let no more connections queue on a TCP socket we bound.
+        """At a full stop: let no new connection begin on a TCP socket we bound.
 
-        With a backlog of 0 the kernel completes at most one more handshake and
-        drops further SYNs, so a client's connect fails (refused once the workers
-        have closed their copies) and its front end tries another backend, where a
-        queued connection would be reset unanswered, and nginx does not resend a
-        POST that it has sent.  An inherited socket keeps its queue: whoever passed
-        it (systemd) hands it to the next server.
+        On Linux a socket filter makes the listener drop every SYN from now on, so
+        no handshake starts: a client waits for its SYN to be answered, then is
+        refused once the workers have closed their copies, and its front end tries
+        another backend.  Handshakes already under way complete and are served.
+        (Without the filter, a handshake that starts while a worker still holds the
+        socket ends in the queue or half done when the last copy closes, and is
+        reset; nginx does not resend a POST that it has sent.)  Elsewhere the queue
+        shrinks to nothing instead (``listen(0)``: the kernel still completes a
+        handshake whenever the queue has room).  An inherited socket keeps its
+        queue: whoever passed it (systemd) hands it to the next server.
         """
-        if not self.inherited and self.sock.family != socket.AF_UNIX:
+        if self.inherited or self.sock.family == socket.AF_UNIX:
+            return
+        try:
+            drop_syns(self.sock)
+        except OSError:
             try:
                 self.sock.listen(0)
             except OSError:
@@ -83,6 +92,33 @@ class Listener:
         if unlink and self.unix_path:
             _unlink_if_ours(self.unix_path, self.unix_inode)
         self.sock.close()
+
+
+#: SO_ATTACH_FILTER (Linux; the same number on every architecture Python runs on
+#: there but parisc and sparc, where setting it fails and ``listen(0)`` is used).
+SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)
+# A classic BPF program, run on each packet that reaches the listener, the TCP
+# header at offset 0: drop a SYN without ACK (a new connection), keep the rest
+# (the ACKs and first data of handshakes under way).
+_DROP_SYNS = b"".join(struct.pack("HBBI", *op) for op in (
+    (0x30, 0, 0, 13),  # ldb [13]: the flags
+    (0x54, 0, 0, 0x12),  # and #(SYN|ACK)
+    (0x15, 0, 1, 0x02),  # jeq #SYN: next, else skip one
+    (0x06, 0, 0, 0),  # ret #0: drop
+    (0x06, 0, 0, 0xFFFFFFFF),  # ret: keep the whole packet
+))
+
+
+def drop_syns(sock: socket.socket) -> None:
+    """Make a listening TCP socket drop new connections (OSError where it cannot)."""
+    if not sys.platform.startswith("linux"):
+        raise OSError(errno.EOPNOTSUPP, "socket filters are Linux's")
+    import ctypes  # here: only a stopping master needs it
+
+    program = ctypes.create_string_buffer(_DROP_SYNS, len(_DROP_SYNS))
+    count = len(_DROP_SYNS) // 8
+    fprog = struct.pack("HL", count, ctypes.addressof(program))  # struct sock_fprog
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
 
 
 def open_listeners(config: Config, environ: Mapping[str, str]) -> list[Listener]:
