@@ -16,6 +16,7 @@ import errno
 import inspect
 import io
 import json
+import logging
 import os
 import re
 import shutil
@@ -1162,3 +1163,204 @@ def test_the_workers_accept_through_the_c_function_when_the_accelerator_is_on():
     from scgikit.server import worker
 
     assert worker._accept_fd is (_speedups.accept_fd if ACCELERATED else None)
+
+
+# --- answer_whole: a request whose body came whole, answered by C or by the pure adapter -----
+
+class Recorded(wsgi.WSGIAdapter):
+    """An adapter that notes each exception given to ``failed`` and what came with it."""
+
+    def __init__(self, app):
+        super().__init__(app, "", "localhost", "80")
+        self.failures = []
+
+    def failed(self, exchange, variables, exc):
+        context = exc.__context__
+        # The traceback the log shows (none for a front end gone: one line, no trace).
+        logged_trace = None if isinstance(exc, wsgi.ClientGone) else exc.__traceback__ is not None
+        self.failures.append((type(exc).__name__, str(exc), type(context).__name__ if context
+                              else None, logged_trace))
+        return super().failed(exchange, variables, exc)
+
+
+class Result:
+    """An app's result with a close() that is noted, and that may raise."""
+
+    def __init__(self, chunks, closed, fail_iter=False, fail_close=False):
+        self.chunks, self.closed = chunks, closed
+        self.fail_iter, self.fail_close = fail_iter, fail_close
+
+    def __iter__(self):
+        yield from self.chunks
+        if self.fail_iter:
+            raise ValueError("iterating")
+
+    def close(self):
+        self.closed.append(True)
+        if self.fail_close:
+            raise RuntimeError("closing")
+
+
+def answering_apps(tmp_path):
+    closed = []
+    afile = tmp_path / "file.txt"
+    afile.write_bytes(b"from a file")
+
+    def echo(environ, start_response):
+        body = environ["wsgi.input"].read()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [environ["PATH_INFO"].encode(), b" ", body]
+
+    def early(environ, start_response):
+        raise KeyError("early")
+
+    def closing(fail_iter=False, fail_close=False):
+        def app(environ, start_response):
+            start_response("201 Created", [])
+            return Result([b"a", b"", b"b"], closed, fail_iter, fail_close)
+        return app
+
+    def wrapped(filelike):
+        def app(environ, start_response):
+            start_response("200 OK", [])
+            return environ["wsgi.file_wrapper"](filelike())
+        return app
+
+    return closed, {
+        "echo": echo, "early": early, "fails_late": fails_late, "invalid": invalid,
+        "closing": closing(), "close_raises": closing(fail_close=True),
+        "iter_and_close_raise": closing(fail_iter=True, fail_close=True),
+        "real_file": wrapped(lambda: afile.open("rb")),
+        "file_like": wrapped(lambda: io.BytesIO(b"from memory")),
+    }
+
+
+HEAD = scgi_head([("CONTENT_LENGTH", "4"), ("SCGI", "1"), ("REQUEST_METHOD", "POST"),
+                  ("REQUEST_URI", "/p")])
+WHOLE = {  # data, variables, length, start
+    "head_then_body": (HEAD + b"body", 4, len(HEAD)),
+    "more_than_announced": (HEAD + b"body+extra", 4, len(HEAD)),
+    "a_bytearray": (bytearray(HEAD + b"body"), 4, len(HEAD)),
+    "the_body_alone": (b"body", 4, 0),
+    "no_body": (HEAD, 0, len(HEAD)),
+}
+
+
+def answer_both_ways(monkeypatch, tmp_path, app_name, data, length, start, peer_gone=False):
+    """(status, sent, what the peer got, failures, closes) from the pure and the C path."""
+    outcomes = []
+    for implementation in ("pure", "c"):
+        closed, apps = answering_apps(tmp_path)
+        shared = Recorded(apps[app_name])
+        ours, theirs = socket.socketpair()
+        with ours, theirs:
+            if peer_gone:
+                theirs.close()
+            variables = {"REQUEST_METHOD": "POST", "REQUEST_URI": "/p", "SCGI": "1",
+                         "CONTENT_LENGTH": str(length)}
+            if implementation == "pure":
+                monkeypatch.setattr(wsgi, "build_environ", wsgi.environ_pure)
+                monkeypatch.setattr(wsgi, "new_exchange", wsgi._Exchange)
+                answer = shared._answer_whole(ours, data, variables, length, start)
+                monkeypatch.undo()
+            else:
+                answer = _speedups.answer_whole(shared, ours, data, variables, length, start)
+            ours.shutdown(socket.SHUT_WR)
+            got = b"" if peer_gone else read_all(theirs)
+        outcomes.append((answer, got, shared.failures, closed))
+    return outcomes
+
+
+@pytest.mark.skipif(_speedups is None, reason=NOT_BUILT)
+@pytest.mark.parametrize("app_name", ["echo", "early", "fails_late", "invalid", "closing",
+                                      "close_raises", "iter_and_close_raise", "real_file",
+                                      "file_like"])
+def test_answer_whole_answers_every_kind_of_app_as_the_pure_adapter(monkeypatch, tmp_path,
+                                                                     app_name):
+    pure, c = answer_both_ways(monkeypatch, tmp_path, app_name, *WHOLE["head_then_body"])
+    assert c == pure
+    (status, sent), got, failures, closed = c
+    assert sent == len(got) and got.startswith(b"Status: " + status[:3].encode())
+    if app_name == "iter_and_close_raise":  # close() raised while the iteration's error went
+        assert failures == [("RuntimeError", "closing", "ValueError", True)]
+    if "clos" in app_name:
+        assert closed == [True]
+
+
+@pytest.mark.skipif(_speedups is None, reason=NOT_BUILT)
+@pytest.mark.parametrize("case", sorted(WHOLE))
+def test_answer_whole_reads_the_body_where_the_pure_adapter_does(monkeypatch, tmp_path, case):
+    pure, c = answer_both_ways(monkeypatch, tmp_path, "echo", *WHOLE[case])
+    assert c == pure
+    assert c[1].endswith(b"/p body" if WHOLE[case][1] else b"/p ")
+
+
+@pytest.mark.skipif(_speedups is None, reason=NOT_BUILT)
+def test_answer_whole_to_a_closed_peer_is_the_pure_adapters_client_gone(monkeypatch, tmp_path):
+    pure, c = answer_both_ways(monkeypatch, tmp_path, "closing", *WHOLE["no_body"],
+                               peer_gone=True)
+    assert c == pure
+    assert [failure[0] for failure in c[2]] == ["ClientGone"] and c[3] == [True]
+
+
+class Stop(BaseException):
+    """Not an Exception: what an app's answer must let through, as SystemExit does."""
+
+
+class Stopping(Result):
+    def __iter__(self):
+        raise Stop
+
+
+@pytest.mark.skipif(_speedups is None, reason=NOT_BUILT)
+def test_answer_whole_lets_a_base_exception_through_after_close(stream):
+    closed = []
+
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return Stopping([], closed)
+
+    shared = Recorded(app)
+    with pytest.raises(Stop):
+        _speedups.answer_whole(shared, stream[0], b"", {}, 0, 0)
+    assert closed == [True] and shared.failures == []
+
+
+@pytest.mark.skipif(_speedups is None, reason=NOT_BUILT)
+@pytest.mark.parametrize("args,error", [
+    ((b"abc", {}, 4, 0), ValueError),  # the body is not all there
+    ((b"abc", {}, 1, 3), ValueError),
+    ((b"abc", {}, -1, 0), ValueError),
+    ((b"abc", {}, 0, -1), ValueError),
+    ((42, {}, 0, 0), TypeError),
+])
+def test_answer_whole_refuses_a_body_that_is_not_whole(stream, args, error):
+    with pytest.raises(error):
+        _speedups.answer_whole(adapter(), stream[0], *args)
+
+
+@pytest.mark.skipif(_speedups is None, reason=NOT_BUILT)
+@pytest.mark.parametrize("app_name", ["echo", "early", "iter_and_close_raise", "file_like"])
+def test_answer_whole_keeps_or_leaks_no_reference(tmp_path, app_name, stream):
+    ours, theirs = stream
+    theirs.setblocking(False)
+    _, apps = answering_apps(tmp_path)
+    shared = wsgi.WSGIAdapter(apps[app_name], "", "localhost", "80")
+    data, length, start = WHOLE["more_than_announced"]
+    variables = {"REQUEST_METHOD": "POST", "REQUEST_URI": "/p", "CONTENT_LENGTH": "4"}
+    logger = logging.getLogger("scgikit")
+
+    def once():
+        _speedups.answer_whole(shared, ours, data, variables, length, start)
+        try:
+            while theirs.recv(1 << 16):
+                pass
+        except BlockingIOError:
+            pass
+
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)  # the failures' log lines are not what is measured
+    try:
+        leak_check(once, shared, data, variables, rounds=3000)
+    finally:
+        logger.setLevel(level)

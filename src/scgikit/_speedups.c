@@ -19,6 +19,13 @@
  * pure pieces setup_wsgi() gave it for the rest (split_path, merge_cookie,
  * encode_head, _send_rest, and _Exchange's own methods with an Exchange as self).
  *
+ * answer_whole, WSGIAdapter.answer_whole: a request whose body came whole (most do)
+ * answered without a Python frame of ours: the body file (streams.BufferedBody), the
+ * environ, the app's call, its answer through the C Exchange (a FileWrapper result goes
+ * to wsgi.answer_file) and the result's close(), as the pure adapter's `finally` does.
+ * An Exception goes to adapter.failed(exchange, variables, exc) with its traceback,
+ * which logs it and answers 500; anything else (SystemExit, KeyboardInterrupt) goes on.
+ *
  * header_pairs, the ASGI scope's request headers, used by scgikit.apps.request on the
  * same choice.  C does a plain dict of exact str whose names are all ASCII and whose
  * values are all latin-1; anything else goes to request.header_pairs_pure (which
@@ -71,7 +78,9 @@
     X(HTTP_TYPE, "HTTP_CONTENT_TYPE") X(CONTENT_TYPE, "CONTENT_TYPE") X(COOKIE, "HTTP_COOKIE") \
     X(COMMA_SPACE, ", ") X(LAST_HEAD, "last_head") X(WRITE, "write") \
     X(CONTENT_LENGTH, "CONTENT_LENGTH") X(REQUEST_METHOD, "REQUEST_METHOD") \
-    X(ENCODE, "encode") X(LATIN_1, "latin-1")
+    X(ENCODE, "encode") X(LATIN_1, "latin-1") X(TIMEOUT, "timeout") X(APP, "app") \
+    X(BASE, "base") X(SCRIPT_NAME_ATTR, "script_name") X(START_RESPONSE, "start_response") \
+    X(CLOSE, "close") X(FAILED, "failed") X(STATUS_500, "500")
 #define NAME_ENUM(id, text) N_##id,
 #define NAME_TEXT(id, text) text,
 enum { NAMES(NAME_ENUM) N_COUNT };
@@ -90,6 +99,9 @@ typedef struct {
     PyObject *client_gone;        /* the ClientGone exception */
     PyObject *socket_type;        /* _socket.socket: what the C send may write to */
     PyObject *pure_start_response, *pure_write, *pure_sendfile;  /* _Exchange's */
+    PyObject *buffered_body;      /* streams.BufferedBody, the file of a whole body */
+    PyObject *file_wrapper;       /* FileWrapper: its results go to answer_file */
+    PyObject *answer_file;        /* answer_file(exchange, wrapper) */
     /* From setup_headers(), NULL before it: apps.request's pure pieces. */
     PyObject *header_pairs_pure;  /* header_pairs_pure(variables) */
     PyObject *pairs_merge_cookie; /* request.merge_cookie(value, variables) */
@@ -1230,6 +1242,19 @@ exchange_sendfile(Exchange *self, PyObject *const *args, Py_ssize_t nargs, PyObj
 }
 
 static PyObject *
+make_exchange(PyTypeObject *type, PyObject *sock, PyObject *adapter, PyObject *timeout)
+{
+    Exchange *self = (Exchange *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->sock = Py_NewRef(sock);
+    self->adapter = Py_NewRef(adapter);
+    self->timeout = Py_NewRef(timeout);
+    return (PyObject *)self;
+}
+
+static PyObject *
 exchange_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     static char *keywords[] = {"sock", "adapter", "timeout", NULL};
@@ -1243,14 +1268,7 @@ exchange_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
                                           &adapter, &timeout)) {
         return NULL;
     }
-    Exchange *self = (Exchange *)type->tp_alloc(type, 0);
-    if (self == NULL) {
-        return NULL;
-    }
-    self->sock = Py_NewRef(sock);
-    self->adapter = Py_NewRef(adapter);
-    self->timeout = Py_NewRef(timeout);
-    return (PyObject *)self;
+    return make_exchange(type, sock, adapter, timeout);
 }
 
 static int
@@ -1329,6 +1347,220 @@ static PyType_Spec exchange_spec = {
     .slots = exchange_slots,
 };
 
+/* --- answer_whole: the WSGI adapter's answer to a request whose body came whole --------- */
+
+/* The exception being raised, taken out of the error indicator, with its traceback
+ * (as `except Exception as exc` sees it); the indicator is then clear. */
+static PyObject *
+take_exception(void)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    PyErr_NormalizeException(&type, &value, &traceback);
+    if (traceback != NULL && value != NULL) {
+        PyException_SetTraceback(value, traceback);
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(traceback);
+    return value;
+#endif
+}
+
+/* Raise exc again (the reference is stolen). */
+static void
+raise_again(PyObject *exc)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(exc);
+#else
+    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
+#endif
+}
+
+/* getattr(obj, name, None) without making an AttributeError: 1 found, 0 not, -1 error. */
+static int
+optional_attr(PyObject *obj, PyObject *name, PyObject **found)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return PyObject_GetOptionalAttr(obj, name, found);
+#else
+    return _PyObject_LookupAttr(obj, name, found);
+#endif
+}
+
+/* The app's result answered, then its close() called whatever happened (a `finally`):
+ * 0, or -1 with the exception set (close()'s, if it raised, its context the first). */
+static int
+answer_result(speedups_state *state, PyObject *exchange, PyObject *result)
+{
+    PyObject *done;
+    if (Py_IS_TYPE(result, (PyTypeObject *)state->file_wrapper)) {
+        done = PyObject_CallFunctionObjArgs(state->answer_file, exchange, result, NULL);
+    }
+    else {
+        done = exchange_respond((Exchange *)exchange, result);
+    }
+    Py_XDECREF(done);
+    if (PyList_CheckExact(result) || PyTuple_CheckExact(result)) {
+        return done == NULL ? -1 : 0;  /* no close() to call */
+    }
+    PyObject *pending = done == NULL ? take_exception() : NULL;
+    PyObject *close = NULL;
+    int found = optional_attr(result, state->names[N_CLOSE], &close);
+    if (found > 0) {
+        PyObject *closed = PyObject_CallNoArgs(close);
+        Py_DECREF(close);
+        found = closed == NULL ? -1 : 0;
+        Py_XDECREF(closed);
+    }
+    if (found < 0) {  /* close() (or looking it up) raised: that exception goes on */
+        if (pending != NULL) {
+            PyObject *raised = take_exception();
+            PyException_SetContext(raised, pending);  /* steals pending */
+            raise_again(raised);
+        }
+        return -1;
+    }
+    if (pending != NULL) {
+        raise_again(pending);
+        return -1;
+    }
+    return 0;
+}
+
+/* The environ, the app's call and its answer; -1 with the exception set. */
+static int
+call_app(speedups_state *state, PyObject *adapter, PyObject *exchange, PyObject *variables,
+         PyObject *body)
+{
+    PyObject *base = PyObject_GetAttr(adapter, state->names[N_BASE]);
+    PyObject *script_name = base == NULL ? NULL
+                            : PyObject_GetAttr(adapter, state->names[N_SCRIPT_NAME_ATTR]);
+    if (script_name == NULL) {
+        Py_XDECREF(base);
+        return -1;
+    }
+    PyObject *environ;
+    if (PyDict_CheckExact(base) && PyDict_CheckExact(variables)) {
+        environ = PyDict_Copy(base);
+        if (environ != NULL && fill_environ(state, environ, variables, body, script_name) < 0) {
+            Py_CLEAR(environ);
+        }
+    }
+    else {
+        environ = PyObject_CallFunctionObjArgs(state->environ_pure, base, variables, body,
+                                               script_name, NULL);
+    }
+    Py_DECREF(base);
+    Py_DECREF(script_name);
+    if (environ == NULL) {
+        return -1;
+    }
+    PyObject *app = PyObject_GetAttr(adapter, state->names[N_APP]);
+    PyObject *start_response = app == NULL ? NULL
+                               : PyObject_GetAttr(exchange, state->names[N_START_RESPONSE]);
+    PyObject *result = NULL;
+    if (start_response != NULL) {
+        PyObject *call[2] = {environ, start_response};
+        result = PyObject_Vectorcall(app, call, 2, NULL);
+    }
+    Py_XDECREF(app);
+    Py_XDECREF(start_response);
+    Py_DECREF(environ);
+    if (result == NULL) {
+        return -1;
+    }
+    int answered = answer_result(state, exchange, result);
+    Py_DECREF(result);
+    return answered;
+}
+
+PyDoc_STRVAR(answer_whole_doc,
+"answer_whole($module, adapter, sock, data, variables, length, start, /)\n"
+"--\n"
+"\n"
+"WSGIAdapter.answer_whole (the C accelerator): answer a request whose body of length\n"
+"bytes is all in data from start, as calling the adapter with that body as a file\n"
+"does; returns (status, bytes sent).  An Exception from the app or its answer goes\n"
+"to adapter.failed(exchange, variables, exc), whose result is returned.");
+
+static PyObject *
+answer_whole(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    speedups_state *state = get_state(module);
+    if (state->buffered_body == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "scgikit._speedups.setup_wsgi() was not called");
+        return NULL;
+    }
+    if (nargs != 6) {
+        PyErr_Format(PyExc_TypeError, "answer_whole() takes 6 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    PyObject *adapter = args[0], *sock = args[1], *data = args[2], *variables = args[3];
+    Py_ssize_t length = PyLong_AsSsize_t(args[4]);
+    Py_ssize_t start = length < 0 ? -1 : PyLong_AsSsize_t(args[5]);
+    Py_ssize_t size = start < 0 ? -1 : PyObject_Length(data);
+    if (size < 0) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_ValueError, "answer_whole() needs lengths >= 0");
+        }
+        return NULL;
+    }
+    if (start > size || size - start < length) {
+        PyErr_SetString(PyExc_ValueError, "answer_whole() needs the whole body in data");
+        return NULL;
+    }
+    PyObject *prefix;
+    if (length == 0) {
+        prefix = Py_NewRef(state->empty_bytes);
+    }
+    else if (start == 0 && size == length) {
+        prefix = Py_NewRef(data);
+    }
+    else {
+        PyObject *view = PyMemoryView_FromObject(data);
+        prefix = view == NULL ? NULL : PySequence_GetSlice(view, start, start + length);
+        Py_XDECREF(view);
+        if (prefix == NULL) {
+            return NULL;
+        }
+    }
+    PyObject *body = PyObject_CallOneArg(state->buffered_body, prefix);
+    Py_DECREF(prefix);  /* BytesIO copied a view; a bytes object it shares */
+    if (body == NULL) {
+        return NULL;
+    }
+    PyObject *timeout = PyObject_GetAttr(adapter, state->names[N_TIMEOUT]);
+    PyObject *exchange = timeout == NULL ? NULL
+        : make_exchange((PyTypeObject *)state->exchange_type, sock, adapter, timeout);
+    Py_XDECREF(timeout);
+    if (exchange == NULL) {
+        Py_DECREF(body);
+        return NULL;
+    }
+    PyObject *answer = NULL;
+    if (call_app(state, adapter, exchange, variables, body) == 0) {
+        Exchange *done = (Exchange *)exchange;
+        int truthy = IS_SET(done->status) ? PyObject_IsTrue(done->status) : 0;
+        if (truthy >= 0) {
+            PyObject *status = truthy ? done->status : state->names[N_STATUS_500];
+            answer = Py_BuildValue("(On)", status, done->sent);
+        }
+    }
+    else if (PyErr_ExceptionMatches(PyExc_Exception)) {
+        PyObject *exc = take_exception();
+        PyObject *call[4] = {adapter, exchange, variables, exc};
+        answer = PyObject_VectorcallMethod(state->names[N_FAILED], call, 4, NULL);
+        Py_DECREF(exc);
+    }
+    Py_DECREF(exchange);
+    Py_DECREF(body);
+    return answer;
+}
+
 PyDoc_STRVAR(setup_doc,
 "setup($module, fallback, default_max_header_size, /)\n"
 "--\n"
@@ -1359,37 +1591,41 @@ setup(PyObject *module, PyObject *args)
 
 PyDoc_STRVAR(setup_wsgi_doc,
 "setup_wsgi($module, /, *, environ_pure, split_path, merge_cookie, encode_head,\n"
-"           send_rest, client_gone, pure_exchange, socket_type)\n"
+"           send_rest, client_gone, pure_exchange, socket_type, buffered_body,\n"
+"           file_wrapper, answer_file)\n"
 "--\n"
 "\n"
-"Give wsgi_environ and Exchange the pure pieces of scgikit.apps.wsgi they hand cases to.");
+"Give wsgi_environ, Exchange and answer_whole the pure pieces of scgikit.apps.wsgi\n"
+"they hand cases to.");
 
 static PyObject *
 setup_wsgi(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     static char *keywords[] = {"environ_pure", "split_path", "merge_cookie", "encode_head",
                                "send_rest", "client_gone", "pure_exchange", "socket_type",
-                               NULL};
+                               "buffered_body", "file_wrapper", "answer_file", NULL};
     speedups_state *state = get_state(module);
-    PyObject *given[8];
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOOOOO:setup_wsgi", keywords,
+    PyObject *given[11];
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOOOOOOOO:setup_wsgi", keywords,
                                      &given[0], &given[1], &given[2], &given[3], &given[4],
-                                     &given[5], &given[6], &given[7])) {
+                                     &given[5], &given[6], &given[7], &given[8], &given[9],
+                                     &given[10])) {
         return NULL;
     }
-    if (kwargs == NULL || PyDict_GET_SIZE(kwargs) != 8) {
+    if (kwargs == NULL || PyDict_GET_SIZE(kwargs) != 11) {
         PyErr_SetString(PyExc_TypeError, "setup_wsgi() needs every piece, by keyword");
         return NULL;
     }
-    for (int i = 0; i < 8; i++) {
+    for (int i = 0; i < 11; i++) {
         if (!PyCallable_Check(given[i])) {
             PyErr_Format(PyExc_TypeError, "setup_wsgi() needs callables, not %.200R", given[i]);
             return NULL;
         }
     }
-    if (!PyType_Check(given[7]) || !PyType_Check(given[6])) {
-        PyErr_SetString(PyExc_TypeError, "setup_wsgi() needs classes for pure_exchange and "
-                                         "socket_type");
+    if (!PyType_Check(given[7]) || !PyType_Check(given[6]) || !PyType_Check(given[8])
+        || !PyType_Check(given[9])) {
+        PyErr_SetString(PyExc_TypeError, "setup_wsgi() needs classes for pure_exchange, "
+                                         "socket_type, buffered_body and file_wrapper");
         return NULL;
     }
     /* _Exchange's methods, called with an Exchange as self: they only use its attributes. */
@@ -1410,6 +1646,9 @@ setup_wsgi(PyObject *module, PyObject *args, PyObject *kwargs)
     Py_XSETREF(state->send_rest, Py_NewRef(given[4]));
     Py_XSETREF(state->client_gone, Py_NewRef(given[5]));
     Py_XSETREF(state->socket_type, Py_NewRef(given[7]));
+    Py_XSETREF(state->buffered_body, Py_NewRef(given[8]));
+    Py_XSETREF(state->file_wrapper, Py_NewRef(given[9]));
+    Py_XSETREF(state->answer_file, Py_NewRef(given[10]));
     Py_XSETREF(state->pure_start_response, methods[0]);
     Py_XSETREF(state->pure_write, methods[1]);
     Py_XSETREF(state->pure_sendfile, methods[2]);
@@ -1491,6 +1730,7 @@ static PyMethodDef speedups_methods[] = {
     {"setup_headers", (PyCFunction)(void (*)(void))setup_headers, METH_VARARGS | METH_KEYWORDS,
      setup_headers_doc},
     {"accept_fd", accept_fd, METH_O, accept_fd_doc},
+    {"answer_whole", (PyCFunction)(void (*)(void))answer_whole, METH_FASTCALL, answer_whole_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1530,6 +1770,9 @@ speedups_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(state->pure_start_response);
     Py_VISIT(state->pure_write);
     Py_VISIT(state->pure_sendfile);
+    Py_VISIT(state->buffered_body);
+    Py_VISIT(state->file_wrapper);
+    Py_VISIT(state->answer_file);
     Py_VISIT(state->header_pairs_pure);
     Py_VISIT(state->pairs_merge_cookie);
     Py_VISIT(state->exchange_type);
@@ -1551,6 +1794,9 @@ speedups_clear(PyObject *module)
     Py_CLEAR(state->pure_start_response);
     Py_CLEAR(state->pure_write);
     Py_CLEAR(state->pure_sendfile);
+    Py_CLEAR(state->buffered_body);
+    Py_CLEAR(state->file_wrapper);
+    Py_CLEAR(state->answer_file);
     Py_CLEAR(state->header_pairs_pure);
     Py_CLEAR(state->pairs_merge_cookie);
     Py_CLEAR(state->exchange_type);

@@ -3,7 +3,7 @@ from typing import Any
 
 from scgikit.apps.wsgi import ExcInfo, FileWrapper, WSGIAdapter
 from scgikit.server.sockets import Connection
-from scgikit.server.streams import Body
+from scgikit.server.streams import Body, BufferedBody
 
 def parse_head(
     data: bytes | bytearray, max_header_size: int = ...
@@ -20,7 +20,11 @@ def setup_wsgi(*, environ_pure: Callable[[dict[str, Any], dict[str, str], Body, 
                send_rest: Callable[[Connection, bytes, bytes | bytearray | memoryview, int,
                                     float | None], None],
                client_gone: type[Exception], pure_exchange: type,
-               socket_type: type[Connection]) -> None: ...
+               socket_type: type[Connection], buffered_body: type[BufferedBody],
+               file_wrapper: type[FileWrapper],
+               answer_file: Callable[[Any, FileWrapper], None]) -> None: ...
+def answer_whole(adapter: WSGIAdapter, sock: Connection, data: bytes | bytearray,
+                 variables: dict[str, str], length: int, start: int, /) -> tuple[str, int]: ...
 def accept_fd(listener: int, /) -> int: ...
 def header_pairs(variables: dict[str, str]) -> list[tuple[bytes, bytes]]: ...
 def setup_headers(*, header_pairs_pure: Callable[[dict[str, str]], list[tuple[bytes, bytes]]],

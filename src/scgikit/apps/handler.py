@@ -22,7 +22,7 @@ from typing import IO, Any
 
 from ..protocol import DEFAULT_MAX_HEADER_SIZE, ProtocolError, error_response, parse_variables
 from ..server.sockets import Connection, send_all
-from ..server.streams import Body, body_stream
+from ..server.streams import Body, body_stream, whole_body
 
 log = logging.getLogger("scgikit")
 
@@ -181,6 +181,10 @@ class HandlerAdapter:
 
     def handle_raw(self, conn: socket.socket) -> None:
         self.handler.handle_connection(conn)
+
+    def answer_whole(self, sock: Connection, data: bytes | bytearray,
+                     variables: dict[str, str], length: int, start: int) -> tuple[str, int]:
+        return self(sock, variables, length, whole_body(data, length, start))
 
     def __call__(self, sock: Connection, variables: dict[str, str], length: int,
                  body: Body) -> tuple[str, int]:

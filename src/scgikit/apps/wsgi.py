@@ -25,12 +25,12 @@ import select
 import socket
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from types import TracebackType
+from types import MethodType, TracebackType
 from typing import IO, Any, Protocol
 
 from ..protocol import ACCELERATED, ProtocolError, error_response, format_response_head
 from ..server.sockets import Connection, arm_timeout, send_all
-from ..server.streams import Body
+from ..server.streams import Body, BufferedBody, whole_body
 from .request import is_https, merge_cookie, split_path
 
 log = logging.getLogger("scgikit")
@@ -292,6 +292,13 @@ class WSGIAdapter:
             "wsgi.file_wrapper": FileWrapper,
             "wsgi.input_terminated": True,
         }
+        #: answer_whole(sock, data, variables, length, start): answer a request whose
+        #: body is all in ``data`` from ``start`` (most are), as calling the adapter with
+        #: that body as a file does.  With the C accelerator, ``_speedups.answer_whole``
+        #: does the body file, the environ, the app, its answer and the result's
+        #: ``close()`` with no Python frame of ours, and calls ``failed`` on an error.
+        self.answer_whole: AnswerWhole = (
+            MethodType(answer_whole_c, self) if answer_whole_c else self._answer_whole)
 
     def __call__(self, sock: Connection, variables: dict[str, str], length: int,
                  body: Body) -> tuple[str, int]:
@@ -301,26 +308,48 @@ class WSGIAdapter:
             environ = build_environ(self.base, variables, body, self.script_name)
             result = self.app(environ, exchange.start_response)
             try:
-                if type(result) is FileWrapper and _fileno(result) is not None:
-                    exchange.sendfile(result)
+                if type(result) is FileWrapper:
+                    answer_file(exchange, result)
                 else:
                     exchange.respond(result)
             finally:
                 close = getattr(result, "close", None)
                 if close is not None:
                     close()
-        except ClientGone as exc:
+        except Exception as exc:
+            return self.failed(exchange, variables, exc)
+        return exchange.status or "500", exchange.sent
+
+    def _answer_whole(self, sock: Connection, data: bytes | bytearray,
+                      variables: dict[str, str], length: int, start: int) -> tuple[str, int]:
+        return self(sock, variables, length, whole_body(data, length, start))
+
+    def failed(self, exchange: Exchange, variables: dict[str, str],
+               exc: Exception) -> tuple[str, int]:
+        """What an exception from the app or from sending its answer becomes.
+
+        Logged as whose fault it is, and answered 500 (or the client error's status)
+        if nothing was sent yet; otherwise the answer is cut short.
+        """
+        if isinstance(exc, ClientGone):
             log.info("Front end closed the connection during the response: %s", exc)
-        except ProtocolError as exc:
+            return exchange.status or "500", exchange.sent
+        if isinstance(exc, ProtocolError):
             log.warning("Bad request from %s: %s", variables.get("REMOTE_ADDR", "?"), exc)
             return _fail(exchange, exc.status)
-        except InvalidResponse as exc:
+        if isinstance(exc, InvalidResponse):
             log.error("App error on %s: %s", _where(variables), exc)
-            return _fail(exchange, 500)
-        except Exception:
-            log.exception("App error on %s", _where(variables))
-            return _fail(exchange, 500)
-        return exchange.status or "500", exchange.sent
+        else:
+            log.error("App error on %s", _where(variables), exc_info=exc)
+        return _fail(exchange, 500)
+
+
+def answer_file(exchange: Exchange, result: FileWrapper) -> None:
+    """Send a ``wsgi.file_wrapper`` result: with sendfile if it wraps a real file."""
+    if _fileno(result) is not None:
+        exchange.sendfile(result)
+    else:
+        exchange.respond(result)
 
 
 def _where(variables: dict[str, str]) -> str:
@@ -342,10 +371,13 @@ def _fail(exchange: Exchange, status: int) -> tuple[str, int]:
 
 EnvironBuilder = Callable[[dict[str, Any], dict[str, str], Body, str], dict[str, Any]]
 ExchangeFactory = Callable[[Connection, WSGIAdapter, "float | None"], Exchange]
+AnswerWhole = Callable[[Connection, "bytes | bytearray", dict[str, str], int, int],
+                       tuple[str, int]]
 
 
-def c_pieces() -> tuple[EnvironBuilder, ExchangeFactory]:
-    """The C accelerator's environ builder and exchange, given the pure pieces they call.
+def c_pieces() -> tuple[EnvironBuilder, ExchangeFactory, Callable[..., tuple[str, int]]]:
+    """The C accelerator's environ builder, exchange and answer_whole, given the pure
+    pieces they call.
 
     Called at import when ``protocol.ACCELERATED``; tests call it to compare the two.
     """
@@ -354,11 +386,14 @@ def c_pieces() -> tuple[EnvironBuilder, ExchangeFactory]:
     _speedups.setup_wsgi(environ_pure=environ_pure, split_path=split_path,
                          merge_cookie=merge_cookie, encode_head=encode_head,
                          send_rest=_send_rest, client_gone=ClientGone, pure_exchange=_Exchange,
-                         socket_type=Connection)
-    return _speedups.wsgi_environ, _speedups.Exchange
+                         socket_type=Connection, buffered_body=BufferedBody,
+                         file_wrapper=FileWrapper, answer_file=answer_file)
+    return _speedups.wsgi_environ, _speedups.Exchange, _speedups.answer_whole
 
 
 # The choice protocol made at import (C parse_head unless SCGIKIT_PURE=1) holds here too.
 build_environ: EnvironBuilder
 new_exchange: ExchangeFactory
-build_environ, new_exchange = c_pieces() if ACCELERATED else (environ_pure, _Exchange)
+answer_whole_c: Callable[..., tuple[str, int]] | None
+build_environ, new_exchange, answer_whole_c = (
+    c_pieces() if ACCELERATED else (environ_pure, _Exchange, None))

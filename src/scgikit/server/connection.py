@@ -57,6 +57,10 @@ class Adapter(Protocol):
     def __call__(self, sock: Connection, variables: dict[str, str], length: int,
                  body: Body) -> tuple[str, int]: ...
 
+    def answer_whole(self, sock: Connection, data: bytes | bytearray,
+                     variables: dict[str, str], length: int, start: int) -> tuple[str, int]:
+        """The same for a body that is all in ``data`` from ``start`` (as most are)."""
+
 
 def receive_now(conn: Connection, peek: bool = False) -> bytes | None:
     """What the connection has already received (``b""`` at its end), or None if nothing yet."""
@@ -99,18 +103,21 @@ def run_app(conn: Connection, adapter: Adapter, config: Config, data: bytes | by
     metrics region (``--stats``), where the answer is counted.
     """
     variables, length, start = parsed
-    # The body bytes that came with the head, as a view: copied once, when read.
-    prefix = data if not start else memoryview(data)[start:] if len(data) > start else b""
-    # (A body that came whole with the head, as most do, needs no deadline.)
-    timeout = config.body_timeout
-    deadline = time.monotonic() + timeout if timeout and length > len(prefix) else _NEVER
-    body = body_stream(conn, prefix, length, deadline)
-    status, sent = adapter(conn, variables, length, body)
+    if len(data) - start >= length:  # the body came whole, as most do: no deadline
+        status, sent = adapter.answer_whole(conn, data, variables, length, start)
+        unread = 0
+    else:
+        # The body bytes that came with the head, as a view: copied once, when read.
+        prefix = data if not start else memoryview(data)[start:] if len(data) > start else b""
+        timeout = config.body_timeout
+        deadline = time.monotonic() + timeout if timeout else _NEVER
+        body = body_stream(conn, prefix, length, deadline)
+        status, sent = adapter(conn, variables, length, body)
+        unread = body.unread
     if stats is not None:
         stats.record(status, sent, length, accepted)
     if access_log.handlers and access_log.isEnabledFor(logging.INFO):
         log_access(variables, status, sent, accepted, model)
-    unread = body.unread
     return Ending(conn, unread, config) if unread else None
 
 

@@ -49,6 +49,13 @@ def body_stream(sock: Connection, prefix: Buffer, length: int,
     return SocketBody(sock, prefix, length, deadline)
 
 
+def whole_body(data: Buffer, length: int, start: int) -> BufferedBody:
+    """The body of ``length`` bytes that is all in ``data`` from ``start``, as a file."""
+    if not start and len(data) == length:
+        return BufferedBody(data)
+    return BufferedBody(memoryview(data)[start:start + length])
+
+
 class SocketBody(io.BufferedIOBase):
     """File-like reader of the rest of a body from a blocking socket.
 
