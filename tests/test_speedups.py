@@ -12,6 +12,7 @@ scope's request headers (``header_pairs``).
 
 from __future__ import annotations
 
+import _socket
 import errno
 import inspect
 import io
@@ -1163,6 +1164,91 @@ def test_the_workers_accept_through_the_c_function_when_the_accelerator_is_on():
     from scgikit.server import worker
 
     assert worker._accept_fd is (_speedups.accept_fd if ACCELERATED else None)
+
+
+# --- accept_socket: the connection as a socket object, made without socket()'s check ------------
+
+def sample_socket():
+    """An open socket of the C type, and its peer."""
+    ours, theirs = socket.socketpair()
+    return _socket.socket(ours.family, ours.type, 0, ours.detach()), theirs
+
+
+@pytest.fixture
+def template(listener):
+    """A closed socket like the listener's connections, its type checked as the worker
+    checks it at import."""
+    sample, peer = sample_socket()
+    try:
+        assert _speedups.socket_layout_matches(sample)
+    finally:
+        sample.close()
+        peer.close()
+    made = _socket.socket(listener.family, listener.type, 0)
+    made.close()
+    return made
+
+
+def test_the_socket_layout_is_recognised_on_this_python():
+    sample, peer = sample_socket()
+    try:
+        assert _speedups.socket_layout_matches(sample)
+    finally:
+        sample.close()
+    assert not _speedups.socket_layout_matches(sample)  # closed: no descriptor to compare
+    assert not _speedups.socket_layout_matches(peer)  # socket.socket: a Python subclass
+    peer.close()
+
+
+def test_accept_socket_gives_the_connection_as_accept_does(listener, template):
+    client = socket.socket(listener.family)
+    client.connect(listener.getsockname())
+    conn = _speedups.accept_socket(listener.fileno(), template)
+    try:
+        assert type(conn) is _socket.socket
+        assert (conn.family, conn.type, conn.proto) == (listener.family, socket.SOCK_STREAM, 0)
+        assert not os.get_inheritable(conn.fileno())
+        assert conn.getblocking() and conn.gettimeout() is None
+        client.sendall(b"ping")
+        assert conn.recv(16) == b"ping"
+        conn.sendall(b"pong")
+        assert client.recv(16) == b"pong"
+        assert conn.getpeername() == client.getsockname()
+    finally:
+        conn.close()
+        client.close()
+    assert conn.fileno() == -1
+
+
+def test_accept_socket_raises_what_accept_raises_and_wants_a_checked_template(listener,
+                                                                            template):
+    with pytest.raises(BlockingIOError):
+        _speedups.accept_socket(listener.fileno(), template)  # nobody waiting
+    for bad in (listener, 3, None):  # socket.socket is not the checked C type
+        with pytest.raises(TypeError):
+            _speedups.accept_socket(listener.fileno(), bad)
+    with pytest.raises(OSError) as raised:
+        _speedups.accept_socket(listener.fileno() + 1000, template)
+    assert raised.value.errno == errno.EBADF
+
+
+def test_accept_socket_keeps_or_leaks_no_reference(listener, template):
+    address = listener.getsockname()
+    fd = listener.fileno()
+
+    def once():
+        with socket.socket(listener.family) as client:
+            client.connect(address)
+            _speedups.accept_socket(fd, template).close()
+
+    leak_check(once, template, rounds=2000)
+
+
+def test_the_workers_accept_socket_objects_through_the_c_function_when_it_is_on():
+    from scgikit.protocol import ACCELERATED
+    from scgikit.server import worker
+
+    assert worker._accept_socket is (_speedups.accept_socket if ACCELERATED else None)
 
 
 # --- answer_whole: a request whose body came whole, answered by C or by the pure adapter -----

@@ -35,6 +35,12 @@
  * accept_fd, a listener's next connection as a bare descriptor: the server's workers
  * make the socket object themselves and, unless --allow-from needs it, never ask for
  * the peer's address, which socket._accept() makes into Python objects every time.
+ * accept_socket goes one step further and makes that socket object, copying a closed
+ * template's fields: socket(family, type, 0, fd) would check the new descriptor with
+ * a getsockname() call.  It relies on CPython's socket object layout (socket_fields),
+ * which socket_layout_matches() checks on a real socket before the server uses it:
+ * the type's size, and the descriptor, family, type and protocol read through the
+ * socket's own methods where this code reads them.
  *
  * Safety: the head data is held through the buffer protocol for the whole call (a
  * bytearray cannot be resized under us), every scan is bounded by the buffer's
@@ -57,6 +63,8 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <stdint.h>
+#include <unistd.h>
 
 /* At most this many decimal digits always fit a long long (10**18 - 1 < 2**63). */
 #define MAX_FAST_DIGITS 18
@@ -102,6 +110,8 @@ typedef struct {
     PyObject *buffered_body;      /* streams.BufferedBody, the file of a whole body */
     PyObject *file_wrapper;       /* FileWrapper: its results go to answer_file */
     PyObject *answer_file;        /* answer_file(exchange, wrapper) */
+    /* The socket type socket_layout_matches() found laid out as socket_fields, or NULL. */
+    PyObject *checked_socket_type;
     /* From setup_headers(), NULL before it: apps.request's pure pieces. */
     PyObject *header_pairs_pure;  /* header_pairs_pure(variables) */
     PyObject *pairs_merge_cookie; /* request.merge_cookie(value, variables) */
@@ -1718,6 +1728,106 @@ accept_fd(PyObject *module, PyObject *listener)
     return PyLong_FromLong(fd);
 }
 
+/* --- accept_socket: the connection as a socket object, without socket()'s checks --------- */
+
+/* CPython's socket object as Modules/socketmodule.h lays it out on POSIX (3.7 to 3.13).
+ * socket_layout_matches() checks this against real sockets at import; where it does not
+ * hold, the server uses accept_fd and socket() instead. */
+typedef struct {
+    PyObject_HEAD
+    int sock_fd;
+    int sock_family;
+    int sock_type;
+    int sock_proto;
+    PyObject *(*errorhandler)(void);
+    int64_t sock_timeout;
+} socket_fields;
+
+PyDoc_STRVAR(socket_layout_matches_doc,
+"socket_layout_matches($module, sample, /)\n"
+"--\n"
+"\n"
+"Whether accept_socket can make socket objects like sample (an open _socket.socket):\n"
+"its type's size and fields where this module expects them.");
+
+static PyObject *
+socket_layout_matches(PyObject *module, PyObject *sample)
+{
+    PyTypeObject *type = Py_TYPE(sample);
+    if (type->tp_basicsize != (Py_ssize_t)sizeof(socket_fields) || type->tp_itemsize != 0
+        || type->tp_dictoffset != 0 || type->tp_weaklistoffset != 0) {
+        Py_RETURN_FALSE;
+    }
+    static const char *names[3] = {"family", "type", "proto"};
+    socket_fields *fields = (socket_fields *)sample;
+    long expected[4] = {fields->sock_fd, fields->sock_family, fields->sock_type,
+                        fields->sock_proto};
+    for (int i = 0; i < 4; i++) {
+        PyObject *value = i == 0 ? PyObject_CallMethod(sample, "fileno", NULL)
+                                 : PyObject_GetAttrString(sample, names[i - 1]);
+        if (value == NULL) {
+            return NULL;
+        }
+        long got = PyLong_AsLong(value);
+        Py_DECREF(value);
+        if (got == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (got != expected[i]) {
+            Py_RETURN_FALSE;
+        }
+    }
+    if (fields->sock_fd < 0) {
+        Py_RETURN_FALSE;
+    }
+    Py_XSETREF(get_state(module)->checked_socket_type, Py_NewRef((PyObject *)type));
+    Py_RETURN_TRUE;
+}
+
+PyDoc_STRVAR(accept_socket_doc,
+"accept_socket($module, listener, template, /)\n"
+"--\n"
+"\n"
+"accept_fd(listener) as a socket object: a new object of template's type with\n"
+"template's family, type, protocol and timeout (template: a socket made for this, and\n"
+"closed), the accepted descriptor its own.  socket(family, type, 0, fd) would check\n"
+"the descriptor with a getsockname() call, which one just accepted needs no more than\n"
+"a socket.accept() result does.  Only where socket_layout_matches().");
+
+static PyObject *
+accept_socket(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "accept_socket() takes 2 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    PyTypeObject *type = Py_TYPE(args[1]);
+    if ((PyObject *)type != get_state(module)->checked_socket_type) {
+        PyErr_SetString(PyExc_TypeError, "accept_socket() needs a template of a socket type "
+                                         "that socket_layout_matches() accepted");
+        return NULL;
+    }
+    PyObject *fd = accept_fd(module, args[0]);
+    if (fd == NULL) {
+        return NULL;
+    }
+    int descriptor = (int)PyLong_AsLong(fd);
+    Py_DECREF(fd);
+    socket_fields *made = (socket_fields *)type->tp_alloc(type, 0);
+    if (made == NULL) {
+        close(descriptor);
+        return NULL;
+    }
+    socket_fields *template = (socket_fields *)args[1];
+    made->sock_fd = descriptor;
+    made->sock_family = template->sock_family;
+    made->sock_type = template->sock_type;
+    made->sock_proto = template->sock_proto;
+    made->errorhandler = template->errorhandler;
+    made->sock_timeout = template->sock_timeout;
+    return (PyObject *)made;
+}
+
 static PyMethodDef speedups_methods[] = {
     {"parse_head", (PyCFunction)(void (*)(void))parse_head, METH_FASTCALL | METH_KEYWORDS,
      parse_head_doc},
@@ -1731,6 +1841,9 @@ static PyMethodDef speedups_methods[] = {
      setup_headers_doc},
     {"accept_fd", accept_fd, METH_O, accept_fd_doc},
     {"answer_whole", (PyCFunction)(void (*)(void))answer_whole, METH_FASTCALL, answer_whole_doc},
+    {"socket_layout_matches", socket_layout_matches, METH_O, socket_layout_matches_doc},
+    {"accept_socket", (PyCFunction)(void (*)(void))accept_socket, METH_FASTCALL,
+     accept_socket_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1773,6 +1886,7 @@ speedups_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(state->buffered_body);
     Py_VISIT(state->file_wrapper);
     Py_VISIT(state->answer_file);
+    Py_VISIT(state->checked_socket_type);
     Py_VISIT(state->header_pairs_pure);
     Py_VISIT(state->pairs_merge_cookie);
     Py_VISIT(state->exchange_type);
@@ -1797,6 +1911,7 @@ speedups_clear(PyObject *module)
     Py_CLEAR(state->buffered_body);
     Py_CLEAR(state->file_wrapper);
     Py_CLEAR(state->answer_file);
+    Py_CLEAR(state->checked_socket_type);
     Py_CLEAR(state->header_pairs_pure);
     Py_CLEAR(state->pairs_merge_cookie);
     Py_CLEAR(state->exchange_type);
