@@ -41,6 +41,7 @@ from servers import ServerProcess, child_env
 from scgikit.apps import wsgi
 from scgikit.apps.request import c_header_pairs, header_pairs_pure, merge_cookie
 from scgikit.protocol import DEFAULT_MAX_HEADER_SIZE, encode_request, parse_head_pure
+from scgikit.server.sockets import timeval
 
 pytestmark = pytest.mark.skipif(_speedups is None, reason=NOT_BUILT)
 
@@ -648,10 +649,14 @@ def test_a_send_that_times_out_raises_client_gone(new_exchange, stream):
     ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
     exchange = new_exchange(ours, adapter(), 0.2)
     exchange.start_response("200 OK", HEADERS)
-    # "timed out" comes only from the socket's own timeout, armed for the rest of the send.
+    armed = timeval(0.2)
+    assert ours.getsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, len(armed)) != armed
+    # "timed out" comes only from the socket's own timeout, armed for the rest of the send
+    # as the kernel's SO_SNDTIMEO (the connection stays blocking: one send, no poll).
     with pytest.raises(wsgi.ClientGone, match="timed out"):
         exchange.respond([b"x" * (4 << 20)])
-    assert ours.gettimeout() == 0.2  # armed only once a send could not finish at once
+    assert ours.getsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, len(armed)) == armed
+    assert ours.gettimeout() is None
 
 
 def test_start_response_twice_without_exc_info_raises_assertion_error(new_exchange, stream):

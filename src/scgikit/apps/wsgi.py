@@ -29,7 +29,7 @@ from types import MethodType, TracebackType
 from typing import IO, Any, Protocol
 
 from ..protocol import ACCELERATED, ProtocolError, error_response, format_response_head
-from ..server.sockets import Connection, arm_timeout, send_all
+from ..server.sockets import Connection, arm_timeout, send_all, sendall
 from ..server.streams import Body, BufferedBody, whole_body
 from .request import is_https, merge_cookie, split_path
 
@@ -209,7 +209,7 @@ class _Exchange:
         offset = filelike.tell()
         out, source = self.sock.fileno(), filelike.fileno()
         arm_timeout(self.sock, self.timeout)
-        timeout = self.sock.gettimeout()  # set on unix connections, whose fd is non-blocking
+        timeout = self.sock.gettimeout()  # None: the kernel's SO_SNDTIMEO bounds each call
         try:
             while True:
                 try:
@@ -255,13 +255,13 @@ def _send_rest(sock: Connection, head: bytes, data: bytes | bytearray | memoryvi
     arm_timeout(sock, timeout)
     if sent < len(head):
         if len(data) <= _SMALL_CHUNK:
-            sock.sendall(head[sent:] + data)
+            sendall(sock, head[sent:] + data)
         else:
-            sock.sendall(head[sent:])
-            sock.sendall(data)
+            sendall(sock, head[sent:])
+            sendall(sock, data)
     else:
         with memoryview(data) as view:
-            sock.sendall(view[sent - len(head):])
+            sendall(sock, view[sent - len(head):])
 
 
 class WSGIAdapter:

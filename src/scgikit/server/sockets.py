@@ -389,8 +389,8 @@ def timeval(seconds: float) -> bytes:
 def set_receive_timeout(conn: Connection, seconds: float) -> None:
     """Let the next receives on ``conn`` wait at most ``seconds`` (sends are unaffected).
 
-    A connection with a Python-level timeout (a unix one armed by ``arm_timeout``)
-    has its timeout changed; any other gets the kernel's SO_RCVTIMEO.
+    A connection with a Python-level timeout has its timeout changed; any other
+    gets the kernel's SO_RCVTIMEO.
     """
     if conn.gettimeout() is not None:
         conn.settimeout(seconds)
@@ -399,14 +399,17 @@ def set_receive_timeout(conn: Connection, seconds: float) -> None:
 
 
 def arm_timeout(conn: Connection, seconds: float | None) -> None:
-    """Give a unix connection its read/write timeout before it may have to wait.
+    """Give a unix connection its send timeout before a send that may have to wait.
 
-    TCP connections already carry the listener's.  A unix one starts blocking with
-    none: setting it costs a system call, and Python's timeout adds a poll before
-    every send and receive, so it is set only once a call could not finish at once.
+    TCP connections already carry the listener's SO_SNDTIMEO; a unix one starts with
+    none.  Setting it costs a system call, so it is set only once a send could not
+    finish at once, and as the kernel's SO_SNDTIMEO, as TCP's: the connection stays
+    blocking, so a big answer goes out in one ``send`` that sleeps while the buffer is
+    full (a Python-level timeout would make the descriptor non-blocking, with a
+    ``poll`` before every ``send`` of a buffer's worth).
     """
-    if seconds and conn.gettimeout() is None and conn.family == socket.AF_UNIX:
-        conn.settimeout(seconds)
+    if seconds and conn.family == socket.AF_UNIX and conn.gettimeout() is None:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval(seconds))
 
 
 def send_all(conn: Connection, data: bytes, seconds: float | None) -> None:
@@ -422,4 +425,16 @@ def send_all(conn: Connection, data: bytes, seconds: float | None) -> None:
     if sent < len(data):
         arm_timeout(conn, seconds)
         with memoryview(data) as view:
-            conn.sendall(view[sent:])
+            sendall(conn, view[sent:])
+
+
+def sendall(conn: Connection, data: bytes | bytearray | memoryview) -> None:
+    """``conn.sendall(data)``; the socket's SO_SNDTIMEO passing is a ``TimeoutError``.
+
+    (The kernel says EAGAIN, which Python raises as BlockingIOError, "Resource
+    temporarily unavailable": not what a log line about a stalled front end should say.)
+    """
+    try:
+        conn.sendall(data)
+    except BlockingIOError:
+        raise TimeoutError(errno.ETIMEDOUT, "send timed out") from None
