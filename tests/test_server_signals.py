@@ -90,7 +90,12 @@ def test_killed_worker_is_replaced_and_serving_goes_on(pid_server):
     assert answers <= {str(pid).encode() for pid in after}
 
 
-def test_reload_under_continuous_load_fails_no_request(pid_server):
+def test_reload_under_continuous_load_fails_no_request(serve, transport):
+    pid_server = serve("wsgi_apps:pid", "--workers", "2", "--log-level", "debug",
+                       bind=[transport])
+    # Both serving before the reload (a worker still loading the app would be abandoned,
+    # not stopped: on a busy machine loading can take a while).
+    pid_server.wait_for_log(r"Worker \d+ ready \(generation 0\)", count=2, timeout=30)
     old = workers(pid_server, 2)
     with Load(pid_server.address) as load:
         wait_until(lambda: load.count() >= 50, timeout=30, message="load before the reload")
