@@ -1126,6 +1126,15 @@ def listener(request, tmp_path):
     sock.close()
 
 
+def assert_connected(conn, client):
+    """``conn`` is the accepted end of ``client``'s connection: bytes go both ways."""
+    client.sendall(b"ping")
+    assert conn.recv(16) == b"ping"
+    conn.sendall(b"pong")
+    assert client.recv(16) == b"pong"
+    assert conn.getpeername() == client.getsockname()
+
+
 def test_accept_fd_gives_the_connection_as_accept_does(listener):
     client = socket.socket(listener.family)
     client.connect(listener.getsockname())
@@ -1134,11 +1143,7 @@ def test_accept_fd_gives_the_connection_as_accept_does(listener):
     try:
         assert not os.get_inheritable(fd)  # SOCK_CLOEXEC, as socket.accept() makes it
         assert conn.getblocking()  # blocking, as socket.accept() makes it (no default timeout)
-        client.sendall(b"ping")
-        assert conn.recv(16) == b"ping"
-        conn.sendall(b"pong")
-        assert client.recv(16) == b"pong"
-        assert conn.getpeername() == client.getsockname()
+        assert_connected(conn, client)
     finally:
         conn.close()
         client.close()
@@ -1214,11 +1219,7 @@ def test_accept_socket_gives_the_connection_as_accept_does(listener, template):
         assert (conn.family, conn.type, conn.proto) == (listener.family, socket.SOCK_STREAM, 0)
         assert not os.get_inheritable(conn.fileno())
         assert conn.getblocking() and conn.gettimeout() is None
-        client.sendall(b"ping")
-        assert conn.recv(16) == b"ping"
-        conn.sendall(b"pong")
-        assert client.recv(16) == b"pong"
-        assert conn.getpeername() == client.getsockname()
+        assert_connected(conn, client)
     finally:
         conn.close()
         client.close()
