@@ -1338,6 +1338,12 @@ WHOLE = {  # data, variables, length, start
 }
 
 
+def c_answer_whole():
+    """The C answer_whole, given its pure pieces as the import gives them (which it does
+    only when the accelerator is chosen: under SCGIKIT_PURE=1 this call does it)."""
+    return wsgi.c_pieces()[2]
+
+
 def answer_both_ways(monkeypatch, tmp_path, app_name, data, length, start, peer_gone=False):
     """(status, sent, what the peer got, failures, closes) from the pure and the C path."""
     outcomes = []
@@ -1356,7 +1362,7 @@ def answer_both_ways(monkeypatch, tmp_path, app_name, data, length, start, peer_
                 answer = shared._answer_whole(ours, data, variables, length, start)
                 monkeypatch.undo()
             else:
-                answer = _speedups.answer_whole(shared, ours, data, variables, length, start)
+                answer = c_answer_whole()(shared, ours, data, variables, length, start)
             ours.shutdown(socket.SHUT_WR)
             got = b"" if peer_gone else read_all(theirs)
         outcomes.append((answer, got, shared.failures, closed))
@@ -1414,7 +1420,7 @@ def test_answer_whole_lets_a_base_exception_through_after_close(stream):
 
     shared = Recorded(app)
     with pytest.raises(Stop):
-        _speedups.answer_whole(shared, stream[0], b"", {}, 0, 0)
+        c_answer_whole()(shared, stream[0], b"", {}, 0, 0)
     assert closed == [True] and shared.failures == []
 
 
@@ -1428,7 +1434,7 @@ def test_answer_whole_lets_a_base_exception_through_after_close(stream):
 ])
 def test_answer_whole_refuses_a_body_that_is_not_whole(stream, args, error):
     with pytest.raises(error):
-        _speedups.answer_whole(adapter(), stream[0], *args)
+        c_answer_whole()(adapter(), stream[0], *args)
 
 
 @pytest.mark.skipif(_speedups is None, reason=NOT_BUILT)
@@ -1443,7 +1449,7 @@ def test_answer_whole_keeps_or_leaks_no_reference(tmp_path, app_name, stream):
     logger = logging.getLogger("scgikit")
 
     def once():
-        _speedups.answer_whole(shared, ours, data, variables, length, start)
+        c_answer_whole()(shared, ours, data, variables, length, start)
         try:
             while theirs.recv(1 << 16):
                 pass
