@@ -618,6 +618,22 @@ PyDoc_STRVAR(wsgi_environ_doc,
 "when base or variables is not a dict; request.split_path and merge_cookie\n"
 "do the paths and cookies this function does not handle itself.");
 
+/* The environ of one request: C for plain dicts, environ_pure for anything else. */
+static PyObject *
+make_environ(speedups_state *state, PyObject *base, PyObject *variables, PyObject *body,
+             PyObject *script_name)
+{
+    if (!PyDict_CheckExact(base) || !PyDict_CheckExact(variables)) {
+        return PyObject_CallFunctionObjArgs(state->environ_pure, base, variables, body,
+                                            script_name, NULL);
+    }
+    PyObject *environ = PyDict_Copy(base);
+    if (environ != NULL && fill_environ(state, environ, variables, body, script_name) < 0) {
+        Py_CLEAR(environ);
+    }
+    return environ;
+}
+
 static PyObject *
 wsgi_environ(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -626,18 +642,10 @@ wsgi_environ(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_RuntimeError, "scgikit._speedups.setup_wsgi() was not called");
         return NULL;
     }
-    if (nargs != 4 || !PyDict_CheckExact(args[0]) || !PyDict_CheckExact(args[1])) {
+    if (nargs != 4) {  /* the pure function raises what Python raises for its arguments */
         return PyObject_Vectorcall(state->environ_pure, args, (size_t)nargs, NULL);
     }
-    PyObject *environ = PyDict_Copy(args[0]);
-    if (environ == NULL) {
-        return NULL;
-    }
-    if (fill_environ(state, environ, args[1], args[2], args[3]) < 0) {
-        Py_DECREF(environ);
-        return NULL;
-    }
-    return environ;
+    return make_environ(state, args[0], args[1], args[2], args[3]);
 }
 
 /* --- The ASGI request headers ------------------------------------------------------------- */
@@ -1453,17 +1461,7 @@ call_app(speedups_state *state, PyObject *adapter, PyObject *exchange, PyObject 
         Py_XDECREF(base);
         return -1;
     }
-    PyObject *environ;
-    if (PyDict_CheckExact(base) && PyDict_CheckExact(variables)) {
-        environ = PyDict_Copy(base);
-        if (environ != NULL && fill_environ(state, environ, variables, body, script_name) < 0) {
-            Py_CLEAR(environ);
-        }
-    }
-    else {
-        environ = PyObject_CallFunctionObjArgs(state->environ_pure, base, variables, body,
-                                               script_name, NULL);
-    }
+    PyObject *environ = make_environ(state, base, variables, body, script_name);
     Py_DECREF(base);
     Py_DECREF(script_name);
     if (environ == NULL) {

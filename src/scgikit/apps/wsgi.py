@@ -29,7 +29,7 @@ from types import MethodType, TracebackType
 from typing import IO, Any, Protocol
 
 from ..protocol import ACCELERATED, ProtocolError, error_response, format_response_head
-from ..server.sockets import Connection, arm_timeout, send_all, sendall
+from ..server.sockets import Connection, arm_timeout, send_all, sendall_within_timeout
 from ..server.streams import Body, BufferedBody, whole_body
 from .request import is_https, merge_cookie, split_path
 
@@ -255,13 +255,13 @@ def _send_rest(sock: Connection, head: bytes, data: bytes | bytearray | memoryvi
     arm_timeout(sock, timeout)
     if sent < len(head):
         if len(data) <= _SMALL_CHUNK:
-            sendall(sock, head[sent:] + data)
+            sendall_within_timeout(sock, head[sent:] + data)
         else:
-            sendall(sock, head[sent:])
-            sendall(sock, data)
+            sendall_within_timeout(sock, head[sent:])
+            sendall_within_timeout(sock, data)
     else:
         with memoryview(data) as view:
-            sendall(sock, view[sent - len(head):])
+            sendall_within_timeout(sock, view[sent - len(head):])
 
 
 class WSGIAdapter:

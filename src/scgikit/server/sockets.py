@@ -425,10 +425,10 @@ def send_all(conn: Connection, data: bytes, seconds: float | None) -> None:
     if sent < len(data):
         arm_timeout(conn, seconds)
         with memoryview(data) as view:
-            sendall(conn, view[sent:])
+            sendall_within_timeout(conn, view[sent:])
 
 
-def sendall(conn: Connection, data: bytes | bytearray | memoryview) -> None:
+def sendall_within_timeout(conn: Connection, data: bytes | bytearray | memoryview) -> None:
     """``conn.sendall(data)``; the socket's SO_SNDTIMEO passing is a ``TimeoutError``.
 
     (The kernel says EAGAIN, which Python raises as BlockingIOError, "Resource
