@@ -1257,6 +1257,110 @@ def test_the_workers_accept_socket_objects_through_the_c_function_when_it_is_on(
     assert worker._accept_socket is (_speedups.accept_socket if ACCELERATED else None)
 
 
+# --- recv_now and close_now: a receive that never waits, and the close, as socket's ---------
+
+@pytest.fixture
+def checked():
+    """The socket type checked as the worker checks it at import: what recv_now and
+    close_now take."""
+    sample, peer = sample_socket()
+    try:
+        assert _speedups.socket_layout_matches(sample)
+    finally:
+        sample.close()
+        peer.close()
+
+
+def test_recv_now_receives_as_recv_with_msg_dontwait_does(checked):
+    conn, peer = sample_socket()
+    try:
+        with pytest.raises(BlockingIOError):
+            _speedups.recv_now(conn, 100, 0)  # nothing yet: never waits, whatever the flags
+        peer.sendall(b"hello world")
+        assert _speedups.recv_now(conn, 5, socket.MSG_PEEK) == b"hello"
+        assert _speedups.recv_now(conn, 5, 0) == b"hello"  # the peek took nothing
+        assert _speedups.recv_now(conn, 0, 0) == b""
+        assert _speedups.recv_now(conn, 100, socket.MSG_DONTWAIT) == b" world"
+        peer.shutdown(socket.SHUT_WR)
+        assert _speedups.recv_now(conn, 100, 0) == b""  # the end
+    finally:
+        conn.close()
+        peer.close()
+
+
+def test_recv_now_raises_what_recv_raises_and_wants_a_checked_socket(checked):
+    conn, peer = sample_socket()
+    try:
+        for bad in (peer, 3, None):  # socket.socket is not the checked C type
+            with pytest.raises(TypeError):
+                _speedups.recv_now(bad, 100, 0)
+        with pytest.raises(ValueError):
+            _speedups.recv_now(conn, -1, 0)
+        with pytest.raises(OverflowError):
+            _speedups.recv_now(conn, 100, 1 << 40)
+        conn.close()
+        with pytest.raises(OSError) as raised:
+            _speedups.recv_now(conn, 100, 0)
+        assert raised.value.errno == errno.EBADF
+        with pytest.raises(OSError) as raised:  # what the socket method says too
+            conn.recv(100, socket.MSG_DONTWAIT)
+        assert raised.value.errno == errno.EBADF
+    finally:
+        conn.close()
+        peer.close()
+
+
+def test_close_now_closes_as_close_does(checked):
+    conn, peer = sample_socket()
+    try:
+        fd = conn.fileno()
+        _speedups.close_now(conn)
+        assert conn.fileno() == -1
+        with pytest.raises(OSError):
+            os.fstat(fd)  # the descriptor is gone, not only forgotten
+        assert peer.recv(10) == b""  # the peer sees the end
+        _speedups.close_now(conn)  # closed already: nothing to do, as close() allows
+        for bad in (peer, 3, None):
+            with pytest.raises(TypeError):
+                _speedups.close_now(bad)
+    finally:
+        peer.close()
+
+
+def test_recv_now_and_close_now_keep_or_leak_no_reference(checked):
+    conn, peer = sample_socket()
+    try:
+        def once():
+            peer.send(b"x" * 100)
+            assert len(_speedups.recv_now(conn, 4096, 0)) == 100
+            try:  # (pytest.raises keeps what it caught: tens of bytes a call)
+                _speedups.recv_now(conn, 4096, 0)
+            except BlockingIOError:
+                pass
+            else:
+                raise AssertionError("received from an empty socket")
+
+        leak_check(once, conn, rounds=2000)
+    finally:
+        conn.close()
+        peer.close()
+
+    def open_and_close():
+        made, other = sample_socket()
+        _speedups.close_now(made)
+        other.close()
+
+    leak_check(open_and_close, rounds=2000)
+
+
+def test_the_workers_receive_and_close_through_the_c_functions_when_they_are_on():
+    from scgikit.server import worker
+
+    on = worker._accept_socket is not None
+    assert worker._recv is (_speedups.recv_now if on else _socket.socket.recv)
+    assert worker._close is (_speedups.close_now if on else _socket.socket.close)
+
+
 # --- answer_whole: a request whose body came whole, answered by C or by the pure adapter -----
 
 class Recorded(wsgi.WSGIAdapter):

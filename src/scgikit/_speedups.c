@@ -956,6 +956,13 @@ call_pure(PyObject *func, Exchange *self, PyObject *const *args, Py_ssize_t narg
     return result;
 }
 
+/* A call that never waits (MSG_DONTWAIT, accept on a non-blocking listener, close)
+ * keeps the GIL: it takes a few microseconds, where letting another thread take the GIL
+ * and taking it back costs two futex calls and two context switches each time a pool
+ * thread is waiting for it (and a lock round even when none is).  A send of more than
+ * this many bytes lets go of it all the same, for the time its copy takes. */
+#define HOLD_GIL_BYTES (256 * 1024)
+
 /* The bytes in iov, as far as the socket buffer takes them now: the count sent (0 when
  * it is full), or -1 with OSError (or a signal handler's exception) set.  The caller
  * holds the buffers and the socket; no Python object is touched without the GIL. */
@@ -966,13 +973,23 @@ send_now(int fd, struct iovec *iov, int iovcnt)
     memset(&message, 0, sizeof(message));
     message.msg_iov = iov;
     message.msg_iovlen = (size_t)iovcnt;
+    size_t total = 0;
+    for (int i = 0; i < iovcnt; i++) {
+        total += iov[i].iov_len;
+    }
     for (;;) {
         Py_ssize_t sent;
         int error;
-        Py_BEGIN_ALLOW_THREADS
-        sent = sendmsg(fd, &message, MSG_DONTWAIT | MSG_NOSIGNAL);
-        error = errno;
-        Py_END_ALLOW_THREADS
+        if (total <= HOLD_GIL_BYTES) {
+            sent = sendmsg(fd, &message, MSG_DONTWAIT | MSG_NOSIGNAL);
+            error = errno;
+        }
+        else {
+            Py_BEGIN_ALLOW_THREADS
+            sent = sendmsg(fd, &message, MSG_DONTWAIT | MSG_NOSIGNAL);
+            error = errno;
+            Py_END_ALLOW_THREADS
+        }
         if (sent >= 0) {
             return sent;
         }
@@ -1826,6 +1843,103 @@ accept_socket(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return (PyObject *)made;
 }
 
+/* The socket's descriptor, when it is of the type socket_layout_matches() accepted:
+ * -1 with TypeError set otherwise.  (A closed socket's is -1 with no error set.) */
+static int
+checked_socket_fd(PyObject *module, PyObject *sock, const char *name)
+{
+    if ((PyObject *)Py_TYPE(sock) != get_state(module)->checked_socket_type) {
+        PyErr_Format(PyExc_TypeError, "%s() needs a socket of a type that "
+                                      "socket_layout_matches() accepted", name);
+        return -1;
+    }
+    return ((socket_fields *)sock)->sock_fd;
+}
+
+PyDoc_STRVAR(recv_now_doc,
+"recv_now($module, sock, size, flags, /)\n"
+"--\n"
+"\n"
+"sock.recv(size, flags | MSG_DONTWAIT): what has arrived, up to size bytes (b'' at the\n"
+"end), or BlockingIOError when nothing has.  It never waits, so it keeps the GIL.\n"
+"Only on sockets of the type socket_layout_matches() accepted.");
+
+static PyObject *
+recv_now(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "recv_now() takes 3 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    int fd = checked_socket_fd(module, args[0], "recv_now");
+    if (fd < 0 && PyErr_Occurred()) {
+        return NULL;
+    }
+    Py_ssize_t size = PyLong_AsSsize_t(args[1]);
+    if (size == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (size < 0) {
+        PyErr_SetString(PyExc_ValueError, "negative buffersize in recv_now");
+        return NULL;
+    }
+    long flags = PyLong_AsLong(args[2]);
+    if (flags == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (flags < INT_MIN || flags > INT_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "recv_now() flags out of range");
+        return NULL;
+    }
+    PyObject *data = PyBytes_FromStringAndSize(NULL, size);
+    if (data == NULL) {
+        return NULL;
+    }
+    ssize_t got;
+    for (;;) {
+        got = recv(fd, PyBytes_AS_STRING(data), (size_t)size, (int)flags | MSG_DONTWAIT);
+        if (got >= 0 || errno != EINTR) {
+            break;
+        }
+        if (PyErr_CheckSignals() < 0) {
+            Py_DECREF(data);
+            return NULL;
+        }
+    }
+    if (got < 0) {
+        Py_DECREF(data);
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    if (got != size && _PyBytes_Resize(&data, got) < 0) {
+        return NULL;
+    }
+    return data;
+}
+
+PyDoc_STRVAR(close_now_doc,
+"close_now($module, sock, /)\n"
+"--\n"
+"\n"
+"sock.close(), keeping the GIL (closing a socket without SO_LINGER never waits).\n"
+"Only on sockets of the type socket_layout_matches() accepted.");
+
+static PyObject *
+close_now(PyObject *module, PyObject *sock)
+{
+    int fd = checked_socket_fd(module, sock, "close_now");
+    if (fd < 0) {
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        Py_RETURN_NONE;  /* closed already, as socket.close() allows */
+    }
+    ((socket_fields *)sock)->sock_fd = -1;
+    if (close(fd) < 0 && errno != ECONNRESET && errno != EINTR) {
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef speedups_methods[] = {
     {"parse_head", (PyCFunction)(void (*)(void))parse_head, METH_FASTCALL | METH_KEYWORDS,
      parse_head_doc},
@@ -1842,6 +1956,8 @@ static PyMethodDef speedups_methods[] = {
     {"socket_layout_matches", socket_layout_matches, METH_O, socket_layout_matches_doc},
     {"accept_socket", (PyCFunction)(void (*)(void))accept_socket, METH_FASTCALL,
      accept_socket_doc},
+    {"recv_now", (PyCFunction)(void (*)(void))recv_now, METH_FASTCALL, recv_now_doc},
+    {"close_now", close_now, METH_O, close_now_doc},
     {NULL, NULL, 0, NULL},
 };
 

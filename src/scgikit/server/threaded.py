@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from ..config import Config
 from .connection import Adapter, Ending, run_app
 from .sockets import Connection, Listener
-from .worker import Heartbeat, Parked, Worker
+from .worker import Heartbeat, Parked, Worker, _close
 
 __all__ = ["ThreadedWorker"]
 
@@ -139,7 +139,7 @@ class ThreadedWorker(Worker):
                 self.finished.put((conn, ending, accepted))
                 news = True
             else:
-                conn.close()
+                _close(conn)
             with self.lock:
                 self.in_flight -= 1
                 if self.stats is not None:

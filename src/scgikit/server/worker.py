@@ -88,6 +88,10 @@ _accept_fd: Callable[[int], int] | None = None
 # real socket), it makes the connection's socket object itself: socket(family, type, 0,
 # fd) would check the descriptor with a getsockname() call (0.65 us a connection in all).
 _accept_socket: Callable[[int, Connection], Connection] | None = None
+# The first receive and the close, on such sockets, in C that keeps the GIL (neither
+# waits): in the threads model, letting go of it costs two thread switches each time.
+_recv: Callable[[Connection, int, int], bytes] = _socket.socket.recv
+_close: Callable[[Connection], None] = _socket.socket.close
 
 
 def _socket_layout_matches(check: Callable[[Connection], bool]) -> bool:
@@ -109,6 +113,8 @@ if ACCELERATED:
     if hasattr(_speedups, "accept_socket") and _socket_layout_matches(
             _speedups.socket_layout_matches):
         _accept_socket = _speedups.accept_socket
+        _recv = _speedups.recv_now
+        _close = _speedups.close_now
 _templates: dict[tuple[int, int], Connection] = {}
 
 
@@ -466,7 +472,7 @@ class Worker(Accepting):
         config = self.config
         try:
             try:  # receive_now(), inline: this runs for every request
-                data: bytes | bytearray = conn.recv(RECV_SIZE, self.recv_flags)
+                data: bytes | bytearray = _recv(conn, RECV_SIZE, self.recv_flags)
             except BlockingIOError:  # nothing yet
                 self._park(Parked(conn, Intake(config, accepted), None, accepted))
                 return
@@ -549,7 +555,7 @@ class Worker(Accepting):
         if ending is not None and not ending.drain():
             self._park(Parked(conn, None, ending, accepted))
         elif parsed is not None:
-            conn.close()
+            _close(conn)
 
     def _count_start(self) -> None:
         """A request goes to the app: the one that reaches --max-requests ends the accepts.
