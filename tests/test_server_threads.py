@@ -1,9 +1,11 @@
 """The threads model: each worker runs --threads requests at once, with every guarantee of sync."""
 
 import json
+import socket
 import threading
 import time
 
+import pytest
 from figures import record
 from scgi_raw import connect, parse_answer, read_all, request
 from servers import worker_pids
@@ -91,3 +93,36 @@ def test_a_full_pool_takes_connections_again_when_threads_free_up(serve, transpo
     for thread in clients:
         thread.join(60)
     assert results == [200] * 320
+
+
+@pytest.mark.parametrize("arrival", ["head in two pieces", "malformed", "closed at once"])
+def test_a_connection_a_finishing_thread_takes_is_served_refused_or_closed_as_ever(
+        serve, transport, arrival):
+    # Both threads busy: the next connection waits in the listen queue, and the first
+    # thread to answer takes it itself.  One whose request has not all arrived goes to
+    # the main thread to wait; a bad one is refused; an empty one closed.
+    server = serve("wsgi_apps:slow", "--workers", "1", "--threads", "2", bind=[transport])
+    first = []
+    busy = [threading.Thread(target=lambda seconds=seconds: first.append(
+        request(server.address, f"/?{seconds}", timeout=30).status)) for seconds in (0.5, 1)]
+    for count, thread in enumerate(busy, 1):  # one after the other: their lines apart
+        thread.start()
+        server.wait_for_log(r"slow request started", count=count, timeout=10)
+    data = encode_request({"REQUEST_METHOD": "GET", "QUERY_STRING": "0"}, 0)
+    with connect(server.address, timeout=20) as sock:
+        if arrival == "head in two pieces":
+            sock.sendall(data[:5])
+            busy[0].join(30)  # answered: its thread has taken this connection meanwhile
+            sock.sendall(data[5:])
+            assert parse_answer(read_all(sock)).status == 200
+        elif arrival == "malformed":
+            sock.sendall(b"x5:hello,")
+            busy[0].join(30)
+            assert parse_answer(read_all(sock)).status == 400
+        else:
+            sock.shutdown(socket.SHUT_WR)
+            busy[0].join(30)
+            assert read_all(sock) == b""
+    assert request(server.address, "/?0", timeout=10).status == 200  # and the next
+    busy[1].join(30)
+    assert first == [200, 200]

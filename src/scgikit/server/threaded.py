@@ -6,11 +6,16 @@ drain unread bodies before the close.  Only a ready request is handed to the
 pool, so a slow client costs a parked descriptor, never a thread (as gunicorn's
 gthread and waitress do).  A pool thread runs the app and sends the answer;
 if the connection still has an unread body to drain, the thread hands it back
-to the main thread, which parks it again.  While every thread is busy the main
-thread stops watching the listeners: the connections wait in the shared listen
-queue, where another worker process may take them.  A thread wakes the main
-thread (a byte on a pipe) only when it has news for it: a connection to park,
-a free thread while the listeners are unwatched, a stop or a recycle to finish.
+to the main thread, which parks it again.  Then, while the worker accepts, the
+thread takes the next connection waiting in the listen queue itself, as a sync
+worker would: a ready request runs on that thread at once, with no hand-over and
+no wake-up of the main thread; one still arriving goes to the main thread to
+wait.  Only when the queue is empty does the thread give its place back.
+While every thread is busy the main thread stops watching the listeners: the
+connections wait in the shared listen queue, for the next thread that finishes
+or another worker process.  A thread wakes the main thread (a byte on a pipe)
+only when it has news for it: a connection to park, a free thread while the
+listeners are unwatched, a stop or a recycle to finish.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import threading
 from collections.abc import Sequence
 
 from ..config import Config
-from .connection import Adapter, Ending, run_app
+from .connection import Adapter, run_app
 from .sockets import Connection, Listener
 from .worker import Heartbeat, Parked, Worker, _close
 
@@ -46,11 +51,15 @@ class ThreadedWorker(Worker):
             # two increments at once could lose one.
             self.stats = self.stats.locked()
         self.size = config.threads
+        self.main_thread = threading.get_ident()
         self.tasks: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
-        self.finished: queue.SimpleQueue[tuple[Connection, Ending, float]] = queue.SimpleQueue()
-        self.lock = threading.Lock()  # guards in_flight, handled and full
-        self.in_flight = 0  # requests handed to the pool and not yet finished
+        self.finished: queue.SimpleQueue[Parked] = queue.SimpleQueue()  # for the main thread
+        # Guards in_flight, full, started and handled, and the pool threads' accepts:
+        # the main thread stops them (listening) under it before it closes a listener.
+        self.lock = threading.Lock()
+        self.in_flight = 0  # pool threads busy with a request (or taking the next)
         self.full = False  # listeners left out of the wait while the pool is full
+        self.turn = 0  # the listener a pool thread tries first, in turn
         self.done_r, self.done_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.pool = [threading.Thread(target=self._serve, name=f"scgikit-{n}", daemon=True)
                      for n in range(self.size)]
@@ -83,8 +92,8 @@ class ThreadedWorker(Worker):
             full = self.in_flight >= self.size
             if full:
                 self.full = True  # cleared by _collect, once it has watched the listeners again
+            self._count_start()
         self.tasks.put((conn, data, parsed, accepted))
-        self._count_start()
         if full and self.listening:
             for sock in self.listeners:
                 self.poller.remove(sock.fileno())
@@ -100,6 +109,25 @@ class ThreadedWorker(Worker):
     def _holding(self) -> str:
         return f"{self.in_flight} in the app, {len(self.parked)} connections"
 
+    def _stop_accepting(self) -> None:
+        with self.lock:  # no pool thread is in an accept, nor starts one
+            self.listening = False
+        super()._stop_accepting()
+
+    def _park(self, parked: Parked) -> None:
+        """Park a connection; from a pool thread, through the main thread, which owns them."""
+        if threading.get_ident() == self.main_thread:
+            super()._park(parked)
+        else:
+            self.finished.put(parked)
+            os.write(self.done_w, b".")
+
+    def _cannot_accept(self, exc: OSError) -> None:
+        if threading.get_ident() == self.main_thread:
+            super()._cannot_accept(exc)
+        # A pool thread gives its place back instead; the main thread meets the error
+        # in its own accept, and backs off.
+
     def _collect(self) -> None:
         """News from the pool: park the ends that must drain, watch the listeners again."""
         try:
@@ -109,10 +137,10 @@ class ThreadedWorker(Worker):
             pass
         while True:
             try:
-                conn, ending, accepted = self.finished.get_nowait()
+                parked = self.finished.get_nowait()
             except queue.Empty:
                 break
-            self._park(Parked(conn, None, ending, accepted))
+            self._park(parked)
         with self.lock:
             free = self.full and self.in_flight < self.size
             if free:
@@ -123,28 +151,68 @@ class ThreadedWorker(Worker):
     # --- a pool thread -----------------------------------------------------------------
 
     def _serve(self) -> None:
-        while (task := self.tasks.get()) is not None:
-            conn, data, parsed, accepted = task
-            key = self.heartbeat.begin()
-            ending = None
-            try:
-                ending = run_app(conn, self.adapter, self.config, data, parsed, accepted,
-                                 self.model, self.stats)
-            except Exception:
-                log.exception("Error serving a request")
-            finally:
-                self.heartbeat.end(key)
-            news = False
-            if ending is not None and not ending.drain():
-                self.finished.put((conn, ending, accepted))
-                news = True
-            else:
-                _close(conn)
+        task = self.tasks.get()
+        while task is not None:
+            self._answer(*task)
+            task = self._next_task()
+
+    def _answer(self, conn: Connection, data: bytes | bytearray,
+                parsed: tuple[dict[str, str], int, int], accepted: float) -> None:
+        key = self.heartbeat.begin()
+        ending = None
+        try:
+            ending = run_app(conn, self.adapter, self.config, data, parsed, accepted,
+                             self.model, self.stats)
+        except Exception:
+            log.exception("Error serving a request")
+        finally:
+            self.heartbeat.end(key)
+        if ending is not None and not ending.drain():
+            self._park(Parked(conn, None, ending, accepted))
+        else:
+            _close(conn)
+
+    def _next_task(self) -> Task | None:
+        """This thread's next request, once it has answered one.
+
+        While the worker accepts, the thread takes the next connection from the listen
+        queue itself and, if its request is all there, runs it.  When the queue is
+        empty it gives its place in the pool back, and waits for the main thread.
+        """
+        handled = 1
+        while True:
             with self.lock:
-                self.in_flight -= 1
-                if self.stats is not None:
-                    self.stats.set_in_flight(self.in_flight)
-                self.handled += 1
-                news = news or self.full or self.stopping
-            if news:
-                os.write(self.done_w, b".")
+                self.handled += handled
+                handled = 0
+                conn = self._accept_here() if self.listening and not (
+                    self.stopping or self.accept_paused_until) else None
+                if conn is None:
+                    self.in_flight -= 1
+                    if self.stats is not None:
+                        self.stats.set_in_flight(self.in_flight)
+                    news = self.full or self.stopping
+            if conn is None:
+                if news:
+                    os.write(self.done_w, b".")
+                return self.tasks.get()
+            request = self._receive(conn)  # else parked (by the main thread), or ended
+            if request is not None:
+                with self.lock:
+                    self._count_start()
+                data, parsed, accepted = request
+                assert parsed is not None
+                return conn, data, parsed, accepted
+
+    def _accept_here(self) -> Connection | None:
+        """A connection from the listen queue, if one waits (the lock held)."""
+        listeners = self.listeners
+        self.turn = turn = (self.turn + 1) % len(listeners)
+        taken: list[Connection] = []
+        try:
+            for sock in listeners[turn:] + listeners[:turn]:
+                self._accept_from(sock, 1, final=True, take=taken.append)
+                if taken:
+                    return taken[0]
+        except OSError as exc:
+            log.debug("A pool thread could not accept: %s", exc)
+        return None

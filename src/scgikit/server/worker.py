@@ -127,6 +127,11 @@ def _template(family: int, kind: int) -> Connection:
     return template
 
 
+#: A ready request: what came (the head, and the body if it was small), the parsed head
+#: (None for a handler that reads the socket itself), and when it was accepted.
+Request = tuple["bytes | bytearray", "tuple[dict[str, str], int, int] | None", float]
+
+
 class Heartbeat:
     """This worker's slot in the master's shared array: 0.0 idle, else busy since.
 
@@ -468,6 +473,13 @@ class Worker(Accepting):
 
     def _take(self, conn: Connection) -> None:
         """A new connection: serve it now if its request is all there, else park it."""
+        request = self._receive(conn)
+        if request is not None:
+            self._run(conn, *request)
+
+    def _receive(self, conn: Connection) -> Request | None:
+        """A new connection's first receive: its request if that is all there, else None
+        (the connection parked to wait for the rest, refused, or closed)."""
         accepted = time.monotonic()
         config = self.config
         try:
@@ -475,10 +487,10 @@ class Worker(Accepting):
                 data: bytes | bytearray = _recv(conn, RECV_SIZE, self.recv_flags)
             except BlockingIOError:  # nothing yet
                 self._park(Parked(conn, Intake(config, accepted), None, accepted))
-                return
+                return None
             if not data:
                 conn.close()  # closed before sending a byte: a health check or a port scan
-                return
+                return None
             parsed = parse_head(data, config.max_header_size)
             ready = parsed is not None and (self.peek or is_ready(parsed, len(data), config))
             if parsed is not None and not ready:
@@ -486,16 +498,16 @@ class Worker(Accepting):
                 ready = is_ready(parsed, len(data), config)
             if not ready:
                 self._park(Parked(conn, Intake(config, accepted, data, parsed), None, accepted))
-                return
+                return None
         except ProtocolError as exc:
             self._refuse(conn, exc, None)
-            return
+            return None
         except OSError as exc:
             log.info("Error reading a request: %s", exc)
             conn.close()
-            return
+            return None
         # A handler that reads the socket itself has only looked at the request (peek).
-        self._run(conn, data, None if self.peek else parsed, accepted)
+        return data, None if self.peek else parsed, accepted
 
     def _resume(self, parked: Parked) -> None:
         """A parked connection is readable: take what came, then run, end or wait on."""
