@@ -279,10 +279,20 @@ class Arbiter:
         if self.stats_server is not None:
             readers += self.stats_server.readers()
             writers = self.stats_server.writers()
+        # poll, not select: select() fails on a descriptor above 1023, which a master
+        # holding many listeners or a high --workers count can reach.
+        waiting = select.poll()
+        for fd in readers:
+            waiting.register(fd, select.POLLIN)
+        for fd in writers:
+            waiting.register(fd, select.POLLOUT)
         try:
-            readable, writable, _ = select.select(readers, writers, [], seconds)
+            events = waiting.poll(max(0.0, seconds) * 1000)  # (negative: forever)
         except InterruptedError:
             return
+        writing = set(writers)  # (an error or a hang-up on one is for its send to find)
+        readable = [fd for fd, _ in events if fd not in writing]
+        writable = [fd for fd, _ in events if fd in writing]
         if self.wake_r in readable:
             _drain(self.wake_r)
         if self.stats_server is not None:

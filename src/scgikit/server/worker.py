@@ -276,8 +276,9 @@ class Accepting:
                 # whose first bytes are on their way (TCP_DEFER_ACCEPT keeps them out of
                 # the queue until then): closing now would reset them.
                 end = time.monotonic() + FINAL_WAIT
-                while (left := end - time.monotonic()) > 0 and select.select(
-                        [sock], [], [], left)[0]:
+                arrivals = select.poll()  # (select() fails on a descriptor above 1023)
+                arrivals.register(sock, select.POLLIN)
+                while (left := end - time.monotonic()) > 0 and arrivals.poll(left * 1000):
                     self._accept_from(sock, RETIRE_BUDGET, final=True)
             else:
                 # Take what is queued now, then serve it: served as it came, a sync
