@@ -179,3 +179,17 @@ def test_an_inherited_listener_keeps_taking_connections_at_a_stop():
             client.setblocking(False)
             client.connect_ex(sock.getsockname())
             assert _handshake_done(client, 5.0)
+
+
+def test_a_worker_watching_its_listeners_again_while_it_watches_them_goes_on():
+    # Two reasons to watch the listeners again can meet in one pass of a worker's loop
+    # (an accept pause ending while the threads model's pool frees up): the second is
+    # a no-op, not an error that ends the worker.
+    from scgikit.server.worker import _Poller
+
+    poller = _Poller()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        poller.add_listeners([listener])
+        poller.add_listeners([listener])
+        with socket.create_connection(listener.getsockname(), timeout=5):
+            assert poller.wait(5) == [listener.fileno()]

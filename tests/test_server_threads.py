@@ -8,7 +8,7 @@ import time
 import pytest
 from figures import record
 from scgi_raw import connect, parse_answer, read_all, request
-from servers import worker_pids
+from servers import wait_until, worker_pids
 
 from scgikit.protocol import ProtocolError, encode_request
 
@@ -126,3 +126,41 @@ def test_a_connection_a_finishing_thread_takes_is_served_refused_or_closed_as_ev
     assert request(server.address, "/?0", timeout=10).status == 200  # and the next
     busy[1].join(30)
     assert first == [200, 200]
+
+
+def test_a_request_that_waited_for_its_bytes_is_not_passed_over_by_new_connections(
+        serve, transport):
+    # Two threads, and eight clients that keep the listen queue full.  A request whose
+    # head came in two pieces waits in the main thread, then goes to the pool: the
+    # next thread to finish must take it, not another new connection.
+    server = serve("wsgi_apps:slow", "--workers", "1", "--threads", "2", bind=[transport])
+    answered = threading.Event()
+    deadline = time.monotonic() + 30
+    flood_answers = []  # (when the client connected, the status)
+
+    def flood():
+        while not answered.is_set() and time.monotonic() < deadline:
+            began = time.monotonic()
+            flood_answers.append((began, request(server.address, "/?0.1", timeout=30).status))
+
+    flooding = [threading.Thread(target=flood) for _ in range(8)]
+    for thread in flooding:
+        thread.start()
+    wait_until(lambda: len(flood_answers) >= 8, timeout=20, message="the flood's answers")
+    data = encode_request({"REQUEST_METHOD": "GET", "QUERY_STRING": "0"}, 0)
+    with connect(server.address, timeout=40) as sock:
+        sock.sendall(data[:5])
+        sent = time.monotonic()
+        # A client that connected after this one was answered: the listen queue is
+        # first in, first out, so this one has been accepted, and waits for its bytes.
+        wait_until(lambda: any(began > sent for began, _ in flood_answers), timeout=20,
+                   message="an answer to a later client")
+        sock.sendall(data[5:])
+        status = parse_answer(read_all(sock)).status
+    answered_at = time.monotonic()
+    answered.set()
+    for thread in flooding:
+        thread.join(40)
+    assert status == 200
+    assert answered_at < deadline, "served only once the flood was over"
+    assert {status for _, status in flood_answers} == {200}

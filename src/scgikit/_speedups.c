@@ -1907,8 +1907,9 @@ recv_now(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
     }
     if (got < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);  /* before the free, which may change errno */
         Py_DECREF(data);
-        return PyErr_SetFromErrno(PyExc_OSError);
+        return NULL;
     }
     if (got != size && _PyBytes_Resize(&data, got) < 0) {
         return NULL;

@@ -287,7 +287,7 @@ class Arbiter:
         for fd in writers:
             waiting.register(fd, select.POLLOUT)
         try:
-            events = waiting.poll(max(0.0, seconds) * 1000)  # (negative: forever)
+            events = waiting.poll(max(0.0, seconds) * 1000)  # (poll waits forever on < 0)
         except InterruptedError:
             return
         writing = set(writers)  # (an error or a hang-up on one is for its send to find)

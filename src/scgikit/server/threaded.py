@@ -51,7 +51,7 @@ class ThreadedWorker(Worker):
             # two increments at once could lose one.
             self.stats = self.stats.locked()
         self.size = config.threads
-        self.main_thread = threading.get_ident()
+        self.main_thread = threading.get_ident()  # the loop's: start() sets it again
         self.tasks: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
         self.finished: queue.SimpleQueue[Parked] = queue.SimpleQueue()  # for the main thread
         # Guards in_flight, full, started and handled, and the pool threads' accepts:
@@ -65,6 +65,7 @@ class ThreadedWorker(Worker):
                      for n in range(self.size)]
 
     def start(self) -> None:
+        self.main_thread = threading.get_ident()  # the thread that runs the loop
         super().start()
         for thread in self.pool:
             thread.start()
@@ -120,7 +121,13 @@ class ThreadedWorker(Worker):
             super()._park(parked)
         else:
             self.finished.put(parked)
+            self._wake_main()
+
+    def _wake_main(self) -> None:
+        try:
             os.write(self.done_w, b".")
+        except BlockingIOError:
+            pass  # the pipe is full: the main thread has a wake-up waiting already
 
     def _cannot_accept(self, exc: OSError) -> None:
         if threading.get_ident() == self.main_thread:
@@ -184,16 +191,19 @@ class ThreadedWorker(Worker):
             with self.lock:
                 self.handled += handled
                 handled = 0
-                conn = self._accept_here() if self.listening and not (
-                    self.stopping or self.accept_paused_until) else None
+                # A request the main thread has handed over (in_flight counts those
+                # too) goes first: a queue that new connections keep full must not
+                # pass over one that had to wait for its bytes.
+                conn = self._accept_here() if self.listening and self.in_flight <= self.size \
+                    and not (self.stopping or self.accept_paused_until) else None
                 if conn is None:
                     self.in_flight -= 1
                     if self.stats is not None:
                         self.stats.set_in_flight(self.in_flight)
-                    news = self.full or self.stopping
+                    news = (self.full and self.in_flight < self.size) or self.stopping
             if conn is None:
                 if news:
-                    os.write(self.done_w, b".")
+                    self._wake_main()
                 return self.tasks.get()
             request = self._receive(conn)  # else parked (by the main thread), or ended
             if request is not None:

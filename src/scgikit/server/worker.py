@@ -648,11 +648,13 @@ class _Poller:
             self._poll = select.poll()
             self._scale = 1000.0
             self._exclusive = 0
-        self._listening = False
 
     def add_listeners(self, listeners: Sequence[socket.socket]) -> None:
         for sock in listeners:
-            self._poll.register(sock.fileno(), select.POLLIN | self._exclusive)
+            try:
+                self._poll.register(sock.fileno(), select.POLLIN | self._exclusive)
+            except FileExistsError:
+                pass  # watched already (two reasons to watch them again met)
 
     def add(self, fd: int) -> None:
         self._poll.register(fd, select.POLLIN)
