@@ -1185,15 +1185,20 @@ def sample_socket():
 
 
 @pytest.fixture
-def template(listener):
-    """A closed socket like the listener's connections, its type checked as the worker
-    checks it at import."""
+def checked():
+    """The socket type checked as the worker checks it at import: what accept_socket,
+    recv_now and close_now take."""
     sample, peer = sample_socket()
     try:
         assert _speedups.socket_layout_matches(sample)
     finally:
         sample.close()
         peer.close()
+
+
+@pytest.fixture
+def template(listener, checked):
+    """A closed socket like the listener's connections, of the checked type."""
     made = _socket.socket(listener.family, listener.type, 0)
     made.close()
     return made
@@ -1258,18 +1263,6 @@ def test_the_workers_accept_socket_objects_through_the_c_function_when_it_is_on(
 
 
 # --- recv_now and close_now: a receive that never waits, and the close, as socket's ---------
-
-@pytest.fixture
-def checked():
-    """The socket type checked as the worker checks it at import: what recv_now and
-    close_now take."""
-    sample, peer = sample_socket()
-    try:
-        assert _speedups.socket_layout_matches(sample)
-    finally:
-        sample.close()
-        peer.close()
-
 
 def test_recv_now_receives_as_recv_with_msg_dontwait_does(checked):
     conn, peer = sample_socket()

@@ -10,7 +10,8 @@ to the main thread, which parks it again.  Then, while the worker accepts, the
 thread takes the next connection waiting in the listen queue itself, as a sync
 worker would: a ready request runs on that thread at once, with no hand-over and
 no wake-up of the main thread; one still arriving goes to the main thread to
-wait.  Only when the queue is empty does the thread give its place back.
+wait.  It gives its place back when the queue is empty, or when a request that
+had to wait for its bytes is ready and waits for a thread: that one goes first.
 While every thread is busy the main thread stops watching the listeners: the
 connections wait in the shared listen queue, for the next thread that finishes
 or another worker process.  A thread wakes the main thread (a byte on a pipe)
