@@ -1799,6 +1799,19 @@ socket_layout_matches(PyObject *module, PyObject *sample)
     Py_RETURN_TRUE;
 }
 
+/* The socket's descriptor, when it is of the type socket_layout_matches() accepted:
+ * -1 with TypeError set otherwise.  (A closed socket's is -1 with no error set.) */
+static int
+checked_socket_fd(PyObject *module, PyObject *sock, const char *name)
+{
+    if ((PyObject *)Py_TYPE(sock) != get_state(module)->checked_socket_type) {
+        PyErr_Format(PyExc_TypeError, "%s() needs a socket of a type that "
+                                      "socket_layout_matches() accepted", name);
+        return -1;
+    }
+    return ((socket_fields *)sock)->sock_fd;
+}
+
 PyDoc_STRVAR(accept_socket_doc,
 "accept_socket($module, listener, template, /)\n"
 "--\n"
@@ -1816,12 +1829,10 @@ accept_socket(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_Format(PyExc_TypeError, "accept_socket() takes 2 arguments (%zd given)", nargs);
         return NULL;
     }
-    PyTypeObject *type = Py_TYPE(args[1]);
-    if ((PyObject *)type != get_state(module)->checked_socket_type) {
-        PyErr_SetString(PyExc_TypeError, "accept_socket() needs a template of a socket type "
-                                         "that socket_layout_matches() accepted");
-        return NULL;
+    if (checked_socket_fd(module, args[1], "accept_socket") < 0 && PyErr_Occurred()) {
+        return NULL;  /* the template is not of the checked type */
     }
+    PyTypeObject *type = Py_TYPE(args[1]);
     PyObject *fd = accept_fd(module, args[0]);
     if (fd == NULL) {
         return NULL;
@@ -1841,19 +1852,6 @@ accept_socket(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     made->errorhandler = template->errorhandler;
     made->sock_timeout = template->sock_timeout;
     return (PyObject *)made;
-}
-
-/* The socket's descriptor, when it is of the type socket_layout_matches() accepted:
- * -1 with TypeError set otherwise.  (A closed socket's is -1 with no error set.) */
-static int
-checked_socket_fd(PyObject *module, PyObject *sock, const char *name)
-{
-    if ((PyObject *)Py_TYPE(sock) != get_state(module)->checked_socket_type) {
-        PyErr_Format(PyExc_TypeError, "%s() needs a socket of a type that "
-                                      "socket_layout_matches() accepted", name);
-        return -1;
-    }
-    return ((socket_fields *)sock)->sock_fd;
 }
 
 PyDoc_STRVAR(recv_now_doc,

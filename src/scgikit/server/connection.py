@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from ..config import Config
 from ..protocol import HTTPRequestError, ProtocolError
-from .intake import Intake
+from .intake import Intake, ParsedHead
 from .logs import Access
 from .sockets import Connection, send_all, set_receive_timeout
 from .stats import WorkerStats
@@ -35,7 +35,6 @@ from .throttle import LogThrottle
 
 log = logging.getLogger("scgikit")
 
-ParsedHead = tuple[dict[str, str], int, int]  # variables, CONTENT_LENGTH, where the body starts
 access_log = logging.getLogger("scgikit.access")
 
 #: The first receive takes the head and a body of up to about this size in one call.

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 
 from ..config import Config
 from .connection import Adapter, run_app
+from .intake import ParsedHead
 from .sockets import Connection, Listener
 from .worker import Heartbeat, Parked, Worker, _close
 
@@ -36,7 +37,7 @@ __all__ = ["ThreadedWorker"]
 
 log = logging.getLogger("scgikit")
 
-Task = tuple[Connection, "bytes | bytearray", tuple[dict[str, str], int, int], float]
+Task = tuple[Connection, "bytes | bytearray", ParsedHead, float]
 
 
 class ThreadedWorker(Worker):
@@ -52,7 +53,7 @@ class ThreadedWorker(Worker):
             # two increments at once could lose one.
             self.stats = self.stats.locked()
         self.size = config.threads
-        self.main_thread = threading.get_ident()  # the loop's: start() sets it again
+        self.main_thread = threading.get_ident()  # built where its loop runs (boot.py)
         self.tasks: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
         self.finished: queue.SimpleQueue[Parked] = queue.SimpleQueue()  # for the main thread
         # Guards in_flight, full, started and handled, and the pool threads' accepts:
@@ -66,7 +67,6 @@ class ThreadedWorker(Worker):
                      for n in range(self.size)]
 
     def start(self) -> None:
-        self.main_thread = threading.get_ident()  # the thread that runs the loop
         super().start()
         for thread in self.pool:
             thread.start()
@@ -85,7 +85,7 @@ class ThreadedWorker(Worker):
     # --- the main thread ---------------------------------------------------------------
 
     def _run(self, conn: Connection, data: bytes | bytearray,
-             parsed: tuple[dict[str, str], int, int] | None, accepted: float) -> None:
+             parsed: ParsedHead | None, accepted: float) -> None:
         assert parsed is not None  # a handler that reads the socket itself runs on sync only
         with self.lock:
             self.in_flight += 1
@@ -164,8 +164,8 @@ class ThreadedWorker(Worker):
             self._answer(*task)
             task = self._next_task()
 
-    def _answer(self, conn: Connection, data: bytes | bytearray,
-                parsed: tuple[dict[str, str], int, int], accepted: float) -> None:
+    def _answer(self, conn: Connection, data: bytes | bytearray, parsed: ParsedHead,
+                accepted: float) -> None:
         key = self.heartbeat.begin()
         ending = None
         try:

@@ -55,7 +55,7 @@ from .connection import (
     receive_rest,
     run_app,
 )
-from .intake import Intake, is_ready
+from .intake import Intake, ParsedHead, is_ready
 from .sockets import Connection, Listener
 from .stats import WorkerStats
 from .throttle import LogThrottle
@@ -129,7 +129,7 @@ def _template(family: int, kind: int) -> Connection:
 
 #: A ready request: what came (the head, and the body if it was small), the parsed head
 #: (None for a handler that reads the socket itself), and when it was accepted.
-Request = tuple["bytes | bytearray", "tuple[dict[str, str], int, int] | None", float]
+Request = tuple["bytes | bytearray", "ParsedHead | None", float]
 
 
 class Heartbeat:
@@ -550,7 +550,7 @@ class Worker(Accepting):
         self._run(conn, request, None if self.peek else parsed, parked.accepted)
 
     def _run(self, conn: Connection, data: bytes | bytearray,
-             parsed: tuple[dict[str, str], int, int] | None, accepted: float) -> None:
+             parsed: ParsedHead | None, accepted: float) -> None:
         """Give a ready request to the app, then end the connection."""
         slots, slot = self.heartbeat.slots, self.heartbeat.index
         slots[slot] = time.monotonic()
