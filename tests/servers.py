@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -18,6 +19,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from scgi_raw import connect, parse_answer, read_all
+
+from scgikit.protocol import encode_request
 
 FIXTURES = Path(__file__).parent / "fixtureapps"
 SRC = Path(__file__).parent.parent / "src"
@@ -199,3 +204,45 @@ def failed_start(target: str, *args: str) -> ServerProcess:
         pytest.fail(f"the master did not give up within 30s:\n{server.log[-3000:]}")
     server.wait_for_log("<stderr closed>")
     return server
+
+
+# Starts the command in its arguments with descriptors 3 to 1102 taken (inherited by the
+# command), so that whatever it opens is numbered above 1023.
+HIGH_DESCRIPTORS = """
+import os, resource, sys
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2048), hard))
+for _ in range(1100):
+    os.set_inheritable(os.open(os.devnull, os.O_RDONLY), True)
+os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
+"""
+
+
+def serve_and_stop_above_1023(target: str, args: Sequence[str], transport: str) -> None:
+    """Serve ``target`` with every descriptor the server opens numbered above 1023 (where
+    select() cannot wait): the metrics and a request are answered, and SIGINT stops it."""
+    import pytest
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < 2048:
+        pytest.skip(f"the descriptor limit ({hard}) leaves no room above 1023")
+    server = ServerProcess.scgikit(target, "--stats", "127.0.0.1:0", *args, bind=[transport])
+    server.argv[:1] = [sys.executable, "-c", HIGH_DESCRIPTORS]  # then -m scgikit serve...
+    try:
+        server.start()
+        (metrics,) = server.wait_for_log(r"Metrics at: (\S+)")
+        host, _, port = metrics.group(1).rpartition(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            assert read_all(sock).startswith(b"HTTP/1.0 200")  # the master's wait saw it
+        with connect(server.address, timeout=10) as sock:
+            sock.sendall(encode_request({"REQUEST_METHOD": "GET"}, 0))
+            assert parse_answer(read_all(sock)).status == 200
+        assert min(int(fd) for fd in os.listdir(f"/proc/{server.pid}/fd")
+                   if int(fd) > 2 and os.readlink(f"/proc/{server.pid}/fd/{fd}")
+                   .startswith("socket:")) > 1023
+        server.send_signal(signal.SIGINT)  # a full stop: the last look at the queue
+        assert server.proc is not None and server.proc.wait(30) == 0
+    finally:
+        server.stop()
+    assert "Traceback" not in server.log and "out of range" not in server.log

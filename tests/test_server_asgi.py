@@ -25,7 +25,7 @@ from floods import (
     settled_descriptors,
 )
 from scgi_raw import connect, connect_until_refused, parse_answer, read_all, request
-from servers import child_env, failed_start, wait_until, worker_pids
+from servers import child_env, failed_start, serve_and_stop_above_1023, wait_until, worker_pids
 
 from scgikit.addresses import parse_address
 from scgikit.protocol import encode_request
@@ -673,3 +673,10 @@ def test_a_comma_in_a_cookie_value_behind_nginx_reaches_the_app_unchanged(asgi):
     server = asgi("scope_json")
     scope = scope_of(request(server.address, "/", env={"HTTP_COOKIE": "list=a, b; c=3"}))
     assert dict(scope["headers"])["cookie"] == "list=a, b; c=3"
+
+
+def test_an_asyncio_server_whose_descriptors_are_numbered_above_1023_serves_and_stops(
+        transport):
+    # As on the WSGI models (test_server_stop.py): the master's wait and the worker's
+    # last look at the listen queue on a full stop, where select() cannot wait.
+    serve_and_stop_above_1023("asgi_apps:hello", (), transport)

@@ -1,17 +1,14 @@
 """A graceful stop serves every connection the kernel had accepted, then exits at once."""
 
-import os
-import resource
 import signal
 import socket
-import sys
 import threading
 import time
 
 import pytest
 from figures import record
 from scgi_raw import connect, connect_until_refused, parse_answer, read_all
-from servers import ServerProcess, wait_until
+from servers import serve_and_stop_above_1023, wait_until
 
 from scgikit.protocol import encode_request
 
@@ -129,43 +126,9 @@ def test_a_stop_that_waits_says_what_for(serve, transport):
     assert server.proc.wait(30) == 0
 
 
-# Starts the command in its arguments with descriptors 3 to 1102 taken (inherited by the
-# command), so that whatever it opens is numbered above 1023.
-HIGH_DESCRIPTORS = """
-import os, resource, sys
-soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2048), hard))
-for _ in range(1100):
-    os.set_inheritable(os.open(os.devnull, os.O_RDONLY), True)
-os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
-"""
-
 
 def test_a_server_whose_descriptors_are_numbered_above_1023_serves_and_stops(model, transport):
     # select() cannot wait on a descriptor above 1023; the master's wait and a full
     # stop's last look at the listen queue must work there too.
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    if hard != resource.RLIM_INFINITY and hard < 2048:
-        pytest.skip(f"the descriptor limit ({hard}) leaves no room above 1023")
     threads = ("--worker", "threads", "--threads", "4") if model == "threads" else ()
-    server = ServerProcess.scgikit("wsgi_apps:hello", "--stats", "127.0.0.1:0", *threads,
-                                   bind=[transport])
-    server.argv[:1] = [sys.executable, "-c", HIGH_DESCRIPTORS]  # then -m scgikit serve...
-    try:
-        server.start()
-        (metrics,) = server.wait_for_log(r"Metrics at: (\S+)")
-        host, _, port = metrics.group(1).rpartition(":")
-        with socket.create_connection((host, int(port)), timeout=10) as sock:
-            sock.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
-            assert read_all(sock).startswith(b"HTTP/1.0 200")  # the master's wait saw it
-        with connect(server.address, timeout=10) as sock:
-            sock.sendall(encode_request({"REQUEST_METHOD": "GET"}, 0))
-            assert parse_answer(read_all(sock)).status == 200
-        assert min(int(fd) for fd in os.listdir(f"/proc/{server.pid}/fd")
-                   if int(fd) > 2 and os.readlink(f"/proc/{server.pid}/fd/{fd}")
-                   .startswith("socket:")) > 1023
-        server.send_signal(signal.SIGINT)  # a full stop: the last look at the queue
-        assert server.proc.wait(30) == 0
-    finally:
-        server.stop()
-    assert "Traceback" not in server.log and "out of range" not in server.log
+    serve_and_stop_above_1023("wsgi_apps:hello", threads, transport)
