@@ -481,6 +481,31 @@ def test_worker_exits_when_its_master_dies(asgi):
                message="the orphaned worker to exit")
 
 
+def test_a_recycling_worker_answers_every_connection_of_its_last_pass_over_the_queue(
+        serve, transport):
+    # The first request reaches --max-requests; the worker's last pass over the listen
+    # queue then takes the other nine: some answered within that pass (at once, on
+    # Python 3.12+: the first of them before any other is running), some after a wait.
+    # The worker ends only once all are answered.
+    server = serve("asgi_apps:sleepy", "--workers", "1", "--max-requests", "1",
+                   "--log-level", "debug", bind=[transport])
+    worker = worker_of(server)
+    os.kill(worker, signal.SIGSTOP)  # the queue fills while the worker cannot accept
+    socks = []
+    try:
+        for query in ["", "", "0.1", "", "0.1", "", "0.1", "", "0.1", ""]:
+            sock = connect(server.address)
+            sock.sendall(encode_request({"REQUEST_METHOD": "GET", "QUERY_STRING": query}, 0))
+            socks.append(sock)
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    answers = [parse_answer(read_all(sock)).body for sock in socks]
+    assert answers == [b"slept"] * 10
+    server.wait_for_log(r"Worker recycled after 10 requests")
+    for sock in socks:
+        sock.close()
+
+
 def test_recycling_runs_the_lifespan_shutdown(serve, transport, tmp_path):
     mark = tmp_path / "shutdown.txt"
     server = serve("asgi_apps:with_lifespan", "--workers", "1", "--max-requests", "3",

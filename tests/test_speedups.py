@@ -7,13 +7,14 @@ that it holds no reference or buffer it should not, and that the choice at impor
 (``SCGIKIT_PURE``) shows in ``scgikit --version`` and the server's start-up log.
 The WSGI environ build and exchange are compared the same way, each test run on
 both implementations, the exchange over real socket pairs, and so are the ASGI
-scope's request headers (``header_pairs``).
+scope's request headers (``header_pairs``) and the whole scope (``http_scope``).
 """
 
 from __future__ import annotations
 
 import _socket
 import errno
+import gc
 import inspect
 import io
 import json
@@ -28,6 +29,7 @@ import sysconfig
 import threading
 import time
 import tracemalloc
+import types
 from pathlib import Path
 
 import pytest
@@ -38,7 +40,7 @@ from parse_heads import NOT_BUILT, _speedups, c_parse_head, nginx_head
 from scgi_raw import request
 from servers import ServerProcess, child_env
 
-from scgikit.apps import wsgi
+from scgikit.apps import asgi, wsgi
 from scgikit.apps.request import c_header_pairs, header_pairs_pure, merge_cookie
 from scgikit.protocol import DEFAULT_MAX_HEADER_SIZE, encode_request, parse_head_pure
 from scgikit.server.sockets import timeval
@@ -1108,6 +1110,431 @@ def test_the_c_header_pairs_keeps_or_leaks_no_reference(case):
         HEADER_SETS[case][0])
     leak_check(lambda: outcome(build, variables), variables, *variables, *variables.values(),
                header_pairs_pure, merge_cookie)
+
+
+# --- the ASGI http scope: the C http_scope and the pure function give the same dict ------------
+
+def c_http_scope():
+    """The C ``http_scope``, ready even when SCGIKIT_PURE=1 kept the modules from setting it
+    up (its headers are the C header_pairs', which setup_headers readies)."""
+    c_header_pairs()
+    built = asgi.c_http_scope()
+    assert built is _speedups.http_scope
+    return built
+
+
+@pytest.fixture(params=["pure", "c"])
+def http_scope(request):
+    """Each implementation of http_scope, whichever the import chose."""
+    return asgi.http_scope_pure if request.param == "pure" else c_http_scope()
+
+
+SERVER = ("localhost", 80)
+STATES = {"empty": {}, "lifespan": {"pool": ["connection"], "name": "app"}}
+
+
+def ordered(value):
+    """value with every dict made a list of its items, and every leaf paired with its type:
+    equal only where the keys come in the same order and the types are the same."""
+    if isinstance(value, dict):
+        return [(key, ordered(item)) for key, item in value.items()]
+    if isinstance(value, (list, tuple)):
+        return type(value), [ordered(item) for item in value]
+    return type(value), value
+
+
+def scope_outcome(build, variables, script_name="", server=SERVER, state=None):
+    """outcome() of one build, its result ordered()."""
+    result = outcome(build, variables, script_name, server, {} if state is None else state)
+    return ("returned", ordered(result[1])) if result[0] == "returned" else result
+
+
+def assert_same_scope(build, variables, script_name="", server=SERVER, state=None):
+    """build gives what http_scope_pure gives, key for key and in order, or raises alike."""
+    before = list(variables.items()) if isinstance(variables, dict) else None
+    got = scope_outcome(build, variables, script_name, server, state)
+    assert got == scope_outcome(asgi.http_scope_pure, variables, script_name, server, state)
+    if before is not None:
+        assert list(variables.items()) == before
+    return got
+
+
+@pytest.mark.parametrize("state", sorted(STATES))
+@pytest.mark.parametrize("case", sorted(ENVIRONS))
+def test_the_scope_is_the_pure_one_key_for_key_and_in_order_for_every_environ_case(
+        http_scope, case, state):
+    variables, script_name, _ = ENVIRONS[case]
+    assert assert_same_scope(http_scope, variables, script_name, SERVER, STATES[state])[0] == (
+        "returned")
+
+
+@pytest.mark.parametrize("case", sorted(HEADER_SETS))
+def test_the_scope_is_the_pure_one_for_every_header_set(http_scope, case):
+    variables, headers = HEADER_SETS[case]
+    result = assert_same_scope(http_scope, variables)
+    assert result[0] == "returned" and http_scope(variables, "", SERVER, {})["headers"] == headers
+
+
+def ports(name: str) -> dict[str, dict[str, str]]:
+    """The cases of one port variable: missing, empty, digits, not digits, beyond ASCII."""
+    values = {"empty": "", "0": "0", "65535": "65535", "leading_zeros": "007", "12a": "12a",
+              "space": " 1", "signed": "+1", "negative": "-1", "18_digits": "9" * 18,
+              "19_digits": "9" * 19, "superscript_two": "\xb2", "superscript_one": "\xb9",
+              "latin1_letter": "\xe9", "digit_and_superscript": "1\xb2"}
+    cases = {f"{name.lower()}_missing": {}}
+    cases.update({f"{name.lower()}_{label}": {name: value} for label, value in values.items()})
+    return cases
+
+
+PEER = {"REMOTE_ADDR": "192.0.2.7", "SERVER_NAME": "example.org"}
+# name: (variables, script_name)
+SCOPES = {
+    "nginx_get": (NGINX_GET, ""),
+    "nginx_browser": (NGINX, ""),
+    "absolute_form": (plain(REQUEST_URI="http://example.com/a/b?c=d"), ""),
+    "absolute_form_without_a_path": (plain(REQUEST_URI="https://example.com"), ""),
+    "absolute_form_query_only": (plain(REQUEST_URI="http://example.com?x"), ""),
+    "question_mark_only": (plain(REQUEST_URI="?"), ""),
+    "slash_and_question_mark_only": (plain(REQUEST_URI="/?"), ""),
+    "query_without_a_path": (plain(REQUEST_URI="?a=b"), ""),
+    "asterisk": (plain(REQUEST_URI="*"), ""),
+    "no_request_uri_nor_document_uri": (plain(), ""),
+    "empty_request_uri_and_document_uri": (plain(REQUEST_URI="", DOCUMENT_URI=""), ""),
+    "document_uri_only": (plain(DOCUMENT_URI="/doc?x=1"), ""),
+    "query_string_missing": (plain(REQUEST_URI="/a?b=c&d=%20"), ""),
+    "query_string_missing_and_several_marks": (plain(REQUEST_URI="/a?b?c"), ""),
+    "query_string_missing_and_target_ends_with_a_mark": (plain(REQUEST_URI="/a?"), ""),
+    "query_string_missing_with_latin1": (plain(REQUEST_URI="/a?caf\xe9"), ""),
+    "query_string_empty": (plain(REQUEST_URI="/a?b=c", QUERY_STRING=""), ""),
+    "query_string_not_the_targets": (plain(REQUEST_URI="/a?b", QUERY_STRING="x=\xe9"), ""),
+    "percent_encoded_path": (plain(REQUEST_URI="/a%2Fb/caf%C3%A9?q"), ""),
+    "latin1_path": (plain(REQUEST_URI="/caf\xe9?x"), ""),
+    "utf8_path_as_latin1": (plain(REQUEST_URI="/caf\xc3\xa9"), ""),
+    "path_info": (plain(REQUEST_URI="/app/x", PATH_INFO="/x", SCRIPT_NAME="/app"), ""),
+    "remote_addr_missing": (plain(REMOTE_PORT="5555"), ""),
+    "remote_addr_empty": (plain(REMOTE_ADDR="", REMOTE_PORT="5555"), ""),
+    "remote_addr_empty_and_port_beyond_ascii": (plain(REMOTE_ADDR="", REMOTE_PORT="\xb2"), ""),
+    **{case: ({**PEER, **extra}, "") for case, extra in ports("REMOTE_PORT").items()},
+    **{case: ({**PEER, **extra}, "") for case, extra in ports("SERVER_PORT").items()},
+    "server_name_empty_with_server_addr": (plain(SERVER_NAME="", SERVER_ADDR="10.0.0.1"), ""),
+    "server_name_missing_with_server_addr": (plain(SERVER_ADDR="10.0.0.1"), ""),
+    "server_name_and_server_addr_empty": (plain(SERVER_NAME="", SERVER_ADDR=""), ""),
+    **{f"server_protocol_{version}": (plain(SERVER_PROTOCOL=version), "")
+       for version in [*asgi._HTTP_VERSIONS, "HTTP/0.9", "http/1.1", "HTTP/1.1 ", ""]},
+    "https_on": (plain(HTTPS="on"), ""),
+    "https_1": (plain(HTTPS="1"), ""),
+    "https_off": (plain(HTTPS="off"), ""),
+    "https_upper_case": (plain(HTTPS="ON"), ""),
+    "https_off_with_request_scheme_https": (plain(HTTPS="off", REQUEST_SCHEME="https"), ""),
+    "request_scheme_https": (plain(REQUEST_SCHEME="https"), ""),
+    "request_scheme_http": (plain(REQUEST_SCHEME="http"), ""),
+    "request_method_empty": (plain(REQUEST_METHOD=""), ""),
+    "request_method_missing": ({"REQUEST_URI": "/"}, ""),
+    "request_method_latin1": (plain(REQUEST_METHOD="G\xc9T"), ""),
+    "apache_cookie_lines_joined": (APACHE, ""),
+    "lighttpd_post": (LIGHTTPD, ""),
+    "no_variables": ({}, ""),
+    # Handed to the pure function: its result, or its exception.
+    "int_value_read_by_the_scope": ({**PEER, "REMOTE_PORT": 5555}, ""),
+    "int_value_read_by_no_one": (plain(REQUEST_URI="/a", X_COUNT=5), ""),
+    "none_request_uri": (plain(REQUEST_URI=None), ""),
+    "bytes_query_string": (plain(REQUEST_URI="/a", QUERY_STRING=b"x"), ""),
+    "str_subclass_value": (plain(REQUEST_URI=Text("/a")), ""),
+    "int_name": ({**plain(REQUEST_URI="/a"), 1: "x"}, ""),
+    "beyond_latin1_header": (plain(REQUEST_URI="/a", HTTP_X="\u20ac"), ""),
+    "beyond_latin1_path": (plain(REQUEST_URI="/\u20ac"), ""),
+    "beyond_latin1_query": (plain(REQUEST_URI="/a?\u20ac"), ""),
+    "beyond_latin1_address": (plain(REMOTE_ADDR="\u20ac"), ""),
+    "latin1_name": (plain(REQUEST_URI="/a", **{"X_\xe9": "1"}), ""),
+    "dict_subclass": (Variables(REQUEST_URI="/a?b", REMOTE_ADDR="::1"), ""),
+    "mapping_proxy": (types.MappingProxyType(plain(REQUEST_URI="/a?b")), ""),
+    "script_name": (plain(REQUEST_URI="/app/x?y"), "/app"),
+    "script_name_equal_to_the_path": (plain(REQUEST_URI="/app"), "/app"),
+    "script_name_elsewhere": (plain(REQUEST_URI="/x/app"), "/app"),
+    "script_name_str_subclass": (plain(REQUEST_URI="/a"), Text("")),
+    "script_name_bytes": (plain(REQUEST_URI="/a"), b"/a"),
+    "script_name_none": (plain(REQUEST_URI="/a"), None),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SCOPES))
+def test_the_scope_is_the_pure_one_in_every_case(http_scope, case):
+    variables, script_name = SCOPES[case]
+    for state in STATES.values():
+        assert_same_scope(http_scope, variables, script_name, SERVER, state)
+
+
+@pytest.mark.parametrize("variables", [
+    {**PEER, "REMOTE_PORT": "\xb2"}, {**PEER, "SERVER_PORT": "\xb2"},
+    {**PEER, "SERVER_PORT": "1\xb9"}, {**PEER, "SERVER_PORT": "9" * 5000},
+], ids=["remote_port_superscript", "server_port_superscript", "server_port_with_superscript",
+        "server_port_too_long_for_int"])
+def test_a_port_that_int_refuses_raises_the_pure_value_error(http_scope, variables):
+    raised = assert_same_scope(http_scope, variables)
+    assert raised[:2] == ("raised", ValueError)
+
+
+@pytest.mark.parametrize("case", sorted(["nginx_get", "percent_encoded_path", "script_name",
+                                         "int_value_read_by_the_scope"]))
+@pytest.mark.parametrize("server", [
+    ("h", 8080), ("", 0), ("h", 2**80), ("h", "80"), ("h", True), (Text("h"), 1), ("h", 1.5),
+    ["h", 80], ("h", 80, "x"), ("h",), (), None,
+], ids=repr)
+def test_any_server_gives_what_the_pure_function_gives(http_scope, case, server):
+    variables, script_name = SCOPES[case]
+    for bare in (variables, plain()):  # the server's name and port read, or not
+        assert_same_scope(http_scope, bare, script_name, server)
+
+
+class State(dict):
+    """Not a plain dict: the C builder hands it to the pure function."""
+
+
+@pytest.mark.parametrize("state", [State(a=1), None, [("a", 1)], types.MappingProxyType({})],
+                         ids=repr)
+def test_any_state_gives_what_the_pure_function_gives(http_scope, state):
+    for variables in (NGINX_GET, plain(REQUEST_URI="/a%20b")):
+        assert_same_scope(http_scope, variables, "", SERVER, state)
+
+
+@pytest.mark.parametrize("args", [
+    (), (NGINX_GET,), (NGINX_GET, "", SERVER), (NGINX_GET, "", SERVER, {}, None),
+], ids=len)
+def test_other_argument_counts_raise_the_pure_type_error(args):
+    c = outcome(c_http_scope(), *args)
+    assert c[:2] == ("raised", TypeError) and c == outcome(asgi.http_scope_pure, *args)
+
+
+def test_the_c_http_scope_takes_the_pure_functions_arguments_by_position():
+    c, pure = (inspect.signature(f) for f in (_speedups.http_scope, asgi.http_scope_pure))
+    assert [p.name for p in c.parameters.values()] == [p.name for p in pure.parameters.values()]
+    assert {p.kind for p in c.parameters.values()} == {inspect.Parameter.POSITIONAL_ONLY}
+
+
+def test_the_c_scopes_are_the_pure_ones_on_every_corpus_request():
+    """Variables as the C parse_head makes them (names not interned, values cached)."""
+    build, corpus = c_http_scope(), parsed_corpus()
+    parsed = [c_parse_head()(scgi_head(list(variables.items())), 2**20)[0]
+              for variables in corpus]
+    assert parsed == corpus and len(corpus) > 20
+    for variables in corpus + parsed:
+        assert_same_scope(build, variables)
+
+
+scope_names = st.one_of(
+    st.sampled_from(["REQUEST_URI", "DOCUMENT_URI", "QUERY_STRING", "REMOTE_ADDR", "REMOTE_PORT",
+                     "SERVER_PORT", "SERVER_NAME", "SERVER_ADDR", "SERVER_PROTOCOL", "HTTPS",
+                     "REQUEST_SCHEME", "REQUEST_METHOD", "PATH_INFO", "SCRIPT_NAME",
+                     "CONTENT_TYPE", "CONTENT_LENGTH", "HTTP_COOKIE", "HTTP_HOST",
+                     "SERVER_SOFTWARE"]),
+    st.text(latin1, max_size=12).map(lambda tail: "HTTP_" + tail),
+    st.text(latin1, max_size=12),
+)
+scope_values = st.one_of(
+    st.sampled_from(["", "/", "?", "/a?b", "/a?", "/a/b?c?d", "http://h/p?q", "http://h", "*",
+                     "/a%20b", "/caf\xe9", "/a?caf\xe9", "on", "1", "off", "https", "0", "007",
+                     "65535", "12a", "\xb2", "1\xb9", "9" * 18, "9" * 19, "HTTP/1.1", "HTTP/2",
+                     "HTTP/0.9", "Apache/2.4", "a=1, b=2", "GET", "POST", "::1"]),
+    st.text(latin1, max_size=20),
+    st.text(latin1, max_size=20).map(lambda tail: "/" + tail),
+)
+
+
+@SETTINGS
+@given(st.dictionaries(scope_names, scope_values, max_size=14),
+       st.sampled_from(["", "", "", "/a", "/caf\xe9"]), st.sampled_from([{}, {"k": [1]}]))
+def test_the_c_scope_is_the_pure_one_on_random_variables(variables, script_name, state):
+    assert_same_scope(c_http_scope(), variables, script_name, SERVER, state)
+
+
+def test_each_scope_has_new_dicts_and_lists_a_copy_of_the_state_and_the_variables_themselves(
+        http_scope):
+    state = {"pool": ["connection"]}
+    first, second = (http_scope(NGINX_GET, "", SERVER, state) for _ in range(2))
+    inner = [lambda s: s["asgi"], lambda s: s["headers"], lambda s: s["state"],
+             lambda s: s["extensions"], lambda s: s["extensions"]["scgi"],
+             lambda s: s["extensions"]["http.response.pathsend"]]
+    for part in inner:
+        assert part(first) == part(second) and part(first) is not part(second)
+    assert first["state"] == state and first["state"] is not state
+    assert first["state"]["pool"] is state["pool"]  # a shallow copy, as dict.copy() makes
+    assert first["extensions"]["scgi"]["variables"] is NGINX_GET
+    # An app changing its scope changes neither the next scope nor what it was made from.
+    first["asgi"]["version"] = "2.0"
+    first["headers"].append((b"x", b"1"))
+    first["state"]["added"] = True
+    first["extensions"]["scgi"]["added"] = True
+    first["extensions"]["http.response.pathsend"]["added"] = True
+    assert http_scope(NGINX_GET, "", SERVER, state) == second
+    assert state == {"pool": ["connection"]}
+
+
+@pytest.fixture
+def scope_calls():
+    """Make the C http_scope's fallback a recording wrapper of the pure one, for one test."""
+    calls = []
+
+    def recording(*args):
+        calls.append(args)
+        return asgi.http_scope_pure(*args)
+
+    c_header_pairs()
+    _speedups.setup_scope(http_scope_pure=recording, http_versions=asgi._HTTP_VERSIONS)
+    yield calls
+    c_http_scope()
+
+
+@pytest.mark.parametrize("case", [
+    "nginx_get", "nginx_browser", "apache_cookie_lines_joined", "slash_and_question_mark_only",
+    "no_request_uri_nor_document_uri", "query_string_missing_with_latin1",
+    "query_string_not_the_targets", "remote_addr_empty_and_port_beyond_ascii",
+    "remote_port_65535", "remote_port_12a", "remote_port_leading_zeros", "server_port_18_digits",
+    "server_name_empty_with_server_addr", "server_protocol_HTTP/2", "server_protocol_HTTP/0.9",
+    "https_1", "request_scheme_https", "request_method_empty", "request_method_latin1",
+    "no_variables"])
+def test_the_c_http_scope_builds_the_common_scopes_itself(scope_calls, case):
+    variables, script_name = SCOPES[case]
+    assert ordered(_speedups.http_scope(variables, script_name, SERVER, {})) == ordered(
+        asgi.http_scope_pure(variables, script_name, SERVER, {}))
+    assert scope_calls == []
+
+
+@pytest.mark.parametrize("case", [
+    "path_info", "percent_encoded_path", "absolute_form", "question_mark_only", "asterisk",
+    "latin1_path", "remote_port_superscript_two", "remote_port_latin1_letter",
+    "remote_port_19_digits", "server_port_superscript_one", "server_port_digit_and_superscript",
+    "server_port_19_digits", "int_value_read_by_the_scope", "int_value_read_by_no_one",
+    "str_subclass_value", "int_name", "beyond_latin1_header", "beyond_latin1_query",
+    "latin1_name", "dict_subclass", "mapping_proxy", "script_name", "script_name_str_subclass",
+    "script_name_bytes"])
+def test_the_c_http_scope_hands_anything_unusual_to_the_pure_one_with_the_same_arguments(
+        scope_calls, case):
+    variables, script_name = SCOPES[case]
+    state = {"a": 1}
+    outcome(_speedups.http_scope, variables, script_name, SERVER, state)
+    assert len(scope_calls) == 1
+    assert all(got is given for got, given in zip(scope_calls[0],
+                                                  (variables, script_name, SERVER, state)))
+
+
+@pytest.mark.parametrize("server,state", [(("h", "80"), {}), (["h", 80], {}), (("h", 80, 1), {}),
+                                          (("h", True), {}), (SERVER, State())], ids=repr)
+def test_the_c_http_scope_hands_an_odd_server_or_state_to_the_pure_one(scope_calls, server,
+                                                                       state):
+    outcome(_speedups.http_scope, NGINX_GET, "", server, state)
+    assert len(scope_calls) == 1 and scope_calls[0][2] is server and scope_calls[0][3] is state
+
+
+def test_the_c_http_scope_reads_the_version_table_setup_scope_gave_it():
+    versions = {"HTTP/1.1": "1.1", "HTTP/9": "9"}
+    try:
+        _speedups.setup_scope(http_scope_pure=asgi.http_scope_pure, http_versions=versions)
+        assert _speedups.http_scope(plain(SERVER_PROTOCOL="HTTP/9"), "", SERVER, {})[
+            "http_version"] == "9"
+        versions["HTTP/9"] = "9.0"  # the very dict, not a copy
+        assert _speedups.http_scope(plain(SERVER_PROTOCOL="HTTP/9"), "", SERVER, {})[
+            "http_version"] == "9.0"
+    finally:
+        c_http_scope()
+
+
+@pytest.mark.parametrize("kwargs", [
+    {}, {"http_scope_pure": asgi.http_scope_pure},
+    {"http_versions": {}}, {"http_scope_pure": None, "http_versions": {}},
+    {"http_scope_pure": asgi.http_scope_pure, "http_versions": [("HTTP/1.1", "1.1")]},
+    {"http_scope_pure": asgi.http_scope_pure, "http_versions": {}, "other": 1},
+], ids=lambda kwargs: ",".join(kwargs) or "none")
+def test_setup_scope_needs_a_callable_and_a_dict_by_keyword(kwargs):
+    with pytest.raises(TypeError):
+        _speedups.setup_scope(**kwargs)
+    with pytest.raises(TypeError):
+        _speedups.setup_scope(asgi.http_scope_pure, {})
+    assert c_http_scope()(NGINX_GET, "", SERVER, {}) == asgi.http_scope_pure(NGINX_GET, "",
+                                                                             SERVER, {})
+
+
+def test_the_c_http_scope_is_chosen_at_import_unless_scgikit_pure_is_set():
+    code = ("import scgikit.apps.asgi as a; "
+            "print(a.http_scope is a.http_scope_pure, a.http_scope.__module__)")
+    assert python(code, SCGIKIT_PURE="") == "False scgikit._speedups"
+    assert python(code, SCGIKIT_PURE="1") == "True scgikit.apps.asgi"
+
+
+def test_the_c_http_scope_needs_setup_scope_and_hands_all_to_the_pure_one_until_setup_headers():
+    # SCGIKIT_PURE=1: nothing at import sets the C functions up.
+    code = """if True:
+        from scgikit import _speedups as s
+        args = ({"REQUEST_URI": "/a"}, "", ("h", 1), {})
+        try:
+            s.http_scope(*args)
+        except RuntimeError as exc:
+            print(exc)
+        calls = []
+        s.setup_scope(http_scope_pure=lambda *given: calls.append(given) or "pure",
+                      http_versions={})
+        print(s.http_scope(*args), calls == [args])
+        s.setup_headers(header_pairs_pure=lambda v: [], merge_cookie=lambda v, _: v)
+        print(s.http_scope(*args)["path"], len(calls))
+    """
+    assert python(code, SCGIKIT_PURE="1").splitlines() == [
+        "scgikit._speedups.setup_scope() was not called", "pure True", "/a 1"]
+
+
+class Changer:
+    """Garbage in a reference cycle whose finalizer, run by a collection in the middle of a
+    call, changes the variables that call reads."""
+
+    def __init__(self, variables: dict, change: str) -> None:
+        self.variables, self.change, self.cycle = variables, change, self
+
+    def __del__(self) -> None:
+        variables = self.variables
+        if self.change == "clear":
+            variables.clear()
+        elif self.change == "ints":
+            for name in list(variables):
+                variables[name] = 1
+        elif self.change == "path_info":
+            variables["PATH_INFO"] = "/x"
+        else:
+            variables.update((name, "\u20ac") for name in list(variables))
+
+
+@pytest.mark.parametrize("change", ["clear", "ints", "path_info", "beyond_latin1"])
+def test_a_collection_that_changes_the_variables_mid_call_does_no_harm(change):
+    """Whatever point of the call a collection comes at, the values read are the call's own
+    (under AddressSanitizer, scripts/check-speedups-asan, a value freed too early is caught)."""
+    build = c_http_scope()
+    thresholds = gc.get_threshold()
+    try:
+        for allocations in range(1, 40):
+            # Values of their own (not the code's constants): clearing the dict frees them.
+            variables = {name: value.encode("latin-1").decode("latin-1")
+                         for name, value in {**NGINX, **APACHE}.items()}
+            gc.collect()
+            gc.disable()
+            Changer(variables, change)
+            gc.set_threshold(allocations)
+            gc.enable()
+            result = outcome(build, variables, "", SERVER, {"a": 1})
+            gc.set_threshold(*thresholds)
+            assert result[0] == "returned" or result[1] in (AttributeError, UnicodeEncodeError)
+    finally:
+        gc.enable()
+        gc.set_threshold(*thresholds)
+
+
+@pytest.mark.parametrize("case", ["nginx_get", "nginx_browser", "apache_cookie_lines_joined",
+                                  "path_info", "remote_port_superscript_two", "script_name",
+                                  "int_value_read_by_the_scope"])
+def test_the_c_http_scope_keeps_or_leaks_no_reference(case):
+    build = c_http_scope()
+    variables, script_name = SCOPES[case]
+    state = {"pool": ["connection"]}
+    leak_check(lambda: outcome(build, variables, script_name, SERVER, state), variables,
+               *variables, *variables.values(), script_name, SERVER, *SERVER, state,
+               state["pool"], asgi.http_scope_pure, asgi._HTTP_VERSIONS, header_pairs_pure,
+               merge_cookie)
 
 
 # --- accept_fd: a listener's next connection as a bare descriptor --------------------------------

@@ -32,6 +32,17 @@
  * raises what it always raises, a UnicodeEncodeError for a character above 255), and a
  * Cookie with ", " in it to request.merge_cookie, both given by setup_headers().
  *
+ * http_scope, the ASGI http scope of one request, used by scgikit.apps.asgi on the same
+ * choice.  C does the common case: a plain dict of variables (every name an exact str of
+ * ASCII, every value an exact str of latin-1, as header_pairs takes them; no PATH_INFO), an
+ * exact empty str script_name, a plain dict state, an exact tuple (str, int) server, and a
+ * target (REQUEST_URI or DOCUMENT_URI or "/") whose path before any "?" is ASCII, starts
+ * with "/" and holds no "%".  It adds up ports of up to 18 ASCII digits itself; a port with
+ * a character beyond ASCII (str.isdigit() takes "\xb2", which int() refuses), a longer one,
+ * and everything else go, with the caller's arguments, to asgi.http_scope_pure, given with
+ * asgi's SERVER_PROTOCOL table by setup_scope().  Its headers are header_pairs' (without
+ * setup_headers(), every call goes to the pure function).
+ *
  * accept_fd, a listener's next connection as a bare descriptor: the server's workers
  * make the socket object themselves and, unless --allow-from needs it, never ask for
  * the peer's address, which socket._accept() makes into Python objects every time.
@@ -53,7 +64,9 @@
  * Python object.  Exchange is a GC type: it visits and clears all it holds.
  * header_pairs is done with each borrowed dict item before it makes the tuple that
  * could run a collection (whose finalizers could change the dict), checks again what it
- * looks up after one, and calls merge_cookie only after the loop.
+ * looks up after one, and calls merge_cookie only after the loop.  http_scope checks every
+ * name and value before it looks any up (in a dict of exact str only no lookup runs Python
+ * code), and holds what it read as its own before it makes anything.
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -75,8 +88,9 @@
 #define NAME_CACHE 128
 #define CACHED_VALUE_MAX 256
 
-/* The names the WSGI code looks up, made once (interned: a dict lookup of one of
- * them is mostly a pointer comparison). */
+/* The names the WSGI and ASGI code look up, and the ASGI scope's keys and constant
+ * values (S_ the keys), made once (interned: a dict lookup of one of them is mostly a
+ * pointer comparison). */
 #define NAMES(X) \
     X(PATH_INFO, "PATH_INFO") X(SCRIPT_NAME, "SCRIPT_NAME") X(REQUEST_URI, "REQUEST_URI") \
     X(DOCUMENT_URI, "DOCUMENT_URI") X(SLASH, "/") X(WSGI_INPUT, "wsgi.input") \
@@ -88,7 +102,18 @@
     X(CONTENT_LENGTH, "CONTENT_LENGTH") X(REQUEST_METHOD, "REQUEST_METHOD") \
     X(ENCODE, "encode") X(LATIN_1, "latin-1") X(TIMEOUT, "timeout") X(APP, "app") \
     X(BASE, "base") X(SCRIPT_NAME_ATTR, "script_name") X(START_RESPONSE, "start_response") \
-    X(CLOSE, "close") X(FAILED, "failed") X(STATUS_500, "500")
+    X(CLOSE, "close") X(FAILED, "failed") X(STATUS_500, "500") \
+    X(QUERY_STRING, "QUERY_STRING") X(SERVER_PROTOCOL, "SERVER_PROTOCOL") \
+    X(REMOTE_ADDR, "REMOTE_ADDR") X(REMOTE_PORT, "REMOTE_PORT") X(SERVER_NAME, "SERVER_NAME") \
+    X(SERVER_ADDR, "SERVER_ADDR") X(SERVER_PORT, "SERVER_PORT") X(EMPTY, "") X(GET, "GET") \
+    X(HTTP_VALUE, "http") X(HTTP_1_1, "1.1") X(S_TYPE, "type") X(S_ASGI, "asgi") \
+    X(S_VERSION, "version") X(ASGI_3_0, "3.0") X(S_SPEC_VERSION, "spec_version") \
+    X(SPEC_2_4, "2.4") X(S_HTTP_VERSION, "http_version") X(S_METHOD, "method") \
+    X(S_SCHEME, "scheme") X(S_PATH, "path") X(S_RAW_PATH, "raw_path") \
+    X(S_QUERY_STRING, "query_string") X(S_ROOT_PATH, "root_path") X(S_HEADERS, "headers") \
+    X(S_CLIENT, "client") X(S_SERVER, "server") X(S_STATE, "state") \
+    X(S_EXTENSIONS, "extensions") X(S_SCGI, "scgi") X(S_VARIABLES, "variables") \
+    X(S_PATHSEND, "http.response.pathsend")
 #define NAME_ENUM(id, text) N_##id,
 #define NAME_TEXT(id, text) text,
 enum { NAMES(NAME_ENUM) N_COUNT };
@@ -115,9 +140,15 @@ typedef struct {
     /* From setup_headers(), NULL before it: apps.request's pure pieces. */
     PyObject *header_pairs_pure;  /* header_pairs_pure(variables) */
     PyObject *pairs_merge_cookie; /* request.merge_cookie(value, variables) */
+    /* From setup_scope(), NULL before it: apps.asgi's pure builder and its version table. */
+    PyObject *http_scope_pure;    /* http_scope_pure(variables, script_name, server, state) */
+    PyObject *http_versions;      /* asgi._HTTP_VERSIONS, a dict */
     /* Made by speedups_exec. */
     PyObject *exchange_type;
     PyObject *empty_bytes;
+    /* The scope's keys, in order, each with None (a copy is made at its size at once, and
+     * its values replaced), and its "asgi" dict. */
+    PyObject *scope_template, *asgi_template;
     PyObject *content_type_name, *content_length_name;  /* b"content-type", b"content-length" */
     PyObject *names[N_COUNT];
     struct { PyObject *name, *value; } variables[NAME_CACHE];  /* see NAME_CACHE */
@@ -906,6 +937,288 @@ header_pairs(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject
         }
     }
     return PyObject_Vectorcall(state->header_pairs_pure, args, (size_t)nargs, kwnames);
+}
+
+/* --- The ASGI http scope ------------------------------------------------------------------- */
+
+/* The variables http_scope reads, each by its name's id. */
+enum {
+    V_REQUEST_URI, V_DOCUMENT_URI, V_QUERY_STRING, V_SERVER_PROTOCOL, V_REQUEST_METHOD, V_HTTPS,
+    V_REQUEST_SCHEME, V_REMOTE_ADDR, V_REMOTE_PORT, V_SERVER_NAME, V_SERVER_ADDR, V_SERVER_PORT,
+    V_COUNT
+};
+static const int scope_variables[V_COUNT] = {
+    N_REQUEST_URI, N_DOCUMENT_URI, N_QUERY_STRING, N_SERVER_PROTOCOL, N_REQUEST_METHOD, N_HTTPS,
+    N_REQUEST_SCHEME, N_REMOTE_ADDR, N_REMOTE_PORT, N_SERVER_NAME, N_SERVER_ADDR, N_SERVER_PORT,
+};
+
+/* The scope's keys, in the pure function's order. */
+enum {
+    K_TYPE, K_ASGI, K_HTTP_VERSION, K_METHOD, K_SCHEME, K_PATH, K_RAW_PATH, K_QUERY_STRING,
+    K_ROOT_PATH, K_HEADERS, K_CLIENT, K_SERVER, K_STATE, K_EXTENSIONS, K_COUNT
+};
+static const int scope_keys[K_COUNT] = {
+    N_S_TYPE, N_S_ASGI, N_S_HTTP_VERSION, N_S_METHOD, N_S_SCHEME, N_S_PATH, N_S_RAW_PATH,
+    N_S_QUERY_STRING, N_S_ROOT_PATH, N_S_HEADERS, N_S_CLIENT, N_S_SERVER, N_S_STATE,
+    N_S_EXTENSIONS,
+};
+
+/* Whether every name is an exact str of ASCII and every value an exact str of latin-1, as
+ * header_pairs needs them to build the headers itself.  Then looking a name up compares
+ * str with str only: no Python code runs. */
+static int
+all_plain(PyObject *variables)
+{
+    Py_ssize_t pos = 0;
+    PyObject *name, *value;
+    while (PyDict_Next(variables, &pos, &name, &value)) {
+        if (!plain_text(name, 1) || !plain_text(value, 0)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* `int(text) if text and text.isdigit() else None` for a plain value (NULL: missing): the
+ * number, -1 for None, or -2 for the pure function: a character beyond ASCII (str.isdigit()
+ * takes "\xb2", which int() refuses), or more digits than are added up here (int() refuses
+ * over sys.get_int_max_str_digits()).  Leading zeros are int()'s too: "007" is 7. */
+static long long
+port_number(PyObject *text)
+{
+    if (text == NULL || PyUnicode_GET_LENGTH(text) == 0) {
+        return -1;
+    }
+    if (!PyUnicode_IS_ASCII(text)) {
+        return -2;
+    }
+    const char *p = (const char *)PyUnicode_DATA(text);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    long long value = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9') {
+            return -1;
+        }
+    }
+    if (n > MAX_FAST_DIGITS) {
+        return -2;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        value = value * 10 + (p[i] - '0');
+    }
+    return value;
+}
+
+/* A new dict of n (key, value) items, in order: a copy of template (NULL: a new dict) with
+ * the values set, taking them over (when making one failed, NULL with the others dropped). */
+static PyObject *
+dict_of(speedups_state *state, PyObject *template, const int *keys, PyObject **values, int n)
+{
+    PyObject *dict = NULL;
+    int made = 1;
+    for (int i = 0; i < n; i++) {
+        made = made && values[i] != NULL;
+    }
+    if (made) {
+        dict = template == NULL ? PyDict_New() : PyDict_Copy(template);
+    }
+    for (int i = 0; i < n; i++) {
+        if (dict != NULL && PyDict_SetItem(dict, state->names[keys[i]], values[i]) < 0) {
+            Py_CLEAR(dict);
+        }
+        Py_XDECREF(values[i]);
+    }
+    return dict;
+}
+
+/* The scope's values for a plain request, in v (the variables' values, our references):
+ * 1 when done (the scope in *scope), 0 for the pure function, -1 on error. */
+static int
+fill_scope(speedups_state *state, PyObject *variables, PyObject *server, PyObject *lifespan,
+           PyObject **v, PyObject **scope)
+{
+    /* `target = get("REQUEST_URI") or get("DOCUMENT_URI") or "/"`, partitioned at "?". */
+    PyObject *target = state->names[N_SLASH];
+    if (v[V_REQUEST_URI] != NULL && PyUnicode_GET_LENGTH(v[V_REQUEST_URI]) > 0) {
+        target = v[V_REQUEST_URI];
+    }
+    else if (v[V_DOCUMENT_URI] != NULL && PyUnicode_GET_LENGTH(v[V_DOCUMENT_URI]) > 0) {
+        target = v[V_DOCUMENT_URI];
+    }
+    const char *text = (const char *)PyUnicode_1BYTE_DATA(target);
+    Py_ssize_t length = PyUnicode_GET_LENGTH(target);
+    const char *mark = memchr(text, '?', (size_t)length);
+    Py_ssize_t end = mark == NULL ? length : mark - text;
+    if (end == 0 || text[0] != '/' || memchr(text, '%', (size_t)end) != NULL) {
+        return 0;  /* absolute-form, or percent-encoded: raw_path and split_path's */
+    }
+    if (!PyUnicode_IS_ASCII(target)) {
+        for (Py_ssize_t i = 0; i < end; i++) {
+            if ((unsigned char)text[i] >= 0x80) {
+                return 0;  /* split_path decodes it again, as UTF-8 */
+            }
+        }
+    }
+    /* The ports, by the pure rules where they are plain ASCII. */
+    int has_client = v[V_REMOTE_ADDR] != NULL && PyUnicode_GET_LENGTH(v[V_REMOTE_ADDR]) > 0;
+    long long client_port = has_client ? port_number(v[V_REMOTE_PORT]) : -1;
+    long long server_port = port_number(v[V_SERVER_PORT]);
+    if (client_port == -2 || server_port == -2) {
+        return 0;
+    }
+    /* The headers first: the only step that runs Python code (merge_cookie) or hands on
+     * (when a collection's finalizer made a variable not plain after all). */
+    int fallback = 0;
+    PyObject *items[K_COUNT] = {NULL};
+    items[K_HEADERS] = build_header_pairs(state, variables, &fallback);
+    if (items[K_HEADERS] == NULL) {
+        return fallback ? 0 : -1;
+    }
+    items[K_TYPE] = Py_NewRef(state->names[N_HTTP_VALUE]);
+    if ((items[K_ASGI] = PyDict_Copy(state->asgi_template)) == NULL) {
+        goto error;
+    }
+    /* `_HTTP_VERSIONS.get(get("SERVER_PROTOCOL", ""), "1.1")`, the table and its value held
+     * as our own: a dict given to setup_scope() could hold keys whose __eq__ is Python code
+     * (which could even call setup_scope() again). */
+    PyObject *protocol = v[V_SERVER_PROTOCOL] == NULL ? state->names[N_EMPTY]
+                                                      : v[V_SERVER_PROTOCOL];
+    PyObject *versions = Py_NewRef(state->http_versions);
+    PyObject *version = PyDict_GetItemWithError(versions, protocol);
+    if (version != NULL || !PyErr_Occurred()) {
+        items[K_HTTP_VERSION] = Py_NewRef(version == NULL ? state->names[N_HTTP_1_1] : version);
+    }
+    Py_DECREF(versions);
+    if (items[K_HTTP_VERSION] == NULL) {
+        goto error;
+    }
+    PyObject *method = v[V_REQUEST_METHOD];
+    items[K_METHOD] = Py_NewRef(method != NULL && PyUnicode_GET_LENGTH(method) > 0
+                                ? method : state->names[N_GET]);
+    /* is_https(): `get("HTTPS") in ("on", "1") or get("REQUEST_SCHEME") == "https"` */
+    int https = (v[V_HTTPS] != NULL && (value_is(v[V_HTTPS], "on") || value_is(v[V_HTTPS], "1")))
+                || (v[V_REQUEST_SCHEME] != NULL && value_is(v[V_REQUEST_SCHEME], "https"));
+    items[K_SCHEME] = Py_NewRef(state->names[https ? N_HTTPS_VALUE : N_HTTP_VALUE]);
+    if ((items[K_PATH] = PyUnicode_Substring(target, 0, end)) == NULL
+        || (items[K_RAW_PATH] = PyBytes_FromStringAndSize(text, end)) == NULL) {
+        goto error;
+    }
+    /* `query = given` when QUERY_STRING is there (even empty), else the target's. */
+    if (v[V_QUERY_STRING] != NULL) {
+        items[K_QUERY_STRING] = latin1_bytes(v[V_QUERY_STRING]);
+    }
+    else if (mark == NULL || end + 1 == length) {
+        items[K_QUERY_STRING] = Py_NewRef(state->empty_bytes);
+    }
+    else {
+        items[K_QUERY_STRING] = PyBytes_FromStringAndSize(mark + 1, length - end - 1);
+    }
+    if (items[K_QUERY_STRING] == NULL) {
+        goto error;
+    }
+    items[K_ROOT_PATH] = Py_NewRef(state->names[N_EMPTY]);
+    /* `(address, _port(get("REMOTE_PORT")) or 0) if address else None` */
+    if (has_client) {
+        PyObject *port = PyLong_FromLongLong(client_port < 0 ? 0 : client_port);
+        items[K_CLIENT] = port == NULL ? NULL : PyTuple_Pack(2, v[V_REMOTE_ADDR], port);
+        Py_XDECREF(port);
+    }
+    else {
+        items[K_CLIENT] = Py_NewRef(Py_None);
+    }
+    if (items[K_CLIENT] == NULL) {
+        goto error;
+    }
+    /* `(get("SERVER_NAME") or get("SERVER_ADDR") or server[0],
+     *   int(port) if port and port.isdigit() else server[1])`; the tuple is the caller's. */
+    PyObject *name = PyTuple_GET_ITEM(server, 0);
+    if (v[V_SERVER_NAME] != NULL && PyUnicode_GET_LENGTH(v[V_SERVER_NAME]) > 0) {
+        name = v[V_SERVER_NAME];
+    }
+    else if (v[V_SERVER_ADDR] != NULL && PyUnicode_GET_LENGTH(v[V_SERVER_ADDR]) > 0) {
+        name = v[V_SERVER_ADDR];
+    }
+    PyObject *port = server_port < 0 ? Py_NewRef(PyTuple_GET_ITEM(server, 1))
+                                     : PyLong_FromLongLong(server_port);
+    items[K_SERVER] = port == NULL ? NULL : PyTuple_Pack(2, name, port);
+    Py_XDECREF(port);
+    if (items[K_SERVER] == NULL || (items[K_STATE] = PyDict_Copy(lifespan)) == NULL) {
+        goto error;
+    }
+    /* `{"scgi": {"variables": variables}, "http.response.pathsend": {}}` */
+    static const int scgi_keys[1] = {N_S_VARIABLES};
+    static const int extension_keys[2] = {N_S_SCGI, N_S_PATHSEND};
+    PyObject *scgi[1] = {Py_NewRef(variables)};
+    PyObject *extensions[2] = {dict_of(state, NULL, scgi_keys, scgi, 1), PyDict_New()};
+    items[K_EXTENSIONS] = dict_of(state, NULL, extension_keys, extensions, 2);
+    /* Takes the items, even on error. */
+    *scope = dict_of(state, state->scope_template, scope_keys, items, K_COUNT);
+    return *scope == NULL ? -1 : 1;
+error:
+    for (int i = 0; i < K_COUNT; i++) {
+        Py_XDECREF(items[i]);
+    }
+    return -1;
+}
+
+/* The scope, or NULL: with an exception set (*fallback 0), or for the pure function
+ * (*fallback 1) when any argument or variable it reads is not of the common case. */
+static PyObject *
+build_scope(speedups_state *state, PyObject *variables, PyObject *script_name, PyObject *server,
+            PyObject *lifespan, int *fallback)
+{
+    *fallback = 1;
+    if (!PyDict_CheckExact(variables) || !PyUnicode_CheckExact(script_name)
+        || PyUnicode_GET_LENGTH(script_name) != 0 || !PyDict_CheckExact(lifespan)
+        || !PyTuple_CheckExact(server) || PyTuple_GET_SIZE(server) != 2
+        || !PyUnicode_CheckExact(PyTuple_GET_ITEM(server, 0))
+        || !PyLong_CheckExact(PyTuple_GET_ITEM(server, 1)) || !all_plain(variables)) {
+        return NULL;
+    }
+    /* Looked up in a dict of str only (no Python code runs, nothing fails), and made our
+     * own before anything that could run a collection. */
+    if (PyDict_GetItemWithError(variables, state->names[N_PATH_INFO]) != NULL) {
+        return NULL;  /* lighttpd's, taken at its word by split_path */
+    }
+    PyObject *v[V_COUNT];
+    for (int i = 0; i < V_COUNT; i++) {
+        v[i] = Py_XNewRef(PyDict_GetItemWithError(variables, state->names[scope_variables[i]]));
+    }
+    PyObject *scope = NULL;
+    int done = PyErr_Occurred() ? -1 : fill_scope(state, variables, server, lifespan, v, &scope);
+    for (int i = 0; i < V_COUNT; i++) {
+        Py_XDECREF(v[i]);
+    }
+    *fallback = done == 0;
+    return scope;
+}
+
+PyDoc_STRVAR(http_scope_doc,
+"http_scope($module, variables, script_name, server, state, /)\n"
+"--\n"
+"\n"
+"The ASGI http scope of one request (the C accelerator).\n"
+"\n"
+"The same result as scgikit.apps.asgi.http_scope_pure, which is called instead\n"
+"for anything but plain dicts of str of latin-1, an empty script_name, a\n"
+"(str, int) server and a path of ASCII without \"%\" that starts with \"/\".");
+
+static PyObject *
+http_scope(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    speedups_state *state = get_state(module);
+    if (state->http_scope_pure == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "scgikit._speedups.setup_scope() was not called");
+        return NULL;
+    }
+    if (nargs == 4 && state->header_pairs_pure != NULL) {
+        int fallback = 0;
+        PyObject *scope = build_scope(state, args[0], args[1], args[2], args[3], &fallback);
+        if (scope != NULL || !fallback) {
+            return scope;
+        }
+    }
+    return PyObject_Vectorcall(state->http_scope_pure, args, (size_t)nargs, NULL);
 }
 
 /* --- The WSGI response exchange ------------------------------------------------------------- */
@@ -1705,6 +2018,34 @@ setup_headers(PyObject *module, PyObject *args, PyObject *kwargs)
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(setup_scope_doc,
+"setup_scope($module, /, *, http_scope_pure, http_versions)\n"
+"--\n"
+"\n"
+"Give http_scope the pure builder of scgikit.apps.asgi it hands cases to, and the\n"
+"SERVER_PROTOCOL table (a dict) that builder reads.");
+
+static PyObject *
+setup_scope(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"http_scope_pure", "http_versions", NULL};
+    speedups_state *state = get_state(module);
+    PyObject *pure = NULL, *versions = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OO:setup_scope", keywords, &pure,
+                                     &versions)) {
+        return NULL;
+    }
+    if (pure == NULL || versions == NULL || !PyCallable_Check(pure)
+        || !PyDict_CheckExact(versions)) {
+        PyErr_SetString(PyExc_TypeError, "setup_scope() needs a callable http_scope_pure and "
+                                         "a dict http_versions, by keyword");
+        return NULL;
+    }
+    Py_XSETREF(state->http_scope_pure, Py_NewRef(pure));
+    Py_XSETREF(state->http_versions, Py_NewRef(versions));
+    Py_RETURN_NONE;
+}
+
 /* --- accept_fd ------------------------------------------------------------------------------ */
 
 PyDoc_STRVAR(accept_fd_doc,
@@ -1950,6 +2291,9 @@ static PyMethodDef speedups_methods[] = {
      header_pairs_doc},
     {"setup_headers", (PyCFunction)(void (*)(void))setup_headers, METH_VARARGS | METH_KEYWORDS,
      setup_headers_doc},
+    {"http_scope", (PyCFunction)(void (*)(void))http_scope, METH_FASTCALL, http_scope_doc},
+    {"setup_scope", (PyCFunction)(void (*)(void))setup_scope, METH_VARARGS | METH_KEYWORDS,
+     setup_scope_doc},
     {"accept_fd", accept_fd, METH_O, accept_fd_doc},
     {"answer_whole", (PyCFunction)(void (*)(void))answer_whole, METH_FASTCALL, answer_whole_doc},
     {"socket_layout_matches", socket_layout_matches, METH_O, socket_layout_matches_doc},
@@ -1978,6 +2322,21 @@ speedups_exec(PyObject *module)
         || state->content_length_name == NULL || state->exchange_type == NULL) {
         return -1;
     }
+    state->asgi_template = PyDict_New();
+    if (state->asgi_template == NULL
+        || PyDict_SetItem(state->asgi_template, state->names[N_S_VERSION],
+                          state->names[N_ASGI_3_0]) < 0
+        || PyDict_SetItem(state->asgi_template, state->names[N_S_SPEC_VERSION],
+                          state->names[N_SPEC_2_4]) < 0) {
+        return -1;
+    }
+    state->scope_template = PyDict_New();
+    for (int i = 0; i < K_COUNT; i++) {
+        if (state->scope_template == NULL
+            || PyDict_SetItem(state->scope_template, state->names[scope_keys[i]], Py_None) < 0) {
+            return -1;
+        }
+    }
     return PyModule_AddObjectRef(module, "Exchange", state->exchange_type);
 }
 
@@ -2002,7 +2361,11 @@ speedups_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(state->checked_socket_type);
     Py_VISIT(state->header_pairs_pure);
     Py_VISIT(state->pairs_merge_cookie);
+    Py_VISIT(state->http_scope_pure);
+    Py_VISIT(state->http_versions);
     Py_VISIT(state->exchange_type);
+    Py_VISIT(state->scope_template);
+    Py_VISIT(state->asgi_template);
     return 0;
 }
 
@@ -2027,7 +2390,11 @@ speedups_clear(PyObject *module)
     Py_CLEAR(state->checked_socket_type);
     Py_CLEAR(state->header_pairs_pure);
     Py_CLEAR(state->pairs_merge_cookie);
+    Py_CLEAR(state->http_scope_pure);
+    Py_CLEAR(state->http_versions);
     Py_CLEAR(state->exchange_type);
+    Py_CLEAR(state->scope_template);
+    Py_CLEAR(state->asgi_template);
     Py_CLEAR(state->empty_bytes);
     Py_CLEAR(state->content_type_name);
     Py_CLEAR(state->content_length_name);

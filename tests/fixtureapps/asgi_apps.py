@@ -144,10 +144,12 @@ async def bad_header(scope, receive, send):
 
 
 async def sleepy(scope, receive, send):
-    """``await asyncio.sleep(N)`` for the N of the query string (a request waiting on I/O)."""
+    """``await asyncio.sleep(N)`` for the N of the query string (a request waiting on I/O);
+    without one, the answer comes at once, without awaiting anything but ``send``."""
     if scope["type"] != "http":
         return
-    await asyncio.sleep(float(scope["query_string"] or b"0"))
+    if scope["query_string"]:
+        await asyncio.sleep(float(scope["query_string"]))
     await _answer(send, b"slept")
 
 

@@ -37,13 +37,13 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from ..protocol import error_response, reason_phrase
+from ..protocol import ACCELERATED, error_response, reason_phrase
 from .loader import AppImportError
 from .request import header_pairs, is_https, raw_path, request_target, split_path
 from .wsgi import InvalidResponse, encode_head
 
 __all__ = ["ASGIAdapter", "Channel", "ClientDisconnected", "Cycle", "DeadlinePassed",
-           "Lifespan", "http_scope"]
+           "Lifespan", "http_scope", "http_scope_pure"]
 
 log = logging.getLogger("scgikit")
 
@@ -87,27 +87,43 @@ class Channel(Protocol):
         still in the socket; ``cut``: close at once, the answer is incomplete)."""
 
 
-def http_scope(variables: dict[str, str], script_name: str, server: tuple[str, int],
-               state: dict[str, Any]) -> Scope:
+def http_scope_pure(variables: dict[str, str], script_name: str, server: tuple[str, int],
+                    state: dict[str, Any]) -> Scope:
     """The ASGI ``http`` scope of a request; ``server`` is the default when the front end
-    sends no SERVER_NAME/SERVER_PORT, ``state`` the lifespan state (copied)."""
-    root, path = split_path(variables, script_name, encoding="utf-8")
-    query = variables.get("QUERY_STRING")
-    if query is None:
-        query = request_target(variables).partition("?")[2]
+    sends no SERVER_NAME/SERVER_PORT, ``state`` the lifespan state (copied).
+
+    ``_speedups.http_scope`` gives the same result in C (``http_scope``).
+    """
+    get = variables.get
+    # raw_path() and the query of request_target(), inline: this runs for every request.
+    target = get("REQUEST_URI") or get("DOCUMENT_URI") or "/"
+    raw, _, query = target.partition("?")
+    if raw[:1] != "/":
+        raw = raw_path(variables)  # absolute-form target
+    if script_name or "PATH_INFO" in variables or "%" in raw or not raw.isascii():
+        root, path = split_path(variables, script_name, encoding="utf-8")
+        path = root + path  # ASGI's path includes root_path (as uvicorn's does)
+    else:
+        root, path = "", raw  # what split_path gives: nothing to decode or take off
+    given = get("QUERY_STRING")
+    if given is not None:
+        query = given
+    address = get("REMOTE_ADDR")
+    port = get("SERVER_PORT")
     return {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.4"},
-        "http_version": _HTTP_VERSIONS.get(variables.get("SERVER_PROTOCOL", ""), "1.1"),
-        "method": variables.get("REQUEST_METHOD") or "GET",
+        "http_version": _HTTP_VERSIONS.get(get("SERVER_PROTOCOL", ""), "1.1"),
+        "method": get("REQUEST_METHOD") or "GET",
         "scheme": "https" if is_https(variables) else "http",
-        "path": root + path,  # ASGI's path includes root_path (as uvicorn's does)
-        "raw_path": raw_path(variables).encode("latin-1"),
+        "path": path,
+        "raw_path": raw.encode("latin-1"),
         "query_string": query.encode("latin-1"),
         "root_path": root,
         "headers": header_pairs(variables),
-        "client": _client(variables),
-        "server": _server(variables, server),
+        "client": (address, _port(get("REMOTE_PORT")) or 0) if address else None,
+        "server": (get("SERVER_NAME") or get("SERVER_ADDR") or server[0],
+                   int(port) if port and port.isdigit() else server[1]),
         "state": state.copy(),
         "extensions": {"scgi": {"variables": variables}, "http.response.pathsend": {}},
     }
@@ -117,17 +133,26 @@ def _port(text: str | None) -> int | None:
     return int(text) if text and text.isdigit() else None
 
 
-def _client(variables: dict[str, str]) -> tuple[str, int] | None:
-    address = variables.get("REMOTE_ADDR")
-    if not address:
-        return None
-    return address, _port(variables.get("REMOTE_PORT")) or 0
+ScopeBuilder = Callable[[dict[str, str], str, tuple[str, int], dict[str, Any]], Scope]
 
 
-def _server(variables: dict[str, str], default: tuple[str, int]) -> tuple[str, int]:
-    name = variables.get("SERVER_NAME") or variables.get("SERVER_ADDR") or default[0]
-    port = _port(variables.get("SERVER_PORT"))
-    return name, default[1] if port is None else port
+def c_http_scope() -> ScopeBuilder:
+    """The C accelerator's ``http_scope``, given the pure pieces it calls; the pure function
+    where the built accelerator predates it.
+
+    Called at import when ``protocol.ACCELERATED``; tests call it to compare the two.
+    """
+    from .. import _speedups
+
+    if not hasattr(_speedups, "http_scope"):
+        return http_scope_pure
+    _speedups.setup_scope(http_scope_pure=http_scope_pure, http_versions=_HTTP_VERSIONS)
+    scope: ScopeBuilder = _speedups.http_scope
+    return scope
+
+
+# The choice protocol made at import (C parse_head unless SCGIKIT_PURE=1) holds here too.
+http_scope: ScopeBuilder = c_http_scope() if ACCELERATED else http_scope_pure
 
 
 def _where(variables: dict[str, str]) -> str:
@@ -147,12 +172,15 @@ class ASGIAdapter:
         # Most apps answer most requests with the same head: reuse it, checked and encoded.
         self.last_head: tuple[Any, Any, str, bytes] = (None, None, "", b"")
 
-    async def __call__(self, channel: Channel, variables: dict[str, str], length: int,
-                       prefix: bytes, deadline: float) -> None:
-        """Answer one ready request; ``prefix`` is the part of the body already received."""
+    def __call__(self, channel: Channel, variables: dict[str, str], length: int,
+                 prefix: bytes, deadline: float) -> Awaitable[None]:
+        """Answer one ready request; ``prefix`` is the part of the body already received.
+
+        Not a coroutine itself: what it returns is the cycle's, one frame fewer a request.
+        """
         cycle = Cycle(channel, self, variables, length, prefix, deadline)
         scope = http_scope(variables, self.script_name, self.server, self.state)
-        await cycle.run(self.app, scope)
+        return cycle.run(self.app, scope)
 
     def head(self, status: Any, headers: Any) -> tuple[str, bytes]:
         """The status line and the encoded head; ``InvalidResponse`` if they are bad."""

@@ -14,7 +14,9 @@ holds the request (the head, and a body of up to ``--body-buffer-size``), the ap
 starts at once; otherwise the connection *waits*, watched (one readiness at a
 time, EPOLLONESHOT) against its deadline, costing a descriptor and its bytes so
 far, until the rest arrives or the deadline refuses it.  A ready request becomes
-a task running the ASGI ``Cycle`` (``apps/asgi.py``) over a ``_Channel``.  After
+a task running the ASGI ``Cycle`` (``apps/asgi.py``) over a ``_Channel``; on Python
+3.12+ an eager one, whose first step runs at once: a request the app answers without
+waiting on anything never goes through the loop's queue.  After
 the answer, an unread body is drained before the close (``connection.Ending``),
 the connection waiting again meanwhile.
 
@@ -41,6 +43,7 @@ import random
 import select
 import signal
 import socket
+import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -51,7 +54,14 @@ from ..config import Config
 from ..protocol import ProtocolError, parse_head
 from .allow import AllowList
 from .boot import server_name
-from .connection import Ending, access_log, answer_error, log_access, receive_now
+from .connection import (
+    RECV_SIZE,
+    Ending,
+    access_log,
+    answer_error,
+    log_access,
+    receive_now,
+)
 from .intake import Intake, is_ready
 from .sockets import Connection, Listener
 from .throttle import LogThrottle
@@ -60,7 +70,9 @@ from .worker import (
     STOP_REPORT,
     Accepting,
     Heartbeat,
+    _close,
     _raise_descriptor_limit,
+    _recv,
 )
 
 __all__ = ["AsyncioWorker", "new_event_loop"]
@@ -245,12 +257,13 @@ class _Channel:
 
     def finish(self, status: str, sent: int, unread: int, cut: bool) -> None:
         self.finished = True
-        for waiter, remove in ((self.reading, self.loop.remove_reader),
-                               (self.writing, self.loop.remove_writer)):
-            if waiter is not None:
-                remove(self.fd)
-                _wake(waiter)
-        self.reading = self.writing = None
+        if self.reading is not None or self.writing is not None:  # the app waits on us
+            for waiter, remove in ((self.reading, self.loop.remove_reader),
+                                   (self.writing, self.loop.remove_writer)):
+                if waiter is not None:
+                    remove(self.fd)
+                    _wake(waiter)
+            self.reading = self.writing = None
         if access_log.isEnabledFor(logging.INFO) and access_log.handlers:
             log_access(self.variables, status, sent, self.accepted, "asyncio")
         stats = self.worker.stats
@@ -439,8 +452,9 @@ class AsyncioWorker(Accepting):
         accepted = time.monotonic()
         config = self.config
         try:
-            data = receive_now(conn)
-            if data is None:  # nothing yet (a unix client; TCP defers the accept)
+            try:
+                data = _recv(conn, RECV_SIZE, _NOW)
+            except BlockingIOError:  # nothing yet (a unix client; TCP defers the accept)
                 self._wait(_Waiting(conn, Intake(config, accepted), None, accepted))
                 return
             if not data:
@@ -518,7 +532,7 @@ class AsyncioWorker(Accepting):
     def end(self, conn: Connection, unread: int, cut: bool) -> None:
         """A response is over: close, or drain the unread body first (``Ending``)."""
         if cut or not unread:
-            conn.close()
+            _close(conn)
             return
         ending = Ending(conn, unread, self.config)
         if ending.drain():
@@ -534,18 +548,27 @@ class AsyncioWorker(Accepting):
         variables, length, start = parsed
         # The body bytes that came with the head: copied once, or not at all when they
         # are all the data there is.
-        prefix = (data if not start and len(data) == length and isinstance(data, bytes)
+        prefix = (b"" if not length else
+                  data if not start and len(data) == length and isinstance(data, bytes)
                   else bytes(memoryview(data)[start:start + length]))
+        now = time.monotonic()
         body_timeout = self.config.body_timeout
-        deadline = time.monotonic() + body_timeout if body_timeout else _NO_DEADLINE
+        deadline = now + body_timeout if body_timeout else _NO_DEADLINE
         channel = _Channel(self, conn, variables, length, accepted)
-        entry = _InFlight(time.monotonic())
+        entry = _InFlight(now)
         if not self.in_flight:
-            self.heartbeat.slots[self.heartbeat.index] = entry.started
+            self.heartbeat.slots[self.heartbeat.index] = now
         self.in_flight.append(entry)
-        # The set holds the task: the loop itself keeps only a weak reference.
-        self.tasks.add(self.loop.create_task(
-            self._serve(channel, variables, length, prefix, deadline, entry)))
+        serve = self._serve(channel, variables, length, prefix, deadline, entry)
+        if sys.version_info >= (3, 12):
+            # The task's first step runs now, as part of this call (an eager task): most
+            # apps answer in it, and the task is then done without ever being scheduled.
+            task = asyncio.Task(serve, loop=self.loop, eager_start=True)
+        else:
+            task = self.loop.create_task(serve)
+        if not task.done():
+            # The set holds the task: the loop itself keeps only a weak reference.
+            self.tasks.add(task)
         if self.stats is not None:
             self.stats.set_in_flight(len(self.tasks))
         self.started += 1
@@ -584,7 +607,10 @@ class AsyncioWorker(Accepting):
         if self.stats is not None:
             self.stats.set_in_flight(len(self.tasks))
         self.handled += 1
-        self._check_done()
+        if self.stopping:
+            # Looked at once the callback that runs us is over: an eager task ends
+            # within the accept pass that started it, which may start more after it.
+            self.loop.call_soon(self._check_done)
 
     # --- waiting connections ---------------------------------------------------------
 
