@@ -128,16 +128,6 @@ class _Waiting:
         return self.intake.deadline
 
 
-class _InFlight:
-    """A request the app is running, for the heartbeat."""
-
-    __slots__ = ("started", "done")
-
-    def __init__(self, started: float) -> None:
-        self.started = started
-        self.done = False
-
-
 def _wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
@@ -151,11 +141,11 @@ def _time_out(waiter: asyncio.Future[None]) -> None:
 class _Channel:
     """One request's connection on the loop: the ``asgi.Channel`` its cycle uses."""
 
-    __slots__ = ("worker", "loop", "conn", "fd", "variables", "length", "accepted", "reading",
-                 "writing", "finished")
+    __slots__ = ("worker", "loop", "conn", "fd", "variables", "length", "accepted", "started",
+                 "reading", "writing", "finished", "served")
 
     def __init__(self, worker: AsyncioWorker, conn: Connection, variables: dict[str, str],
-                 length: int, accepted: float) -> None:
+                 length: int, accepted: float, started: float) -> None:
         self.worker = worker
         self.loop = worker.loop
         self.conn = conn
@@ -163,9 +153,11 @@ class _Channel:
         self.variables = variables
         self.length = length
         self.accepted = accepted
+        self.started = started  # when the app got it, for the heartbeat
         self.reading: asyncio.Future[None] | None = None
         self.writing: asyncio.Future[None] | None = None
-        self.finished = False
+        self.finished = False  # the response is over
+        self.served = False  # the app has returned
 
     async def read(self, size: int, deadline: float) -> bytes:
         while not self.finished:
@@ -264,7 +256,7 @@ class _Channel:
                     remove(self.fd)
                     _wake(waiter)
             self.reading = self.writing = None
-        if access_log.isEnabledFor(logging.INFO) and access_log.handlers:
+        if access_log.handlers and access_log.isEnabledFor(logging.INFO):
             log_access(self.variables, status, sent, self.accepted, "asyncio")
         stats = self.worker.stats
         if stats is not None:
@@ -307,7 +299,7 @@ class AsyncioWorker(Accepting):
         # watched with EPOLLEXCLUSIVE, which the loops do not offer.
         self.watcher = select.epoll()
         self.tasks: set[asyncio.Task[None]] = set()
-        self.in_flight: collections.deque[_InFlight] = collections.deque()
+        self.in_flight: collections.deque[_Channel] = collections.deque()  # oldest first
         self.accept_paused = False
         self.accept_failing_since: float | None = None
         self.log_accept_error = LogThrottle(log, logging.ERROR)
@@ -554,12 +546,11 @@ class AsyncioWorker(Accepting):
         now = time.monotonic()
         body_timeout = self.config.body_timeout
         deadline = now + body_timeout if body_timeout else _NO_DEADLINE
-        channel = _Channel(self, conn, variables, length, accepted)
-        entry = _InFlight(now)
+        channel = _Channel(self, conn, variables, length, accepted, now)
         if not self.in_flight:
             self.heartbeat.slots[self.heartbeat.index] = now
-        self.in_flight.append(entry)
-        serve = self._serve(channel, variables, length, prefix, deadline, entry)
+        self.in_flight.append(channel)
+        serve = self._serve(channel, variables, length, prefix, deadline)
         if sys.version_info >= (3, 12):
             # The task's first step runs now, as part of this call (an eager task): most
             # apps answer in it, and the task is then done without ever being scheduled.
@@ -584,7 +575,7 @@ class AsyncioWorker(Accepting):
         return not self.recycling
 
     async def _serve(self, channel: _Channel, variables: dict[str, str], length: int,
-                     prefix: bytes, deadline: float, entry: _InFlight) -> None:
+                     prefix: bytes, deadline: float) -> None:
         assert self.adapter is not None
         try:
             await self.adapter(channel, variables, length, prefix, deadline)
@@ -593,13 +584,13 @@ class AsyncioWorker(Accepting):
         finally:
             if not channel.finished:  # an error of ours, or the task cancelled
                 channel.finish("500", 0, 0, cut=True)
-            self._served(entry)
+            self._served(channel)
 
-    def _served(self, entry: _InFlight) -> None:
+    def _served(self, channel: _Channel) -> None:
         """A request's app has returned (its response may have ended before)."""
-        entry.done = True
+        channel.served = True
         in_flight = self.in_flight
-        while in_flight and in_flight[0].done:
+        while in_flight and in_flight[0].served:
             in_flight.popleft()
         # The oldest request still running is the one --timeout is about.
         self.heartbeat.slots[self.heartbeat.index] = in_flight[0].started if in_flight else 0.0
