@@ -705,3 +705,46 @@ def test_an_asyncio_server_whose_descriptors_are_numbered_above_1023_serves_and_
     # As on the WSGI models (test_server_stop.py): the master's wait and the worker's
     # last look at the listen queue on a full stop, where select() cannot wait.
     serve_and_stop_above_1023("asgi_apps:hello", (), transport)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks are Python 3.12's")
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_request_answered_without_waiting_is_answered_within_the_call_that_takes_it(loop):
+    # In-process: the worker takes a connection whose request is all there, and the
+    # answer is on its way before the loop runs anything else (the task ran eagerly).
+    import _socket
+    import socket
+
+    import asgi_apps
+
+    from scgikit.config import Config
+    from scgikit.server.aio import AsyncioWorker
+    from scgikit.server.worker import Heartbeat
+
+    heartbeat = Heartbeat(memoryview(bytearray(8)).cast("d"), 0)
+    worker = AsyncioWorker(Config(target="x", loop=loop), [], asgi_apps.sleepy, heartbeat,
+                           os.getppid())
+    worker.start()
+    ours, theirs = socket.socketpair()
+    try:
+        ours.settimeout(5)
+        ours.sendall(encode_request({"REQUEST_METHOD": "GET", "QUERY_STRING": ""}, 0))
+
+        async def take() -> None:
+            worker._take(_socket.socket(theirs.family, theirs.type, 0, theirs.detach()))
+            assert not worker.tasks  # done already: nothing left for the loop to run
+
+        worker.loop.run_until_complete(take())
+        assert parse_answer(read_all(ours)).body == b"slept"
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM, signal.SIGHUP,
+                                                    signal.SIGINT, signal.SIGQUIT])
+        for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            worker.loop.remove_signal_handler(signum)
+        signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        worker.loop.close()
+        asyncio.set_event_loop(None)
+        worker.watcher.close()
+        ours.close()
+        theirs.close()
