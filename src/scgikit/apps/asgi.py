@@ -56,6 +56,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 #: The most body bytes one ``http.request`` message carries.
 BODY_CHUNK = 128 * 1024
 _NO_DEADLINE = float("inf")
+_PORT_DIGITS = 18  # the most a port may have; the C scope adds up as many itself
 _HTTP_VERSIONS = {"HTTP/1.1": "1.1", "HTTP/1.0": "1.0", "HTTP/2.0": "2", "HTTP/2": "2",
                   "HTTP/3.0": "3", "HTTP/3": "3"}
 
@@ -109,7 +110,7 @@ def http_scope_pure(variables: dict[str, str], script_name: str, server: tuple[s
     if given is not None:
         query = given
     address = get("REMOTE_ADDR")
-    port = get("SERVER_PORT")
+    port = _port(get("SERVER_PORT"))
     return {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.4"},
@@ -123,14 +124,17 @@ def http_scope_pure(variables: dict[str, str], script_name: str, server: tuple[s
         "headers": header_pairs(variables),
         "client": (address, _port(get("REMOTE_PORT")) or 0) if address else None,
         "server": (get("SERVER_NAME") or get("SERVER_ADDR") or server[0],
-                   int(port) if port and port.isdigit() else server[1]),
+                   server[1] if port is None else port),
         "state": state.copy(),
         "extensions": {"scgi": {"variables": variables}, "http.response.pathsend": {}},
     }
 
 
 def _port(text: str | None) -> int | None:
-    return int(text) if text and text.isdigit() else None
+    """A port the front end sent, or None where it sent none, or not a plain number
+    (str.isdigit() takes "\xb2", which int() refuses, as it refuses 5000 digits)."""
+    return int(text) if text and len(text) <= _PORT_DIGITS and text.isascii() \
+        and text.isdigit() else None
 
 
 ScopeBuilder = Callable[[dict[str, str], str, tuple[str, int], dict[str, Any]], Scope]
