@@ -589,8 +589,11 @@ def main(argv: list[str] | None = None) -> int:
             if rounds > 1:
                 print(f"round {number + 1} of {rounds}", file=sys.stderr)
             results: Results = {}
+            # Each round starts with another server: none is always the one measured
+            # right after the previous round's last (and heaviest) runs.
+            turn = number % len(servers)
             for transport in transports:
-                for name in servers:
+                for name in servers[turn:] + servers[:turn]:
                     results[transport, name] = measure(name, python, loader, plain, seconds,
                                                        args.workers, transport)
             if classic:
