@@ -62,7 +62,7 @@ from .connection import (
     log_access,
     receive_now,
 )
-from .intake import Intake, is_ready
+from .intake import Intake, ParsedHead, is_ready
 from .sockets import Connection, Listener
 from .throttle import LogThrottle
 from .worker import (
@@ -444,7 +444,7 @@ class AsyncioWorker(Accepting):
         accepted = time.monotonic()
         config = self.config
         try:
-            try:
+            try:  # receive_now(), inline: this runs for every request
                 data = _recv(conn, RECV_SIZE, _NOW)
             except BlockingIOError:  # nothing yet (a unix client; TCP defers the accept)
                 self._wait(_Waiting(conn, Intake(config, accepted), None, accepted))
@@ -535,7 +535,7 @@ class AsyncioWorker(Accepting):
     # --- the app ---------------------------------------------------------------------
 
     def _start(self, conn: Connection, data: bytes | bytearray,
-               parsed: tuple[dict[str, str], int, int], accepted: float) -> None:
+               parsed: ParsedHead, accepted: float) -> None:
         """A ready request: run the app on it in a task of its own."""
         variables, length, start = parsed
         # The body bytes that came with the head: copied once, or not at all when they
