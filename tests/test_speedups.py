@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import _socket
 import errno
+import functools
 import gc
 import inspect
 import io
@@ -1930,6 +1931,44 @@ def test_answer_whole_to_a_closed_peer_is_the_pure_adapters_client_gone(monkeypa
     assert c == pure
     assert [failure[0] for failure in c[2]] == ["ClientGone"] and c[3] == [True]
 
+
+
+@pytest.mark.parametrize("kind", [bytes, bytearray])
+@pytest.mark.parametrize("implementation", ["pure", "c"])
+def test_a_whole_body_read_at_once_is_copied_once(monkeypatch, implementation, kind):
+    """The app's read() of a body that came with the head gives one copy of it: what
+    the heap holds at its peak is about the body once, not the file's copy and the
+    read's again (as BytesIO over a view of the received bytes would)."""
+    if implementation == "c" and _speedups is None:
+        pytest.skip(NOT_BUILT)
+    size = 1 << 20
+    read = []
+
+    def app(environ, start_response):
+        read.append(len(environ["wsgi.input"].read()))
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    shared = wsgi.WSGIAdapter(app, "", "localhost", "80")
+    head = scgi_head([("CONTENT_LENGTH", str(size)), ("SCGI", "1")])
+    data = kind(head + b"x" * size)
+    variables = {"REQUEST_METHOD": "POST", "CONTENT_LENGTH": str(size)}
+    if implementation == "pure":
+        monkeypatch.setattr(wsgi, "build_environ", wsgi.environ_pure)
+        monkeypatch.setattr(wsgi, "new_exchange", wsgi._Exchange)
+        answer = shared._answer_whole
+    else:
+        answer = functools.partial(c_answer_whole(), shared)
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        tracemalloc.start()
+        try:
+            status, _ = answer(ours, data, variables, size, len(head))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert status == "200 OK" and read == [size]
+    assert size <= peak < 1.5 * size
 
 class Stop(BaseException):
     """Not an Exception: what an app's answer must let through, as SystemExit does."""

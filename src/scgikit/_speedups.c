@@ -1859,15 +1859,25 @@ answer_whole(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         prefix = Py_NewRef(data);
     }
     else {
-        PyObject *view = PyMemoryView_FromObject(data);
-        prefix = view == NULL ? NULL : PySequence_GetSlice(view, start, start + length);
-        Py_XDECREF(view);
+        /* The body as bytes of its own: BytesIO shares a bytes object, and reading it
+         * whole gives that object back, so the body is copied once.  (Given a view, it
+         * copies it, then copies again on the read.) */
+        Py_buffer buffer;
+        if (PyObject_GetBuffer(data, &buffer, PyBUF_SIMPLE) < 0) {
+            return NULL;
+        }
+        prefix = buffer.len - start < length ? NULL
+            : PyBytes_FromStringAndSize((const char *)buffer.buf + start, length);
+        PyBuffer_Release(&buffer);
         if (prefix == NULL) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_ValueError, "answer_whole() needs the whole body in data");
+            }
             return NULL;
         }
     }
     PyObject *body = PyObject_CallOneArg(state->buffered_body, prefix);
-    Py_DECREF(prefix);  /* BytesIO copied a view; a bytes object it shares */
+    Py_DECREF(prefix);
     if (body == NULL) {
         return NULL;
     }

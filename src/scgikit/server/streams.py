@@ -45,15 +45,21 @@ def body_stream(sock: Connection, prefix: Buffer, length: int,
     is when the whole body must have arrived.
     """
     if len(prefix) >= length:
-        return BufferedBody(prefix[:length] if len(prefix) > length else prefix)
+        return whole_body(prefix, length, 0)
     return SocketBody(sock, prefix, length, deadline)
 
 
 def whole_body(data: Buffer, length: int, start: int) -> BufferedBody:
-    """The body of ``length`` bytes that is all in ``data`` from ``start``, as a file."""
-    if not start and len(data) == length:
+    """The body of ``length`` bytes that is all in ``data`` from ``start``, as a file.
+
+    Made of bytes, which BytesIO shares and gives back whole to a read of it all: the
+    body is copied at most once (BytesIO copies any other buffer, then a read copies
+    that again).
+    """
+    if not start and len(data) == length and type(data) is bytes:
         return BufferedBody(data)
-    return BufferedBody(memoryview(data)[start:start + length])
+    with memoryview(data) as view:
+        return BufferedBody(bytes(view[start:start + length]))
 
 
 class SocketBody(io.BufferedIOBase):
