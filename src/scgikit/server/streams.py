@@ -56,6 +56,8 @@ def whole_body(data: Buffer, length: int, start: int) -> BufferedBody:
     body is copied at most once (BytesIO copies any other buffer, then a read copies
     that again).
     """
+    if not length:  # most requests: GET, HEAD
+        return BufferedBody()
     if not start and len(data) == length and type(data) is bytes:
         return BufferedBody(data)
     with memoryview(data) as view:
