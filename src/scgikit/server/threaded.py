@@ -17,6 +17,13 @@ connections wait in the shared listen queue, for the next thread that finishes
 or another worker process.  A thread wakes the main thread (a byte on a pipe)
 only when it has news for it: a connection to park, a free thread while the
 listeners are unwatched, a stop or a recycle to finish.
+
+Why the main thread watches the listeners, not the idle pool threads: with each
+pool thread waiting on an epoll of its own, the listeners in each with
+EPOLLEXCLUSIVE so that a connection wakes one idle thread, which then runs it, a
+hello-world request behind nginx cost 36.4 µs of CPU instead of 27.4, with 3.0
+thread switches per request instead of 2.0: the kernel wakes an idle thread for
+each new connection while another thread of the process holds the GIL.
 """
 
 from __future__ import annotations
