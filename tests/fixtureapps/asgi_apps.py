@@ -68,6 +68,16 @@ async def scope_json(scope, receive, send):
     await _answer(send, json.dumps(shown).encode(), content_type=b"application/json")
 
 
+async def heap(scope, receive, send):
+    """Whether a 900 KiB block comes from an mmap of its own in this worker (heap_probe)."""
+    import heap_probe
+
+    if scope["type"] != "http":
+        return
+    await _answer(send, json.dumps({"mapped": heap_probe.mapped()}).encode(),
+                  content_type=b"application/json")
+
+
 async def echo_hash(scope, receive, send):
     """Reads the body message by message, slowly, and answers what it saw."""
     if scope["type"] != "http":

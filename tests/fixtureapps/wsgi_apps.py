@@ -48,6 +48,14 @@ def echo(environ, start_response):
     return [body]
 
 
+def heap(environ, start_response):
+    """Whether a 900 KiB block comes from an mmap of its own in this worker (heap_probe)."""
+    import heap_probe
+
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [json.dumps({"mapped": heap_probe.mapped()}).encode()]
+
+
 def lines(environ, start_response):
     """readline/readlines/iteration over wsgi.input."""
     stream = environ["wsgi.input"]

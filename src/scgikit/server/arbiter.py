@@ -60,6 +60,7 @@ from typing import Any, NoReturn
 from ..config import Config, ConfigError
 from ..protocol import ACCELERATED
 from .boot import APP_LOAD_ERROR, WORKER_BOOT_ERROR, boot, prepare_process
+from .heap import keep_heap
 from .logs import setup_logging as setup_logging  # where command.py and scgi_server.py look
 from .reload import Watcher, describe, watcher_for
 from .sockets import Listener, open_listeners
@@ -184,6 +185,9 @@ class Arbiter:
                  config.target or self.app,
                  f"; --reload, for development only: {self.watcher}" if self.watcher else "")
         log.info("C accelerator: %s", "on" if ACCELERATED else "off (pure Python)")
+        # Before the first fork: the workers inherit it (heap.py says why).
+        if not keep_heap():
+            log.debug("malloc's thresholds left as they are (not glibc, or set by MALLOC_*_)")
 
     def _open_stats(self) -> None:
         try:

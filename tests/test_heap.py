@@ -1,0 +1,66 @@
+"""The workers' C heap is kept from one request to the next (server/heap.py), under glibc."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from scgi_raw import request
+
+from scgikit.server.heap import keep_heap
+
+GLIBC = sys.platform.startswith("linux") and hasattr(ctypes.CDLL(None), "gnu_get_libc_version")
+pytestmark = pytest.mark.skipif(not GLIBC, reason="the heap is glibc's")
+
+PROBE = str(Path(__file__).parent / "fixtureapps")
+
+
+def in_a_fresh_process(code: str, **env: str) -> object:
+    """What ``code`` prints (as JSON), run by a new Python with heap_probe importable."""
+    out = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {PROBE!r})\n"
+                          + code], capture_output=True, text=True, check=True,
+                         env={**os.environ, **env}).stdout
+    return json.loads(out)
+
+
+def test_glibc_alone_gives_the_heap_back_and_takes_it_again_for_each_request():
+    faults = in_a_fresh_process("import heap_probe, json; print(json.dumps("
+                                "heap_probe.churn_faults()))")
+    assert faults > 20  # what a 128 KiB buffer and a 64 KiB body cost, every time
+
+
+def test_a_kept_heap_takes_no_fresh_pages_for_each_request():
+    kept, faults = in_a_fresh_process(
+        "import heap_probe, json\nfrom scgikit.server.heap import keep_heap\n"
+        "print(json.dumps([keep_heap(), heap_probe.churn_faults()]))")
+    assert kept and faults < 5
+
+
+@pytest.mark.parametrize("tunable", ["MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_"])
+def test_glibcs_own_tunables_in_the_environment_leave_malloc_as_they_set_it(monkeypatch,
+                                                                          tunable):
+    monkeypatch.setenv(tunable, "262144")
+    assert keep_heap() is False
+
+
+def test_a_block_below_a_mebibyte_gets_an_mmap_of_its_own_without_it():
+    assert in_a_fresh_process("import heap_probe, json; print(json.dumps("
+                              "heap_probe.mapped()))") is True
+
+
+@pytest.fixture(params=["sync", "threads", "asyncio"])
+def model(request):
+    """Every worker model: the WSGI ones (``serve`` adds the threads), and asyncio."""
+    return request.param
+
+
+def test_every_worker_inherits_the_kept_heap(serve, transport, model):
+    target = f"{'asgi' if model == 'asyncio' else 'wsgi'}_apps:heap"
+    server = serve(target, "--workers", "2", bind=[transport])
+    answers = [request(server.address, "/heap") for _ in range(4)]
+    assert [json.loads(answer.body) for answer in answers] == [{"mapped": False}] * 4
