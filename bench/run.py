@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import datetime
+import functools
 import http.client
 import os
 import platform
@@ -36,6 +37,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -315,14 +317,20 @@ def process_cpu(pid: int) -> float | None:
 
 def process_clock(pid: int) -> int | None:
     """clock_getcpuclockid(3) for ``pid``, which Python's time module does not offer."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        clock = ctypes.c_int()
-        if libc.clock_getcpuclockid(pid, ctypes.byref(clock)) != 0:
-            return None
-    except (OSError, AttributeError):
+    getcpuclockid = _clock_getcpuclockid()
+    clock = ctypes.c_int()
+    if getcpuclockid is None or getcpuclockid(pid, ctypes.byref(clock)) != 0:
         return None
     return clock.value
+
+
+@functools.cache
+def _clock_getcpuclockid() -> Any:
+    """The C library's clock_getcpuclockid, looked up once (None where there is none)."""
+    try:
+        return ctypes.CDLL(None).clock_getcpuclockid
+    except (OSError, AttributeError):
+        return None
 
 
 def peak_rss(root: int) -> int:

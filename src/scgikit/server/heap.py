@@ -44,11 +44,11 @@ def keep_heap() -> bool:
         return False
     try:
         libc = ctypes.CDLL(None)
-        gnu_get_libc_version = libc.gnu_get_libc_version  # only glibc has it
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    except OSError:
         return False
-    del gnu_get_libc_version
+    if not hasattr(libc, "gnu_get_libc_version"):  # only glibc has it
+        return False
+    mallopt = libc.mallopt
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
