@@ -1234,6 +1234,8 @@ typedef struct {
     PyObject *status;    /* the app's status; NULL or None before start_response */
     PyObject *head;      /* the encoded head not yet sent; NULL or None once sent */
     Py_ssize_t sent;     /* bytes sent so far, head included */
+    char closing;        /* the connection closes once the answer is sent: its last bytes
+                          * may wait in the kernel for the close (answer_whole) */
 } Exchange;
 
 /* Attributes are writable from Python: None and NULL (deleted) both mean "none". */
@@ -1276,11 +1278,16 @@ call_pure(PyObject *func, Exchange *self, PyObject *const *args, Py_ssize_t narg
  * this many bytes lets go of it all the same, for the time its copy takes. */
 #define HOLD_GIL_BYTES (256 * 1024)
 
+#ifndef MSG_MORE
+#define MSG_MORE 0  /* where there is none, the last bytes go at once */
+#endif
+
 /* The bytes in iov, as far as the socket buffer takes them now: the count sent (0 when
  * it is full), or -1 with OSError (or a signal handler's exception) set.  The caller
- * holds the buffers and the socket; no Python object is touched without the GIL. */
+ * holds the buffers and the socket; no Python object is touched without the GIL.
+ * flags: MSG_MORE for the last bytes of an answer whose connection closes next. */
 static Py_ssize_t
-send_now(int fd, struct iovec *iov, int iovcnt)
+send_now(int fd, struct iovec *iov, int iovcnt, int flags)
 {
     struct msghdr message;
     memset(&message, 0, sizeof(message));
@@ -1294,12 +1301,12 @@ send_now(int fd, struct iovec *iov, int iovcnt)
         Py_ssize_t sent;
         int error;
         if (total <= HOLD_GIL_BYTES) {
-            sent = sendmsg(fd, &message, MSG_DONTWAIT | MSG_NOSIGNAL);
+            sent = sendmsg(fd, &message, MSG_DONTWAIT | MSG_NOSIGNAL | flags);
             error = errno;
         }
         else {
             Py_BEGIN_ALLOW_THREADS
-            sent = sendmsg(fd, &message, MSG_DONTWAIT | MSG_NOSIGNAL);
+            sent = sendmsg(fd, &message, MSG_DONTWAIT | MSG_NOSIGNAL | flags);
             error = errno;
             Py_END_ALLOW_THREADS
         }
@@ -1367,10 +1374,10 @@ socket_fd(speedups_state *state, PyObject *sock)
 }
 
 /* The pending head (if any) and data, data held as a buffer, in one sendmsg without
- * waiting; what does not fit goes to the Python send_rest, which waits up to the
- * timeout.  0, or -1 with the error set (OSError already turned into ClientGone). */
+ * waiting (with flags); what does not fit goes to the Python send_rest, which waits up
+ * to the timeout.  0, or -1 with the error set (OSError already turned into ClientGone). */
 static int
-send_head_and(speedups_state *state, Exchange *self, int fd, PyObject *data)
+send_head_and(speedups_state *state, Exchange *self, int fd, PyObject *data, int flags)
 {
     Py_buffer view;
     if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
@@ -1389,7 +1396,7 @@ send_head_and(speedups_state *state, Exchange *self, int fd, PyObject *data)
     }
     iov[count].iov_base = view.buf;
     iov[count++].iov_len = (size_t)view.len;
-    Py_ssize_t sent = send_now(fd, iov, count);
+    Py_ssize_t sent = send_now(fd, iov, count, flags);
     PyBuffer_Release(&view);
     int failed = sent < 0;
     if (!failed && sent < total) {
@@ -1409,9 +1416,9 @@ send_head_and(speedups_state *state, Exchange *self, int fd, PyObject *data)
     return 0;
 }
 
-/* write(data): 0, or -1 with the error set. */
+/* write(data): 0, or -1 with the error set.  flags: as send_now's. */
 static int
-exchange_write_chunk(speedups_state *state, Exchange *self, PyObject *data)
+exchange_write_chunk(speedups_state *state, Exchange *self, PyObject *data, int flags)
 {
     if (!IS_SET(self->head) && !self->sent) {
         PyErr_SetString(PyExc_AssertionError, "write() called before start_response()");
@@ -1426,7 +1433,7 @@ exchange_write_chunk(speedups_state *state, Exchange *self, PyObject *data)
         }
     }
     if (fd >= 0) {
-        return send_head_and(state, self, fd, data);
+        return send_head_and(state, self, fd, data, flags);
     }
     PyObject *done = call_pure(state->pure_write, self, &data, 1, NULL);
     Py_XDECREF(done);
@@ -1443,29 +1450,66 @@ exchange_write(Exchange *self, PyObject *const *args, Py_ssize_t nargs, PyObject
     if (nargs != 1 || kwnames != NULL) {
         return call_pure(state->pure_write, self, args, nargs, kwnames);
     }
-    if (exchange_write_chunk(state, self, args[0]) < 0) {
+    if (exchange_write_chunk(state, self, args[0], 0) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
 }
 
 static int
-exchange_finish_response(speedups_state *state, Exchange *self)
+exchange_finish_response(speedups_state *state, Exchange *self, int flags)
 {
     if (!IS_SET(self->head)) {
         return 0;
     }
-    return exchange_write_chunk(state, self, state->empty_bytes);
+    return exchange_write_chunk(state, self, state->empty_bytes, flags);
 }
 
 static PyObject *
 exchange_finish(Exchange *self, PyObject *Py_UNUSED(ignored))
 {
     speedups_state *state = exchange_state(self);
-    if (state == NULL || exchange_finish_response(state, self) < 0) {
+    if (state == NULL || exchange_finish_response(state, self, 0) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
+}
+
+/* Whether chunk is to be written: 1, 0, or -1 on error. */
+static int
+wanted_chunk(PyObject *chunk)
+{
+    return PyBytes_CheckExact(chunk) ? PyBytes_GET_SIZE(chunk) > 0 : PyObject_IsTrue(chunk);
+}
+
+/* respond() for a list or tuple on a connection that closes next: its last chunk (or the
+ * head alone, when none is left to take it) goes with MSG_MORE.  The kernel then holds
+ * its last partial segment for the close, and over TCP the data and the FIN leave in one
+ * segment: a segment fewer each way, and the front end reads the answer and its end in
+ * one wake-up.  (A list has no close() to run in between.) */
+static int
+respond_closing(speedups_state *state, Exchange *self, PyObject *result)
+{
+    Py_ssize_t index = 0;
+    for (;;) {
+        /* Read the size each time: the app may still hold the list and change it. */
+        Py_ssize_t size = PyList_CheckExact(result) ? PyList_GET_SIZE(result)
+                                                     : PyTuple_GET_SIZE(result);
+        if (index >= size) {
+            break;
+        }
+        PyObject *chunk = Py_NewRef(PyList_CheckExact(result) ? PyList_GET_ITEM(result, index)
+                                                               : PyTuple_GET_ITEM(result, index));
+        index++;
+        int wanted = wanted_chunk(chunk);
+        int failed = wanted < 0 || (wanted && exchange_write_chunk(
+            state, self, chunk, index == size ? MSG_MORE : 0) < 0);
+        Py_DECREF(chunk);
+        if (failed) {
+            return -1;
+        }
+    }
+    return exchange_finish_response(state, self, MSG_MORE);
 }
 
 /* `for chunk in result: if chunk: self.write(chunk)`, then finish(). */
@@ -1476,6 +1520,12 @@ exchange_respond(Exchange *self, PyObject *result)
     if (state == NULL) {
         return NULL;
     }
+    if (self->closing && (PyList_CheckExact(result) || PyTuple_CheckExact(result))) {
+        if (respond_closing(state, self, result) < 0) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
     PyObject *chunks = PyObject_GetIter(result);
     if (chunks == NULL) {
         return NULL;
@@ -1483,13 +1533,12 @@ exchange_respond(Exchange *self, PyObject *result)
     PyObject *chunk;
     int failed = 0;
     while (!failed && (chunk = PyIter_Next(chunks)) != NULL) {
-        int wanted = PyBytes_CheckExact(chunk) ? PyBytes_GET_SIZE(chunk) > 0
-                                               : PyObject_IsTrue(chunk);
-        failed = wanted < 0 || (wanted && exchange_write_chunk(state, self, chunk) < 0);
+        int wanted = wanted_chunk(chunk);
+        failed = wanted < 0 || (wanted && exchange_write_chunk(state, self, chunk, 0) < 0);
         Py_DECREF(chunk);
     }
     Py_DECREF(chunks);
-    if (failed || PyErr_Occurred() || exchange_finish_response(state, self) < 0) {
+    if (failed || PyErr_Occurred() || exchange_finish_response(state, self, 0) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
@@ -1673,6 +1722,7 @@ static PyMemberDef exchange_members[] = {
     {"status", T_OBJECT, offsetof(Exchange, status), 0, NULL},
     {"head", T_OBJECT, offsetof(Exchange, head), 0, NULL},
     {"sent", T_PYSSIZET, offsetof(Exchange, sent), 0, NULL},
+    {"closing", T_BOOL, offsetof(Exchange, closing), 0, NULL},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -1823,7 +1873,8 @@ PyDoc_STRVAR(answer_whole_doc,
 "WSGIAdapter.answer_whole (the C accelerator): answer a request whose body of length\n"
 "bytes is all in data from start, as calling the adapter with that body as a file\n"
 "does; returns (status, bytes sent).  An Exception from the app or its answer goes\n"
-"to adapter.failed(exchange, variables, exc), whose result is returned.");
+"to adapter.failed(exchange, variables, exc), whose result is returned.  The caller\n"
+"closes sock next: the last bytes of a list or tuple result go with MSG_MORE.");
 
 static PyObject *
 answer_whole(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -1889,6 +1940,8 @@ answer_whole(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(body);
         return NULL;
     }
+    /* Nothing of the request is left unread: the caller closes the connection next. */
+    ((Exchange *)exchange)->closing = 1;
     PyObject *answer = NULL;
     if (call_app(state, adapter, exchange, variables, body) == 0) {
         Exchange *done = (Exchange *)exchange;

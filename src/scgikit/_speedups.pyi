@@ -46,6 +46,7 @@ class Exchange:
     status: str | None
     head: bytes | None
     sent: int
+    closing: bool
     def __init__(self, sock: Connection, adapter: WSGIAdapter, timeout: float | None) -> None: ...
     def start_response(self, status: str, headers: list[tuple[str, str]],
                        exc_info: ExcInfo | None = None) -> Callable[[bytes], None]: ...

@@ -77,8 +77,12 @@ class Channel(Protocol):
         once the response is finished.  Raises ``DeadlinePassed`` at ``deadline``
         (``time.monotonic()``), ``OSError`` when the connection fails."""
 
-    async def write(self, head: bytes, data: bytes | bytearray | memoryview) -> None:
-        """Send ``head`` then ``data`` (either may be empty); ``OSError`` if it cannot."""
+    async def write(self, head: bytes, data: bytes | bytearray | memoryview,
+                    last: bool = False) -> None:
+        """Send ``head`` then ``data`` (either may be empty); ``OSError`` if it cannot.
+
+        ``last``: these bytes end the response, nothing of the request is left unread,
+        and ``finish`` comes next: they may be left for the close to send."""
 
     async def sendfile(self, fd: int, offset: int, count: int) -> int:
         """Send ``count`` bytes of the file ``fd`` from ``offset``; the bytes sent."""
@@ -288,7 +292,7 @@ class Cycle:
             if not self.status:
                 raise RuntimeError("http.response.body sent before http.response.start")
             more = message.get("more_body", False)
-            await self._write(message.get("body", b""), more)
+            await self._write(message.get("body", b""), more, not more and not self.left)
             if not more:
                 self._complete()
         elif kind == "http.response.start":
@@ -304,7 +308,7 @@ class Cycle:
         else:
             raise RuntimeError(f"unexpected ASGI message {kind!r} in an http scope")
 
-    async def _write(self, body: bytes, more: bool) -> None:
+    async def _write(self, body: bytes, more: bool, last: bool = False) -> None:
         head = self.head
         if head is not None:
             if not body and more:
@@ -313,7 +317,7 @@ class Cycle:
         elif not body:
             return
         try:
-            await self.channel.write(head or b"", body)
+            await self.channel.write(head or b"", body, last)
         except OSError as exc:
             self.broken = True
             raise ClientDisconnected(f"the front end closed the connection: {exc}") from None

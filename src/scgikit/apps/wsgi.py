@@ -24,7 +24,7 @@ import re
 import select
 import socket
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import MethodType, TracebackType
 from typing import IO, Any, Protocol
 
@@ -43,6 +43,9 @@ _BAD_VALUE = re.compile(r"[\r\n\0]").search
 _STATUS = re.compile(r"[1-9]\d\d(?: [^\r\n\0]*)?\Z").match
 # A first chunk up to this size is joined to the head; a bigger one goes beside it (sendmsg).
 _SMALL_CHUNK = 16 * 1024
+# The last bytes of an answer whose connection closes next: the kernel holds them for the
+# close, and over TCP sends them with the FIN (``_Exchange.respond``).
+_LAST = getattr(socket, "MSG_MORE", 0)
 _SENDFILE_BLOCK = 1 << 30
 
 
@@ -128,6 +131,7 @@ class Exchange(Protocol):
     status: str | None
     head: bytes | None
     sent: int
+    closing: bool
 
     def start_response(self, status: str, headers: list[tuple[str, str]],
                        exc_info: ExcInfo | None = None) -> Callable[[bytes], None]: ...
@@ -140,7 +144,7 @@ class Exchange(Protocol):
 class _Exchange:
     """One request's response state: ``start_response`` and ``write`` live here."""
 
-    __slots__ = ("sock", "timeout", "status", "head", "sent", "adapter")
+    __slots__ = ("sock", "timeout", "status", "head", "sent", "adapter", "closing")
 
     def __init__(self, sock: Connection, adapter: WSGIAdapter, timeout: float | None) -> None:
         self.sock = sock
@@ -149,6 +153,9 @@ class _Exchange:
         self.head: bytes | None = None  # encoded head not yet sent
         self.sent = 0  # bytes sent so far, head included
         self.adapter = adapter  # its last_head: (status, headers, head) of a previous response
+        # The connection closes once the answer is sent (the body came whole): the last
+        # bytes of a list or tuple result may wait in the kernel for the close.
+        self.closing = False
 
     def start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
@@ -173,31 +180,32 @@ class _Exchange:
         return self.write
 
     def write(self, data: bytes) -> None:
-        if self.head is None and not self.sent:
-            raise AssertionError("write() called before start_response()")
-        if type(data) is not bytes and not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"WSGI body chunks must be bytes, not {type(data).__name__}")
-        head = self.head
-        try:
-            if head is None:
-                send_all(self.sock, data, self.timeout)
-            elif len(data) <= _SMALL_CHUNK:
-                self.head = None
-                send_all(self.sock, head + data, self.timeout)
-            else:
-                # Head and a big first chunk in one system call, neither copied.
-                self.head = None
-                _send_both(self.sock, head, data, self.timeout)
-        except OSError as exc:
-            raise ClientGone(str(exc)) from None
-        self.sent += len(head) + len(data) if head is not None else len(data)
+        _write(self, data, 0)
 
     def finish(self) -> None:
         if self.head is not None:
             self.write(b"")
 
     def respond(self, result: Iterable[bytes]) -> None:
-        """Send the app's result: each non-empty chunk, then the head if none took it."""
+        """Send the app's result: each non-empty chunk, then the head if none took it.
+
+        A list or tuple on a connection that closes next: its last chunk (or the head
+        alone) goes with ``MSG_MORE``.  The kernel then holds its last partial segment
+        for the close, and over TCP the data and the FIN leave in one segment: a segment
+        fewer each way, and the front end reads the answer and its end in one wake-up.
+        (A list has no ``close()`` to run in between.)
+        """
+        if self.closing and type(result) in (list, tuple):
+            chunks: Sequence[bytes] = result  # type: ignore[assignment]
+            index = 0
+            while index < len(chunks):  # the app may still hold the list and change it
+                chunk = chunks[index]
+                index += 1
+                if chunk:
+                    _write(self, chunk, _LAST if index == len(chunks) else 0)
+            if self.head is not None:
+                _write(self, b"", _LAST)
+            return
         for chunk in result:
             if chunk:
                 self.write(chunk)
@@ -228,6 +236,29 @@ class _Exchange:
             filelike.seek(offset)
 
 
+def _write(exchange: Exchange, data: bytes, flags: int) -> None:
+    """``exchange.write(data)``, the first send with ``flags``: the pure exchange's, and the
+    C one's for what it leaves to Python (a chunk that is not bytes)."""
+    if exchange.head is None and not exchange.sent:
+        raise AssertionError("write() called before start_response()")
+    if type(data) is not bytes and not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"WSGI body chunks must be bytes, not {type(data).__name__}")
+    head = exchange.head
+    try:
+        if head is None:
+            send_all(exchange.sock, data, exchange.timeout, flags)
+        elif len(data) <= _SMALL_CHUNK:
+            exchange.head = None
+            send_all(exchange.sock, head + data, exchange.timeout, flags)
+        else:
+            # Head and a big first chunk in one system call, neither copied.
+            exchange.head = None
+            _send_both(exchange.sock, head, data, exchange.timeout, flags)
+    except OSError as exc:
+        raise ClientGone(str(exc)) from None
+    exchange.sent += len(head) + len(data) if head is not None else len(data)
+
+
 def _writable(fd: int, timeout: float) -> bool:
     poller = select.poll()
     poller.register(fd, select.POLLOUT)
@@ -235,10 +266,11 @@ def _writable(fd: int, timeout: float) -> bool:
 
 
 def _send_both(sock: Connection, head: bytes, data: bytes | bytearray | memoryview,
-               timeout: float | None) -> None:
-    """``head`` then ``data``: one ``sendmsg`` without waiting, then the rest within ``timeout``."""
+               timeout: float | None, flags: int = 0) -> None:
+    """``head`` then ``data``: one ``sendmsg`` without waiting (with ``flags``), then the
+    rest within ``timeout``."""
     try:
-        sent = sock.sendmsg((head, data), (), socket.MSG_DONTWAIT)
+        sent = sock.sendmsg((head, data), (), socket.MSG_DONTWAIT | flags)
     except BlockingIOError:
         sent = 0
     if sent < len(head) + len(data):
@@ -301,9 +333,15 @@ class WSGIAdapter:
             MethodType(answer_whole_c, self) if answer_whole_c else self._answer_whole)
 
     def __call__(self, sock: Connection, variables: dict[str, str], length: int,
-                 body: Body) -> tuple[str, int]:
-        """Answer one request; returns the status line and the bytes sent."""
+                 body: Body, closing: bool = False) -> tuple[str, int]:
+        """Answer one request; returns the status line and the bytes sent.
+
+        ``closing``: nothing of the request is left unread, and the caller closes the
+        connection as soon as this returns (``Exchange.respond`` uses ``MSG_MORE``).
+        """
         exchange = new_exchange(sock, self, self.timeout)
+        if closing:
+            exchange.closing = True
         try:
             environ = build_environ(self.base, variables, body, self.script_name)
             result = self.app(environ, exchange.start_response)
@@ -322,7 +360,7 @@ class WSGIAdapter:
 
     def _answer_whole(self, sock: Connection, data: bytes | bytearray,
                       variables: dict[str, str], length: int, start: int) -> tuple[str, int]:
-        return self(sock, variables, length, whole_body(data, length, start))
+        return self(sock, variables, length, whole_body(data, length, start), closing=True)
 
     def failed(self, exchange: Exchange, variables: dict[str, str],
                exc: Exception) -> tuple[str, int]:

@@ -80,6 +80,7 @@ __all__ = ["AsyncioWorker", "new_event_loop"]
 log = logging.getLogger("scgikit")
 
 _NOW = socket.MSG_DONTWAIT
+_LAST = socket.MSG_DONTWAIT | getattr(socket, "MSG_MORE", 0)
 _NO_DEADLINE = float("inf")
 # A first body chunk up to this size is joined to the head; a bigger one goes beside it.
 _SMALL_CHUNK = 16 * 1024
@@ -202,12 +203,15 @@ class _Channel:
         if self.finished:  # woken by finish(): the descriptor may be closed, even reused
             raise BrokenPipeError(errno.EPIPE, "the response is over")
 
-    async def write(self, head: bytes, data: bytes | bytearray | memoryview) -> None:
+    async def write(self, head: bytes, data: bytes | bytearray | memoryview,
+                    last: bool = False) -> None:
         conn = self.conn
+        # The last bytes before the close wait for it: over TCP they leave with the FIN.
+        flags = _LAST if last else _NOW
         if head and len(data) > _SMALL_CHUNK:
             # Head and a big first chunk in one system call, neither copied.
             try:
-                sent = conn.sendmsg((head, data), (), _NOW)
+                sent = conn.sendmsg((head, data), (), flags)
             except BlockingIOError:
                 sent = 0
             if sent < len(head):
@@ -218,7 +222,7 @@ class _Channel:
         if head:
             data = head + data
         try:
-            sent = conn.send(data, _NOW)
+            sent = conn.send(data, flags)
         except BlockingIOError:
             sent = 0
         if sent < len(data):

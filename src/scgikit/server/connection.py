@@ -58,7 +58,11 @@ class Adapter(Protocol):
 
     def answer_whole(self, sock: Connection, data: bytes | bytearray,
                      variables: dict[str, str], length: int, start: int) -> tuple[str, int]:
-        """The same for a body that is all in ``data`` from ``start`` (as most are)."""
+        """The same for a body that is all in ``data`` from ``start`` (as most are).
+
+        Nothing of the request is left unread, and the caller closes ``sock`` once it
+        has counted and logged the answer: the answer's last bytes may be left for the
+        close to send (``MSG_MORE``)."""
 
 
 def receive_now(conn: Connection, peek: bool = False) -> bytes | None:
@@ -99,7 +103,9 @@ def run_app(conn: Connection, adapter: Adapter, config: Config, data: bytes | by
     """Answer a ready request; returns how the connection ends, or None to close it now.
 
     ``model`` names the worker model for the access log; ``stats`` is the worker's
-    metrics region (``--stats``), where the answer is counted.
+    metrics region (``--stats``), where the answer is counted.  Both are done before
+    the caller closes the connection: once a client has the whole answer, its request
+    is counted and logged.
     """
     variables, length, start = parsed
     if len(data) - start >= length:  # the body came whole, as most do: no deadline

@@ -412,14 +412,15 @@ def arm_timeout(conn: Connection, seconds: float | None) -> None:
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval(seconds))
 
 
-def send_all(conn: Connection, data: bytes, seconds: float | None) -> None:
+def send_all(conn: Connection, data: bytes, seconds: float | None, flags: int = 0) -> None:
     """``conn.sendall(data)``, first without waiting.
 
     An answer that fits in the socket's buffer goes out in one call, with no timeout
-    armed; the rest of one that does not is sent within ``seconds`` per call.
+    armed; the rest of one that does not is sent within ``seconds`` per call.  ``flags``
+    go with that first call (``MSG_MORE`` for the last bytes before a close).
     """
     try:
-        sent = conn.send(data, socket.MSG_DONTWAIT)
+        sent = conn.send(data, socket.MSG_DONTWAIT | flags)
     except BlockingIOError:
         sent = 0
     if sent < len(data):
