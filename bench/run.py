@@ -457,10 +457,13 @@ def measure(name: str, python: Path, loader: Path, works: list[Workload], second
         wait_port(front, nginx, "nginx")
         for work in works:
             check_answer(backend, work, name, over_http)
-            before = cpu_seconds(proc.pid)
+            before, front_before = cpu_seconds(proc.pid), cpu_seconds(nginx.pid)
             figures = run_wrk(front, work, seconds, folder)
             used = cpu_seconds(proc.pid) - before
-            figures["cpu_us"] = used / figures["requests"] * 1e6 if figures["requests"] else 0
+            front_used = cpu_seconds(nginx.pid) - front_before
+            done = figures["requests"]
+            figures["cpu_us"] = used / done * 1e6 if done else 0
+            figures["nginx_us"] = front_used / done * 1e6 if done else 0
             if not over_http:  # no SCGI load generator for an HTTP server: "-" in the table
                 figures.update(run_direct(loader, backend, work, seconds, folder))
             if work.name == "50mb":
@@ -468,7 +471,8 @@ def measure(name: str, python: Path, loader: Path, works: list[Workload], second
             rows[work.name] = Row(name, figures)
             direct = f"{figures['direct_rps']:9.0f}" if "direct_rps" in figures else f"{'-':>9}"
             print(f"  {name:15} {transport:4} {work.name:14} {figures['rps']:9.0f} req/s  "
-                  f"{figures['cpu_us']:7.1f} us/req  direct {direct} req/s  errors "
+                  f"{figures['cpu_us']:7.1f} us/req  nginx {figures['nginx_us']:5.1f} us/req  "
+                  f"direct {direct} req/s  errors "
                   f"{figures['errors']}/{figures.get('direct_errors', '-')}", file=sys.stderr)
     finally:
         if nginx is not None:
@@ -498,7 +502,7 @@ def medians(runs: list[Results]) -> Results:
 
 COLUMNS = [("rps", "req/s via nginx", "{:.0f}"), ("p50", "p50 ms", "{:.2f}"),
            ("p99", "p99 ms", "{:.2f}"), ("cpu_us", "CPU µs/req", "{:.1f}"),
-           ("direct_rps", "req/s direct", "{:.0f}")]
+           ("nginx_us", "nginx CPU µs/req", "{:.1f}"), ("direct_rps", "req/s direct", "{:.0f}")]
 
 
 def table(work: Workload, rows: list[Row], bases: list[Row | None] | None = None,
