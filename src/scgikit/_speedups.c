@@ -1485,8 +1485,8 @@ wanted_chunk(PyObject *chunk)
 /* respond() for a list or tuple on a connection that closes next: its last chunk (or the
  * head alone, when none is left to take it) goes with MSG_MORE.  The kernel then holds
  * its last partial segment for the close, and over TCP the data and the FIN leave in one
- * segment: a segment fewer each way, and the front end reads the answer and its end in
- * one wake-up.  (A list has no close() to run in between.) */
+ * segment, which the front end acknowledges once.  (A list has no close() to run in
+ * between.) */
 static int
 respond_closing(speedups_state *state, Exchange *self, PyObject *result)
 {

@@ -191,9 +191,8 @@ class _Exchange:
 
         A list or tuple on a connection that closes next: its last chunk (or the head
         alone) goes with ``MSG_MORE``.  The kernel then holds its last partial segment
-        for the close, and over TCP the data and the FIN leave in one segment: a segment
-        fewer each way, and the front end reads the answer and its end in one wake-up.
-        (A list has no ``close()`` to run in between.)
+        for the close, and over TCP the data and the FIN leave in one segment, which the
+        front end acknowledges once.  (A list has no ``close()`` to run in between.)
         """
         if self.closing and type(result) in (list, tuple):
             chunks: Sequence[bytes] = result  # type: ignore[assignment]
