@@ -336,7 +336,8 @@ class WSGIAdapter:
         """Answer one request; returns the status line and the bytes sent.
 
         ``closing``: nothing of the request is left unread, and the caller closes the
-        connection as soon as this returns (``Exchange.respond`` uses ``MSG_MORE``).
+        connection once it has counted and logged the answer (``Exchange.respond`` uses
+        ``MSG_MORE``).
         """
         exchange = new_exchange(sock, self, self.timeout)
         if closing:
