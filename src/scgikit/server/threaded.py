@@ -51,6 +51,7 @@ class ThreadedWorker(Worker):
     """A worker whose ready requests run in a pool of ``--threads`` threads."""
 
     model = "threads"
+    answers_inline = False
 
     def __init__(self, config: Config, listeners: Sequence[Listener], adapter: Adapter,
                  heartbeat: Heartbeat, ppid: int) -> None:

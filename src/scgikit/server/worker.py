@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import _socket
 import errno
+import functools
 import heapq
 import itertools
 import logging
@@ -49,8 +50,10 @@ from .connection import (
     RECV_SIZE,
     Adapter,
     Ending,
+    access_log,
     answer_error,
     hand_over,
+    log_access,
     receive_now,
     receive_rest,
     run_app,
@@ -125,6 +128,24 @@ def _template(family: int, kind: int) -> Connection:
         template = _templates[family, kind] = _socket.socket(family, kind, 0)
         template.close()
     return template
+
+
+def _acceptor(listener: socket.socket) -> Callable[[], Connection]:
+    """A function that accepts one connection from ``listener`` as a socket object, the
+    cheapest way this build has; it raises BlockingIOError when none waits.
+
+    socket.accept() wraps each connection in Python code; the C socket type has all a
+    request needs, for a tenth of the cost.
+    """
+    family, kind = _raw_family(listener), _raw_type(listener)
+    listener_fd = listener.fileno()
+    if _accept_socket is not None:
+        return functools.partial(_accept_socket, listener_fd, _template(family, kind))
+    accept_fd = _accept_fd
+    if accept_fd is not None:
+        return lambda: _socket.socket(family, kind, 0, accept_fd(listener_fd))
+    accept = listener._accept  # type: ignore[attr-defined]
+    return lambda: _socket.socket(family, kind, 0, accept()[0])
 
 
 #: A ready request: what came (the head, and the body if it was small), the parsed head
@@ -216,23 +237,16 @@ class Accepting:
         """
         if take is None:
             take = self._take
-        # socket.accept() wraps each connection in Python code; the C socket type
-        # has all a request needs, for a tenth of the cost.
-        accept = listener._accept  # type: ignore[attr-defined]
         family, kind = _raw_family(listener), _raw_type(listener)
         allow = self.allow if family != socket.AF_UNIX else None
-        accept_fd = _accept_fd if allow is None else None
-        accept_socket = _accept_socket if allow is None else None
-        template = _template(family, kind) if accept_socket is not None else None
-        listener_fd = listener.fileno()
+        accept = listener._accept  # type: ignore[attr-defined]
+        accept_one = _acceptor(listener) if allow is None else None
         taken = 0
         while budget != taken and (final or (
                 (not self.stopping or self.drain_queue) and self._may_accept())):
             try:
-                if accept_socket is not None and template is not None:
-                    conn = accept_socket(listener_fd, template)
-                elif accept_fd is not None:
-                    conn = _socket.socket(family, kind, 0, accept_fd(listener_fd))
+                if accept_one is not None:
+                    conn = accept_one()
                 else:
                     fd, peer = accept()
                     if allow is not None and not allow.permits(peer):
@@ -245,16 +259,25 @@ class Accepting:
             except BlockingIOError:
                 return
             except OSError as exc:
-                if exc.errno in (errno.ECONNABORTED, errno.EINTR):
+                if self._accept_failed(exc):
                     continue
-                if exc.errno in _OUT_OF_RESOURCES:
-                    self._cannot_accept(exc)
-                    return
-                raise
+                return
             taken += 1
             self.accept_failing_since = None
             if conn is not None:
                 take(conn)
+
+    def _accept_failed(self, exc: OSError) -> bool:
+        """An accept raised ``exc``: True to try the next, False to stop taking for now.
+
+        Raises what no other accept would mend.
+        """
+        if exc.errno in (errno.ECONNABORTED, errno.EINTR):
+            return True  # that connection is gone, or a signal came: the next may wait
+        if exc.errno in _OUT_OF_RESOURCES:
+            self._cannot_accept(exc)
+            return False
+        raise exc
 
     def _final_accepts(self) -> None:
         """The last accepts from each listener, then this worker's copies are closed.
@@ -306,6 +329,7 @@ class Worker(Accepting):
     """One worker's loop; built in the child right after the fork."""
 
     model = "sync"  # as the metrics and the access log name it
+    answers_inline = True  # a ready request runs in the loop (threads: in the pool)
 
     def __init__(self, config: Config, listeners: Sequence[Listener], adapter: Adapter,
                  heartbeat: Heartbeat, ppid: int) -> None:
@@ -434,8 +458,68 @@ class Worker(Accepting):
             return []
 
     def _accept_all(self) -> None:
+        inline = self.answers_inline and self.allow is None and not self.peek
         for listener in self.listeners:
-            self._accept_from(listener, None)
+            if inline:
+                self._serve_queue(listener)
+            else:
+                self._accept_from(listener, None)
+
+    def _serve_queue(self, listener: socket.socket) -> None:
+        """Accept until the listen queue is empty, answering each request as it comes.
+
+        The sync model's hot path.  A request whose head and whole body came in the
+        first receive, as most do, is answered here without a call of the worker's own:
+        what ``_take`` and ``run_app`` do for it is written out below (their calls were
+        a quarter of the worker's CPU per request for a small answer).  Any other request
+        goes on through ``_received``.
+        """
+        accept_one = _acceptor(listener)
+        recv, close, monotonic = _recv, _close, time.monotonic
+        flags, config = self.recv_flags, self.config
+        max_head, limit = config.max_header_size, config.max_body_size
+        answer_whole = self.adapter.answer_whole
+        slots, slot = self.heartbeat.slots, self.heartbeat.index
+        stats, model = self.stats, self.model
+        while not self.stopping or self.drain_queue:
+            try:
+                conn = accept_one()
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if self._accept_failed(exc):
+                    continue
+                return
+            self.accept_failing_since = None
+            accepted = monotonic()
+            try:
+                data: bytes | bytearray = recv(conn, RECV_SIZE, flags)
+            except OSError as exc:
+                self._not_received(conn, exc, accepted)
+                continue
+            try:
+                parsed = parse_head(data, max_head)
+            except ProtocolError:
+                parsed = None  # _received meets it again, and answers it
+            if parsed is None or len(data) - parsed[2] < parsed[1] or (
+                    limit is not None and parsed[1] > limit):
+                request = self._received(conn, data, accepted)
+                if request is not None:
+                    self._run(conn, *request)
+                continue
+            variables, length = parsed[0], parsed[1]
+            slots[slot] = accepted
+            self._count_start()
+            try:
+                status, sent = answer_whole(conn, data, variables, length, parsed[2])
+            finally:
+                slots[slot] = 0.0
+                self.handled += 1
+            if stats is not None:
+                stats.record(status, sent, length, accepted)
+            if access_log.handlers and access_log.isEnabledFor(logging.INFO):
+                log_access(variables, status, sent, accepted, model)
+            close(conn)
 
     def _stop_accepting(self) -> None:
         """Leave the listeners to the other workers; on a full stop, serve their queues first.
@@ -482,16 +566,30 @@ class Worker(Accepting):
         """A new connection's first receive: its request if that is all there, else None
         (the connection parked to wait for the rest, refused, or closed)."""
         accepted = time.monotonic()
+        try:
+            data: bytes | bytearray = _recv(conn, RECV_SIZE, self.recv_flags)
+        except OSError as exc:
+            self._not_received(conn, exc, accepted)
+            return None
+        return self._received(conn, data, accepted)
+
+    def _not_received(self, conn: Connection, exc: OSError, accepted: float) -> None:
+        """A new connection's first receive raised ``exc``: nothing came yet, or it failed."""
+        if isinstance(exc, BlockingIOError):
+            self._park(Parked(conn, Intake(self.config, accepted), None, accepted))
+        else:
+            log.info("Error reading a request: %s", exc)
+            conn.close()
+
+    def _received(self, conn: Connection, data: bytes | bytearray,
+                  accepted: float) -> Request | None:
+        """What a new connection's first receive brought: its request if that is all
+        there, else None (the connection parked to wait for the rest, refused, or closed)."""
+        if not data:
+            conn.close()  # closed before sending a byte: a health check or a port scan
+            return None
         config = self.config
         try:
-            try:  # receive_now(), inline: this runs for every request
-                data: bytes | bytearray = _recv(conn, RECV_SIZE, self.recv_flags)
-            except BlockingIOError:  # nothing yet
-                self._park(Parked(conn, Intake(config, accepted), None, accepted))
-                return None
-            if not data:
-                conn.close()  # closed before sending a byte: a health check or a port scan
-                return None
             parsed = parse_head(data, config.max_header_size)
             ready = parsed is not None and (self.peek or is_ready(parsed, len(data), config))
             if parsed is not None and not ready:
