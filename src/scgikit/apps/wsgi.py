@@ -45,7 +45,10 @@ _STATUS = re.compile(r"[1-9]\d\d(?: [^\r\n\0]*)?\Z").match
 _SMALL_CHUNK = 16 * 1024
 # The last bytes of an answer whose connection closes next: the kernel holds them for the
 # close, and over TCP sends them with the FIN (``_Exchange.respond``).
-_LAST = getattr(socket, "MSG_MORE", 0)
+# Plain ints: socket's flags are enum.IntFlag members, whose "|" runs in Python (three
+# calls of enum code, on the pure path, for every answer).
+_LAST = int(getattr(socket, "MSG_MORE", 0))
+_DONTWAIT = int(socket.MSG_DONTWAIT)
 _SENDFILE_BLOCK = 1 << 30
 
 
@@ -269,7 +272,7 @@ def _send_both(sock: Connection, head: bytes, data: bytes | bytearray | memoryvi
     """``head`` then ``data``: one ``sendmsg`` without waiting (with ``flags``), then the
     rest within ``timeout``."""
     try:
-        sent = sock.sendmsg((head, data), (), socket.MSG_DONTWAIT | flags)
+        sent = sock.sendmsg((head, data), (), _DONTWAIT | flags)
     except BlockingIOError:
         sent = 0
     if sent < len(head) + len(data):
