@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -2032,3 +2033,242 @@ def test_answer_whole_keeps_or_leaks_no_reference(tmp_path, app_name, stream):
         leak_check(once, shared, data, variables, rounds=3000)
     finally:
         logger.setLevel(level)
+
+
+# --- serve_queue: the sync worker's accept loop in C ---------------------------------------------
+
+class Loop:
+    """What serve_queue reads and writes of a worker, and what it calls, recorded."""
+
+    def __init__(self, listener, template, *, limit=1 << 20, max_requests=0, answer=None):
+        c_parse_head()  # the C parser, set up even where SCGIKIT_PURE=1 kept protocol from it
+        self.stopping = False
+        self.drain_queue = False
+        self.started = 0
+        self.handled = 0
+        self.accept_failing_since = None
+        self.slots = memoryview(bytearray(16)).cast("d")
+        self.answered, self.records, self.logged, self.busy_since = [], [], [], []
+        self.args = [self, listener.fileno(), template, 0, 65536, DEFAULT_MAX_HEADER_SIZE,
+                     limit, max_requests, self.slots, 1, answer or self.answer,
+                     self.record, self.log_access, "sync"]
+
+    def answer(self, conn, data, variables, length, start):
+        self.busy_since.append(self.slots[1])
+        self.answered.append((bytes(data[start:start + length]), variables["REQUEST_URI"]))
+        conn.sendall(b"Status: 200 OK\r\n\r\nok")
+        return "200 OK", 20
+
+    def record(self, status, sent, length, accepted):
+        self.records.append((status, sent, length, accepted))
+
+    def log_access(self, variables, status, sent, accepted, model):
+        self.logged.append((variables["REQUEST_URI"], status, sent, accepted, model))
+
+    def __call__(self):
+        return _speedups.serve_queue(*self.args)
+
+
+def scgi_request(uri, body=b""):
+    pairs = [("CONTENT_LENGTH", str(len(body))), ("SCGI", "1"), ("REQUEST_URI", uri)]
+    return scgi_head(pairs) + body
+
+
+def queued(listener, *requests):
+    """Clients that connected to ``listener`` and sent each request (None: nothing yet)."""
+    clients = []
+    for data in requests:
+        client = socket.socket(listener.family)
+        client.connect(listener.getsockname())
+        if data is not None:
+            client.sendall(data)
+        clients.append(client)
+    return clients
+
+
+def answer_of(client):
+    client.settimeout(10)
+    got = b""
+    while chunk := client.recv(4096):
+        got += chunk
+    client.close()
+    return got
+
+
+def test_serve_queue_answers_each_whole_request_counts_logs_and_closes_it(listener, template):
+    loop = Loop(listener, template)
+    clients = queued(listener, scgi_request("/a"), scgi_request("/b", b"body"),
+                     scgi_request("/c", b"x" * 30000))
+    before = time.monotonic()
+    assert loop() is None  # the queue is empty
+    after = time.monotonic()
+    assert [answer_of(client) for client in clients] == [b"Status: 200 OK\r\n\r\nok"] * 3
+    assert loop.answered == [(b"", "/a"), (b"body", "/b"), (b"x" * 30000, "/c")]
+    assert (loop.started, loop.handled) == (3, 3)
+    assert [r[:3] for r in loop.records] == [("200 OK", 20, 0), ("200 OK", 20, 4),
+                                              ("200 OK", 20, 30000)]
+    assert [entry[0] for entry in loop.logged] == ["/a", "/b", "/c"]
+    assert {entry[4] for entry in loop.logged} == {"sync"}
+    accepted = [r[3] for r in loop.records]
+    assert before <= accepted[0] <= accepted[1] <= accepted[2] <= after  # time.monotonic()'s
+    assert loop.busy_since == accepted  # the heartbeat slot held while each was answered
+    assert loop.slots[1] == 0.0 and loop.slots[0] == 0.0
+
+
+@pytest.mark.parametrize("case, sent", [
+    ("partial head", scgi_request("/p")[:10]),
+    ("partial body", scgi_request("/p", b"body")[:-2]),
+    ("malformed head", b"5:SCGI\x00,"),
+    ("body over the limit", scgi_request("/p", b"y" * 101)),
+    ("closed before a byte", b""),
+])
+def test_serve_queue_hands_back_any_request_that_is_not_whole(listener, template, case, sent):
+    loop = Loop(listener, template, limit=100)
+    (client,) = queued(listener, sent)
+    if case == "closed before a byte":
+        client.shutdown(socket.SHUT_WR)
+    try:
+        left = loop()
+        conn, data, accepted = left
+        try:
+            assert type(conn) is _socket.socket and conn.fileno() >= 0  # still open
+            assert data == sent and isinstance(accepted, float)
+        finally:
+            conn.close()
+    finally:
+        client.close()
+    assert loop.answered == [] and (loop.started, loop.handled) == (0, 0)
+    assert loop.records == [] and loop.logged == []
+
+
+def test_serve_queue_hands_back_a_connection_that_sent_nothing_yet_with_the_receive_error(
+        listener, template):
+    loop = Loop(listener, template)
+    (client,) = queued(listener, None)
+    try:
+        conn, error, accepted = loop()
+        conn.close()
+        assert isinstance(error, BlockingIOError) and isinstance(accepted, float)
+    finally:
+        client.close()
+
+
+def test_serve_queue_returns_an_accept_error_and_clears_a_failing_accept_once_one_works(
+        listener, template):
+    idle = socket.socket()
+    try:
+        loop = Loop(listener, template)
+        loop.args[1] = idle.fileno()  # not listening
+        error = loop()
+        assert isinstance(error, OSError) and error.errno == errno.EINVAL
+    finally:
+        idle.close()
+    loop = Loop(listener, template)
+    loop.accept_failing_since = 12.5
+    assert loop() is None and loop.accept_failing_since == 12.5  # none accepted
+    clients = queued(listener, scgi_request("/a"))
+    assert loop() is None and loop.accept_failing_since is None
+    assert answer_of(clients[0])
+
+
+def test_serve_queue_stops_before_the_next_accept_when_the_worker_stops(listener, template):
+    loop = Loop(listener, template)
+    clients = queued(listener, scgi_request("/a"), scgi_request("/b"))
+    loop.stopping = True
+    assert loop() is None and loop.answered == []  # a stop without draining: none taken
+    loop.drain_queue = True  # a full stop serves what is queued
+    assert loop() is None and len(loop.answered) == 2
+    for client in clients:
+        assert answer_of(client)
+
+
+def test_serve_queue_stops_after_the_request_that_reaches_max_requests(listener, template):
+    loop = Loop(listener, template, max_requests=2)
+    loop.drain_queue = True  # as a full stop had begun: the recycle still wins
+    clients = queued(listener, *(scgi_request(f"/{n}") for n in range(3)))
+    assert loop() is None
+    assert (loop.started, loop.handled, loop.stopping, loop.drain_queue) == (2, 2, True, False)
+    assert answer_of(clients[0]) and answer_of(clients[1])
+    conn = listener.accept()[0]  # the third is still queued, for another worker
+    conn.close()
+    clients[2].close()
+
+
+def test_serve_queue_runs_signal_handlers_between_requests(listener, template):
+    loop = Loop(listener, template)
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: setattr(loop, "stopping", True))
+    try:
+        def answer_and_signal(*args):
+            os.kill(os.getpid(), signal.SIGUSR1)
+            return loop.answer(*args)
+
+        loop.args[10] = answer_and_signal
+        clients = queued(listener, scgi_request("/a"), scgi_request("/b"))
+        assert loop() is None
+        assert len(loop.answered) == 1 and loop.stopping
+        assert answer_of(clients[0])
+        listener.accept()[0].close()
+        clients[1].close()
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+
+def test_serve_queue_closes_the_connection_and_raises_what_the_answer_raised(listener,
+                                                                            template):
+    def fails(*args):
+        loop.busy_since.append(loop.slots[1])
+        raise KeyboardInterrupt
+
+    loop = Loop(listener, template, answer=fails)
+    clients = queued(listener, scgi_request("/a"), scgi_request("/b"))
+    with pytest.raises(KeyboardInterrupt):
+        loop()
+    assert answer_of(clients[0]) == b""  # closed, nothing sent
+    assert (loop.started, loop.handled) == (1, 1) and loop.slots[1] == 0.0
+    assert loop.busy_since[0] > 0.0 and loop.records == []
+    listener.accept()[0].close()
+    clients[1].close()
+
+
+def test_serve_queue_checks_its_arguments(listener, template):
+    loop = Loop(listener, template)
+    with pytest.raises(TypeError):
+        _speedups.serve_queue(*loop.args[:-1])
+    for at, bad, error in [(2, listener, TypeError), (2, None, TypeError),
+                           (1, -1, ValueError), (4, 0, ValueError), (6, -1, ValueError),
+                           (5, "4096", ValueError), (8, bytearray(16), ValueError),
+                           (8, b"x" * 16, BufferError), (9, 2, ValueError),
+                           (9, -1, ValueError), (1, "3", TypeError)]:
+        args = list(loop.args)
+        args[at] = bad
+        with pytest.raises(error):
+            _speedups.serve_queue(*args)
+    assert loop.started == 0
+
+
+def test_serve_queue_keeps_or_leaks_no_reference(listener, template):
+    loop = Loop(listener, template)
+    address = listener.getsockname()
+    request = scgi_request("/a", b"body")
+
+    def once():
+        loop.answered.clear(), loop.records.clear(), loop.logged.clear()
+        loop.busy_since.clear()
+        with socket.socket(listener.family) as client:
+            client.connect(address)
+            client.sendall(request)
+            assert loop() is None
+            with socket.socket(listener.family) as other:
+                other.connect(address)
+                other.sendall(request[:5])
+                conn, _, _ = loop()
+                conn.close()
+
+    leak_check(once, template, loop, rounds=1000)
+
+
+def test_the_sync_worker_runs_its_loop_in_c_when_the_accelerator_is_on():
+    from scgikit.server import worker
+
+    on = worker._accept_socket is not None
+    assert worker._serve_queue_c is (_speedups.serve_queue if on else None)

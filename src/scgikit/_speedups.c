@@ -53,6 +53,16 @@
  * the type's size, and the descriptor, family, type and protocol read through the
  * socket's own methods where this code reads them.
  *
+ * serve_queue, the sync worker's accept loop (Worker._serve_queue): accept, the first
+ * receive, parse_head, and for a request that came whole, the answer (the adapter's
+ * answer_whole, called as any callable), the worker's counts, the heartbeat slot, the
+ * metrics and access log calls where they are on, and the close, request after request
+ * until the listen queue is empty, without a Python frame of the server's own.  Signal
+ * handlers run between requests (PyErr_CheckSignals), and the loop reads the worker's
+ * stopping and drain_queue before each accept, as the pure loop does.  Anything else (a
+ * partial, malformed or too large request, a failed receive or accept) is handed back
+ * to the Python loop with what came, the connection still open.
+ *
  * Safety: the head data is held through the buffer protocol for the whole call (a
  * bytearray cannot be resized under us), every scan is bounded by the buffer's
  * length (memchr with an explicit limit), and every object made is released on
@@ -77,6 +87,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <stdint.h>
+#include <time.h>
 #include <unistd.h>
 
 /* At most this many decimal digits always fit a long long (10**18 - 1 < 2**63). */
@@ -113,7 +124,9 @@
     X(S_QUERY_STRING, "query_string") X(S_ROOT_PATH, "root_path") X(S_HEADERS, "headers") \
     X(S_CLIENT, "client") X(S_SERVER, "server") X(S_STATE, "state") \
     X(S_EXTENSIONS, "extensions") X(S_SCGI, "scgi") X(S_VARIABLES, "variables") \
-    X(S_PATHSEND, "http.response.pathsend")
+    X(S_PATHSEND, "http.response.pathsend") X(STOPPING, "stopping") \
+    X(DRAIN_QUEUE, "drain_queue") X(STARTED, "started") X(HANDLED, "handled") \
+    X(FAILING_SINCE, "accept_failing_since")
 #define NAME_ENUM(id, text) N_##id,
 #define NAME_TEXT(id, text) text,
 enum { NAMES(NAME_ENUM) N_COUNT };
@@ -2216,6 +2229,44 @@ checked_socket_fd(PyObject *module, PyObject *sock, const char *name)
     return ((socket_fields *)sock)->sock_fd;
 }
 
+/* A new socket object of template's type with template's fields, the descriptor fd its
+ * own (closed if the object cannot be made: NULL with an exception set then). */
+static PyObject *
+socket_like(PyObject *template, int fd)
+{
+    PyTypeObject *type = Py_TYPE(template);
+    socket_fields *made = (socket_fields *)type->tp_alloc(type, 0);
+    if (made == NULL) {
+        close(fd);
+        return NULL;
+    }
+    socket_fields *fields = (socket_fields *)template;
+    made->sock_fd = fd;
+    made->sock_family = fields->sock_family;
+    made->sock_type = fields->sock_type;
+    made->sock_proto = fields->sock_proto;
+    made->errorhandler = fields->errorhandler;
+    made->sock_timeout = fields->sock_timeout;
+    return (PyObject *)made;
+}
+
+/* Close a socket object of the checked type as socket.close() does, keeping the GIL:
+ * 0, or -1 with OSError set. */
+static int
+close_socket(PyObject *sock)
+{
+    int fd = ((socket_fields *)sock)->sock_fd;
+    if (fd < 0) {
+        return 0;  /* closed already, as socket.close() allows */
+    }
+    ((socket_fields *)sock)->sock_fd = -1;
+    if (close(fd) < 0 && errno != ECONNRESET && errno != EINTR) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    return 0;
+}
+
 PyDoc_STRVAR(accept_socket_doc,
 "accept_socket($module, listener, template, /)\n"
 "--\n"
@@ -2236,26 +2287,13 @@ accept_socket(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (checked_socket_fd(module, args[1], "accept_socket") < 0 && PyErr_Occurred()) {
         return NULL;  /* the template is not of the checked type */
     }
-    PyTypeObject *type = Py_TYPE(args[1]);
     PyObject *fd = accept_fd(module, args[0]);
     if (fd == NULL) {
         return NULL;
     }
     int descriptor = (int)PyLong_AsLong(fd);
     Py_DECREF(fd);
-    socket_fields *made = (socket_fields *)type->tp_alloc(type, 0);
-    if (made == NULL) {
-        close(descriptor);
-        return NULL;
-    }
-    socket_fields *template = (socket_fields *)args[1];
-    made->sock_fd = descriptor;
-    made->sock_family = template->sock_family;
-    made->sock_type = template->sock_type;
-    made->sock_proto = template->sock_proto;
-    made->errorhandler = template->errorhandler;
-    made->sock_timeout = template->sock_timeout;
-    return (PyObject *)made;
+    return socket_like(args[1], descriptor);
 }
 
 PyDoc_STRVAR(recv_now_doc,
@@ -2329,18 +2367,342 @@ PyDoc_STRVAR(close_now_doc,
 static PyObject *
 close_now(PyObject *module, PyObject *sock)
 {
-    int fd = checked_socket_fd(module, sock, "close_now");
-    if (fd < 0) {
-        if (PyErr_Occurred()) {
-            return NULL;
+    if (checked_socket_fd(module, sock, "close_now") < 0 && PyErr_Occurred()) {
+        return NULL;
+    }
+    return close_socket(sock) < 0 ? NULL : Py_NewRef(Py_None);
+}
+
+/* --- serve_queue: the sync worker's accept loop ------------------------------------------ */
+
+/* time.monotonic(), computed as CPython does from clock_gettime(CLOCK_MONOTONIC). */
+static double
+monotonic_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)((int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec) / 1e9;
+}
+
+/* bool(getattr(obj, name)): 1, 0, or -1 with an exception set. */
+static int
+attr_is_true(PyObject *obj, PyObject *name)
+{
+    PyObject *value = PyObject_GetAttr(obj, name);
+    if (value == NULL) {
+        return -1;
+    }
+    int truth = PyObject_IsTrue(value);
+    Py_DECREF(value);
+    return truth;
+}
+
+/* obj.<name> += 1 on a count: the new count, or -1 with an exception set. */
+static Py_ssize_t
+count_up(PyObject *obj, PyObject *name)
+{
+    PyObject *value = PyObject_GetAttr(obj, name);
+    if (value == NULL) {
+        return -1;
+    }
+    Py_ssize_t count = PyLong_AsSsize_t(value);
+    Py_DECREF(value);
+    if (count < 0 || count == PY_SSIZE_T_MAX) {
+        if (!PyErr_Occurred()) {
+            PyErr_Format(PyExc_ValueError, "a worker's count out of range: %zd", count);
         }
-        Py_RETURN_NONE;  /* closed already, as socket.close() allows */
+        return -1;
     }
-    ((socket_fields *)sock)->sock_fd = -1;
-    if (close(fd) < 0 && errno != ECONNRESET && errno != EINTR) {
-        return PyErr_SetFromErrno(PyExc_OSError);
+    value = PyLong_FromSsize_t(++count);
+    if (value == NULL) {
+        return -1;
     }
-    Py_RETURN_NONE;
+    int set = PyObject_SetAttr(obj, name, value);
+    Py_DECREF(value);
+    return set < 0 ? -1 : count;
+}
+
+/* A connection given up on because of an exception: closed, the exception kept. */
+static void
+close_on_error(PyObject *sock)
+{
+    PyObject *pending = take_exception();
+    if (close_socket(sock) < 0) {
+        PyErr_Clear();
+    }
+    raise_again(pending);
+}
+
+/* What serve_queue's loop needs for each request. */
+typedef struct {
+    speedups_state *state;
+    PyObject *worker, *answer, *record, *log_access, *model;
+    double *slot;
+    Py_ssize_t max_requests;
+} serving;
+
+/* One whole request (parsed: its head parsed) answered, counted, recorded, logged and
+ * its connection closed, as the pure loop does it: 0, or -1 with an exception set. */
+static int
+serve_one(serving *how, PyObject *conn, PyObject *data, PyObject *parsed, double accepted)
+{
+    PyObject **names = how->state->names;
+    PyObject *variables = PyTuple_GET_ITEM(parsed, 0);
+    PyObject *length = PyTuple_GET_ITEM(parsed, 1), *start = PyTuple_GET_ITEM(parsed, 2);
+    *how->slot = accepted;
+    /* _count_start: the request that reaches --max-requests is the last one taken. */
+    Py_ssize_t started = count_up(how->worker, names[N_STARTED]);
+    int stopping = started < 0 ? -1
+                   : started == how->max_requests ? attr_is_true(how->worker, names[N_STOPPING])
+                   : 1;
+    if (stopping == 0
+        && (PyObject_SetAttr(how->worker, names[N_STOPPING], Py_True) < 0
+            || PyObject_SetAttr(how->worker, names[N_DRAIN_QUEUE], Py_False) < 0)) {
+        stopping = -1;
+    }
+    PyObject *answer = NULL;
+    if (stopping >= 0) {
+        PyObject *call[5] = {conn, data, variables, length, start};
+        answer = PyObject_Vectorcall(how->answer, call, 5, NULL);
+        *how->slot = 0.0;
+        PyObject *pending = answer == NULL ? take_exception() : NULL;
+        if (count_up(how->worker, names[N_HANDLED]) < 0) {  /* as in a `finally` */
+            Py_CLEAR(answer);
+            if (pending != NULL) {
+                PyErr_Clear();
+            }
+        }
+        if (pending != NULL) {
+            raise_again(pending);
+        }
+    }
+    else {
+        *how->slot = 0.0;
+    }
+    if (answer != NULL && !(PyTuple_CheckExact(answer) && PyTuple_GET_SIZE(answer) == 2)) {
+        PyErr_SetString(PyExc_TypeError, "answer_whole() must return (status, bytes sent)");
+        Py_CLEAR(answer);
+    }
+    if (answer == NULL) {
+        close_on_error(conn);
+        return -1;
+    }
+    PyObject *status = PyTuple_GET_ITEM(answer, 0), *sent = PyTuple_GET_ITEM(answer, 1);
+    int failed = 0;
+    if (how->record != NULL || how->log_access != NULL) {
+        PyObject *when = PyFloat_FromDouble(accepted);
+        PyObject *done = NULL;
+        if (when != NULL && how->record != NULL) {
+            PyObject *call[4] = {status, sent, length, when};
+            done = PyObject_Vectorcall(how->record, call, 4, NULL);
+            failed = done == NULL;
+            Py_XDECREF(done);
+        }
+        if (when != NULL && !failed && how->log_access != NULL) {
+            PyObject *call[5] = {variables, status, sent, when, how->model};
+            done = PyObject_Vectorcall(how->log_access, call, 5, NULL);
+            failed = done == NULL;
+            Py_XDECREF(done);
+        }
+        failed = failed || when == NULL;
+        Py_XDECREF(when);
+    }
+    Py_DECREF(answer);
+    if (failed) {
+        close_on_error(conn);
+        return -1;
+    }
+    return close_socket(conn);
+}
+
+/* (conn, what, accepted): a connection for the Python loop to go on with. */
+static PyObject *
+hand_over(PyObject *conn, PyObject *what, double accepted)
+{
+    PyObject *when = PyFloat_FromDouble(accepted);
+    PyObject *left = when == NULL ? NULL : PyTuple_Pack(3, conn, what, when);
+    Py_XDECREF(when);
+    if (left == NULL) {
+        close_on_error(conn);
+    }
+    return left;
+}
+
+PyDoc_STRVAR(serve_queue_doc,
+"serve_queue($module, worker, listener, template, flags, size, max_header_size, limit,\n"
+"            max_requests, slots, slot, answer, record, log_access, model, /)\n"
+"--\n"
+"\n"
+"Worker._serve_queue's loop (the sync model's hot path) in C: accept from the\n"
+"descriptor listener (a socket made like accept_socket's, from template), receive up\n"
+"to size bytes with flags, parse the head, and answer a request that came whole (its\n"
+"body at most limit bytes) with answer(conn, data, variables, length, start) -> (status,\n"
+"sent); count it into worker.started (the one that reaches max_requests, if not 0,\n"
+"sets worker.stopping and clears worker.drain_queue) and worker.handled, keep\n"
+"slots[slot] (a memoryview of doubles) at the time it was accepted while it runs, call\n"
+"record(status, sent, length, accepted) and log_access(variables, status, sent,\n"
+"accepted, model) where they are not None, and close it.  Signal handlers run between\n"
+"requests; the loop ends when worker.stopping is set and worker.drain_queue is not.\n"
+"\n"
+"Returns None when the queue is empty or the loop ends; the OSError of an accept that\n"
+"failed; (conn, data, accepted) for any other request (a partial, refused or\n"
+"malformed one, or nothing sent), and (conn, OSError, accepted) where the first\n"
+"receive failed (BlockingIOError: nothing has come yet).  Raises what the answer,\n"
+"record or log_access raised, the connection closed.");
+
+static PyObject *
+serve_queue(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    speedups_state *state = get_state(module);
+    if (nargs != 14) {
+        PyErr_Format(PyExc_TypeError, "serve_queue() takes 14 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    if (checked_socket_fd(module, args[2], "serve_queue") < 0 && PyErr_Occurred()) {
+        return NULL;  /* the template is not of the checked type */
+    }
+    long listener = PyLong_AsLong(args[1]);
+    long flags = listener == -1 && PyErr_Occurred() ? -1 : PyLong_AsLong(args[3]);
+    Py_ssize_t size = flags == -1 && PyErr_Occurred() ? -1 : PyLong_AsSsize_t(args[4]);
+    Py_ssize_t limit = size == -1 && PyErr_Occurred() ? -1 : PyLong_AsSsize_t(args[6]);
+    Py_ssize_t max_requests = limit == -1 && PyErr_Occurred() ? -1 : PyLong_AsSsize_t(args[7]);
+    Py_ssize_t slot = max_requests == -1 && PyErr_Occurred() ? -1 : PyLong_AsSsize_t(args[9]);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    if (listener < 0 || listener > INT_MAX || flags < INT_MIN || flags > INT_MAX || size < 1
+        || limit < 0 || max_requests < 0 || !PyLong_CheckExact(args[5])) {
+        PyErr_SetString(PyExc_ValueError, "serve_queue() arguments out of range");
+        return NULL;
+    }
+    Py_buffer slots;
+    if (PyObject_GetBuffer(args[8], &slots, PyBUF_WRITABLE | PyBUF_FORMAT | PyBUF_ND) < 0) {
+        return NULL;
+    }
+    const char *format = slots.format == NULL ? "B" : slots.format;
+    if ((strcmp(format, "d") != 0 && strcmp(format, "@d") != 0)
+        || slots.itemsize != (Py_ssize_t)sizeof(double) || slot < 0
+        || slot >= slots.len / slots.itemsize) {
+        PyBuffer_Release(&slots);
+        PyErr_SetString(PyExc_ValueError, "serve_queue() needs slots[slot] of doubles");
+        return NULL;
+    }
+    serving how = {
+        .state = state, .worker = args[0], .answer = args[10],
+        .record = Py_IsNone(args[11]) ? NULL : args[11],
+        .log_access = Py_IsNone(args[12]) ? NULL : args[12], .model = args[13],
+        .slot = (double *)slots.buf + slot, .max_requests = max_requests,
+    };
+    PyObject *head_args[2] = {NULL, args[5]};
+    PyObject *left = NULL;
+    /* Python's loop sets accept_failing_since to None after an accept: only needed here
+     * while it is not None. */
+    PyObject *since = PyObject_GetAttr(how.worker, state->names[N_FAILING_SINCE]);
+    int failing = since == NULL ? -1 : !Py_IsNone(since);
+    Py_XDECREF(since);
+    while (failing >= 0) {
+        if (PyErr_CheckSignals() < 0) {
+            break;
+        }
+        int stopping = attr_is_true(how.worker, state->names[N_STOPPING]);
+        if (stopping > 0) {
+            stopping = attr_is_true(how.worker, state->names[N_DRAIN_QUEUE]) ? 0 : 1;
+            if (PyErr_Occurred()) {
+                break;
+            }
+        }
+        if (stopping != 0) {
+            left = stopping > 0 ? Py_NewRef(Py_None) : NULL;
+            break;
+        }
+        int fd = accept4((int)listener, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR) {
+                continue;  /* PEP 475: the handlers run at the top, then accept again */
+            }
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                left = Py_NewRef(Py_None);
+            }
+            else {
+                PyErr_SetFromErrno(PyExc_OSError);
+                left = take_exception();
+            }
+            break;
+        }
+        double accepted = monotonic_now();
+        PyObject *conn = socket_like(args[2], fd);
+        if (conn == NULL) {
+            break;
+        }
+        if (failing && PyObject_SetAttr(how.worker, state->names[N_FAILING_SINCE], Py_None) < 0) {
+            close_on_error(conn);
+            Py_DECREF(conn);
+            break;
+        }
+        failing = 0;
+        PyObject *data = PyBytes_FromStringAndSize(NULL, size);
+        if (data == NULL) {
+            close_on_error(conn);
+            Py_DECREF(conn);
+            break;
+        }
+        ssize_t got;
+        for (;;) {
+            got = recv(fd, PyBytes_AS_STRING(data), (size_t)size, (int)flags | MSG_DONTWAIT);
+            if (got >= 0 || errno != EINTR || PyErr_CheckSignals() < 0) {
+                break;
+            }
+        }
+        if (got < 0) {
+            Py_DECREF(data);
+            if (PyErr_Occurred()) {  /* a signal handler raised */
+                close_on_error(conn);
+                Py_DECREF(conn);
+                break;
+            }
+            PyErr_SetFromErrno(PyExc_OSError);
+            PyObject *exc = take_exception();
+            left = hand_over(conn, exc, accepted);
+            Py_DECREF(exc);
+            Py_DECREF(conn);
+            break;
+        }
+        if (got != size && _PyBytes_Resize(&data, got) < 0) {
+            close_on_error(conn);
+            Py_DECREF(conn);
+            break;
+        }
+        head_args[0] = data;
+        PyObject *parsed = parse_head(module, head_args, 2, NULL);
+        if (parsed == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+                close_on_error(conn);
+                Py_DECREF(data);
+                Py_DECREF(conn);
+                break;
+            }
+            PyErr_Clear();  /* the Python loop meets it again, and answers it */
+        }
+        int whole = 0;
+        if (parsed != NULL && PyTuple_CheckExact(parsed) && PyTuple_GET_SIZE(parsed) == 3) {
+            Py_ssize_t length = PyLong_AsSsize_t(PyTuple_GET_ITEM(parsed, 1));
+            Py_ssize_t start = length < 0 ? -1 : PyLong_AsSsize_t(PyTuple_GET_ITEM(parsed, 2));
+            PyErr_Clear();  /* not a size here: the Python loop's to judge */
+            whole = start >= 0 && start <= got && got - start >= length && length <= limit;
+        }
+        int served = whole ? serve_one(&how, conn, data, parsed, accepted) : 0;
+        Py_XDECREF(parsed);
+        if (!whole) {
+            left = hand_over(conn, data, accepted);
+        }
+        Py_DECREF(data);
+        Py_DECREF(conn);
+        if (!whole || served < 0) {
+            break;
+        }
+    }
+    PyBuffer_Release(&slots);
+    return left;
 }
 
 static PyMethodDef speedups_methods[] = {
@@ -2364,6 +2726,7 @@ static PyMethodDef speedups_methods[] = {
      accept_socket_doc},
     {"recv_now", (PyCFunction)(void (*)(void))recv_now, METH_FASTCALL, recv_now_doc},
     {"close_now", close_now, METH_O, close_now_doc},
+    {"serve_queue", (PyCFunction)(void (*)(void))serve_queue, METH_FASTCALL, serve_queue_doc},
     {NULL, NULL, 0, NULL},
 };
 

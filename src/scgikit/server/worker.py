@@ -96,6 +96,8 @@ _accept_socket: Callable[[int, Connection], Connection] | None = None
 # waits): in the threads model, letting go of it costs two thread switches each time.
 _recv: Callable[[Connection, int, int], bytes] = _socket.socket.recv
 _close: Callable[[Connection], None] = _socket.socket.close
+# The sync model's accept loop in C, on such sockets (see Worker._serve_queue).
+_serve_queue_c: Callable[..., Any] | None = None
 
 
 def _socket_layout_matches(check: Callable[[Connection], bool]) -> bool:
@@ -119,6 +121,7 @@ if ACCELERATED:
         _accept_socket = _speedups.accept_socket
         _recv = _speedups.recv_now
         _close = _speedups.close_now
+        _serve_queue_c = getattr(_speedups, "serve_queue", None)
 _templates: dict[tuple[int, int], Connection] = {}
 
 
@@ -468,6 +471,43 @@ class Worker(Accepting):
 
     def _serve_queue(self, listener: socket.socket) -> None:
         """Accept until the listen queue is empty, answering each request as it comes.
+
+        With the C accelerator the loop is ``_speedups.serve_queue``, which does what
+        the pure loop below does for a whole request, and hands any other back here
+        (as it does an accept's error): the loop's own work was 110 bytecodes a request.
+        """
+        if _serve_queue_c is None or not isinstance(self.heartbeat.slots, memoryview):
+            self._serve_queue_pure(listener)
+            return
+        config = self.config
+        stats = self.stats
+        serve = functools.partial(
+            _serve_queue_c, self, listener.fileno(),
+            _template(_raw_family(listener), _raw_type(listener)), self.recv_flags,
+            RECV_SIZE, config.max_header_size,
+            sys.maxsize if config.max_body_size is None else config.max_body_size,
+            self.max_requests, self.heartbeat.slots, self.heartbeat.index,
+            self.adapter.answer_whole, None if stats is None else stats.record,
+            log_access if access_log.handlers and access_log.isEnabledFor(logging.INFO)
+            else None, self.model)
+        while not self.stopping or self.drain_queue:
+            left = serve()
+            if left is None:
+                return
+            if isinstance(left, OSError):  # the accept failed
+                if self._accept_failed(left):
+                    continue
+                return
+            conn, got, accepted = left
+            if isinstance(got, OSError):
+                self._not_received(conn, got, accepted)
+                continue
+            request = self._received(conn, got, accepted)
+            if request is not None:
+                self._run(conn, *request)
+
+    def _serve_queue_pure(self, listener: socket.socket) -> None:
+        """``_serve_queue`` without the C accelerator.
 
         The sync model's hot path.  A request whose head and whole body came in the
         first receive, as most do, is answered here without a call of the worker's own:
