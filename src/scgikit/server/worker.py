@@ -42,7 +42,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from ..config import Config
 from ..protocol import ACCELERATED, ProtocolError, parse_head
@@ -356,6 +356,11 @@ class Worker(Accepting):
         self.peek = adapter.raw  # a handler reading the socket itself: look, do not take
         self.recv_flags = socket.MSG_DONTWAIT | (socket.MSG_PEEK if self.peek else 0)
         self.allow = AllowList(config.allow_from) if config.allow_from else None
+        # How _accept_all serves a listen queue (see _queue_server), from run().
+        self.queue_server: Callable[[socket.socket], None] | None = None
+        # For each listener, made at its first use: _serve_queue's call of the C loop,
+        # or the pure loop's acceptor.
+        self.takers: dict[socket.socket, Callable[[], Any]] = {}
         self.parked: dict[int, Parked] = {}  # by descriptor, oldest first
         self.deadlines: list[tuple[float, int, Parked]] = []
         self.poller = _Poller()
@@ -414,6 +419,7 @@ class Worker(Accepting):
         report_at = 0.0
         listening = {sock.fileno() for sock in self.listeners}
         woken = list(listening)
+        self.queue_server = self._queue_server()
         while True:
             if self.stopping:
                 if self.listening:
@@ -462,34 +468,44 @@ class Worker(Accepting):
             return []
 
     def _accept_all(self) -> None:
-        inline = self.answers_inline and self.allow is None and not self.peek
+        serve = self.queue_server
         for listener in self.listeners:
-            if inline:
-                self._serve_queue(listener)
+            if serve is not None:
+                serve(listener)
             else:
                 self._accept_from(listener, None)
+
+    def _queue_server(self) -> Callable[[socket.socket], None] | None:
+        """How this worker serves a listen queue: ``_serve_queue`` (the loop in C),
+        ``_serve_queue_pure``, or None where each request goes the general way (the
+        threads model; ``--allow-from``; a handler that reads the socket itself)."""
+        if not self.answers_inline or self.allow is not None or self.peek:
+            return None
+        if _serve_queue_c is None or not isinstance(self.heartbeat.slots, memoryview):
+            return self._serve_queue_pure
+        return self._serve_queue
 
     def _serve_queue(self, listener: socket.socket) -> None:
         """Accept until the listen queue is empty, answering each request as it comes.
 
         With the C accelerator the loop is ``_speedups.serve_queue``, which does what
-        the pure loop below does for a whole request, and hands any other back here
-        (as it does an accept's error): the loop's own work was 110 bytecodes a request.
+        the pure loop does for a whole request, and hands any other back here (as it
+        does an accept's error): the loop's own work was 110 bytecodes a request.  Its
+        arguments are made once per listener (the access log and the metrics are set
+        up when the worker starts).
         """
-        if _serve_queue_c is None or not isinstance(self.heartbeat.slots, memoryview):
-            self._serve_queue_pure(listener)
-            return
-        config = self.config
-        stats = self.stats
-        serve = functools.partial(
-            _serve_queue_c, self, listener.fileno(),
-            _template(_raw_family(listener), _raw_type(listener)), self.recv_flags,
-            RECV_SIZE, config.max_header_size,
-            sys.maxsize if config.max_body_size is None else config.max_body_size,
-            self.max_requests, self.heartbeat.slots, self.heartbeat.index,
-            self.adapter.answer_whole, None if stats is None else stats.record,
-            log_access if access_log.handlers and access_log.isEnabledFor(logging.INFO)
-            else None, self.model)
+        serve = self.takers.get(listener)
+        if serve is None:
+            config, stats = self.config, self.stats
+            serve = self.takers[listener] = functools.partial(
+                cast("Callable[..., Any]", _serve_queue_c), self, listener.fileno(),
+                _template(_raw_family(listener), _raw_type(listener)), self.recv_flags,
+                RECV_SIZE, config.max_header_size,
+                sys.maxsize if config.max_body_size is None else config.max_body_size,
+                self.max_requests, self.heartbeat.slots, self.heartbeat.index,
+                self.adapter.answer_whole, None if stats is None else stats.record,
+                log_access if access_log.handlers and access_log.isEnabledFor(logging.INFO)
+                else None, self.model)
         while not self.stopping or self.drain_queue:
             left = serve()
             if left is None:
@@ -516,7 +532,9 @@ class Worker(Accepting):
         request goes on through ``_received``.  The access log's state is read once per
         pass: it is set up when the worker starts.
         """
-        accept_one = _acceptor(listener)
+        accept_one = self.takers.get(listener)
+        if accept_one is None:
+            accept_one = self.takers[listener] = _acceptor(listener)
         recv, close, monotonic = _recv, _close, time.monotonic
         flags, config = self.recv_flags, self.config
         max_head, max_requests = config.max_header_size, self.max_requests
