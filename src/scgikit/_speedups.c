@@ -2296,6 +2296,38 @@ accept_socket(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return socket_like(args[1], descriptor);
 }
 
+/* recv(fd, size, flags | MSG_DONTWAIT) as a new bytes object (b"" at the end), again
+ * after a signal's handlers have run: NULL with OSError set where recv failed, or with
+ * what a handler raised. */
+static PyObject *
+receive_bytes(int fd, Py_ssize_t size, int flags)
+{
+    PyObject *data = PyBytes_FromStringAndSize(NULL, size);
+    if (data == NULL) {
+        return NULL;
+    }
+    ssize_t got;
+    for (;;) {
+        got = recv(fd, PyBytes_AS_STRING(data), (size_t)size, flags | MSG_DONTWAIT);
+        if (got >= 0 || errno != EINTR) {
+            break;
+        }
+        if (PyErr_CheckSignals() < 0) {
+            Py_DECREF(data);
+            return NULL;
+        }
+    }
+    if (got < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);  /* before the free, which may change errno */
+        Py_DECREF(data);
+        return NULL;
+    }
+    if (got != size && _PyBytes_Resize(&data, got) < 0) {
+        return NULL;
+    }
+    return data;
+}
+
 PyDoc_STRVAR(recv_now_doc,
 "recv_now($module, sock, size, flags, /)\n"
 "--\n"
@@ -2331,30 +2363,7 @@ recv_now(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_OverflowError, "recv_now() flags out of range");
         return NULL;
     }
-    PyObject *data = PyBytes_FromStringAndSize(NULL, size);
-    if (data == NULL) {
-        return NULL;
-    }
-    ssize_t got;
-    for (;;) {
-        got = recv(fd, PyBytes_AS_STRING(data), (size_t)size, (int)flags | MSG_DONTWAIT);
-        if (got >= 0 || errno != EINTR) {
-            break;
-        }
-        if (PyErr_CheckSignals() < 0) {
-            Py_DECREF(data);
-            return NULL;
-        }
-    }
-    if (got < 0) {
-        PyErr_SetFromErrno(PyExc_OSError);  /* before the free, which may change errno */
-        Py_DECREF(data);
-        return NULL;
-    }
-    if (got != size && _PyBytes_Resize(&data, got) < 0) {
-        return NULL;
-    }
-    return data;
+    return receive_bytes(fd, size, (int)flags);
 }
 
 PyDoc_STRVAR(close_now_doc,
@@ -2640,38 +2649,20 @@ serve_queue(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             break;
         }
         failing = 0;
-        PyObject *data = PyBytes_FromStringAndSize(NULL, size);
+        PyObject *data = receive_bytes(fd, size, (int)flags);
         if (data == NULL) {
-            close_on_error(conn);
-            Py_DECREF(conn);
-            break;
-        }
-        ssize_t got;
-        for (;;) {
-            got = recv(fd, PyBytes_AS_STRING(data), (size_t)size, (int)flags | MSG_DONTWAIT);
-            if (got >= 0 || errno != EINTR || PyErr_CheckSignals() < 0) {
-                break;
+            if (PyErr_ExceptionMatches(PyExc_OSError)) {  /* the receive failed */
+                PyObject *exc = take_exception();
+                left = hand_over(conn, exc, accepted);
+                Py_DECREF(exc);
             }
-        }
-        if (got < 0) {
-            Py_DECREF(data);
-            if (PyErr_Occurred()) {  /* a signal handler raised */
+            else {  /* no memory, or a signal handler raised */
                 close_on_error(conn);
-                Py_DECREF(conn);
-                break;
             }
-            PyErr_SetFromErrno(PyExc_OSError);
-            PyObject *exc = take_exception();
-            left = hand_over(conn, exc, accepted);
-            Py_DECREF(exc);
             Py_DECREF(conn);
             break;
         }
-        if (got != size && _PyBytes_Resize(&data, got) < 0) {
-            close_on_error(conn);
-            Py_DECREF(conn);
-            break;
-        }
+        Py_ssize_t got = PyBytes_GET_SIZE(data);
         head_args[0] = data;
         PyObject *parsed = parse_head(module, head_args, 2, NULL);
         if (parsed == NULL) {

@@ -29,7 +29,13 @@ from types import MethodType, TracebackType
 from typing import IO, Any, Protocol
 
 from ..protocol import ACCELERATED, ProtocolError, error_response, format_response_head
-from ..server.sockets import Connection, arm_timeout, send_all, sendall_within_timeout
+from ..server.sockets import (
+    DONTWAIT,
+    Connection,
+    arm_timeout,
+    send_all,
+    sendall_within_timeout,
+)
 from ..server.streams import Body, BufferedBody, whole_body
 from .request import is_https, merge_cookie, split_path
 
@@ -45,10 +51,8 @@ _STATUS = re.compile(r"[1-9]\d\d(?: [^\r\n\0]*)?\Z").match
 _SMALL_CHUNK = 16 * 1024
 # The last bytes of an answer whose connection closes next: the kernel holds them for the
 # close, and over TCP sends them with the FIN (``_Exchange.respond``).
-# Plain ints: socket's flags are enum.IntFlag members, whose "|" runs in Python (three
-# calls of enum code, on the pure path, for every answer).
+# A plain int, as sockets.DONTWAIT: socket's flags are enum.IntFlag members.
 _LAST = int(getattr(socket, "MSG_MORE", 0))
-_DONTWAIT = int(socket.MSG_DONTWAIT)
 _SENDFILE_BLOCK = 1 << 30
 
 
@@ -272,7 +276,7 @@ def _send_both(sock: Connection, head: bytes, data: bytes | bytearray | memoryvi
     """``head`` then ``data``: one ``sendmsg`` without waiting (with ``flags``), then the
     rest within ``timeout``."""
     try:
-        sent = sock.sendmsg((head, data), (), _DONTWAIT | flags)
+        sent = sock.sendmsg((head, data), (), DONTWAIT | flags)
     except BlockingIOError:
         sent = 0
     if sent < len(head) + len(data):

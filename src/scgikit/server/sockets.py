@@ -34,8 +34,9 @@ from dataclasses import dataclass
 from ..addresses import ADDRESS_FORMS, Address
 from ..config import Config, ConfigError
 
-# A plain int: socket.MSG_DONTWAIT is an enum.IntFlag, whose "|" runs in Python.
-_DONTWAIT = int(socket.MSG_DONTWAIT)
+# A plain int: socket.MSG_DONTWAIT is an enum.IntFlag, whose "|" runs in Python (three
+# calls of enum code, on the pure path, for every answer).
+DONTWAIT = int(socket.MSG_DONTWAIT)
 
 log = logging.getLogger("scgikit")
 
@@ -423,7 +424,7 @@ def send_all(conn: Connection, data: bytes, seconds: float | None, flags: int = 
     go with that first call (``MSG_MORE`` for the last bytes before a close).
     """
     try:
-        sent = conn.send(data, _DONTWAIT | flags)
+        sent = conn.send(data, DONTWAIT | flags)
     except BlockingIOError:
         sent = 0
     if sent < len(data):

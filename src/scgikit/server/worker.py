@@ -481,7 +481,7 @@ class Worker(Accepting):
         threads model; ``--allow-from``; a handler that reads the socket itself)."""
         if not self.answers_inline or self.allow is not None or self.peek:
             return None
-        if _serve_queue_c is None or not isinstance(self.heartbeat.slots, memoryview):
+        if _serve_queue_c is None:
             return self._serve_queue_pure
         return self._serve_queue
 
