@@ -601,6 +601,32 @@ def test_a_response_without_body_chunks_sends_the_head_alone_at_finish(new_excha
     assert records(packets[1]) == [wsgi.encode_head("204 No Content", [])]
 
 
+@pytest.mark.parametrize("result, body", [
+    ([b"hello"], b"hello"), ((b"hello",), b"hello"), ([bytearray(b"hi")], b"hi"),
+    ([b""], b""), ([""], b""), ([None], b""), ([b"", b"hello", b""], b"hello"),
+], ids=repr)
+def test_a_closing_exchange_sends_a_list_answer_with_its_head_in_one_send(new_exchange, packets,
+                                                                          result, body):
+    exchange = new_exchange(packets[0], adapter(), None)
+    exchange.closing = True  # the body came whole: the close follows the answer
+    exchange.start_response("200 OK", HEADERS)
+    exchange.respond(result)
+    head = wsgi.encode_head("200 OK", HEADERS)
+    assert records(packets[1]) == [head + body]
+    assert (exchange.sent, exchange.head) == (len(head) + len(body), None)
+
+
+@pytest.mark.parametrize("chunk", ["text", 1], ids=repr)
+def test_a_closing_exchange_refuses_a_one_chunk_answer_that_is_not_bytes(new_exchange, stream,
+                                                                          chunk):
+    exchange = new_exchange(stream[0], adapter(), None)
+    exchange.closing = True
+    exchange.start_response("200 OK", HEADERS)
+    with pytest.raises(TypeError, match="^WSGI body chunks must be bytes"):
+        exchange.respond([chunk])
+    assert exchange.sent == 0 and exchange.head is not None
+
+
 def test_a_big_first_chunk_goes_beside_the_head_in_one_send(new_exchange, packets):
     big = bytes(range(256)) * 256  # 64 KiB, more than _SMALL_CHUNK
     exchange = new_exchange(packets[0], adapter(), None)

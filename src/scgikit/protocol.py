@@ -261,32 +261,44 @@ def parse_variables(block: bytes | bytearray) -> tuple[dict[str, str], int]:
     """Parse the inside of the header netstring: NUL-terminated name/value pairs."""
     items = block.decode("latin-1").split("\0")
     # A well-formed block ends with NUL, so the split leaves one empty string last,
-    # after an even number of names and values.
+    # after an even number of names and values, the first of them CONTENT_LENGTH.
     count = len(items) - 1
-    if items[count] or count & 1:
-        raise ProtocolError("header block is not a sequence of NUL-terminated name/value pairs")
-    if not count:
-        raise ProtocolError("header block is empty; CONTENT_LENGTH and SCGI are required")
-    if items[0] != "CONTENT_LENGTH":
-        # SCGI: "The first request header must have the name CONTENT_LENGTH".
-        raise ProtocolError(f"first header must be CONTENT_LENGTH, not {items[0][:40]!r}")
+    if items[count] or count & 1 or items[0] != "CONTENT_LENGTH":
+        _refuse_block(items, count)
     pairs = iter(items)  # zip(pairs, pairs) takes name, value, name...; the last "" is left
     environ = dict(zip(pairs, pairs))
     if len(environ) * 2 != count:
         environ = _merge_repeated(items[0:count:2], items[1:count:2])
-    if "" in environ:
-        raise ProtocolError("header with an empty name")
-    if environ.get("SCGI") != "1":
-        # SCGI: "a header named SCGI with a value of 1 must be present".
-        raise ProtocolError(
-            "missing SCGI header" if "SCGI" not in environ
-            else f"SCGI header must be '1', not {environ['SCGI'][:20]!r}"
-        )
-    length = environ["CONTENT_LENGTH"]
+    if environ.get("SCGI") != "1" or "" in environ:
+        _refuse_variables(environ)
+    length = items[1]  # CONTENT_LENGTH's value: a repeated one was refused
+    if length == "0":
+        return environ, 0
     # str.isdigit() also accepts digits such as '\xb2' (superscript two): require ASCII.
-    if not (length.isascii() and length.isdigit()) or (length[0] == "0" and len(length) > 1):
+    if not (length.isascii() and length.isdigit()) or length[0] == "0":
         _check_length(length.encode("latin-1"), "CONTENT_LENGTH")
     return environ, int(length)
+
+
+def _refuse_block(items: list[str], count: int) -> None:
+    """The header block's shape is wrong: say how."""
+    if items[count] or count & 1:
+        raise ProtocolError("header block is not a sequence of NUL-terminated name/value pairs")
+    if not count:
+        raise ProtocolError("header block is empty; CONTENT_LENGTH and SCGI are required")
+    # SCGI: "The first request header must have the name CONTENT_LENGTH".
+    raise ProtocolError(f"first header must be CONTENT_LENGTH, not {items[0][:40]!r}")
+
+
+def _refuse_variables(environ: dict[str, str]) -> None:
+    """A name is empty, or SCGI=1 is missing: say which."""
+    if "" in environ:
+        raise ProtocolError("header with an empty name")
+    # SCGI: "a header named SCGI with a value of 1 must be present".
+    raise ProtocolError(
+        "missing SCGI header" if "SCGI" not in environ
+        else f"SCGI header must be '1', not {environ['SCGI'][:20]!r}"
+    )
 
 
 def _merge_repeated(names: list[str], values: list[str]) -> dict[str, str]:

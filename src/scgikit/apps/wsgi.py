@@ -203,6 +203,10 @@ class _Exchange:
         """
         if self.closing and type(result) in (list, tuple):
             chunks: Sequence[bytes] = result  # type: ignore[assignment]
+            if len(chunks) == 1 and self.head is not None:
+                # The usual answer: the head and one chunk (if not empty), in one send.
+                _write(self, chunks[0] or b"", _LAST)
+                return
             index = 0
             while index < len(chunks):  # the app may still hold the list and change it
                 chunk = chunks[index]
