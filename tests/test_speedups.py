@@ -654,6 +654,56 @@ def test_a_response_larger_than_the_socket_buffer_arrives_whole(new_exchange, st
     assert exchange.sent == len(received)
 
 
+def test_once_a_send_waited_the_next_chunks_are_sent_with_waiting_sends(new_exchange, stream):
+    ours, theirs = stream
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
+    chunks = [bytes([n]) * (1 << 20) for n in range(4)]
+    received = bytearray()
+    reader = threading.Thread(target=lambda: received.extend(read_all(theirs)))
+    reader.start()
+    exchange = new_exchange(ours, adapter(), 5.0)
+    exchange.start_response("200 OK", HEADERS)
+    exchange.write(b"small")
+    assert not exchange.waited  # it fitted: the next send is tried without waiting
+    for chunk in chunks:
+        exchange.write(chunk)
+        assert exchange.waited
+    ours.shutdown(socket.SHUT_WR)
+    reader.join(10)
+    assert bytes(received) == wsgi.encode_head("200 OK", HEADERS) + b"small" + b"".join(chunks)
+    assert exchange.sent == len(received)
+
+
+def read_exactly(sock: socket.socket, count: int) -> None:
+    while count > 0:
+        block = sock.recv(min(count, 1 << 16))
+        assert block
+        count -= len(block)
+
+
+@pytest.mark.parametrize("peer", ["stalls", "closes"])
+def test_a_chunk_after_a_send_that_waited_ends_in_client_gone_when_the_peer_stalls_or_closes(
+        new_exchange, stream, peer):
+    ours, theirs = stream
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
+    head = wsgi.encode_head("200 OK", HEADERS)
+    first = b"1" * (1 << 20)
+    # The peer reads the head and the first chunk, then stops reading (or closes).
+    reader = threading.Thread(target=read_exactly, args=(theirs, len(head) + len(first)))
+    reader.start()
+    exchange = new_exchange(ours, adapter(), 0.2)
+    exchange.start_response("200 OK", HEADERS)
+    exchange.write(first)
+    reader.join(10)
+    assert exchange.waited and not reader.is_alive()
+    if peer == "closes":
+        theirs.close()
+    with pytest.raises(wsgi.ClientGone,
+                       match="timed out" if peer == "stalls" else r"Broken pipe|reset by peer"):
+        exchange.write(b"2" * (4 << 20))
+    assert exchange.sent == len(head) + len(first)
+
+
 def read_all(sock: socket.socket) -> bytes:
     data = bytearray()
     while block := sock.recv(1 << 16):

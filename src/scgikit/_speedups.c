@@ -83,6 +83,7 @@
 #include <Python.h>
 #include <structmember.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -1249,6 +1250,9 @@ typedef struct {
     Py_ssize_t sent;     /* bytes sent so far, head included */
     char closing;        /* the connection closes once the answer is sent: its last bytes
                           * may wait in the kernel for the close (answer_whole) */
+    char waited;         /* a send had to wait: the connection carries its send timeout, and
+                          * the rest of the answer goes out with sends that wait */
+    char wait_in_c;      /* ... and its descriptor is blocking: those sends are send_waiting's */
 } Exchange;
 
 /* Attributes are writable from Python: None and NULL (deleted) both mean "none". */
@@ -1340,6 +1344,60 @@ send_now(int fd, struct iovec *iov, int iovcnt, int flags)
     }
 }
 
+/* All of iov, with sends that wait, without the GIL: once a send of an answer had to
+ * wait, its next chunks would only fill what the front end has just read, so each goes
+ * out in one call that sleeps while the buffer is full (the socket blocking, its
+ * SO_SNDTIMEO bounding each call).  The count sent, or -1 with the error set: the
+ * timeout passing is TimeoutError, as sockets.sendall_within_timeout raises it. */
+static Py_ssize_t
+send_waiting(int fd, struct iovec *iov, int iovcnt, int flags)
+{
+    Py_ssize_t total = 0;
+    while (iovcnt > 0) {
+        struct msghdr message;
+        memset(&message, 0, sizeof(message));
+        message.msg_iov = iov;
+        message.msg_iovlen = (size_t)iovcnt;
+        Py_ssize_t sent;
+        int error;
+        Py_BEGIN_ALLOW_THREADS
+        sent = sendmsg(fd, &message, MSG_NOSIGNAL | flags);
+        error = errno;
+        Py_END_ALLOW_THREADS
+        if (sent < 0) {
+            if (error == EINTR) {
+                if (PyErr_CheckSignals() < 0) {
+                    return -1;
+                }
+                continue;
+            }
+            if (error == EAGAIN || error == EWOULDBLOCK) {
+                PyObject *timeout = PyObject_CallFunction(PyExc_TimeoutError, "is", ETIMEDOUT,
+                                                          "send timed out");
+                if (timeout != NULL) {
+                    PyErr_SetObject(PyExc_TimeoutError, timeout);
+                    Py_DECREF(timeout);
+                }
+                return -1;
+            }
+            errno = error;
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+        total += sent;
+        while (iovcnt > 0 && (size_t)sent >= iov->iov_len) {
+            sent -= (Py_ssize_t)iov->iov_len;
+            iov++;
+            iovcnt--;
+        }
+        if (iovcnt > 0) {
+            iov->iov_base = (char *)iov->iov_base + sent;
+            iov->iov_len -= (size_t)sent;
+        }
+    }
+    return total;
+}
+
 /* `except OSError as exc: raise ClientGone(str(exc)) from None`, on the error set. */
 static void
 raise_client_gone(speedups_state *state)
@@ -1388,7 +1446,9 @@ socket_fd(speedups_state *state, PyObject *sock)
 
 /* The pending head (if any) and data, data held as a buffer, in one sendmsg without
  * waiting (with flags); what does not fit goes to the Python send_rest, which waits up
- * to the timeout.  0, or -1 with the error set (OSError already turned into ClientGone). */
+ * to the timeout (and arms it).  After that first wait, the answer's next chunks go out
+ * with send_waiting, where the descriptor is blocking (Python's send_rest otherwise).
+ * 0, or -1 with the error set (OSError already turned into ClientGone). */
 static int
 send_head_and(speedups_state *state, Exchange *self, int fd, PyObject *data, int flags)
 {
@@ -1409,7 +1469,8 @@ send_head_and(speedups_state *state, Exchange *self, int fd, PyObject *data, int
     }
     iov[count].iov_base = view.buf;
     iov[count++].iov_len = (size_t)view.len;
-    Py_ssize_t sent = send_now(fd, iov, count, flags);
+    Py_ssize_t sent = self->wait_in_c ? send_waiting(fd, iov, count, flags)
+                                      : send_now(fd, iov, count, flags);
     PyBuffer_Release(&view);
     int failed = sent < 0;
     if (!failed && sent < total) {
@@ -1418,6 +1479,11 @@ send_head_and(speedups_state *state, Exchange *self, int fd, PyObject *data, int
                                                timeout);
         failed = done == NULL;
         Py_XDECREF(done);
+        if (!failed && !self->wait_in_c) {
+            int mode = fcntl(fd, F_GETFL);
+            self->waited = 1;
+            self->wait_in_c = mode >= 0 && !(mode & O_NONBLOCK);
+        }
     }
     Py_DECREF(sock);
     Py_DECREF(head);
@@ -1736,6 +1802,7 @@ static PyMemberDef exchange_members[] = {
     {"head", T_OBJECT, offsetof(Exchange, head), 0, NULL},
     {"sent", T_PYSSIZET, offsetof(Exchange, sent), 0, NULL},
     {"closing", T_BOOL, offsetof(Exchange, closing), 0, NULL},
+    {"waited", T_BOOL, offsetof(Exchange, waited), 0, NULL},
     {NULL, 0, 0, 0, NULL},
 };
 

@@ -47,6 +47,7 @@ class Exchange:
     head: bytes | None
     sent: int
     closing: bool
+    waited: bool
     def __init__(self, sock: Connection, adapter: WSGIAdapter, timeout: float | None) -> None: ...
     def start_response(self, status: str, headers: list[tuple[str, str]],
                        exc_info: ExcInfo | None = None) -> Callable[[bytes], None]: ...

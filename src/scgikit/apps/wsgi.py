@@ -139,6 +139,7 @@ class Exchange(Protocol):
     head: bytes | None
     sent: int
     closing: bool
+    waited: bool
 
     def start_response(self, status: str, headers: list[tuple[str, str]],
                        exc_info: ExcInfo | None = None) -> Callable[[bytes], None]: ...
@@ -151,7 +152,7 @@ class Exchange(Protocol):
 class _Exchange:
     """One request's response state: ``start_response`` and ``write`` live here."""
 
-    __slots__ = ("sock", "timeout", "status", "head", "sent", "adapter", "closing")
+    __slots__ = ("sock", "timeout", "status", "head", "sent", "adapter", "closing", "waited")
 
     def __init__(self, sock: Connection, adapter: WSGIAdapter, timeout: float | None) -> None:
         self.sock = sock
@@ -163,6 +164,11 @@ class _Exchange:
         # The connection closes once the answer is sent (the body came whole): the last
         # bytes of a list or tuple result may wait in the kernel for the close.
         self.closing = False
+        # A send had to wait: the connection carries its send timeout, and the rest of the
+        # answer goes out with sends that wait (a big answer to a front end that reads
+        # slower than we write: trying each chunk without waiting first would only fill
+        # what it has just read, one more system call a chunk).
+        self.waited = False
 
     def start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
@@ -256,14 +262,19 @@ def _write(exchange: Exchange, data: bytes, flags: int) -> None:
     head = exchange.head
     try:
         if head is None:
-            send_all(exchange.sock, data, exchange.timeout, flags)
+            if exchange.waited:
+                sendall_within_timeout(exchange.sock, data, flags)
+            elif send_all(exchange.sock, data, exchange.timeout, flags):
+                exchange.waited = True
         elif len(data) <= _SMALL_CHUNK:
             exchange.head = None
-            send_all(exchange.sock, head + data, exchange.timeout, flags)
+            if send_all(exchange.sock, head + data, exchange.timeout, flags):
+                exchange.waited = True
         else:
             # Head and a big first chunk in one system call, neither copied.
             exchange.head = None
-            _send_both(exchange.sock, head, data, exchange.timeout, flags)
+            if _send_both(exchange.sock, head, data, exchange.timeout, flags):
+                exchange.waited = True
     except OSError as exc:
         raise ClientGone(str(exc)) from None
     exchange.sent += len(head) + len(data) if head is not None else len(data)
@@ -276,15 +287,17 @@ def _writable(fd: int, timeout: float) -> bool:
 
 
 def _send_both(sock: Connection, head: bytes, data: bytes | bytearray | memoryview,
-               timeout: float | None, flags: int = 0) -> None:
+               timeout: float | None, flags: int = 0) -> bool:
     """``head`` then ``data``: one ``sendmsg`` without waiting (with ``flags``), then the
-    rest within ``timeout``."""
+    rest within ``timeout``.  True if it had to wait (as ``send_all``)."""
     try:
         sent = sock.sendmsg((head, data), (), DONTWAIT | flags)
     except BlockingIOError:
         sent = 0
     if sent < len(head) + len(data):
         _send_rest(sock, head, data, sent, timeout)
+        return True
+    return False
 
 
 def _send_rest(sock: Connection, head: bytes, data: bytes | bytearray | memoryview, sent: int,

@@ -416,12 +416,13 @@ def arm_timeout(conn: Connection, seconds: float | None) -> None:
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval(seconds))
 
 
-def send_all(conn: Connection, data: bytes, seconds: float | None, flags: int = 0) -> None:
-    """``conn.sendall(data)``, first without waiting.
+def send_all(conn: Connection, data: bytes, seconds: float | None, flags: int = 0) -> bool:
+    """``conn.sendall(data)``, first without waiting; True if it had to wait.
 
     An answer that fits in the socket's buffer goes out in one call, with no timeout
-    armed; the rest of one that does not is sent within ``seconds`` per call.  ``flags``
-    go with that first call (``MSG_MORE`` for the last bytes before a close).
+    armed; the rest of one that does not is sent within ``seconds`` per call, the
+    timeout then armed for the connection's next sends (``sendall_within_timeout``).
+    ``flags`` go with that first call (``MSG_MORE`` for the last bytes before a close).
     """
     try:
         sent = conn.send(data, DONTWAIT | flags)
@@ -431,15 +432,18 @@ def send_all(conn: Connection, data: bytes, seconds: float | None, flags: int = 
         arm_timeout(conn, seconds)
         with memoryview(data) as view:
             sendall_within_timeout(conn, view[sent:])
+        return True
+    return False
 
 
-def sendall_within_timeout(conn: Connection, data: bytes | bytearray | memoryview) -> None:
-    """``conn.sendall(data)``; the socket's SO_SNDTIMEO passing is a ``TimeoutError``.
+def sendall_within_timeout(conn: Connection, data: bytes | bytearray | memoryview,
+                           flags: int = 0) -> None:
+    """``conn.sendall(data, flags)``; the socket's SO_SNDTIMEO passing is a ``TimeoutError``.
 
     (The kernel says EAGAIN, which Python raises as BlockingIOError, "Resource
     temporarily unavailable": not what a log line about a stalled front end should say.)
     """
     try:
-        conn.sendall(data)
+        conn.sendall(data, flags)
     except BlockingIOError:
         raise TimeoutError(errno.ETIMEDOUT, "send timed out") from None
