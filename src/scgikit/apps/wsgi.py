@@ -261,22 +261,23 @@ def _write(exchange: Exchange, data: bytes, flags: int) -> None:
         raise TypeError(f"WSGI body chunks must be bytes, not {type(data).__name__}")
     head = exchange.head
     try:
-        if head is None:
-            if exchange.waited:
-                sendall_within_timeout(exchange.sock, data, flags)
-            elif send_all(exchange.sock, data, exchange.timeout, flags):
-                exchange.waited = True
+        if head is None and exchange.waited:
+            # The timeout is armed since the first wait: this send waits at once.
+            sendall_within_timeout(exchange.sock, data, flags)
+            waited = False  # exchange.waited is set already
+        elif head is None:
+            waited = send_all(exchange.sock, data, exchange.timeout, flags)
         elif len(data) <= _SMALL_CHUNK:
             exchange.head = None
-            if send_all(exchange.sock, head + data, exchange.timeout, flags):
-                exchange.waited = True
+            waited = send_all(exchange.sock, head + data, exchange.timeout, flags)
         else:
             # Head and a big first chunk in one system call, neither copied.
             exchange.head = None
-            if _send_both(exchange.sock, head, data, exchange.timeout, flags):
-                exchange.waited = True
+            waited = _send_both(exchange.sock, head, data, exchange.timeout, flags)
     except OSError as exc:
         raise ClientGone(str(exc)) from None
+    if waited:
+        exchange.waited = True
     exchange.sent += len(head) + len(data) if head is not None else len(data)
 
 
