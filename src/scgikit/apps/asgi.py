@@ -34,8 +34,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, NoReturn, Protocol
 
 from ..protocol import ACCELERATED, error_response, reason_phrase
 from .loader import AppImportError
@@ -77,9 +77,11 @@ class Channel(Protocol):
         once the response is finished.  Raises ``DeadlinePassed`` at ``deadline``
         (``time.monotonic()``), ``OSError`` when the connection fails."""
 
-    async def write(self, head: bytes, data: bytes | bytearray | memoryview,
-                    last: bool = False) -> None:
-        """Send ``head`` then ``data`` (either may be empty); ``OSError`` if it cannot.
+    def write(self, head: bytes, data: bytes | bytearray | memoryview,
+              last: bool = False) -> Awaitable[None] | None:
+        """Send ``head`` then ``data`` (either may be empty) as far as the connection takes
+        them now: None when all went, else an awaitable that sends the rest.  ``OSError``
+        (raised, or from the awaitable) if it cannot.
 
         ``last``: these bytes end the response, nothing of the request is left unread,
         and ``finish`` comes next: they may be left for the close to send."""
@@ -90,6 +92,10 @@ class Channel(Protocol):
     def finish(self, status: str, sent: int, unread: int, cut: bool) -> None:
         """The response is over: log it, end the connection (``unread`` body bytes are
         still in the socket; ``cut``: close at once, the answer is incomplete)."""
+
+    def served(self) -> None:
+        """The app's run is over, whatever its end: ``finish`` with ``cut`` if nothing has
+        finished the response yet (a failure of ours, or the run cancelled)."""
 
 
 def http_scope_pure(variables: dict[str, str], script_name: str, server: tuple[str, int],
@@ -181,7 +187,7 @@ class ASGIAdapter:
         self.last_head: tuple[Any, Any, str, bytes] = (None, None, "", b"")
 
     def __call__(self, channel: Channel, variables: dict[str, str], length: int,
-                 prefix: bytes, deadline: float) -> Awaitable[None]:
+                 prefix: bytes, deadline: float) -> Coroutine[Any, Any, None]:
         """Answer one ready request; ``prefix`` is the part of the body already received.
 
         Not a coroutine itself: what it returns is the cycle's, one frame fewer a request.
@@ -292,7 +298,9 @@ class Cycle:
             if not self.status:
                 raise RuntimeError("http.response.body sent before http.response.start")
             more = message.get("more_body", False)
-            await self._write(message.get("body", b""), more, not more and not self.left)
+            rest = self._write(message.get("body", b""), more, not more and not self.left)
+            if rest is not None:
+                await rest
             if not more:
                 self._complete()
         elif kind == "http.response.start":
@@ -308,31 +316,49 @@ class Cycle:
         else:
             raise RuntimeError(f"unexpected ASGI message {kind!r} in an http scope")
 
-    async def _write(self, body: bytes, more: bool, last: bool = False) -> None:
+    def _write(self, body: bytes, more: bool, last: bool = False) -> Awaitable[None] | None:
+        """Send the head (if not sent yet) and ``body`` as far as the connection takes them
+        now: None when all went (most answers: no coroutine of its own), else what sends
+        the rest."""
         head = self.head
         if head is not None:
             if not body and more:
-                return  # the head waits for the first body bytes, to go out with them
+                return None  # the head waits for the first body bytes, to go out with them
             self.head = None
         elif not body:
-            return
+            return None
+        size = len(head or b"") + len(body)
         try:
-            await self.channel.write(head or b"", body, last)
+            rest = self.channel.write(head or b"", body, last)
         except OSError as exc:
-            self.broken = True
-            raise ClientDisconnected(f"the front end closed the connection: {exc}") from None
-        self.sent += len(head or b"") + len(body)
+            self._broken(exc)
+        if rest is not None:
+            return self._write_rest(rest, size)
+        self.sent += size
+        return None
+
+    async def _write_rest(self, rest: Awaitable[None], size: int) -> None:
+        try:
+            await rest
+        except OSError as exc:
+            self._broken(exc)
+        self.sent += size
+
+    def _broken(self, exc: OSError) -> NoReturn:
+        self.broken = True
+        raise ClientDisconnected(f"the front end closed the connection: {exc}") from None
 
     async def _pathsend(self, path: str) -> None:
         # Opening is the app's business: a missing file is an app error (a 500).
         with open(path, "rb") as file:
             size = os.fstat(file.fileno()).st_size
-            await self._write(b"", False)  # the head
+            rest = self._write(b"", False)  # the head
+            if rest is not None:
+                await rest
             try:
                 self.sent += await self.channel.sendfile(file.fileno(), 0, size)
             except OSError as exc:
-                self.broken = True
-                raise ClientDisconnected(f"the front end closed the connection: {exc}") from None
+                self._broken(exc)
 
     def _complete(self) -> None:
         self.complete = True
@@ -341,21 +367,27 @@ class Cycle:
     # --- the app's run ---------------------------------------------------------------
 
     async def run(self, app: ASGIApp, scope: Scope) -> None:
-        """Run the app; whatever it does, the response ends and the connection with it."""
+        """Run the app; whatever it does, the response ends and the connection with it,
+        and the channel hears ``served`` last."""
         try:
-            await app(scope, self.receive, self.send)
-        except ClientDisconnected as exc:
-            log.info("Front end closed the connection during the response to %s: %s",
-                     _where(self.variables), exc)
-        except Exception as exc:
-            self._log_failure(exc)
-        else:
+            try:
+                await app(scope, self.receive, self.send)
+            except ClientDisconnected as exc:
+                log.info("Front end closed the connection during the response to %s: %s",
+                         _where(self.variables), exc)
+            except Exception as exc:
+                self._log_failure(exc)
+            else:
+                if not self.complete:
+                    log.error("App error on %s: the app returned %s", _where(self.variables),
+                              "before its response was complete" if self.sent or self.head
+                              else "without a response")
             if not self.complete:
-                log.error("App error on %s: the app returned %s", _where(self.variables),
-                          "before its response was complete" if self.sent or self.head
-                          else "without a response")
-        if not self.complete:
-            await self._end_incomplete()
+                await self._end_incomplete()
+        except Exception:
+            log.exception("Internal error serving a request")
+        finally:
+            self.channel.served()
 
     def _log_failure(self, exc: Exception) -> None:
         where = _where(self.variables)
@@ -380,7 +412,9 @@ class Cycle:
         status = 408 if self.expired else 500
         response = error_response(status)
         try:
-            await self.channel.write(b"", response)
+            rest = self.channel.write(b"", response)
+            if rest is not None:
+                await rest
         except OSError:
             self.channel.finish(str(status), 0, self.left, cut=True)
             return

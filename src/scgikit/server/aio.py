@@ -45,7 +45,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from ..apps.asgi import ASGIAdapter, DeadlinePassed, Lifespan
@@ -90,6 +90,10 @@ _ONCE = select.EPOLLIN | select.EPOLLONESHOT
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT)
 # The listeners, shared by every worker: the kernel wakes one idle worker per connection.
 _SHARED = select.EPOLLIN | select.EPOLLEXCLUSIVE
+# Python 3.12+ runs a task's first step as it is made (an eager task).
+_EAGER = sys.version_info >= (3, 12)
+# Every request's task has this name: one given spares the "Task-N" Python 3.11 formats.
+_TASK_NAME = "scgikit request"
 
 
 def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
@@ -143,7 +147,7 @@ class _Channel:
     """One request's connection on the loop: the ``asgi.Channel`` its cycle uses."""
 
     __slots__ = ("worker", "loop", "conn", "fd", "variables", "length", "accepted", "started",
-                 "reading", "writing", "finished", "served")
+                 "reading", "writing", "finished", "returned", "task")
 
     def __init__(self, worker: AsyncioWorker, conn: Connection, variables: dict[str, str],
                  length: int, accepted: float, started: float) -> None:
@@ -158,7 +162,8 @@ class _Channel:
         self.reading: asyncio.Future[None] | None = None
         self.writing: asyncio.Future[None] | None = None
         self.finished = False  # the response is over
-        self.served = False  # the app has returned
+        self.returned = False  # the app has returned
+        self.task: asyncio.Task[None] | None = None  # the app's, until it has returned
 
     async def read(self, size: int, deadline: float) -> bytes:
         while not self.finished:
@@ -203,8 +208,8 @@ class _Channel:
         if self.finished:  # woken by finish(): the descriptor may be closed, even reused
             raise BrokenPipeError(errno.EPIPE, "the response is over")
 
-    async def write(self, head: bytes, data: bytes | bytearray | memoryview,
-                    last: bool = False) -> None:
+    def write(self, head: bytes, data: bytes | bytearray | memoryview,
+              last: bool = False) -> Awaitable[None] | None:
         conn = self.conn
         # The last bytes before the close wait for it: over TCP they leave with the FIN.
         flags = _LAST if last else _NOW
@@ -214,11 +219,9 @@ class _Channel:
                 sent = conn.sendmsg((head, data), (), flags)
             except BlockingIOError:
                 sent = 0
-            if sent < len(head):
-                await self._send_rest(head, sent)
-                sent = len(head)
-            await self._send_rest(data, sent - len(head))
-            return
+            if sent == len(head) + len(data):
+                return None
+            return self._send_both(head, data, sent)
         if head:
             data = head + data
         try:
@@ -226,7 +229,15 @@ class _Channel:
         except BlockingIOError:
             sent = 0
         if sent < len(data):
-            await self._send_rest(data, sent)
+            return self._send_rest(data, sent)
+        return None
+
+    async def _send_both(self, head: bytes, data: bytes | bytearray | memoryview,
+                         sent: int) -> None:
+        if sent < len(head):
+            await self._send_rest(head, sent)
+            sent = len(head)
+        await self._send_rest(data, sent - len(head))
 
     async def _send_rest(self, data: bytes | bytearray | memoryview, offset: int) -> None:
         with memoryview(data) as view, view.cast("B") as octets:
@@ -266,6 +277,11 @@ class _Channel:
         if stats is not None:
             stats.record(status, sent, self.length, self.accepted)
         self.worker.end(self.conn, unread, cut)
+
+    def served(self) -> None:
+        if not self.finished:  # an error of ours, or the task cancelled
+            self.finish("500", 0, 0, cut=True)
+        self.worker._served(self)
 
 
 class AsyncioWorker(Accepting):
@@ -554,18 +570,6 @@ class AsyncioWorker(Accepting):
         if not self.in_flight:
             self.heartbeat.slots[self.heartbeat.index] = now
         self.in_flight.append(channel)
-        serve = self._serve(channel, variables, length, prefix, deadline)
-        if sys.version_info >= (3, 12):
-            # The task's first step runs now, as part of this call (an eager task): most
-            # apps answer in it, and the task is then done without ever being scheduled.
-            task = asyncio.Task(serve, loop=self.loop, eager_start=True)
-        else:
-            task = self.loop.create_task(serve)
-        if not task.done():
-            # The set holds the task: the loop itself keeps only a weak reference.
-            self.tasks.add(task)
-        if self.stats is not None:
-            self.stats.set_in_flight(len(self.tasks))
         self.started += 1
         if self.started == self.max_requests:
             # Counted as they start, not as they end, or the loop would take more
@@ -574,31 +578,42 @@ class AsyncioWorker(Accepting):
             # loop is done.  (Not stopping yet: a stop may end only after that pass.)
             self.recycling = True
             self.loop.call_soon(self._retire)
+        assert self.adapter is not None
+        try:
+            # The cycle's run, the task's only coroutine: it ends with channel.served().
+            serve = self.adapter(channel, variables, length, prefix, deadline)
+        except Exception:
+            log.exception("Internal error serving a request")
+            channel.served()
+            return
+        if _EAGER:
+            # The task's first step runs now, as part of this call (an eager task): most
+            # apps answer in it, and the task is then done without ever being scheduled.
+            task = asyncio.Task(serve, loop=self.loop, name=_TASK_NAME,  # type: ignore[call-arg]
+                                eager_start=True)
+        else:
+            task = asyncio.Task(serve, loop=self.loop, name=_TASK_NAME)
+        if not task.done():
+            # The set holds the task: the loop itself keeps only a weak reference.
+            channel.task = task
+            self.tasks.add(task)
+        if self.stats is not None:
+            self.stats.set_in_flight(len(self.tasks))
 
     def _may_accept(self) -> bool:
         return not self.recycling
 
-    async def _serve(self, channel: _Channel, variables: dict[str, str], length: int,
-                     prefix: bytes, deadline: float) -> None:
-        assert self.adapter is not None
-        try:
-            await self.adapter(channel, variables, length, prefix, deadline)
-        except Exception:
-            log.exception("Internal error serving a request")
-        finally:
-            if not channel.finished:  # an error of ours, or the task cancelled
-                channel.finish("500", 0, 0, cut=True)
-            self._served(channel)
-
     def _served(self, channel: _Channel) -> None:
         """A request's app has returned (its response may have ended before)."""
-        channel.served = True
+        channel.returned = True
         in_flight = self.in_flight
-        while in_flight and in_flight[0].served:
+        while in_flight and in_flight[0].returned:
             in_flight.popleft()
         # The oldest request still running is the one --timeout is about.
         self.heartbeat.slots[self.heartbeat.index] = in_flight[0].started if in_flight else 0.0
-        self.tasks.discard(asyncio.current_task(self.loop))
+        if channel.task is not None:
+            self.tasks.discard(channel.task)
+            channel.task = None
         if self.stats is not None:
             self.stats.set_in_flight(len(self.tasks))
         self.handled += 1
