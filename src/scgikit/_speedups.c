@@ -2199,30 +2199,49 @@ PyDoc_STRVAR(accept_fd_doc,
 "connection's descriptor, or the OSError accept() raises (BlockingIOError when none\n"
 "is waiting).  Retried on EINTR unless a signal handler raises.");
 
-static PyObject *
-accept_fd(PyObject *module, PyObject *listener)
+/* A listening descriptor given as an int: -1 with an exception set where it is not one. */
+static int
+listener_fd(PyObject *listener)
 {
     int overflow;
     long long value = PyLong_AsLongLongAndOverflow(listener, &overflow);
     if (value == -1 && PyErr_Occurred()) {
-        return NULL;
+        return -1;
     }
     if (overflow || value < 0 || value > INT_MAX) {
-        PyErr_SetString(PyExc_ValueError, "accept_fd() needs a descriptor");
+        PyErr_SetString(PyExc_ValueError, "accept needs a listening descriptor");
+        return -1;
+    }
+    return (int)value;
+}
+
+/* accept4(listener) with SOCK_CLOEXEC, again on EINTR once the signal handlers have run
+ * (PEP 475): the new descriptor; -1 with errno set where accept failed; -2 with an
+ * exception set where a handler raised. */
+static int
+accept_retrying(int listener)
+{
+    for (;;) {
+        int fd = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
+        if (fd >= 0 || errno != EINTR) {
+            return fd;
+        }
+        if (PyErr_CheckSignals() < 0) {
+            return -2;
+        }
+    }
+}
+
+static PyObject *
+accept_fd(PyObject *module, PyObject *listener)
+{
+    int value = listener_fd(listener);
+    if (value < 0) {
         return NULL;
     }
-    int fd;
-    for (;;) {
-        fd = accept4((int)value, NULL, NULL, SOCK_CLOEXEC);
-        if (fd >= 0 || errno != EINTR) {
-            break;
-        }
-        if (PyErr_CheckSignals() < 0) {  /* PEP 475: retry unless a handler raised */
-            return NULL;
-        }
-    }
+    int fd = accept_retrying(value);
     if (fd < 0) {
-        return PyErr_SetFromErrno(PyExc_OSError);
+        return fd == -2 ? NULL : PyErr_SetFromErrno(PyExc_OSError);
     }
     return PyLong_FromLong(fd);
 }
@@ -2340,9 +2359,11 @@ PyDoc_STRVAR(accept_socket_doc,
 "\n"
 "accept_fd(listener) as a socket object: a new object of template's type with\n"
 "template's family, type, protocol and timeout (template: a socket made for this, and\n"
-"closed), the accepted descriptor its own.  socket(family, type, 0, fd) would check\n"
-"the descriptor with a getsockname() call, which one just accepted needs no more than\n"
-"a socket.accept() result does.  Only where socket_layout_matches().");
+"closed), the accepted descriptor its own; None when no connection is waiting (where\n"
+"accept_fd raises BlockingIOError, whose message alone costs a strerror() and a\n"
+"locale decoding: an accept loop meets it once per pass).  socket(family, type, 0, fd)\n"
+"would check the descriptor with a getsockname() call, which one just accepted needs\n"
+"no more than a socket.accept() result does.  Only where socket_layout_matches().");
 
 static PyObject *
 accept_socket(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -2354,13 +2375,21 @@ accept_socket(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (checked_socket_fd(module, args[1], "accept_socket") < 0 && PyErr_Occurred()) {
         return NULL;  /* the template is not of the checked type */
     }
-    PyObject *fd = accept_fd(module, args[0]);
-    if (fd == NULL) {
+    int listener = listener_fd(args[0]);
+    if (listener < 0) {
         return NULL;
     }
-    int descriptor = (int)PyLong_AsLong(fd);
-    Py_DECREF(fd);
-    return socket_like(args[1], descriptor);
+    int fd = accept_retrying(listener);
+    if (fd == -2) {
+        return NULL;
+    }
+    if (fd < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            Py_RETURN_NONE;
+        }
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return socket_like(args[1], fd);
 }
 
 /* recv(fd, size, flags | MSG_DONTWAIT) as a new bytes object (b"" at the end), again

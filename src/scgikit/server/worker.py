@@ -91,7 +91,7 @@ _accept_fd: Callable[[int], int] | None = None
 # And where CPython's socket object is laid out as the C code expects (checked here, on a
 # real socket), it makes the connection's socket object itself: socket(family, type, 0,
 # fd) would check the descriptor with a getsockname() call (0.65 us a connection in all).
-_accept_socket: Callable[[int, Connection], Connection] | None = None
+_accept_socket: Callable[[int, Connection], Connection | None] | None = None
 # The first receive and the close, on such sockets, in C that keeps the GIL (neither
 # waits): in the threads model, letting go of it costs two thread switches each time.
 _recv: Callable[[Connection, int, int], bytes] = _socket.socket.recv
@@ -134,9 +134,11 @@ def _template(family: int, kind: int) -> Connection:
     return template
 
 
-def _acceptor(listener: socket.socket) -> Callable[[], Connection]:
+def _acceptor(listener: socket.socket) -> Callable[[], Connection | None]:
     """A function that accepts one connection from ``listener`` as a socket object, the
-    cheapest way this build has; it raises BlockingIOError when none waits.
+    cheapest way this build has.  When none waits it returns None (the C accept: an
+    accept loop meets that once per pass, and an exception costs a strerror() and a
+    locale decoding) or raises BlockingIOError (the fallbacks).
 
     socket.accept() wraps each connection in Python code; the C socket type has all a
     request needs, for a tenth of the cost.
@@ -251,6 +253,8 @@ class Accepting:
             try:
                 if accept_one is not None:
                     conn = accept_one()
+                    if conn is None:
+                        return  # none waiting
                 else:
                     fd, peer = accept()
                     if allow is not None and not allow.permits(peer):
@@ -552,6 +556,8 @@ class Worker(Accepting):
                 if self._accept_failed(exc):
                     continue
                 return
+            if conn is None:
+                return  # none waiting
             self.accept_failing_since = None
             accepted = monotonic()
             try:
