@@ -292,6 +292,7 @@ class AsyncioWorker(Accepting):
         self.config = config
         self.listeners = [listener.sock for listener in listeners]
         self.listener_fds = {sock.fileno(): sock for sock in self.listeners}
+        self.acceptors = {}
         self.app = app
         self.heartbeat = heartbeat
         self.stats = heartbeat.stats
@@ -484,7 +485,7 @@ class AsyncioWorker(Accepting):
             log.info("Error reading a request: %s", exc)
             conn.close()
             return
-        self._start(conn, data, parsed, accepted)
+        self._start(conn, data, parsed, accepted, accepted)
 
     def _ready_waiting(self) -> None:
         """New connections on a listener, or waiting connections that are readable (each
@@ -532,7 +533,7 @@ class AsyncioWorker(Accepting):
             conn.close()
         else:
             self._unwait(waiting)
-            self._start(conn, *intake.request(), waiting.accepted)
+            self._start(conn, *intake.request(), waiting.accepted, time.monotonic())
         self._check_done()
 
     def _refuse(self, conn: Connection, exc: ProtocolError, intake: Intake | None) -> None:
@@ -555,15 +556,15 @@ class AsyncioWorker(Accepting):
     # --- the app ---------------------------------------------------------------------
 
     def _start(self, conn: Connection, data: bytes | bytearray,
-               parsed: ParsedHead, accepted: float) -> None:
-        """A ready request: run the app on it in a task of its own."""
+               parsed: ParsedHead, accepted: float, now: float) -> None:
+        """A ready request: run the app on it in a task of its own (``now``: the time, which
+        is ``accepted`` for a request that came whole with its connection)."""
         variables, length, start = parsed
         # The body bytes that came with the head: copied once, or not at all when they
         # are all the data there is.
         prefix = (b"" if not length else
                   data if not start and len(data) == length and isinstance(data, bytes)
                   else bytes(memoryview(data)[start:start + length]))
-        now = time.monotonic()
         body_timeout = self.config.body_timeout
         deadline = now + body_timeout if body_timeout else _NO_DEADLINE
         channel = _Channel(self, conn, variables, length, accepted, now)
@@ -581,7 +582,7 @@ class AsyncioWorker(Accepting):
         assert self.adapter is not None
         try:
             # The cycle's run, the task's only coroutine: it ends with channel.served().
-            serve = self.adapter(channel, variables, length, prefix, deadline)
+            serve = self.adapter.run(channel, variables, length, prefix, deadline)
         except Exception:
             log.exception("Internal error serving a request")
             channel.served()

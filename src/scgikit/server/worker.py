@@ -222,6 +222,9 @@ class Accepting:
     allow: AllowList | None
     accept_failing_since: float | None
     log_refused: LogThrottle
+    # Each listener's acceptor (see _acceptor), made at its first use: an empty dict from
+    # the model's __init__.
+    acceptors: dict[socket.socket, Callable[[], Connection | None]]
 
     def _take(self, conn: Connection) -> None:
         raise NotImplementedError
@@ -243,10 +246,17 @@ class Accepting:
         """
         if take is None:
             take = self._take
-        family, kind = _raw_family(listener), _raw_type(listener)
-        allow = self.allow if family != socket.AF_UNIX else None
-        accept = listener._accept  # type: ignore[attr-defined]
-        accept_one = _acceptor(listener) if allow is None else None
+        allow = self.allow
+        if allow is not None and _raw_family(listener) == socket.AF_UNIX:
+            allow = None  # its peers have no address to check
+        accept_one = None
+        if allow is None:
+            accept_one = self.acceptors.get(listener)
+            if accept_one is None:
+                accept_one = self.acceptors[listener] = _acceptor(listener)
+        else:
+            family, kind = _raw_family(listener), _raw_type(listener)
+            accept = listener._accept  # type: ignore[attr-defined]
         taken = 0
         while budget != taken and (final or (
                 (not self.stopping or self.drain_queue) and self._may_accept())):
@@ -256,8 +266,9 @@ class Accepting:
                     if conn is None:
                         return  # none waiting
                 else:
+                    assert allow is not None
                     fd, peer = accept()
-                    if allow is not None and not allow.permits(peer):
+                    if not allow.permits(peer):
                         os.close(fd)
                         self.log_refused("Refused a connection from %s: not in --allow-from",
                                          peer[0])
@@ -362,9 +373,9 @@ class Worker(Accepting):
         self.allow = AllowList(config.allow_from) if config.allow_from else None
         # How _accept_all serves a listen queue (see _queue_server), from run().
         self.queue_server: Callable[[socket.socket], None] | None = None
-        # For each listener, made at its first use: _serve_queue's call of the C loop,
-        # or the pure loop's acceptor.
+        # For each listener, made at its first use: _serve_queue's call of the C loop.
         self.takers: dict[socket.socket, Callable[[], Any]] = {}
+        self.acceptors = {}
         self.parked: dict[int, Parked] = {}  # by descriptor, oldest first
         self.deadlines: list[tuple[float, int, Parked]] = []
         self.poller = _Poller()
@@ -536,9 +547,9 @@ class Worker(Accepting):
         request goes on through ``_received``.  The access log's state is read once per
         pass: it is set up when the worker starts.
         """
-        accept_one = self.takers.get(listener)
+        accept_one = self.acceptors.get(listener)
         if accept_one is None:
-            accept_one = self.takers[listener] = _acceptor(listener)
+            accept_one = self.acceptors[listener] = _acceptor(listener)
         recv, close, monotonic = _recv, _close, time.monotonic
         flags, config = self.recv_flags, self.config
         max_head, max_requests = config.max_header_size, self.max_requests
