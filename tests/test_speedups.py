@@ -183,6 +183,19 @@ def test_a_typical_nginx_head_parses_alike():
     assert len(environ) == 27 and (length, data[consumed:]) == (5, b"hello")
 
 
+def test_the_c_function_gives_interned_names_which_lookups_by_constant_find_by_identity():
+    """Every name is the interned str: a lookup with a constant of the same text (the
+    C scope's and environ's own names, any literal in Python code) meets that very
+    object first, and compares no bytes."""
+    parse = c_parse_head()
+    environ, _, _ = parse(nginx_head(b"hello"), 4096)
+    for name in environ:
+        assert name is sys.intern(name)
+    new_name = "HTTP_X_NEVER_SEEN_" + "Q" * 9  # made at run time, not a constant
+    fresh = scgi_head([("CONTENT_LENGTH", "0"), ("SCGI", "1"), (new_name, "")])
+    assert list(parse(fresh, 4096)[0])[2] is sys.intern(new_name)
+
+
 def test_heads_in_a_row_parse_alike_whatever_the_c_function_kept_from_the_last():
     """The C function reuses the names (and a name's last value) of the heads before:
     a head must parse the same whatever came before it, whether its names and values

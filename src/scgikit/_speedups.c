@@ -227,7 +227,9 @@ cached_value(speedups_state *state, Py_ssize_t slot, const char *value, Py_ssize
 
 /* The str of the name at [p, p + n), reused from the cache or put there (which forgets
  * the value kept for the name it replaces); a new reference, or NULL with an exception
- * set.  *slot is where it is kept. */
+ * set.  *slot is where it is kept.  Interned: a name that is one of state->names (or a
+ * constant in Python code) is then that very object, and finding it in the variables
+ * is a pointer comparison, not a memcmp. */
 static PyObject *
 cached_name(speedups_state *state, const char *p, Py_ssize_t n, Py_ssize_t *slot)
 {
@@ -238,6 +240,7 @@ cached_name(speedups_state *state, const char *p, Py_ssize_t n, Py_ssize_t *slot
     }
     PyObject *made = PyUnicode_DecodeLatin1(p, n, NULL);
     if (made != NULL) {
+        PyUnicode_InternInPlace(&made);
         Py_XSETREF(state->variables[*slot].name, Py_NewRef(made));
         Py_CLEAR(state->variables[*slot].value);
     }
