@@ -245,6 +245,14 @@ def test_app_raising_after_its_response_started_cuts_it(asgi):
     server.wait_for_log(r"RuntimeError: failed half way")
 
 
+def test_app_whose_task_is_cancelled_before_its_response_gets_500(asgi):
+    # CancelledError is no Exception: it must not leave the front end without an answer.
+    server = asgi("cancelled_before_start")
+    assert request(server.address, "/cancel").status == 500
+    server.wait_for_log(r"App error on GET /cancel")
+    assert request(server.address, "/again").status == 500  # the worker goes on
+
+
 def test_app_returning_without_a_response_gets_500(asgi):
     server = asgi("no_response")
     assert request(server.address, "/nothing").status == 500

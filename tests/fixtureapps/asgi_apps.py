@@ -140,6 +140,13 @@ async def fail_after_start(scope, receive, send):
     raise RuntimeError("failed half way")
 
 
+async def cancelled_before_start(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    asyncio.current_task().cancel()  # as a timeout or a task group of its own might
+    await asyncio.sleep(0)  # raises CancelledError
+
+
 async def no_response(scope, receive, send):
     if scope["type"] != "http":
         return

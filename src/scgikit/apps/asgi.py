@@ -376,7 +376,9 @@ class Cycle:
             except ClientDisconnected as exc:
                 log.info("Front end closed the connection during the response to %s: %s",
                          _where(self.variables), exc)
-            except Exception as exc:
+            except (Exception, asyncio.CancelledError) as exc:
+                # A CancelledError that leaves the app (its own task cancelled: by itself,
+                # or a timeout of its own) is its failure too: answered 500 if it can be.
                 self._log_failure(exc)
             else:
                 if not self.complete:
@@ -390,7 +392,7 @@ class Cycle:
         finally:
             self.channel.served()
 
-    def _log_failure(self, exc: Exception) -> None:
+    def _log_failure(self, exc: BaseException) -> None:
         where = _where(self.variables)
         if self.disconnected and not self.sent:
             # Most likely the app's reaction to the client's going away, said above.
