@@ -2164,6 +2164,10 @@ class Loop:
     def log_access(self, variables, status, sent, accepted, model):
         self.logged.append((variables["REQUEST_URI"], status, sent, accepted, model))
 
+    def forget(self):
+        for kept in (self.answered, self.records, self.logged, self.busy_since):
+            kept.clear()
+
     def __call__(self):
         return _speedups.serve_queue(*self.args)
 
@@ -2214,6 +2218,7 @@ def test_serve_queue_answers_each_whole_request_counts_logs_and_closes_it(listen
     assert loop.slots[1] == 0.0 and loop.slots[0] == 0.0
 
 
+@pytest.mark.parametrize("make", ["Loop", "TakeLoop"])
 @pytest.mark.parametrize("case, sent", [
     ("partial head", scgi_request("/p")[:10]),
     ("partial body", scgi_request("/p", b"body")[:-2]),
@@ -2221,14 +2226,16 @@ def test_serve_queue_answers_each_whole_request_counts_logs_and_closes_it(listen
     ("body over the limit", scgi_request("/p", b"y" * 101)),
     ("closed before a byte", b""),
 ])
-def test_serve_queue_hands_back_any_request_that_is_not_whole(listener, template, case, sent):
-    loop = Loop(listener, template, limit=100)
+def test_the_queue_loops_hand_back_any_request_they_do_not_take(listener, template, make,
+                                                                case, sent):
+    # serve_queue takes a request whose body came whole, take_queue one whose body came
+    # whole or is over ready_size; neither one over the limit.
+    loop = globals()[make](listener, template, limit=100)
     (client,) = queued(listener, sent)
     if case == "closed before a byte":
         client.shutdown(socket.SHUT_WR)
     try:
-        left = loop()
-        conn, data, accepted = left
+        conn, data, accepted = loop()
         try:
             assert type(conn) is _socket.socket and conn.fileno() >= 0  # still open
             assert data == sent and isinstance(accepted, float)
@@ -2236,8 +2243,10 @@ def test_serve_queue_hands_back_any_request_that_is_not_whole(listener, template
             conn.close()
     finally:
         client.close()
-    assert loop.answered == [] and (loop.started, loop.handled) == (0, 0)
-    assert loop.records == [] and loop.logged == []
+    assert not loop.started
+    if make == "Loop":
+        assert loop.answered == [] and loop.handled == 0
+        assert loop.records == [] and loop.logged == []
 
 
 def test_serve_queue_hands_back_a_connection_that_sent_nothing_yet_with_the_receive_error(
@@ -2329,30 +2338,34 @@ def test_serve_queue_closes_the_connection_and_raises_what_the_answer_raised(lis
     clients[1].close()
 
 
-def test_serve_queue_checks_its_arguments(listener, template):
-    loop = Loop(listener, template)
+@pytest.mark.parametrize("make, name, extra", [
+    ("Loop", "serve_queue", [(8, bytearray(16), ValueError), (8, b"x" * 16, BufferError),
+                             (9, 2, ValueError), (9, -1, ValueError)]),
+    ("TakeLoop", "take_queue", [(7, -1, ValueError)]),
+])
+def test_the_queue_loops_check_their_arguments(listener, template, make, name, extra):
+    loop = globals()[make](listener, template)
+    function = getattr(_speedups, name)
     with pytest.raises(TypeError):
-        _speedups.serve_queue(*loop.args[:-1])
+        function(*loop.args[:-1])
     for at, bad, error in [(2, listener, TypeError), (2, None, TypeError),
                            (1, -1, ValueError), (4, 0, ValueError), (6, -1, ValueError),
-                           (5, "4096", ValueError), (8, bytearray(16), ValueError),
-                           (8, b"x" * 16, BufferError), (9, 2, ValueError),
-                           (9, -1, ValueError), (1, "3", TypeError)]:
+                           (5, "4096", ValueError), (1, "3", TypeError), *extra]:
         args = list(loop.args)
         args[at] = bad
         with pytest.raises(error):
-            _speedups.serve_queue(*args)
-    assert loop.started == 0
+            function(*args)
+    assert not loop.started
 
 
-def test_serve_queue_keeps_or_leaks_no_reference(listener, template):
-    loop = Loop(listener, template)
+@pytest.mark.parametrize("make", ["Loop", "TakeLoop"])
+def test_the_queue_loops_keep_or_leak_no_reference(listener, template, make):
+    loop = globals()[make](listener, template)  # serve_queue's or take_queue's
     address = listener.getsockname()
     request = scgi_request("/a", b"body")
 
     def once():
-        loop.answered.clear(), loop.records.clear(), loop.logged.clear()
-        loop.busy_since.clear()
+        loop.forget()
         with socket.socket(listener.family) as client:
             client.connect(address)
             client.sendall(request)
@@ -2371,3 +2384,109 @@ def test_the_sync_worker_runs_its_loop_in_c_when_the_accelerator_is_on():
 
     on = worker._accept_socket is not None
     assert worker._serve_queue_c is (_speedups.serve_queue if on else None)
+
+
+# --- take_queue: the asyncio worker's accept loop in C -------------------------------------------
+
+class TakeLoop:
+    """What take_queue reads and writes of a worker, and what it calls, recorded."""
+
+    def __init__(self, listener, template, *, limit=1 << 20, ready_size=1000, start=None):
+        c_parse_head()
+        self.stopping = False
+        self.drain_queue = False
+        self.recycling = False
+        self.accept_failing_since = None
+        self.started = []
+        self.args = [self, listener.fileno(), template, 0, 65536, DEFAULT_MAX_HEADER_SIZE,
+                     limit, ready_size, start or self.start]
+
+    def start(self, conn, data, parsed, accepted, now):
+        self.started.append((data, parsed, accepted, now))
+        conn.sendall(b"Status: 200 OK\r\n\r\nok")
+        conn.close()
+
+    def forget(self):
+        self.started.clear()
+
+    def __call__(self):
+        return _speedups.take_queue(*self.args)
+
+
+def test_take_queue_starts_each_ready_request_with_its_head_parsed_and_its_accept_time(
+        listener, template):
+    loop = TakeLoop(listener, template, ready_size=1000)
+    big = scgi_request("/big", b"z" * 5000)
+    clients = queued(listener, scgi_request("/a"), scgi_request("/b", b"body"), big[:200])
+    before = time.monotonic()
+    assert loop() is None  # the queue is empty
+    after = time.monotonic()
+    assert [answer_of(client) for client in clients] == [b"Status: 200 OK\r\n\r\nok"] * 3
+    assert [data for data, *_ in loop.started] == [scgi_request("/a"),
+                                                   scgi_request("/b", b"body"), big[:200]]
+    # A body over ready_size starts the app with what came: the rest is read as it asks.
+    assert [parsed[0]["REQUEST_URI"] for _, parsed, _, _ in loop.started] == ["/a", "/b", "/big"]
+    assert [parsed[1] for _, parsed, _, _ in loop.started] == [0, 4, 5000]
+    accepted = [entry[2] for entry in loop.started]
+    assert before <= accepted[0] <= accepted[1] <= accepted[2] <= after
+    assert all(entry[3] == entry[2] for entry in loop.started)  # now: the accept's time
+
+
+def test_take_queue_hands_back_a_connection_that_sent_nothing_yet_and_an_accept_error(
+        listener, template):
+    loop = TakeLoop(listener, template)
+    loop.accept_failing_since = 12.5
+    (client,) = queued(listener, None)
+    try:
+        conn, error, accepted = loop()
+        conn.close()
+        assert isinstance(error, BlockingIOError) and isinstance(accepted, float)
+        assert loop.accept_failing_since is None  # an accept worked
+    finally:
+        client.close()
+    with socket.socket() as idle:
+        loop.args[1] = idle.fileno()  # not listening
+        error = loop()
+        assert isinstance(error, OSError) and error.errno == errno.EINVAL
+
+
+@pytest.mark.parametrize("flags, taken", [
+    ({"stopping": True}, 0),  # a stop without draining: none taken
+    ({"stopping": True, "drain_queue": True}, 2),  # a full stop takes what is queued
+    ({"recycling": True}, 0),  # --max-requests reached: the rest is for other workers
+    ({"recycling": True, "stopping": True, "drain_queue": True}, 0),
+])
+def test_take_queue_takes_nothing_once_the_worker_stops_taking(listener, template, flags,
+                                                               taken):
+    loop = TakeLoop(listener, template)
+    clients = queued(listener, scgi_request("/a"), scgi_request("/b"))
+    for name, value in flags.items():
+        setattr(loop, name, value)
+    assert loop() is None and len(loop.started) == taken
+    for client in clients[:taken]:
+        assert answer_of(client)
+    for client in clients[taken:]:
+        listener.accept()[0].close()
+        client.close()
+
+
+def test_take_queue_raises_what_start_raised_and_takes_no_more(listener, template):
+    def fails(conn, *args):
+        loop.started.append(args)
+        raise KeyboardInterrupt
+
+    loop = TakeLoop(listener, template, start=fails)
+    clients = queued(listener, scgi_request("/a"), scgi_request("/b"))
+    with pytest.raises(KeyboardInterrupt):
+        loop()
+    assert len(loop.started) == 1
+    assert answer_of(clients[0]) == b""  # the connection dropped with the call, unanswered
+    listener.accept()[0].close()
+    clients[1].close()
+
+
+def test_the_asyncio_worker_runs_its_accept_loop_in_c_when_the_accelerator_is_on():
+    from scgikit.server import aio, worker
+
+    on = worker._accept_socket is not None
+    assert aio._take_queue_c is (_speedups.take_queue if on else None)

@@ -127,7 +127,7 @@
     X(S_EXTENSIONS, "extensions") X(S_SCGI, "scgi") X(S_VARIABLES, "variables") \
     X(S_PATHSEND, "http.response.pathsend") X(STOPPING, "stopping") \
     X(DRAIN_QUEUE, "drain_queue") X(STARTED, "started") X(HANDLED, "handled") \
-    X(FAILING_SINCE, "accept_failing_since")
+    X(FAILING_SINCE, "accept_failing_since") X(RECYCLING, "recycling")
 #define NAME_ENUM(id, text) N_##id,
 #define NAME_TEXT(id, text) text,
 enum { NAMES(NAME_ENUM) N_COUNT };
@@ -2636,6 +2636,176 @@ hand_over(PyObject *conn, PyObject *what, double accepted)
     return left;
 }
 
+/* One connection of a listen queue, received and parsed (next_connection's). */
+typedef struct {
+    PyObject *conn, *data;  /* new references */
+    PyObject *parsed;       /* parse_head's result, a new reference, or NULL (it raised) */
+    double accepted;
+    Py_ssize_t got;         /* the bytes received */
+    Py_ssize_t length;      /* the body's, or -1 where no head was parsed */
+    Py_ssize_t start;       /* where the body begins, or -1 */
+} taken;
+
+static void
+drop_taken(taken *next)
+{
+    Py_XDECREF(next->parsed);
+    Py_DECREF(next->data);
+    Py_DECREF(next->conn);
+}
+
+/* What a queue loop is given once: serve_queue's and take_queue's first arguments. */
+typedef struct {
+    PyObject *module, *worker, *template, *max_header;
+    int listener, flags;
+    Py_ssize_t size;
+    Py_ssize_t limit;   /* the most body bytes of a request the loop handles itself */
+    int failing;        /* worker.accept_failing_since is not None */
+    int until_recycled; /* the loop also ends once worker.recycling is set */
+} queue;
+
+/* The loop's checks before each accept: 0 to go on, 1 to end (the worker stops taking), -1
+ * with an exception set. */
+static int
+queue_ends(speedups_state *state, queue *q)
+{
+    if (PyErr_CheckSignals() < 0) {
+        return -1;
+    }
+    int stopping = attr_is_true(q->worker, state->names[N_STOPPING]);
+    if (stopping > 0) {
+        stopping = attr_is_true(q->worker, state->names[N_DRAIN_QUEUE]);
+        stopping = stopping < 0 ? -1 : !stopping;
+    }
+    if (stopping == 0 && q->until_recycled) {
+        stopping = attr_is_true(q->worker, state->names[N_RECYCLING]);
+    }
+    return stopping;
+}
+
+/* The next connection of the queue, its first receive and its head parsed: 1 with *next
+ * set; 0 with *left set where the loop ends (None: the queue is empty, or the worker stops
+ * taking; the OSError of an accept that failed; (conn, OSError, accepted) where the first
+ * receive failed); -1 with an exception set (no memory, or a signal handler raised). */
+static int
+next_connection(speedups_state *state, queue *q, taken *next, PyObject **left)
+{
+    int fd;
+    for (;;) {
+        int ends = queue_ends(state, q);
+        if (ends != 0) {
+            *left = ends > 0 ? Py_NewRef(Py_None) : NULL;
+            return ends > 0 ? 0 : -1;
+        }
+        fd = accept4(q->listener, NULL, NULL, SOCK_CLOEXEC);
+        if (fd >= 0 || errno != EINTR) {
+            break;  /* on EINTR the handlers run at the top, then accept again (PEP 475) */
+        }
+    }
+    if (fd < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            *left = Py_NewRef(Py_None);
+        }
+        else {
+            PyErr_SetFromErrno(PyExc_OSError);
+            *left = take_exception();
+        }
+        return 0;
+    }
+    next->accepted = monotonic_now();
+    next->conn = socket_like(q->template, fd);
+    if (next->conn == NULL) {
+        return -1;
+    }
+    /* Python's loop sets accept_failing_since to None after an accept: only needed here
+     * while it is not None. */
+    if (q->failing
+        && PyObject_SetAttr(q->worker, state->names[N_FAILING_SINCE], Py_None) < 0) {
+        close_on_error(next->conn);
+        Py_DECREF(next->conn);
+        return -1;
+    }
+    q->failing = 0;
+    next->data = receive_bytes(fd, q->size, q->flags);
+    if (next->data == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_OSError)) {  /* no memory, or a handler raised */
+            close_on_error(next->conn);
+            Py_DECREF(next->conn);
+            return -1;
+        }
+        PyObject *exc = take_exception();  /* the receive failed */
+        *left = hand_over(next->conn, exc, next->accepted);
+        Py_DECREF(exc);
+        Py_DECREF(next->conn);
+        return *left == NULL ? -1 : 0;
+    }
+    next->got = PyBytes_GET_SIZE(next->data);
+    PyObject *head_args[2] = {next->data, q->max_header};
+    next->parsed = parse_head(q->module, head_args, 2, NULL);
+    if (next->parsed == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+            close_on_error(next->conn);
+            Py_DECREF(next->data);
+            Py_DECREF(next->conn);
+            return -1;
+        }
+        PyErr_Clear();  /* the Python loop meets it again, and answers it */
+    }
+    next->length = next->start = -1;
+    if (next->parsed != NULL && PyTuple_CheckExact(next->parsed)
+        && PyTuple_GET_SIZE(next->parsed) == 3) {
+        Py_ssize_t length = PyLong_AsSsize_t(PyTuple_GET_ITEM(next->parsed, 1));
+        Py_ssize_t start = length < 0 ? -1
+                           : PyLong_AsSsize_t(PyTuple_GET_ITEM(next->parsed, 2));
+        PyErr_Clear();  /* not a size here: the Python loop's to judge */
+        if (start >= 0 && start <= next->got) {
+            next->length = length;
+            next->start = start;
+        }
+    }
+    return 1;
+}
+
+/* A queue loop's nargs arguments (`expected` of them), of which the queue's own from args[0]
+ * (the worker) to args[6] (limit): 0, or -1 with an exception set. */
+static int
+queue_of(PyObject *module, PyObject *const *args, Py_ssize_t nargs, Py_ssize_t expected,
+         const char *name, queue *q)
+{
+    speedups_state *state = get_state(module);
+    if (nargs != expected) {
+        PyErr_Format(PyExc_TypeError, "%s() takes %zd arguments (%zd given)", name, expected,
+                     nargs);
+        return -1;
+    }
+    if (checked_socket_fd(module, args[2], name) < 0 && PyErr_Occurred()) {
+        return -1;  /* the template is not of the checked type */
+    }
+    long listener = PyLong_AsLong(args[1]);
+    long flags = listener == -1 && PyErr_Occurred() ? -1 : PyLong_AsLong(args[3]);
+    Py_ssize_t size = flags == -1 && PyErr_Occurred() ? -1 : PyLong_AsSsize_t(args[4]);
+    Py_ssize_t limit = size == -1 && PyErr_Occurred() ? -1 : PyLong_AsSsize_t(args[6]);
+    if (PyErr_Occurred()) {
+        return -1;
+    }
+    if (listener < 0 || listener > INT_MAX || flags < INT_MIN || flags > INT_MAX || size < 1
+        || limit < 0 || !PyLong_CheckExact(args[5])) {
+        PyErr_Format(PyExc_ValueError, "%s() arguments out of range", name);
+        return -1;
+    }
+    PyObject *since = PyObject_GetAttr(args[0], state->names[N_FAILING_SINCE]);
+    if (since == NULL) {
+        return -1;
+    }
+    *q = (queue){
+        .module = module, .worker = args[0], .template = args[2], .max_header = args[5],
+        .listener = (int)listener, .flags = (int)flags, .size = size, .limit = limit,
+        .failing = !Py_IsNone(since),
+    };
+    Py_DECREF(since);
+    return 0;
+}
+
 PyDoc_STRVAR(serve_queue_doc,
 "serve_queue($module, worker, listener, template, flags, size, max_header_size, limit,\n"
 "            max_requests, slots, slot, answer, record, log_access, model, /)\n"
@@ -2662,24 +2832,16 @@ static PyObject *
 serve_queue(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     speedups_state *state = get_state(module);
-    if (nargs != 14) {
-        PyErr_Format(PyExc_TypeError, "serve_queue() takes 14 arguments (%zd given)", nargs);
+    queue q;
+    if (queue_of(module, args, nargs, 14, "serve_queue", &q) < 0) {
         return NULL;
     }
-    if (checked_socket_fd(module, args[2], "serve_queue") < 0 && PyErr_Occurred()) {
-        return NULL;  /* the template is not of the checked type */
-    }
-    long listener = PyLong_AsLong(args[1]);
-    long flags = listener == -1 && PyErr_Occurred() ? -1 : PyLong_AsLong(args[3]);
-    Py_ssize_t size = flags == -1 && PyErr_Occurred() ? -1 : PyLong_AsSsize_t(args[4]);
-    Py_ssize_t limit = size == -1 && PyErr_Occurred() ? -1 : PyLong_AsSsize_t(args[6]);
-    Py_ssize_t max_requests = limit == -1 && PyErr_Occurred() ? -1 : PyLong_AsSsize_t(args[7]);
+    Py_ssize_t max_requests = PyLong_AsSsize_t(args[7]);
     Py_ssize_t slot = max_requests == -1 && PyErr_Occurred() ? -1 : PyLong_AsSsize_t(args[9]);
     if (PyErr_Occurred()) {
         return NULL;
     }
-    if (listener < 0 || listener > INT_MAX || flags < INT_MIN || flags > INT_MAX || size < 1
-        || limit < 0 || max_requests < 0 || !PyLong_CheckExact(args[5])) {
+    if (max_requests < 0) {
         PyErr_SetString(PyExc_ValueError, "serve_queue() arguments out of range");
         return NULL;
     }
@@ -2701,97 +2863,82 @@ serve_queue(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         .log_access = Py_IsNone(args[12]) ? NULL : args[12], .model = args[13],
         .slot = (double *)slots.buf + slot, .max_requests = max_requests,
     };
-    PyObject *head_args[2] = {NULL, args[5]};
     PyObject *left = NULL;
-    /* Python's loop sets accept_failing_since to None after an accept: only needed here
-     * while it is not None. */
-    PyObject *since = PyObject_GetAttr(how.worker, state->names[N_FAILING_SINCE]);
-    int failing = since == NULL ? -1 : !Py_IsNone(since);
-    Py_XDECREF(since);
-    while (failing >= 0) {
-        if (PyErr_CheckSignals() < 0) {
-            break;
-        }
-        int stopping = attr_is_true(how.worker, state->names[N_STOPPING]);
-        if (stopping > 0) {
-            stopping = attr_is_true(how.worker, state->names[N_DRAIN_QUEUE]) ? 0 : 1;
-            if (PyErr_Occurred()) {
-                break;
-            }
-        }
-        if (stopping != 0) {
-            left = stopping > 0 ? Py_NewRef(Py_None) : NULL;
-            break;
-        }
-        int fd = accept4((int)listener, NULL, NULL, SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EINTR) {
-                continue;  /* PEP 475: the handlers run at the top, then accept again */
-            }
-            if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                left = Py_NewRef(Py_None);
-            }
-            else {
-                PyErr_SetFromErrno(PyExc_OSError);
-                left = take_exception();
-            }
-            break;
-        }
-        double accepted = monotonic_now();
-        PyObject *conn = socket_like(args[2], fd);
-        if (conn == NULL) {
-            break;
-        }
-        if (failing && PyObject_SetAttr(how.worker, state->names[N_FAILING_SINCE], Py_None) < 0) {
-            close_on_error(conn);
-            Py_DECREF(conn);
-            break;
-        }
-        failing = 0;
-        PyObject *data = receive_bytes(fd, size, (int)flags);
-        if (data == NULL) {
-            if (PyErr_ExceptionMatches(PyExc_OSError)) {  /* the receive failed */
-                PyObject *exc = take_exception();
-                left = hand_over(conn, exc, accepted);
-                Py_DECREF(exc);
-            }
-            else {  /* no memory, or a signal handler raised */
-                close_on_error(conn);
-            }
-            Py_DECREF(conn);
-            break;
-        }
-        Py_ssize_t got = PyBytes_GET_SIZE(data);
-        head_args[0] = data;
-        PyObject *parsed = parse_head(module, head_args, 2, NULL);
-        if (parsed == NULL) {
-            if (!PyErr_ExceptionMatches(PyExc_Exception)) {
-                close_on_error(conn);
-                Py_DECREF(data);
-                Py_DECREF(conn);
-                break;
-            }
-            PyErr_Clear();  /* the Python loop meets it again, and answers it */
-        }
-        int whole = 0;
-        if (parsed != NULL && PyTuple_CheckExact(parsed) && PyTuple_GET_SIZE(parsed) == 3) {
-            Py_ssize_t length = PyLong_AsSsize_t(PyTuple_GET_ITEM(parsed, 1));
-            Py_ssize_t start = length < 0 ? -1 : PyLong_AsSsize_t(PyTuple_GET_ITEM(parsed, 2));
-            PyErr_Clear();  /* not a size here: the Python loop's to judge */
-            whole = start >= 0 && start <= got && got - start >= length && length <= limit;
-        }
-        int served = whole ? serve_one(&how, conn, data, parsed, accepted) : 0;
-        Py_XDECREF(parsed);
+    taken next;
+    while (next_connection(state, &q, &next, &left) > 0) {
+        int whole = next.start >= 0 && next.got - next.start >= next.length
+                    && next.length <= q.limit;
+        int served = whole ? serve_one(&how, next.conn, next.data, next.parsed, next.accepted)
+                           : 0;
         if (!whole) {
-            left = hand_over(conn, data, accepted);
+            left = hand_over(next.conn, next.data, next.accepted);
         }
-        Py_DECREF(data);
-        Py_DECREF(conn);
+        drop_taken(&next);
         if (!whole || served < 0) {
             break;
         }
     }
     PyBuffer_Release(&slots);
+    return left;
+}
+
+PyDoc_STRVAR(take_queue_doc,
+"take_queue($module, worker, listener, template, flags, size, max_header_size, limit,\n"
+"           ready_size, start, /)\n"
+"--\n"
+"\n"
+"The asyncio model's accept loop (AsyncioWorker._take_queue) in C, as serve_queue is\n"
+"the sync model's: accept from the descriptor listener (a socket made like\n"
+"accept_socket's, from template), receive up to size bytes with flags, parse the head,\n"
+"and hand a request that is ready (its body at most limit bytes, and all received or\n"
+"over ready_size) to start(conn, data, parsed, accepted, accepted).  Signal handlers\n"
+"run between connections; the loop ends when worker.recycling is set, or\n"
+"worker.stopping is and worker.drain_queue is not.\n"
+"\n"
+"Returns what serve_queue returns: None when the queue is empty or the loop ends; the\n"
+"OSError of an accept that failed; (conn, data, accepted) for any other request, and\n"
+"(conn, OSError, accepted) where the first receive failed.  Raises what start raised.");
+
+static PyObject *
+take_queue(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    speedups_state *state = get_state(module);
+    queue q;
+    if (queue_of(module, args, nargs, 9, "take_queue", &q) < 0) {
+        return NULL;
+    }
+    q.until_recycled = 1;
+    Py_ssize_t ready_size = PyLong_AsSsize_t(args[7]);
+    if (ready_size == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (ready_size < 0) {
+        PyErr_SetString(PyExc_ValueError, "take_queue() arguments out of range");
+        return NULL;
+    }
+    PyObject *left = NULL;
+    taken next;
+    while (next_connection(state, &q, &next, &left) > 0) {
+        int ready = next.start >= 0 && next.length <= q.limit
+                    && (next.got - next.start >= next.length || next.length > ready_size);
+        PyObject *started = NULL;
+        if (ready) {
+            PyObject *when = PyFloat_FromDouble(next.accepted);
+            if (when != NULL) {
+                PyObject *call[5] = {next.conn, next.data, next.parsed, when, when};
+                started = PyObject_Vectorcall(args[8], call, 5, NULL);
+                Py_DECREF(when);
+            }
+            Py_XDECREF(started);
+        }
+        else {
+            left = hand_over(next.conn, next.data, next.accepted);
+        }
+        drop_taken(&next);
+        if (!ready || started == NULL) {
+            break;
+        }
+    }
     return left;
 }
 
@@ -2817,6 +2964,7 @@ static PyMethodDef speedups_methods[] = {
     {"recv_now", (PyCFunction)(void (*)(void))recv_now, METH_FASTCALL, recv_now_doc},
     {"close_now", close_now, METH_O, close_now_doc},
     {"serve_queue", (PyCFunction)(void (*)(void))serve_queue, METH_FASTCALL, serve_queue_doc},
+    {"take_queue", (PyCFunction)(void (*)(void))take_queue, METH_FASTCALL, take_queue_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import errno
+import functools
 import importlib
 import logging
 import os
@@ -45,7 +46,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from ..apps.asgi import ASGIAdapter, DeadlinePassed, Lifespan
@@ -72,7 +73,11 @@ from .worker import (
     Heartbeat,
     _close,
     _raise_descriptor_limit,
+    _raw_family,
+    _raw_type,
     _recv,
+    _take_queue_c,
+    _template,
 )
 
 __all__ = ["AsyncioWorker", "new_event_loop"]
@@ -94,6 +99,7 @@ _SHARED = select.EPOLLIN | select.EPOLLEXCLUSIVE
 _EAGER = sys.version_info >= (3, 12)
 # Every request's task has this name: one given spares the "Task-N" Python 3.11 formats.
 _TASK_NAME = "scgikit request"
+_NOT_MADE: Any = object()
 
 
 def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
@@ -293,6 +299,9 @@ class AsyncioWorker(Accepting):
         self.listeners = [listener.sock for listener in listeners]
         self.listener_fds = {sock.fileno(): sock for sock in self.listeners}
         self.acceptors = {}
+        # For each listener, made at its first use: _take_queue's call of the C loop, or
+        # None where the Python loop takes its connections.
+        self.queue_takers: dict[socket.socket, Callable[[], Any] | None] = {}
         self.app = app
         self.heartbeat = heartbeat
         self.stats = heartbeat.stats
@@ -460,16 +469,62 @@ class AsyncioWorker(Accepting):
 
     # --- one connection --------------------------------------------------------------
 
+    def _take_queue(self, listener: socket.socket) -> None:
+        """Accept until the listen queue is empty, starting each ready request as it comes.
+
+        With the C accelerator the loop is ``_speedups.take_queue``, as the sync model's is
+        ``serve_queue``: the accept, the first receive, the head's parse and the check that
+        the request is ready, then ``_start``; any other connection comes back here (as an
+        accept's error does) and goes on in ``_took``.  Otherwise, and for a TCP listener
+        under --allow-from, the Python loop: ``_accept_from`` and ``_take``.
+        """
+        take = self.queue_takers.get(listener, _NOT_MADE)
+        if take is _NOT_MADE:
+            take = self.queue_takers[listener] = self._queue_taker(listener)
+        if take is None:
+            self._accept_from(listener, None)
+            return
+        while True:
+            left = take()
+            if left is None:
+                return
+            if isinstance(left, OSError):
+                if self._accept_failed(left):
+                    continue
+                return
+            self._took(*left)
+
+    def _queue_taker(self, listener: socket.socket) -> Callable[[], Any] | None:
+        take_queue = _take_queue_c
+        if take_queue is None or (self.allow is not None
+                                  and _raw_family(listener) != socket.AF_UNIX):
+            return None
+        config = self.config
+        limit = sys.maxsize if config.max_body_size is None else config.max_body_size
+        return functools.partial(
+            take_queue, self, listener.fileno(),
+            _template(_raw_family(listener), _raw_type(listener)), 0, RECV_SIZE,
+            config.max_header_size, limit, config.body_buffer_size, self._start)
+
     def _take(self, conn: Connection) -> None:
         """A new connection: start its request now if it is all there, else wait for it."""
         accepted = time.monotonic()
+        try:  # receive_now(), inline: this runs for every request
+            data: bytes | OSError = _recv(conn, RECV_SIZE, _NOW)
+        except OSError as exc:
+            data = exc
+        self._took(conn, data, accepted)
+
+    def _took(self, conn: Connection, data: bytes | OSError, accepted: float) -> None:
+        """A new connection's first receive (``data``: its bytes, or the OSError it raised):
+        start its request if it is all there, else wait for the rest, or refuse it."""
         config = self.config
         try:
-            try:  # receive_now(), inline: this runs for every request
-                data = _recv(conn, RECV_SIZE, _NOW)
-            except BlockingIOError:  # nothing yet (a unix client; TCP defers the accept)
+            if isinstance(data, BlockingIOError):  # nothing yet (a unix client)
                 self._wait(_Waiting(conn, Intake(config, accepted), None, accepted))
                 return
+            if isinstance(data, OSError):
+                raise data
             if not data:
                 conn.close()  # closed before sending a byte: a health check or a port scan
                 return
@@ -496,7 +551,7 @@ class AsyncioWorker(Accepting):
             if entry is not None:
                 self._resume(entry)
             elif self.listening and fd in self.listener_fds:
-                self._accept_from(self.listener_fds[fd], None)
+                self._take_queue(self.listener_fds[fd])
 
     def _resume(self, waiting: _Waiting) -> None:
         """A waiting connection is readable: take what came, then start, end or wait on."""

@@ -96,8 +96,10 @@ _accept_socket: Callable[[int, Connection], Connection | None] | None = None
 # waits): in the threads model, letting go of it costs two thread switches each time.
 _recv: Callable[[Connection, int, int], bytes] = _socket.socket.recv
 _close: Callable[[Connection], None] = _socket.socket.close
-# The sync model's accept loop in C, on such sockets (see Worker._serve_queue).
+# The sync model's accept loop in C, on such sockets (see Worker._serve_queue), and the
+# asyncio model's (AsyncioWorker._take_queue).
 _serve_queue_c: Callable[..., Any] | None = None
+_take_queue_c: Callable[..., Any] | None = None
 
 
 def _socket_layout_matches(check: Callable[[Connection], bool]) -> bool:
@@ -122,6 +124,7 @@ if ACCELERATED:
         _recv = _speedups.recv_now
         _close = _speedups.close_now
         _serve_queue_c = getattr(_speedups, "serve_queue", None)
+        _take_queue_c = getattr(_speedups, "take_queue", None)
 _templates: dict[tuple[int, int], Connection] = {}
 
 
