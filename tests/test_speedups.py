@@ -524,8 +524,17 @@ def test_the_c_builder_splits_plain_paths_itself_and_hands_the_rest_to_split_pat
     assert split_path_calls == ["/a%20b", "http://h/a", "*"]
 
 
+# Small ints, one-character strings and the other objects the interpreter holds statically
+# start at this count on Python 3.11 (3.12 makes them immortal): every thread of the process
+# shares them, so their counts may move by a few while a check runs, without any leak.
+STATIC_COUNT = 999_999_999
+
+
 def leak_check(call, *objects, rounds=20000):
-    """Run ``call`` many times: no reference to ``objects`` kept, no memory growing."""
+    """Run ``call`` many times: no reference to ``objects`` kept, no memory growing.
+
+    An object the interpreter holds statically may end a few references off (another
+    thread held it at that moment), never one a call."""
     for _ in range(100):  # warm up caches (the exception's traceback frames, interned strings)
         call()
     refs = [sys.getrefcount(o) for o in objects]
@@ -537,7 +546,10 @@ def leak_check(call, *objects, rounds=20000):
         grown = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
-    assert [sys.getrefcount(o) for o in objects] == refs
+    after = [sys.getrefcount(o) for o in objects]
+    changed = [(repr(o)[:60], then, now) for o, then, now in zip(objects, refs, after)
+               if now != then and (then < STATIC_COUNT or abs(now - then) >= 10)]
+    assert changed == []
     # One dict or string kept per call would be megabytes; allow the allocator's noise.
     assert grown < 64 * 1024, f"{grown} bytes more after {rounds} calls"
 
