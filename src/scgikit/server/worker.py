@@ -239,6 +239,13 @@ class Accepting:
         """Whether to take another connection now (a model with a pool says when it is full)."""
         return True
 
+    def _acceptor_for(self, listener: socket.socket) -> Callable[[], Connection | None]:
+        """``listener``'s acceptor, made at its first use and kept in ``acceptors``."""
+        accept_one = self.acceptors.get(listener)
+        if accept_one is None:
+            accept_one = self.acceptors[listener] = _acceptor(listener)
+        return accept_one
+
     def _accept_from(self, listener: socket.socket, budget: int | None,
                      final: bool = False,
                      take: Callable[[Connection], None] | None = None) -> None:
@@ -254,9 +261,7 @@ class Accepting:
             allow = None  # its peers have no address to check
         accept_one = None
         if allow is None:
-            accept_one = self.acceptors.get(listener)
-            if accept_one is None:
-                accept_one = self.acceptors[listener] = _acceptor(listener)
+            accept_one = self._acceptor_for(listener)
         else:
             family, kind = _raw_family(listener), _raw_type(listener)
             accept = listener._accept  # type: ignore[attr-defined]
@@ -550,9 +555,7 @@ class Worker(Accepting):
         request goes on through ``_received``.  The access log's state is read once per
         pass: it is set up when the worker starts.
         """
-        accept_one = self.acceptors.get(listener)
-        if accept_one is None:
-            accept_one = self.acceptors[listener] = _acceptor(listener)
+        accept_one = self._acceptor_for(listener)
         recv, close, monotonic = _recv, _close, time.monotonic
         flags, config = self.recv_flags, self.config
         max_head, max_requests = config.max_header_size, self.max_requests
