@@ -111,6 +111,43 @@ def test_reloads_onto_a_hanging_import_never_pile_up_workers_and_the_old_ones_ke
     assert {request(server.address, "/").body for _ in range(10)} == {b"version 1"}
 
 
+def test_a_reload_stops_workers_still_loading_with_sigterm_then_kills_them_after_graceful_timeout(
+        serve, tmp_path):
+    """SIGTERM, not SIGKILL: a worker the master last saw loading may have said "ready"
+    since and be serving, and SIGTERM lets it finish (that moment is a race between two
+    processes, which no test can set up on demand; here the loading app shows which
+    signal came).  --timeout 0 does not turn the --graceful-timeout kill off."""
+    app = tmp_path / "reloaded.py"
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    version_1 = "def app(e, s):\n    s('200 OK', [])\n    return [b'version 1']\n"
+    app.write_text(version_1)
+    server = serve(f"{app}:app", "--workers", "2", "--timeout", "0", "--graceful-timeout", "1",
+                   "--log-level", "debug")
+    old = ready_workers(server, 2)
+    app.write_text(
+        "import os, pathlib, signal, time\n"
+        f"marks = pathlib.Path({str(marks)!r})\n"
+        "def noted(signum, frame):\n"
+        "    (marks / f'{os.getpid()}.signal').write_text(signal.Signals(signum).name)\n"
+        "signal.signal(signal.SIGTERM, noted)\n"
+        "(marks / f'{os.getpid()}.loading').touch()\n"
+        "time.sleep(3600)\n")
+    server.send_signal(signal.SIGHUP)
+    wait_until(lambda: len(list(marks.glob("*.loading"))) == 2, message="2 workers loading")
+    app.write_text(version_1)
+    server.send_signal(signal.SIGHUP)
+    server.wait_for_log(r"Reload: abandoning 2 workers still loading the app")
+    wait_until(lambda: len(list(marks.glob("*.signal"))) == 2, message="both signalled")
+    assert {path.read_text() for path in marks.glob("*.signal")} == {"SIGTERM"}
+    server.wait_for_log(r"Worker \d+ did not stop within --graceful-timeout; killing it",
+                        count=2, timeout=20)
+    server.wait_for_log(r"Reload: generation 2 ready; stopping 2 old workers", timeout=20)
+    wait_until(lambda: len(pids := worker_pids(server.pid)) == 2 and pids.isdisjoint(old),
+               message="only the 2 new workers")
+    assert {request(server.address, "/").body for _ in range(10)} == {b"version 1"}
+
+
 def test_reload_onto_an_app_that_aborts_keeps_the_old_workers_and_names_the_signal(
         serve, tmp_path):
     app = tmp_path / "reloaded.py"

@@ -369,7 +369,7 @@ class Arbiter:
         booting = [w for w in state.workers.values() if not w.ready and w.stopping_since is None]
         if booting:
             log.info("Reload: abandoning %d workers still loading the app", len(booting))
-            self._stop_workers(booting, signal.SIGKILL)
+            self._stop_booting(booting)
         state.generation += 1
         log.info("Reload: starting %d new workers (generation %d)", state.wanted, state.generation)
         self.notifier.reloading(self._status())
@@ -505,7 +505,7 @@ class Arbiter:
                  if w.generation > state.live_generation and w.stopping_since is None]
         # Ready ones may be serving a request: they stop gracefully.
         self._stop_workers([w for w in newer if w.ready], signal.SIGTERM)
-        self._stop_workers([w for w in newer if not w.ready], signal.SIGKILL)
+        self._stop_booting([w for w in newer if not w.ready])
 
     def _read_ready(self) -> None:
         try:
@@ -555,12 +555,10 @@ class Arbiter:
 
     def _murder_stuck(self) -> None:
         timeout = self.config.timeout
-        if not timeout:
-            return
         now = time.monotonic()
         for record in list(self.state.workers.values()):
             since = self.slots[record.slot]
-            if since and now - since > timeout:
+            if timeout and since and now - since > timeout:
                 log.error("Worker %d stuck on one request for over %ss; killing it",
                           record.pid, timeout)
                 self.slots[record.slot] = 0.0
@@ -671,6 +669,16 @@ class Arbiter:
         for record in records:
             record.stopping_since = record.stopping_since or now
             _kill(record.pid, signum)
+
+    def _stop_booting(self, records: Iterable[WorkerRecord]) -> None:
+        """Stop workers that had not said "ready" when the master last looked.
+
+        SIGTERM, not SIGKILL: one may have said it since, and be serving a request
+        already (a worker takes over SIGTERM before it says "ready", and then stops as
+        gracefully as any).  One still loading the app has the default action, and
+        dies of it; one whose app took SIGTERM over is killed after --graceful-timeout.
+        """
+        self._stop_workers(records, signal.SIGTERM)
 
     def _signal_workers(self, records: Iterable[WorkerRecord], signum: int) -> None:
         for record in list(records):
