@@ -1,6 +1,7 @@
 """The configuration: safe defaults, environment variables, the command line on top."""
 
 import argparse
+import sys
 
 import pytest
 
@@ -36,6 +37,11 @@ def test_environment_variables_are_read():
     assert config.workers == 3
     assert config.bind == ("unix:/a.sock", "127.0.0.1:9")
     assert config.max_body_size == 10 << 20
+
+
+def test_body_limit_is_max_body_size_or_the_largest_size_where_unlimited():
+    assert build([]).body_limit == sys.maxsize
+    assert build(["--max-body-size", "10m"]).body_limit == 10 << 20
 
 
 def test_command_line_wins_over_the_environment():

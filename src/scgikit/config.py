@@ -365,6 +365,11 @@ class Config:
     def addresses(self) -> tuple[Address, ...]:
         return tuple(parse_address(text) for text in self.bind or (DEFAULT_BIND,))
 
+    @property
+    def body_limit(self) -> int:
+        """--max-body-size as the C loops take it: ``sys.maxsize`` where it is unlimited."""
+        return sys.maxsize if self.max_body_size is None else self.max_body_size
+
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
 

@@ -500,11 +500,10 @@ class AsyncioWorker(Accepting):
                                   and _raw_family(listener) != socket.AF_UNIX):
             return None
         config = self.config
-        limit = sys.maxsize if config.max_body_size is None else config.max_body_size
         return functools.partial(
             take_queue, self, listener.fileno(),
             _template(_raw_family(listener), _raw_type(listener)), 0, RECV_SIZE,
-            config.max_header_size, limit, config.body_buffer_size, self._start)
+            config.max_header_size, config.body_limit, config.body_buffer_size, self._start)
 
     def _take(self, conn: Connection) -> None:
         """A new connection: start its request now if it is all there, else wait for it."""

@@ -38,7 +38,6 @@ import select
 import signal
 import socket
 import struct
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -524,7 +523,7 @@ class Worker(Accepting):
                 cast("Callable[..., Any]", _serve_queue_c), self, listener.fileno(),
                 _template(_raw_family(listener), _raw_type(listener)), self.recv_flags,
                 RECV_SIZE, config.max_header_size,
-                sys.maxsize if config.max_body_size is None else config.max_body_size,
+                config.body_limit,
                 self.max_requests, self.heartbeat.slots, self.heartbeat.index,
                 self.adapter.answer_whole, None if stats is None else stats.record,
                 log_access if access_log.handlers and access_log.isEnabledFor(logging.INFO)
@@ -559,7 +558,7 @@ class Worker(Accepting):
         recv, close, monotonic = _recv, _close, time.monotonic
         flags, config = self.recv_flags, self.config
         max_head, max_requests = config.max_header_size, self.max_requests
-        limit = sys.maxsize if config.max_body_size is None else config.max_body_size
+        limit = config.body_limit
         answer_whole = self.adapter.answer_whole
         slots, slot = self.heartbeat.slots, self.heartbeat.index
         stats, model = self.stats, self.model
