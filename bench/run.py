@@ -436,6 +436,24 @@ def check_answer(backend: str, work: Workload, name: str, over_http: bool = Fals
 class Row:
     server: str
     figures: dict[str, float] = field(default_factory=dict)
+    # Each round's figures, in the order of the rounds, where there were several.
+    rounds: list[dict[str, float]] = field(default_factory=list)
+
+
+def ratio(base: Row, row: Row, key: str) -> float | None:
+    """``base``'s figure over ``row``'s: the median of the rounds' own ratios where both
+    rows have the same rounds, so that each round compares two servers measured minutes
+    apart, and a slow spell of the machine during one round moves one ratio, not the
+    median of one server's figures only; else the ratio of the two figures."""
+    if len(base.rounds) > 1 and len(base.rounds) == len(row.rounds):
+        ratios = [ours[key] / theirs[key] for ours, theirs in zip(base.rounds, row.rounds)
+                  if ours.get(key) is not None and theirs.get(key)]
+        if len(ratios) == len(base.rounds):
+            return statistics.median(ratios)
+    value, base_value = row.figures.get(key), base.figures.get(key)
+    if not value or base_value is None:
+        return None
+    return base_value / value
 
 
 def measure(name: str, python: Path, loader: Path, works: list[Workload], seconds: float,
@@ -496,7 +514,7 @@ def medians(runs: list[Results]) -> Results:
             taken = [run[key][work].figures for run in runs]
             merged[key][work] = Row(row.server, {
                 figure: statistics.median(figures[figure] for figures in taken)
-                for figure in row.figures})
+                for figure in row.figures}, taken if len(taken) > 1 else [])
     return merged
 
 
@@ -522,13 +540,19 @@ def table(work: Workload, rows: list[Row], bases: list[Row | None] | None = None
         for key, _, fmt in columns:
             value = row.figures.get(key)
             text = fmt.format(value) if value is not None else "-"
-            if base is not None and value and base.figures.get(key) is not None:
-                text += f" ({base.figures[key] / value:.2f}×)"
+            paired = ratio(base, row, key) if base is not None and value is not None else None
+            if paired is not None:
+                text += f" ({paired:.2f}×)"
             cells.append(text)
         lines.append(f"| {row.server} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(note or f"Ratios in brackets are {ours.server} / that server (for req/s "
                  "higher is better for scgikit; for latency and CPU, lower).")
+    if len(ours.rounds) > 1:
+        lines.append("")
+        lines.append(f"Figures are medians over the {len(ours.rounds)} rounds; each ratio is "
+                     "the median of the rounds' own ratios (each round measures the servers "
+                     "one after the other).")
     return "\n".join(lines)
 
 
@@ -555,7 +579,7 @@ def http_tables(results: Results, works: list[Workload], transports: tuple[str, 
             for ours in ("scgikit", ASYNC):
                 base = results[transport, ours][work.name]
                 rows.append(Row("scgikit (sync, WSGI)" if ours == "scgikit" else ours,
-                                base.figures))
+                                base.figures, base.rounds))
                 bases.append(None)
                 for name, kind in HTTP_SERVERS.items():
                     if kind == ours:
@@ -675,7 +699,7 @@ def main(argv: list[str] | None = None) -> int:
                         "the same number of processes (aioscgi and flup threads: 1).")
         for work in models:
             ours = results["tcp", "scgikit"][work.name]
-            rows = [Row("scgikit prefork, WSGI", ours.figures)]
+            rows = [Row("scgikit prefork, WSGI", ours.figures, ours.rounds)]
             for name in MODELS:
                 rows.append(results["tcp", name][work.name])
                 if name in MODEL_PEERS:

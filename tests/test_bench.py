@@ -40,3 +40,32 @@ def test_the_cpu_time_of_a_server_tree_is_read_finer_than_clock_ticks():
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_ratio_is_the_median_of_the_rounds_own_ratios_so_one_slow_round_moves_it_little():
+    # The first server had one slow round (a slow spell of the machine): its median figure
+    # is 70, the second server's 64, a ratio of 1.09; round by round it was 0.9 of the other
+    # twice, and 1.5 once.
+    ours = bench.Row("ours", {"cpu_us": 70.0}, [{"cpu_us": 54.0}, {"cpu_us": 90.0},
+                                                 {"cpu_us": 70.0}])
+    theirs = bench.Row("theirs", {"cpu_us": 64.0}, [{"cpu_us": 60.0}, {"cpu_us": 60.0},
+                                                     {"cpu_us": 77.8}])
+    assert bench.ratio(ours, theirs, "cpu_us") == pytest.approx(0.9)
+    work = bench.Workload("echo-64k", "POST", "/echo", body=b"e", expect=1)
+    text = bench.table(work, [ours, theirs])
+    assert "| theirs | - | - | - | 64.0 (0.90×) |" in text
+    assert "the median of the rounds' own ratios" in text
+
+
+def test_a_ratio_without_rounds_is_the_ratio_of_the_figures():
+    ours, theirs = bench.Row("ours", {"cpu_us": 30.0}), bench.Row("theirs", {"cpu_us": 60.0})
+    assert bench.ratio(ours, theirs, "cpu_us") == 0.5
+    assert bench.ratio(ours, bench.Row("none", {}), "cpu_us") is None
+
+
+def test_the_medians_of_the_rounds_keep_each_rounds_figures_for_the_ratios():
+    runs = [{("tcp", "ours"): {"hello": bench.Row("ours", {"cpu_us": value})}}
+            for value in (3.0, 1.0, 2.0)]
+    row = bench.medians(runs)["tcp", "ours"]["hello"]
+    assert row.figures == {"cpu_us": 2.0}
+    assert row.rounds == [{"cpu_us": 3.0}, {"cpu_us": 1.0}, {"cpu_us": 2.0}]
