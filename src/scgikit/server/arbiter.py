@@ -503,9 +503,9 @@ class Arbiter:
         state.generation = state.live_generation
         newer = [w for w in state.workers.values()
                  if w.generation > state.live_generation and w.stopping_since is None]
-        # Ready ones may be serving a request: they stop gracefully.
-        self._stop_workers([w for w in newer if w.ready], signal.SIGTERM)
-        self._stop_booting([w for w in newer if not w.ready])
+        # Ready ones may be serving a request, and so may one whose "ready" came after
+        # the pipe was last read: all stop gracefully (see _stop_booting).
+        self._stop_workers(newer, signal.SIGTERM)
 
     def _read_ready(self) -> None:
         try:
