@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from scgikit.server.stats import StatsTable  # noqa: E402
+from scgikit.connection.metrics import StatsTable  # noqa: E402
 
 
 def per_call(statement: str, names: dict[str, object], number: int = 1_000_000) -> float:

@@ -11,15 +11,16 @@ import signal
 import sys
 
 from scgikit.config import Config
-from scgikit.server.boot import make_worker
-from scgikit.server.sockets import open_listeners
-from scgikit.server.worker import Heartbeat
+from scgikit.master.listeners import open_listeners
+from scgikit.workers import make_worker
+from scgikit.workers.base import Heartbeat
 
 config = Config(target="asgi_apps:hello", bind=(sys.argv[1],),
                 loop=os.environ.get("SCGIKIT_LOOP", "auto"))
 listeners = open_listeners(config, {})
 slots = memoryview(array.array("d", [0.0])).cast("B").cast("d")
-worker = make_worker(config, listeners, None, Heartbeat(slots, 0), os.getppid())
+worker = make_worker(config, [listener.sock for listener in listeners], None,
+                     Heartbeat(slots, 0), os.getppid())
 worker.start()
 os.kill(os.getpid(), signal.SIGTERM)
 signal.alarm(20)

@@ -278,7 +278,7 @@ def test_the_privileged_port_rule_follows_the_effective_user(monkeypatch):
     # wherever the tests run: the same check, as uid 1000 and as root.
     from scgikit.addresses import parse_address
     from scgikit.config import Config
-    from scgikit.server.check import _address_warnings
+    from scgikit.master.check import _address_warnings
 
     start = int(open("/proc/sys/net/ipv4/ip_unprivileged_port_start").read())
     if start < 2:

@@ -10,7 +10,7 @@ import pytest
 from scgi_raw import request
 from servers import child_env
 
-from scgikit.config import options_page
+from scgikit.options import options_page
 
 ROOT = Path(__file__).parent.parent
 

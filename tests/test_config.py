@@ -6,15 +6,8 @@ import sys
 import pytest
 
 from scgikit.addresses import Address
-from scgikit.config import (
-    Config,
-    ConfigError,
-    add_arguments,
-    env_name,
-    file_key,
-    from_arguments,
-    options_page,
-)
+from scgikit.config import Config, ConfigError, env_name, file_key
+from scgikit.options import add_arguments, from_arguments, options_page
 
 
 def build(argv, environ=None):

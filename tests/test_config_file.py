@@ -11,7 +11,8 @@ import pytest
 from scgi_raw import request
 from servers import ServerProcess, child_env, wait_until
 
-from scgikit.config import EXAMPLE_FILE, ConfigError, add_arguments, from_arguments
+from scgikit.config import ConfigError
+from scgikit.options import EXAMPLE_FILE, add_arguments, from_arguments
 
 
 def build(tmp_path, text, argv=(), environ=None, target=None):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from scgi_raw import request
 
-from scgikit.server.heap import keep_heap
+from scgikit.master.heap import keep_heap
 
 GLIBC = sys.platform.startswith("linux") and hasattr(ctypes.CDLL(None), "gnu_get_libc_version")
 pytestmark = pytest.mark.skipif(not GLIBC, reason="the heap is glibc's")
@@ -36,7 +36,7 @@ def test_glibc_alone_gives_the_heap_back_and_takes_it_again_for_each_request():
 
 def test_a_kept_heap_takes_no_fresh_pages_for_each_request():
     kept, faults = in_a_fresh_process(
-        "import heap_probe, json\nfrom scgikit.server.heap import keep_heap\n"
+        "import heap_probe, json\nfrom scgikit.master.heap import keep_heap\n"
         "print(json.dumps([keep_heap(), heap_probe.churn_faults()]))")
     assert kept and faults < 5
 

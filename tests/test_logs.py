@@ -19,8 +19,8 @@ import pytest
 from scgi_raw import request
 from servers import child_env, wait_until, worker_pids
 
+from scgikit.accesslog import ACCESS_FIELDS, Access, access_fields_table, compile_access_format
 from scgikit.config import Config, ConfigError
-from scgikit.server.logs import ACCESS_FIELDS, Access, access_fields_table, compile_access_format
 
 ROOT = Path(__file__).parent.parent
 

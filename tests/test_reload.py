@@ -16,7 +16,7 @@ from scgi_raw import request
 from servers import child_env, wait_until, worker_pids
 
 from scgikit.config import Config
-from scgikit.server.reload import (
+from scgikit.master.reload import (
     SETTLE,
     Filter,
     Watcher,

@@ -726,8 +726,8 @@ def test_a_request_answered_without_waiting_is_answered_within_the_call_that_tak
     import asgi_apps
 
     from scgikit.config import Config
-    from scgikit.server.aio import AsyncioWorker
-    from scgikit.server.worker import Heartbeat
+    from scgikit.workers.asyncio import AsyncioWorker
+    from scgikit.workers.base import Heartbeat
 
     heartbeat = Heartbeat(memoryview(bytearray(8)).cast("d"), 0)
     worker = AsyncioWorker(Config(target="x", loop=loop), [], asgi_apps.sleepy, heartbeat,
@@ -753,6 +753,6 @@ def test_a_request_answered_without_waiting_is_answered_within_the_call_that_tak
         signal.signal(signal.SIGINT, signal.default_int_handler)
         worker.loop.close()
         asyncio.set_event_loop(None)
-        worker.watcher.close()
+        worker.poller.close()
         ours.close()
         theirs.close()

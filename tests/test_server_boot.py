@@ -15,7 +15,7 @@ from scgi_raw import request
 from servers import failed_start, wait_until, worker_pids
 
 from scgikit.config import Config
-from scgikit.server.arbiter import MAX_WORKERS, Arbiter, WorkerRecord
+from scgikit.master.arbiter import MAX_WORKERS, Arbiter, WorkerRecord
 
 
 def forks(server):

@@ -24,9 +24,9 @@ from scgi_raw import connect, read_all, request
 from servers import ServerProcess, child_env
 
 from scgikit.config import Config, ConfigError
+from scgikit.master import listeners as sockets
+from scgikit.master.listeners import is_wildcard, socket_owner
 from scgikit.protocol import encode_request
-from scgikit.server import sockets
-from scgikit.server.sockets import is_wildcard, socket_owner
 
 ROOT = Path(__file__).parent.parent
 WARNING = "listens on every network interface, and SCGI has no authentication"
@@ -389,7 +389,7 @@ def test_security_doc_cites_only_tests_that_exist():
 
 def test_unix_socket_peer_address_is_what_allow_list_lets_through(tmp_path):
     """What accept() returns for a unix peer really is the str the AllowList permits."""
-    from scgikit.server.allow import AllowList
+    from scgikit.allow import AllowList
 
     path = str(tmp_path / "s.sock")
     with socket.socket(socket.AF_UNIX) as listener:

@@ -10,7 +10,7 @@ import pytest
 from scgi_raw import request
 from servers import ServerProcess, child_env
 
-from scgikit.server.sockets import Listener, systemd_listeners
+from scgikit.master.listeners import Listener, systemd_listeners
 
 
 def test_unix_socket_gets_the_default_mode_and_is_removed_at_exit(serve, tmp_path):
@@ -185,9 +185,9 @@ def test_a_worker_watching_its_listeners_again_while_it_watches_them_goes_on():
     # Two reasons to watch the listeners again can meet in one pass of a worker's loop
     # (an accept pause ending while the threads model's pool frees up): the second is
     # a no-op, not an error that ends the worker.
-    from scgikit.server.worker import _Poller
+    from scgikit.connection.poller import Poller
 
-    poller = _Poller()
+    poller = Poller()
     with socket.create_server(("127.0.0.1", 0)) as listener:
         poller.add_listeners([listener])
         poller.add_listeners([listener])

@@ -23,7 +23,6 @@ import logging
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -39,13 +38,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from netstrings import netstring, scgi_head
 from parse_heads import NOT_BUILT, _speedups, c_parse_head, nginx_head
+from references import leak_check
 from scgi_raw import request
 from servers import ServerProcess, child_env
 
 from scgikit.apps import asgi, wsgi
 from scgikit.apps.request import c_header_pairs, header_pairs_pure, merge_cookie
+from scgikit.connection.sockets import timeval
 from scgikit.protocol import DEFAULT_MAX_HEADER_SIZE, encode_request, parse_head_pure
-from scgikit.server.sockets import timeval
 
 pytestmark = pytest.mark.skipif(_speedups is None, reason=NOT_BUILT)
 
@@ -451,7 +451,7 @@ DROPPED = ("HTTP_TRANSFER_ENCODING", "HTTP_CONTENT_LENGTH", "HTTP_CONTENT_TYPE")
 @pytest.fixture(params=["pure", "c"])
 def build_environ(request):
     """Each implementation of the environ build, whichever the import chose."""
-    return wsgi.environ_pure if request.param == "pure" else wsgi.c_pieces()[0]
+    return wsgi.environ_pure if request.param == "pure" else wsgi.c_pieces(_speedups)[0]
 
 
 def base(script_name: str = "") -> dict:
@@ -508,10 +508,10 @@ def split_path_calls(monkeypatch):
         return split_path(variables, script_name)
 
     monkeypatch.setattr(wsgi, "split_path", recording)
-    wsgi.c_pieces()
+    wsgi.c_pieces(_speedups)
     yield calls
     monkeypatch.undo()
-    wsgi.c_pieces()
+    wsgi.c_pieces(_speedups)
 
 
 def test_the_c_builder_splits_plain_paths_itself_and_hands_the_rest_to_split_path(
@@ -524,40 +524,10 @@ def test_the_c_builder_splits_plain_paths_itself_and_hands_the_rest_to_split_pat
     assert split_path_calls == ["/a%20b", "http://h/a", "*"]
 
 
-# Small ints, one-character strings and the other objects the interpreter holds statically
-# start at this count on Python 3.11 (3.12 makes them immortal): every thread of the process
-# shares them, so their counts may move by a few while a check runs, without any leak.
-STATIC_COUNT = 999_999_999
-
-
-def leak_check(call, *objects, rounds=20000):
-    """Run ``call`` many times: no reference to ``objects`` kept, no memory growing.
-
-    An object the interpreter holds statically may end a few references off (another
-    thread held it at that moment), never one a call."""
-    for _ in range(100):  # warm up caches (the exception's traceback frames, interned strings)
-        call()
-    refs = [sys.getrefcount(o) for o in objects]
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        for _ in range(rounds):
-            call()
-        grown = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
-    after = [sys.getrefcount(o) for o in objects]
-    changed = [(repr(o)[:60], then, now) for o, then, now in zip(objects, refs, after)
-               if now != then and (then < STATIC_COUNT or abs(now - then) >= 10)]
-    assert changed == []
-    # One dict or string kept per call would be megabytes; allow the allocator's noise.
-    assert grown < 64 * 1024, f"{grown} bytes more after {rounds} calls"
-
-
 @pytest.mark.parametrize("case", ["nginx", "apache_with_script_name", "lighttpd_with_path_info",
                                   "percent_encoded", "http_content_type_alone"])
 def test_the_c_environ_keeps_or_leaks_no_reference(case):
-    build = wsgi.c_pieces()[0]
+    build = wsgi.c_pieces(_speedups)[0]
     variables, script_name, _ = ENVIRONS[case]
     shared, body = base(script_name), io.BytesIO()
     leak_check(lambda: build(shared, variables, body, script_name),
@@ -577,7 +547,7 @@ def adapter(app=None, timeout=None):
 @pytest.fixture(params=["pure", "c"])
 def new_exchange(request):
     """Each exchange class, whichever the import chose."""
-    return wsgi._Exchange if request.param == "pure" else wsgi.c_pieces()[1]
+    return wsgi._Exchange if request.param == "pure" else wsgi.c_pieces(_speedups)[1]
 
 
 @pytest.fixture
@@ -886,7 +856,7 @@ def test_sendfile_sends_the_head_then_the_file(new_exchange, stream, tmp_path):
 
 
 def test_the_c_exchange_writes_to_what_is_not_a_socket_with_the_pure_write(stream):
-    c_exchange = wsgi.c_pieces()[1]
+    c_exchange = wsgi.c_pieces(_speedups)[1]
 
     class Wrapped:
         def __init__(self, sock):
@@ -909,7 +879,7 @@ def test_the_c_exchange_sends_itself_and_hands_python_only_what_did_not_fit(monk
         monkeypatch.setattr(wsgi, name, lambda *a, _real=real, _name=name: (
             calls.append(_name), _real(*a))[1])
     monkeypatch.setattr(wsgi._Exchange, "write", lambda *a: calls.append("pure write"))
-    c_exchange = wsgi.c_pieces()[1]
+    c_exchange = wsgi.c_pieces(_speedups)[1]
     try:
         ours, theirs = stream
         exchange = c_exchange(ours, adapter(), None)
@@ -925,7 +895,7 @@ def test_the_c_exchange_sends_itself_and_hands_python_only_what_did_not_fit(monk
         assert calls == ["encode_head", "_send_rest"]
     finally:
         monkeypatch.undo()
-        wsgi.c_pieces()
+        wsgi.c_pieces(_speedups)
 
 
 # The adapter end to end, with each implementation put in place as the import would.
@@ -952,7 +922,7 @@ def invalid(environ, start_response):
 ], ids=lambda v: getattr(v, "__name__", ""))
 def test_the_adapter_answers_alike_with_either_implementation(monkeypatch, stream, app, answer):
     outcomes = []
-    for pieces in ((wsgi.environ_pure, wsgi._Exchange), wsgi.c_pieces()):
+    for pieces in ((wsgi.environ_pure, wsgi._Exchange), wsgi.c_pieces(_speedups)):
         monkeypatch.setattr(wsgi, "build_environ", pieces[0])
         monkeypatch.setattr(wsgi, "new_exchange", pieces[1])
         status, sent = adapter(app)(stream[0], plain(REQUEST_URI="/p"), 0, io.BytesIO())
@@ -963,7 +933,7 @@ def test_the_adapter_answers_alike_with_either_implementation(monkeypatch, strea
 
 @pytest.mark.parametrize("kind", ["cached", "encoded", "error"])
 def test_the_c_exchange_keeps_or_leaks_no_reference(stream, kind):
-    c_exchange = wsgi.c_pieces()[1]
+    c_exchange = wsgi.c_pieces(_speedups)[1]
     ours, theirs = stream
     shared, chunk = adapter(), b"x" * 100
     status = "200 OK"
@@ -988,7 +958,7 @@ def test_the_c_exchange_keeps_or_leaks_no_reference(stream, kind):
 @pytest.fixture(params=["pure", "c"])
 def header_pairs(request):
     """Each implementation of header_pairs, whichever the import chose."""
-    return header_pairs_pure if request.param == "pure" else c_header_pairs()
+    return header_pairs_pure if request.param == "pure" else c_header_pairs(_speedups)
 
 
 # The 19 variables nginx sends with Debian's scgi_params for a plain GET (as /hello in bench).
@@ -1069,7 +1039,7 @@ def parsed_corpus() -> list[dict[str, str]]:
 
 
 def test_the_c_headers_are_the_pure_ones_on_every_corpus_request():
-    c, corpus = c_header_pairs(), parsed_corpus()
+    c, corpus = c_header_pairs(_speedups), parsed_corpus()
     assert len(corpus) > 20
     for variables in corpus:
         assert outcome(c, variables) == outcome(header_pairs_pure, variables), variables
@@ -1094,7 +1064,7 @@ header_values = st.one_of(
 @SETTINGS
 @given(st.dictionaries(header_names, header_values, max_size=12))
 def test_the_c_headers_are_the_pure_ones_on_random_variables(variables):
-    assert outcome(c_header_pairs(), variables) == outcome(header_pairs_pure, variables)
+    assert outcome(c_header_pairs(_speedups), variables) == outcome(header_pairs_pure, variables)
 
 
 @pytest.mark.parametrize("variables", [
@@ -1170,7 +1140,7 @@ def header_calls():
 
     _speedups.setup_headers(header_pairs_pure=recording_pure, merge_cookie=recording_merge)
     yield calls
-    c_header_pairs()
+    c_header_pairs(_speedups)
 
 
 def test_the_c_header_pairs_builds_them_itself_and_merges_only_joined_cookies(
@@ -1208,7 +1178,7 @@ def test_the_c_header_pairs_is_chosen_at_import_unless_scgikit_pure_is_set():
 @pytest.mark.parametrize("case", ["nginx_browser", "apache_cookie_lines_joined", "lighttpd_post",
                                   "latin1_letters_in_names", "beyond_latin1"])
 def test_the_c_header_pairs_keeps_or_leaks_no_reference(case):
-    build = c_header_pairs()
+    build = c_header_pairs(_speedups)
     variables = plain(HTTP_A="1", HTTP_X="\u20ac") if case == "beyond_latin1" else (
         HEADER_SETS[case][0])
     leak_check(lambda: outcome(build, variables), variables, *variables, *variables.values(),
@@ -1220,8 +1190,8 @@ def test_the_c_header_pairs_keeps_or_leaks_no_reference(case):
 def c_http_scope():
     """The C ``http_scope``, ready even when SCGIKIT_PURE=1 kept the modules from setting it
     up (its headers are the C header_pairs', which setup_headers readies)."""
-    c_header_pairs()
-    built = asgi.c_http_scope()
+    c_header_pairs(_speedups)
+    built = asgi.c_http_scope(_speedups)
     assert built is _speedups.http_scope
     return built
 
@@ -1487,7 +1457,7 @@ def scope_calls():
         calls.append(args)
         return asgi.http_scope_pure(*args)
 
-    c_header_pairs()
+    c_header_pairs(_speedups)
     _speedups.setup_scope(http_scope_pure=recording, http_versions=asgi._HTTP_VERSIONS)
     yield calls
     c_http_scope()
@@ -1705,11 +1675,17 @@ def test_accept_fd_raises_what_accept_raises(listener):
             _speedups.accept_fd(bad)
 
 
-def test_the_workers_accept_through_the_c_function_when_the_accelerator_is_on():
-    from scgikit.protocol import ACCELERATED
-    from scgikit.server import worker
+def test_the_workers_accept_through_the_c_functions_when_the_accelerator_is_on(listener):
+    from scgikit.accelerator import socket_speedups, speedups
+    from scgikit.connection.sockets import acceptor
 
-    assert worker._accept_fd is (_speedups.accept_fd if ACCELERATED else None)
+    accept = acceptor(listener)
+    if socket_speedups() is not None:
+        assert accept.func is _speedups.accept_socket
+    elif speedups is not None:
+        assert "accept_fd" in accept.__code__.co_names
+    else:
+        assert "accept_fd" not in accept.__code__.co_names
 
 
 # --- accept_socket: the connection as a socket object, made without socket()'s check ------------
@@ -1801,11 +1777,10 @@ def test_accept_socket_keeps_or_leaks_no_reference(listener, template):
     leak_check(once, template, rounds=2000)
 
 
-def test_the_workers_accept_socket_objects_through_the_c_function_when_it_is_on():
-    from scgikit.protocol import ACCELERATED
-    from scgikit.server import worker
+def test_the_c_functions_handle_sockets_when_the_accelerator_is_on_and_the_layout_matches():
+    from scgikit.accelerator import ACCELERATED, socket_speedups
 
-    assert worker._accept_socket is (_speedups.accept_socket if ACCELERATED else None)
+    assert socket_speedups() is (_speedups if ACCELERATED else None)
 
 
 # --- recv_now and close_now: a receive that never waits, and the close, as socket's ---------
@@ -1893,11 +1868,12 @@ def test_recv_now_and_close_now_keep_or_leak_no_reference(checked):
 
 
 def test_the_workers_receive_and_close_through_the_c_functions_when_they_are_on():
-    from scgikit.server import worker
+    from scgikit.accelerator import socket_speedups
+    from scgikit.connection import sockets
 
-    on = worker._accept_socket is not None
-    assert worker._recv is (_speedups.recv_now if on else _socket.socket.recv)
-    assert worker._close is (_speedups.close_now if on else _socket.socket.close)
+    on = socket_speedups() is not None
+    assert sockets.recv_now is (_speedups.recv_now if on else _socket.socket.recv)
+    assert sockets.close_now is (_speedups.close_now if on else _socket.socket.close)
 
 
 # --- answer_whole: a request whose body came whole, answered by C or by the pure adapter -----
@@ -1984,7 +1960,7 @@ WHOLE = {  # data, variables, length, start
 def c_answer_whole():
     """The C answer_whole, given its pure pieces as the import gives them (which it does
     only when the accelerator is chosen: under SCGIKIT_PURE=1 this call does it)."""
-    return wsgi.c_pieces()[2]
+    return wsgi.c_pieces(_speedups)[2]
 
 
 def answer_both_ways(monkeypatch, tmp_path, app_name, data, length, start, peer_gone=False):
@@ -2146,359 +2122,9 @@ def test_answer_whole_keeps_or_leaks_no_reference(tmp_path, app_name, stream):
         logger.setLevel(level)
 
 
-# --- serve_queue: the sync worker's accept loop in C ---------------------------------------------
+def test_the_workers_run_their_accept_loops_in_c_when_the_accelerator_is_on():
+    from scgikit.accelerator import socket_speedups
+    from scgikit.workers import loops
 
-class Loop:
-    """What serve_queue reads and writes of a worker, and what it calls, recorded."""
-
-    def __init__(self, listener, template, *, limit=1 << 20, max_requests=0, answer=None):
-        c_parse_head()  # the C parser, set up even where SCGIKIT_PURE=1 kept protocol from it
-        self.stopping = False
-        self.drain_queue = False
-        self.started = 0
-        self.handled = 0
-        self.accept_failing_since = None
-        self.slots = memoryview(bytearray(16)).cast("d")
-        self.answered, self.records, self.logged, self.busy_since = [], [], [], []
-        self.args = [self, listener.fileno(), template, 0, 65536, DEFAULT_MAX_HEADER_SIZE,
-                     limit, max_requests, self.slots, 1, answer or self.answer,
-                     self.record, self.log_access, "sync"]
-
-    def answer(self, conn, data, variables, length, start):
-        self.busy_since.append(self.slots[1])
-        self.answered.append((bytes(data[start:start + length]), variables["REQUEST_URI"]))
-        conn.sendall(b"Status: 200 OK\r\n\r\nok")
-        return "200 OK", 20
-
-    def record(self, status, sent, length, accepted):
-        self.records.append((status, sent, length, accepted))
-
-    def log_access(self, variables, status, sent, accepted, model):
-        self.logged.append((variables["REQUEST_URI"], status, sent, accepted, model))
-
-    def forget(self):
-        for kept in (self.answered, self.records, self.logged, self.busy_since):
-            kept.clear()
-
-    def __call__(self):
-        return _speedups.serve_queue(*self.args)
-
-
-def scgi_request(uri, body=b""):
-    pairs = [("CONTENT_LENGTH", str(len(body))), ("SCGI", "1"), ("REQUEST_URI", uri)]
-    return scgi_head(pairs) + body
-
-
-def queued(listener, *requests):
-    """Clients that connected to ``listener`` and sent each request (None: nothing yet)."""
-    clients = []
-    for data in requests:
-        client = socket.socket(listener.family)
-        client.connect(listener.getsockname())
-        if data is not None:
-            client.sendall(data)
-        clients.append(client)
-    return clients
-
-
-def answer_of(client):
-    client.settimeout(10)
-    got = b""
-    while chunk := client.recv(4096):
-        got += chunk
-    client.close()
-    return got
-
-
-def test_serve_queue_answers_each_whole_request_counts_logs_and_closes_it(listener, template):
-    loop = Loop(listener, template)
-    clients = queued(listener, scgi_request("/a"), scgi_request("/b", b"body"),
-                     scgi_request("/c", b"x" * 30000))
-    before = time.monotonic()
-    assert loop() is None  # the queue is empty
-    after = time.monotonic()
-    assert [answer_of(client) for client in clients] == [b"Status: 200 OK\r\n\r\nok"] * 3
-    assert loop.answered == [(b"", "/a"), (b"body", "/b"), (b"x" * 30000, "/c")]
-    assert (loop.started, loop.handled) == (3, 3)
-    assert [r[:3] for r in loop.records] == [("200 OK", 20, 0), ("200 OK", 20, 4),
-                                              ("200 OK", 20, 30000)]
-    assert [entry[0] for entry in loop.logged] == ["/a", "/b", "/c"]
-    assert {entry[4] for entry in loop.logged} == {"sync"}
-    accepted = [r[3] for r in loop.records]
-    assert before <= accepted[0] <= accepted[1] <= accepted[2] <= after  # time.monotonic()'s
-    assert loop.busy_since == accepted  # the heartbeat slot held while each was answered
-    assert loop.slots[1] == 0.0 and loop.slots[0] == 0.0
-
-
-@pytest.mark.parametrize("make", ["Loop", "TakeLoop"])
-@pytest.mark.parametrize("case, sent", [
-    ("partial head", scgi_request("/p")[:10]),
-    ("partial body", scgi_request("/p", b"body")[:-2]),
-    ("malformed head", b"5:SCGI\x00,"),
-    ("body over the limit", scgi_request("/p", b"y" * 101)),
-    ("closed before a byte", b""),
-])
-def test_the_queue_loops_hand_back_any_request_they_do_not_take(listener, template, make,
-                                                                case, sent):
-    # serve_queue takes a request whose body came whole, take_queue one whose body came
-    # whole or is over ready_size; neither one over the limit.
-    loop = globals()[make](listener, template, limit=100)
-    (client,) = queued(listener, sent)
-    if case == "closed before a byte":
-        client.shutdown(socket.SHUT_WR)
-    try:
-        conn, data, accepted = loop()
-        try:
-            assert type(conn) is _socket.socket and conn.fileno() >= 0  # still open
-            assert data == sent and isinstance(accepted, float)
-        finally:
-            conn.close()
-    finally:
-        client.close()
-    assert not loop.started
-    if make == "Loop":
-        assert loop.answered == [] and loop.handled == 0
-        assert loop.records == [] and loop.logged == []
-
-
-def test_serve_queue_hands_back_a_connection_that_sent_nothing_yet_with_the_receive_error(
-        listener, template):
-    loop = Loop(listener, template)
-    (client,) = queued(listener, None)
-    try:
-        conn, error, accepted = loop()
-        conn.close()
-        assert isinstance(error, BlockingIOError) and isinstance(accepted, float)
-    finally:
-        client.close()
-
-
-def test_serve_queue_returns_an_accept_error_and_clears_a_failing_accept_once_one_works(
-        listener, template):
-    idle = socket.socket()
-    try:
-        loop = Loop(listener, template)
-        loop.args[1] = idle.fileno()  # not listening
-        error = loop()
-        assert isinstance(error, OSError) and error.errno == errno.EINVAL
-    finally:
-        idle.close()
-    loop = Loop(listener, template)
-    loop.accept_failing_since = 12.5
-    assert loop() is None and loop.accept_failing_since == 12.5  # none accepted
-    clients = queued(listener, scgi_request("/a"))
-    assert loop() is None and loop.accept_failing_since is None
-    assert answer_of(clients[0])
-
-
-def test_serve_queue_stops_before_the_next_accept_when_the_worker_stops(listener, template):
-    loop = Loop(listener, template)
-    clients = queued(listener, scgi_request("/a"), scgi_request("/b"))
-    loop.stopping = True
-    assert loop() is None and loop.answered == []  # a stop without draining: none taken
-    loop.drain_queue = True  # a full stop serves what is queued
-    assert loop() is None and len(loop.answered) == 2
-    for client in clients:
-        assert answer_of(client)
-
-
-def test_serve_queue_stops_after_the_request_that_reaches_max_requests(listener, template):
-    loop = Loop(listener, template, max_requests=2)
-    loop.drain_queue = True  # as a full stop had begun: the recycle still wins
-    clients = queued(listener, *(scgi_request(f"/{n}") for n in range(3)))
-    assert loop() is None
-    assert (loop.started, loop.handled, loop.stopping, loop.drain_queue) == (2, 2, True, False)
-    assert answer_of(clients[0]) and answer_of(clients[1])
-    conn = listener.accept()[0]  # the third is still queued, for another worker
-    conn.close()
-    clients[2].close()
-
-
-def test_serve_queue_runs_signal_handlers_between_requests(listener, template):
-    loop = Loop(listener, template)
-    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: setattr(loop, "stopping", True))
-    try:
-        def answer_and_signal(*args):
-            os.kill(os.getpid(), signal.SIGUSR1)
-            return loop.answer(*args)
-
-        loop.args[10] = answer_and_signal
-        clients = queued(listener, scgi_request("/a"), scgi_request("/b"))
-        assert loop() is None
-        assert len(loop.answered) == 1 and loop.stopping
-        assert answer_of(clients[0])
-        listener.accept()[0].close()
-        clients[1].close()
-    finally:
-        signal.signal(signal.SIGUSR1, previous)
-
-
-def test_serve_queue_closes_the_connection_and_raises_what_the_answer_raised(listener,
-                                                                            template):
-    def fails(*args):
-        loop.busy_since.append(loop.slots[1])
-        raise KeyboardInterrupt
-
-    loop = Loop(listener, template, answer=fails)
-    clients = queued(listener, scgi_request("/a"), scgi_request("/b"))
-    with pytest.raises(KeyboardInterrupt):
-        loop()
-    assert answer_of(clients[0]) == b""  # closed, nothing sent
-    assert (loop.started, loop.handled) == (1, 1) and loop.slots[1] == 0.0
-    assert loop.busy_since[0] > 0.0 and loop.records == []
-    listener.accept()[0].close()
-    clients[1].close()
-
-
-@pytest.mark.parametrize("make, name, extra", [
-    ("Loop", "serve_queue", [(8, bytearray(16), ValueError), (8, b"x" * 16, BufferError),
-                             (9, 2, ValueError), (9, -1, ValueError)]),
-    ("TakeLoop", "take_queue", [(7, -1, ValueError)]),
-])
-def test_the_queue_loops_check_their_arguments(listener, template, make, name, extra):
-    loop = globals()[make](listener, template)
-    function = getattr(_speedups, name)
-    with pytest.raises(TypeError):
-        function(*loop.args[:-1])
-    for at, bad, error in [(2, listener, TypeError), (2, None, TypeError),
-                           (1, -1, ValueError), (4, 0, ValueError), (6, -1, ValueError),
-                           (5, "4096", ValueError), (1, "3", TypeError), *extra]:
-        args = list(loop.args)
-        args[at] = bad
-        with pytest.raises(error):
-            function(*args)
-    assert not loop.started
-
-
-@pytest.mark.parametrize("make", ["Loop", "TakeLoop"])
-def test_the_queue_loops_keep_or_leak_no_reference(listener, template, make):
-    loop = globals()[make](listener, template)  # serve_queue's or take_queue's
-    address = listener.getsockname()
-    request = scgi_request("/a", b"body")
-
-    def once():
-        loop.forget()
-        with socket.socket(listener.family) as client:
-            client.connect(address)
-            client.sendall(request)
-            assert loop() is None
-            with socket.socket(listener.family) as other:
-                other.connect(address)
-                other.sendall(request[:5])
-                conn, _, _ = loop()
-                conn.close()
-
-    leak_check(once, template, loop, rounds=1000)
-
-
-def test_the_sync_worker_runs_its_loop_in_c_when_the_accelerator_is_on():
-    from scgikit.server import worker
-
-    on = worker._accept_socket is not None
-    assert worker._serve_queue_c is (_speedups.serve_queue if on else None)
-
-
-# --- take_queue: the asyncio worker's accept loop in C -------------------------------------------
-
-class TakeLoop:
-    """What take_queue reads and writes of a worker, and what it calls, recorded."""
-
-    def __init__(self, listener, template, *, limit=1 << 20, ready_size=1000, start=None):
-        c_parse_head()
-        self.stopping = False
-        self.drain_queue = False
-        self.recycling = False
-        self.accept_failing_since = None
-        self.started = []
-        self.args = [self, listener.fileno(), template, 0, 65536, DEFAULT_MAX_HEADER_SIZE,
-                     limit, ready_size, start or self.start]
-
-    def start(self, conn, data, parsed, accepted, now):
-        self.started.append((data, parsed, accepted, now))
-        conn.sendall(b"Status: 200 OK\r\n\r\nok")
-        conn.close()
-
-    def forget(self):
-        self.started.clear()
-
-    def __call__(self):
-        return _speedups.take_queue(*self.args)
-
-
-def test_take_queue_starts_each_ready_request_with_its_head_parsed_and_its_accept_time(
-        listener, template):
-    loop = TakeLoop(listener, template, ready_size=1000)
-    big = scgi_request("/big", b"z" * 5000)
-    clients = queued(listener, scgi_request("/a"), scgi_request("/b", b"body"), big[:200])
-    before = time.monotonic()
-    assert loop() is None  # the queue is empty
-    after = time.monotonic()
-    assert [answer_of(client) for client in clients] == [b"Status: 200 OK\r\n\r\nok"] * 3
-    assert [data for data, *_ in loop.started] == [scgi_request("/a"),
-                                                   scgi_request("/b", b"body"), big[:200]]
-    # A body over ready_size starts the app with what came: the rest is read as it asks.
-    assert [parsed[0]["REQUEST_URI"] for _, parsed, _, _ in loop.started] == ["/a", "/b", "/big"]
-    assert [parsed[1] for _, parsed, _, _ in loop.started] == [0, 4, 5000]
-    accepted = [entry[2] for entry in loop.started]
-    assert before <= accepted[0] <= accepted[1] <= accepted[2] <= after
-    assert all(entry[3] == entry[2] for entry in loop.started)  # now: the accept's time
-
-
-def test_take_queue_hands_back_a_connection_that_sent_nothing_yet_and_an_accept_error(
-        listener, template):
-    loop = TakeLoop(listener, template)
-    loop.accept_failing_since = 12.5
-    (client,) = queued(listener, None)
-    try:
-        conn, error, accepted = loop()
-        conn.close()
-        assert isinstance(error, BlockingIOError) and isinstance(accepted, float)
-        assert loop.accept_failing_since is None  # an accept worked
-    finally:
-        client.close()
-    with socket.socket() as idle:
-        loop.args[1] = idle.fileno()  # not listening
-        error = loop()
-        assert isinstance(error, OSError) and error.errno == errno.EINVAL
-
-
-@pytest.mark.parametrize("flags, taken", [
-    ({"stopping": True}, 0),  # a stop without draining: none taken
-    ({"stopping": True, "drain_queue": True}, 2),  # a full stop takes what is queued
-    ({"recycling": True}, 0),  # --max-requests reached: the rest is for other workers
-    ({"recycling": True, "stopping": True, "drain_queue": True}, 0),
-])
-def test_take_queue_takes_nothing_once_the_worker_stops_taking(listener, template, flags,
-                                                               taken):
-    loop = TakeLoop(listener, template)
-    clients = queued(listener, scgi_request("/a"), scgi_request("/b"))
-    for name, value in flags.items():
-        setattr(loop, name, value)
-    assert loop() is None and len(loop.started) == taken
-    for client in clients[:taken]:
-        assert answer_of(client)
-    for client in clients[taken:]:
-        listener.accept()[0].close()
-        client.close()
-
-
-def test_take_queue_raises_what_start_raised_and_takes_no_more(listener, template):
-    def fails(conn, *args):
-        loop.started.append(args)
-        raise KeyboardInterrupt
-
-    loop = TakeLoop(listener, template, start=fails)
-    clients = queued(listener, scgi_request("/a"), scgi_request("/b"))
-    with pytest.raises(KeyboardInterrupt):
-        loop()
-    assert len(loop.started) == 1
-    assert answer_of(clients[0]) == b""  # the connection dropped with the call, unanswered
-    listener.accept()[0].close()
-    clients[1].close()
-
-
-def test_the_asyncio_worker_runs_its_accept_loop_in_c_when_the_accelerator_is_on():
-    from scgikit.server import aio, worker
-
-    on = worker._accept_socket is not None
-    assert aio._take_queue_c is (_speedups.take_queue if on else None)
+    on = socket_speedups() is not None
+    assert (loops.QueueLoop is not loops.PureQueueLoop) is on

@@ -31,9 +31,9 @@ from scgi_raw import parse_answer, read_all, request
 from servers import ServerProcess, child_env, wait_until
 
 from scgikit.cli import build_parser
-from scgikit.config import from_arguments
+from scgikit.master.systemd import Notifier, notify_address, watchdog_interval
+from scgikit.options import from_arguments
 from scgikit.protocol import encode_request
-from scgikit.server.systemd import Notifier, notify_address, watchdog_interval
 
 UNITS = Path(__file__).parent.parent / "docs" / "systemd"
 

@@ -1,9 +1,10 @@
+import socket
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from scgikit.apps.wsgi import ExcInfo, FileWrapper, WSGIAdapter
-from scgikit.server.sockets import Connection
-from scgikit.server.streams import Body, BufferedBody
+from scgikit.connection.sockets import Connection
+from scgikit.connection.streams import Body, BufferedBody
 
 def parse_head(
     data: bytes | bytearray, max_header_size: int = ...
@@ -55,3 +56,26 @@ class Exchange:
     def finish(self) -> None: ...
     def respond(self, result: Iterable[bytes]) -> None: ...
     def sendfile(self, wrapper: FileWrapper) -> None: ...
+def readiness(length: int, received: int, buffer_size: int, limit: int, /) -> int: ...
+
+class WorkerState:
+    stopping: bool
+    drain_queue: bool
+    started: int
+    handled: int
+    max_requests: int
+    accept_failing_since: float | None
+    def __init__(self, max_requests: int = 0) -> None: ...
+    def count_start(self) -> bool: ...
+
+class QueueLoop:
+    state: WorkerState
+    def __init__(self, *, state: WorkerState, listener: socket.socket, recv_size: int,
+                 max_header_size: int, body_limit: int, buffer_size: int = 0,
+                 slots: Any = None, slot: int = 0,
+                 answer: Callable[..., tuple[str, int]] | None = None,
+                 record: Callable[[str, int, int, float], None] | None = None,
+                 log_access: Callable[..., None] | None = None, model: str = "",
+                 start: Callable[..., None] | None = None) -> None: ...
+    def serve(self) -> Any: ...
+    def take(self) -> Any: ...

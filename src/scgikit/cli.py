@@ -14,12 +14,12 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .protocol import ACCELERATED
+from .accelerator import ACCELERATED
 
 # subcommand -> module holding HELP, configure() and run()
 SUBCOMMANDS = {
-    "serve": "scgikit.server.command",
-    "check": "scgikit.server.check",
+    "serve": "scgikit.master.command",
+    "check": "scgikit.master.check",
     "request": "scgikit.client_command",
     "config": "scgikit.frontends",
     "gateway": "scgikit.gateway",

@@ -24,11 +24,12 @@ comes from a ``Status:`` header, or an ``HTTP/1.x`` status line, or neither
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
+
+from .accelerator import ACCELERATED, speedups
 
 __all__ = [
     "ACCELERATED",
@@ -240,21 +241,11 @@ def parse_head_pure(
     return environ, content_length, end + 1
 
 
-# The C parse_head, if it was built, unless SCGIKIT_PURE=1 asks for the pure one.  Read
-# at import, not through the Config: the choice is made once per process, before any
-# option is read, and only tests and benchmarks need the switch.
+# The C parse_head where the accelerator runs (accelerator.py decides), else the pure one.
 parse_head = parse_head_pure
-#: True when ``parse_head`` is the C accelerator, False when it is ``parse_head_pure``.
-ACCELERATED = False
-if os.environ.get("SCGIKIT_PURE", "") in ("", "0"):
-    try:
-        from . import _speedups
-    except ImportError:
-        pass
-    else:
-        _speedups.setup(parse_head_pure, DEFAULT_MAX_HEADER_SIZE)
-        parse_head = _speedups.parse_head
-        ACCELERATED = True
+if speedups is not None:
+    speedups.setup(parse_head_pure, DEFAULT_MAX_HEADER_SIZE)
+    parse_head = speedups.parse_head
 
 
 def parse_variables(block: bytes | bytearray) -> tuple[dict[str, str], int]:

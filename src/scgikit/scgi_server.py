@@ -52,7 +52,8 @@ class SCGIServer:
 
     def serve(self) -> None:
         """Run until stopped by SIGTERM/SIGINT (graceful) or SIGQUIT (immediate)."""
-        from .server.arbiter import Arbiter, setup_logging
+        from .master.arbiter import Arbiter
+        from .master.logs import setup_logging
 
         config = self.config()
         setup_logging(config)

@@ -35,9 +35,11 @@ import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable, Coroutine
+from types import ModuleType
 from typing import Any, NoReturn, Protocol
 
-from ..protocol import ACCELERATED, error_response, reason_phrase
+from ..accelerator import speedups
+from ..protocol import error_response, reason_phrase
 from .loader import AppImportError
 from .request import header_pairs, is_https, raw_path, request_target, split_path
 from .wsgi import InvalidResponse, encode_head
@@ -150,23 +152,17 @@ def _port(text: str | None) -> int | None:
 ScopeBuilder = Callable[[dict[str, str], str, tuple[str, int], dict[str, Any]], Scope]
 
 
-def c_http_scope() -> ScopeBuilder:
-    """The C accelerator's ``http_scope``, given the pure pieces it calls; the pure function
-    where the built accelerator predates it.
+def c_http_scope(c: ModuleType) -> ScopeBuilder:
+    """The C accelerator ``c``'s ``http_scope``, given the pure pieces it calls.
 
-    Called at import when ``protocol.ACCELERATED``; tests call it to compare the two.
+    Called at import where the accelerator runs; tests call it to compare the two.
     """
-    from .. import _speedups
-
-    if not hasattr(_speedups, "http_scope"):
-        return http_scope_pure
-    _speedups.setup_scope(http_scope_pure=http_scope_pure, http_versions=_HTTP_VERSIONS)
-    scope: ScopeBuilder = _speedups.http_scope
+    c.setup_scope(http_scope_pure=http_scope_pure, http_versions=_HTTP_VERSIONS)
+    scope: ScopeBuilder = c.http_scope
     return scope
 
 
-# The choice protocol made at import (C parse_head unless SCGIKIT_PURE=1) holds here too.
-http_scope: ScopeBuilder = c_http_scope() if ACCELERATED else http_scope_pure
+http_scope: ScopeBuilder = c_http_scope(speedups) if speedups else http_scope_pure
 
 
 def _where(variables: dict[str, str]) -> str:

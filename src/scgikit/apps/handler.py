@@ -20,9 +20,9 @@ import socket
 import sys
 from typing import IO, Any
 
+from ..connection.sockets import Connection, send_all
+from ..connection.streams import Body, body_stream, whole_body
 from ..protocol import DEFAULT_MAX_HEADER_SIZE, ProtocolError, error_response, parse_variables
-from ..server.sockets import Connection, send_all
-from ..server.streams import Body, body_stream, whole_body
 
 log = logging.getLogger("scgikit")
 

@@ -7,17 +7,18 @@ These pure functions turn the variables into the path, the scheme and the
 headers an app expects, the same way for the WSGI environ and the ASGI scope.
 
 ``header_pairs`` runs for every ASGI request: it is the C twin in
-``scgikit._speedups`` when protocol's ``ACCELERATED`` says the accelerator was built
-and not refused (SCGIKIT_PURE=1), else ``header_pairs_pure``, which stays the
-reference (the C code calls it for every case it does not handle itself).
+``scgikit._speedups`` where the accelerator runs (``accelerator.py`` decides), else
+``header_pairs_pure``, which stays the reference (the C code calls it for every case
+it does not handle itself).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import ModuleType
 from urllib.parse import unquote_to_bytes
 
-from ..protocol import ACCELERATED
+from ..accelerator import speedups
 
 __all__ = ["request_target", "raw_path", "split_path", "is_https", "merge_cookie",
            "header_pairs", "header_pairs_pure"]
@@ -120,16 +121,14 @@ def header_pairs_pure(variables: dict[str, str]) -> list[tuple[bytes, bytes]]:
 HeaderPairs = Callable[[dict[str, str]], list[tuple[bytes, bytes]]]
 
 
-def c_header_pairs() -> HeaderPairs:
-    """The C accelerator's ``header_pairs``, given the pure pieces it calls.
+def c_header_pairs(c: ModuleType) -> HeaderPairs:
+    """The C accelerator ``c``'s ``header_pairs``, given the pure pieces it calls.
 
-    Called at import when ``protocol.ACCELERATED``; tests call it to compare the two.
+    Called at import where the accelerator runs; tests call it to compare the two.
     """
-    from .. import _speedups
+    c.setup_headers(header_pairs_pure=header_pairs_pure, merge_cookie=merge_cookie)
+    pairs: HeaderPairs = c.header_pairs
+    return pairs
 
-    _speedups.setup_headers(header_pairs_pure=header_pairs_pure, merge_cookie=merge_cookie)
-    return _speedups.header_pairs
 
-
-# The choice protocol made at import (C parse_head unless SCGIKIT_PURE=1) holds here too.
-header_pairs: HeaderPairs = c_header_pairs() if ACCELERATED else header_pairs_pure
+header_pairs: HeaderPairs = c_header_pairs(speedups) if speedups else header_pairs_pure

@@ -10,8 +10,8 @@ The head is held back until the first non-empty body chunk (or the end), and
 sent with it in one system call.
 
 The environ build and the exchange (``start_response``, ``write``, the loop over
-the app's result) have a C twin in ``scgikit._speedups``, used when protocol's
-``ACCELERATED`` says the accelerator was built and not refused (SCGIKIT_PURE=1).
+the app's result) have a C twin in ``scgikit._speedups``, used where the
+accelerator runs (``accelerator.py`` decides).
 The pure ``environ_pure`` and ``_Exchange`` stay the reference: the C code calls
 them for every case it does not handle itself, and the tests compare the two.
 """
@@ -25,18 +25,19 @@ import select
 import socket
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from types import MethodType, TracebackType
+from types import MethodType, ModuleType, TracebackType
 from typing import IO, Any, Protocol
 
-from ..protocol import ACCELERATED, ProtocolError, error_response, format_response_head
-from ..server.sockets import (
+from ..accelerator import speedups
+from ..connection.sockets import (
     DONTWAIT,
     Connection,
     arm_timeout,
     send_all,
     sendall_within_timeout,
 )
-from ..server.streams import Body, BufferedBody, whole_body
+from ..connection.streams import Body, BufferedBody, whole_body
+from ..protocol import ProtocolError, error_response, format_response_head
 from .request import is_https, merge_cookie, split_path
 
 log = logging.getLogger("scgikit")
@@ -438,25 +439,23 @@ AnswerWhole = Callable[[Connection, "bytes | bytearray", dict[str, str], int, in
                        tuple[str, int]]
 
 
-def c_pieces() -> tuple[EnvironBuilder, ExchangeFactory, Callable[..., tuple[str, int]]]:
-    """The C accelerator's environ builder, exchange and answer_whole, given the pure
+def c_pieces(c: ModuleType) -> tuple[EnvironBuilder, ExchangeFactory,
+                                      Callable[..., tuple[str, int]]]:
+    """The C accelerator ``c``'s environ builder, exchange and answer_whole, given the pure
     pieces they call.
 
-    Called at import when ``protocol.ACCELERATED``; tests call it to compare the two.
+    Called at import where the accelerator runs; tests call it to compare the two.
     """
-    from .. import _speedups
-
-    _speedups.setup_wsgi(environ_pure=environ_pure, split_path=split_path,
-                         merge_cookie=merge_cookie, encode_head=encode_head,
-                         send_rest=_send_rest, client_gone=ClientGone, pure_exchange=_Exchange,
-                         socket_type=Connection, buffered_body=BufferedBody,
-                         file_wrapper=FileWrapper, answer_file=answer_file)
-    return _speedups.wsgi_environ, _speedups.Exchange, _speedups.answer_whole
+    c.setup_wsgi(environ_pure=environ_pure, split_path=split_path,
+                 merge_cookie=merge_cookie, encode_head=encode_head,
+                 send_rest=_send_rest, client_gone=ClientGone, pure_exchange=_Exchange,
+                 socket_type=Connection, buffered_body=BufferedBody,
+                 file_wrapper=FileWrapper, answer_file=answer_file)
+    return c.wsgi_environ, c.Exchange, c.answer_whole
 
 
-# The choice protocol made at import (C parse_head unless SCGIKIT_PURE=1) holds here too.
 build_environ: EnvironBuilder
 new_exchange: ExchangeFactory
 answer_whole_c: Callable[..., tuple[str, int]] | None
 build_environ, new_exchange, answer_whole_c = (
-    c_pieces() if ACCELERATED else (environ_pure, _Exchange, None))
+    c_pieces(speedups) if speedups else (environ_pure, _Exchange, None))

@@ -15,8 +15,9 @@ a dual-stack IPv6 listener reports IPv4 clients; likewise an IPv6 rule inside
 file's owner and mode guard those.  Anything else, such as a peer address that
 does not parse, is refused: the list fails closed.
 
-The module does no I/O; ``scgikit.config`` builds one to validate the option,
-and each worker builds its own to check every accepted TCP connection.
+The module does no I/O and imports nothing of scgikit's; ``scgikit.config`` builds one
+to validate the option, and each worker builds its own to check every accepted TCP
+connection.
 """
 
 from __future__ import annotations
@@ -25,11 +26,14 @@ import ipaddress
 from _socket import AF_INET, AF_INET6, inet_pton
 from collections.abc import Iterable, Sequence
 
-from ..config import ConfigError
-
-__all__ = ["AllowList"]
+__all__ = ["AllowList", "AllowListError"]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class AllowListError(ValueError):
+    """An entry of the list is not a network; the message names it (config.py adds the
+    option's name: ``--allow-from: ...``)."""
 
 #: For each distinct prefix length: (how far to shift a peer's address right,
 #: the network numbers shifted as far).  Shortest prefixes (widest ranges) first.
@@ -50,7 +54,7 @@ class AllowList:
 
     def __init__(self, networks: Sequence[str]) -> None:
         if isinstance(networks, (str, bytes)):
-            raise ConfigError(f"expected a list of networks, not the single string {networks!r}")
+            raise AllowListError(f"expected a list of networks, not the single string {networks!r}")
         self.networks: tuple[Network, ...] = tuple(_parse_network(text) for text in networks)
         ipv6 = [net for net in self.networks if isinstance(net, ipaddress.IPv6Network)]
         ipv4 = [net for net in self.networks if isinstance(net, ipaddress.IPv4Network)]
@@ -82,13 +86,13 @@ class AllowList:
 
 
 def _parse_network(text: str) -> Network:
-    """One rule: an address (a network of one) or a CIDR range; ConfigError names a bad one."""
+    """One rule: an address (a network of one) or a CIDR range; AllowListError names a bad one."""
     entry = text.strip() if isinstance(text, str) else ""
     if "%" in entry:
-        raise ConfigError(f"{text!r}: a zone index (%...) cannot be matched; "
+        raise AllowListError(f"{text!r}: a zone index (%...) cannot be matched; "
                           "give the address without it")
     if "," in entry:
-        raise ConfigError(f"{text!r}: give one network per entry, not a list")
+        raise AllowListError(f"{text!r}: give one network per entry, not a list")
     try:
         return ipaddress.ip_network(entry)
     except ValueError:
@@ -96,10 +100,10 @@ def _parse_network(text: str) -> Network:
     try:
         wide = ipaddress.ip_network(entry, strict=False)
     except ValueError:
-        raise ConfigError(f"{text!r} is not an IP address or a CIDR range "
+        raise AllowListError(f"{text!r} is not an IP address or a CIDR range "
                           "such as 10.0.0.0/8 or fd00::/8") from None
     address = entry.partition("/")[0]
-    raise ConfigError(f"{text!r} has host bits set: write {wide} for the whole range, "
+    raise AllowListError(f"{text!r} has host bits set: write {wide} for the whole range, "
                       f"or {address} for that one address")
 
 

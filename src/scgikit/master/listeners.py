@@ -18,7 +18,6 @@ authentication, and the server trusts whatever its peer sends.
 
 from __future__ import annotations
 
-import _socket
 import errno
 import grp
 import logging
@@ -33,19 +32,11 @@ from dataclasses import dataclass
 
 from ..addresses import ADDRESS_FORMS, Address
 from ..config import Config, ConfigError
-
-# A plain int: socket.MSG_DONTWAIT is an enum.IntFlag, whose "|" runs in Python (three
-# calls of enum code, on the pure path, for every answer).
-DONTWAIT = int(socket.MSG_DONTWAIT)
+from ..connection.sockets import timeval
 
 log = logging.getLogger("scgikit")
 
 SD_LISTEN_FDS_START = 3
-
-#: An accepted connection.  Workers use the C socket type, not ``socket.socket``:
-#: it has every method a request needs (recv, recv_into, sendall, sendmsg...) and
-#: costs no Python code to create or close.
-Connection = _socket.socket
 
 
 @dataclass
@@ -134,7 +125,7 @@ def open_listeners(config: Config, environ: Mapping[str, str]) -> list[Listener]
             listeners = systemd_listeners(environ)
         if not listeners:
             for address in config.addresses:
-                listeners.append(_open(address, config, owner))
+                listeners.append(open_address(address, config, owner))
         for listener in listeners:
             _prepare(listener.sock, config)
     except BaseException:
@@ -146,7 +137,7 @@ def open_listeners(config: Config, environ: Mapping[str, str]) -> list[Listener]
     return listeners
 
 
-def _open(address: Address, config: Config, owner: Owner | None) -> Listener:
+def open_address(address: Address, config: Config, owner: Owner | None) -> Listener:
     if address.fd is not None:
         return _inherited(address.fd, f"fd://{address.fd}")
     if address.path is not None:
@@ -382,68 +373,3 @@ def _prepare(sock: socket.socket, config: Config) -> None:
     if config.header_timeout > 0:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(config.header_timeout))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval(config.header_timeout))
-
-
-def timeval(seconds: float) -> bytes:
-    """``seconds`` as the ``struct timeval`` that SO_RCVTIMEO and SO_SNDTIMEO take."""
-    whole = int(seconds)
-    return struct.pack("ll", whole, int((seconds - whole) * 1e6))
-
-
-def set_receive_timeout(conn: Connection, seconds: float) -> None:
-    """Let the next receives on ``conn`` wait at most ``seconds`` (sends are unaffected).
-
-    A connection with a Python-level timeout has its timeout changed; any other
-    gets the kernel's SO_RCVTIMEO.
-    """
-    if conn.gettimeout() is not None:
-        conn.settimeout(seconds)
-    else:
-        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(max(seconds, 0.001)))
-
-
-def arm_timeout(conn: Connection, seconds: float | None) -> None:
-    """Give a unix connection its send timeout before a send that may have to wait.
-
-    TCP connections already carry the listener's SO_SNDTIMEO; a unix one starts with
-    none.  Setting it costs a system call, so it is set only once a send could not
-    finish at once, and as the kernel's SO_SNDTIMEO, as TCP's: the connection stays
-    blocking, so a big answer goes out in one ``send`` that sleeps while the buffer is
-    full (a Python-level timeout would make the descriptor non-blocking, with a
-    ``poll`` before every ``send`` of a buffer's worth).
-    """
-    if seconds and conn.family == socket.AF_UNIX and conn.gettimeout() is None:
-        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval(seconds))
-
-
-def send_all(conn: Connection, data: bytes, seconds: float | None, flags: int = 0) -> bool:
-    """``conn.sendall(data)``, first without waiting; True if it had to wait.
-
-    An answer that fits in the socket's buffer goes out in one call, with no timeout
-    armed; the rest of one that does not is sent within ``seconds`` per call, the
-    timeout then armed for the connection's next sends (``sendall_within_timeout``).
-    ``flags`` go with that first call (``MSG_MORE`` for the last bytes before a close).
-    """
-    try:
-        sent = conn.send(data, DONTWAIT | flags)
-    except BlockingIOError:
-        sent = 0
-    if sent < len(data):
-        arm_timeout(conn, seconds)
-        with memoryview(data) as view:
-            sendall_within_timeout(conn, view[sent:])
-        return True
-    return False
-
-
-def sendall_within_timeout(conn: Connection, data: bytes | bytearray | memoryview,
-                           flags: int = 0) -> None:
-    """``conn.sendall(data, flags)``; the socket's SO_SNDTIMEO passing is a ``TimeoutError``.
-
-    (The kernel says EAGAIN, which Python raises as BlockingIOError, "Resource
-    temporarily unavailable": not what a log line about a stalled front end should say.)
-    """
-    try:
-        conn.sendall(data, flags)
-    except BlockingIOError:
-        raise TimeoutError(errno.ETIMEDOUT, "send timed out") from None

@@ -6,7 +6,8 @@ import argparse
 import os
 import sys
 
-from ..config import Config, ConfigError, add_arguments, from_arguments
+from ..config import Config, ConfigError
+from ..options import add_arguments, from_arguments
 
 HELP = "serve a WSGI or ASGI app or an SCGIHandler subclass over SCGI"
 DESCRIPTION = """\
@@ -59,7 +60,8 @@ def build_config(args: argparse.Namespace) -> Config:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .arbiter import Arbiter, setup_logging
+    from .arbiter import Arbiter
+    from .logs import setup_logging
 
     config = build_config(args)
     try:

@@ -33,10 +33,12 @@ from pathlib import Path
 
 from ..addresses import Address
 from ..config import Config, ConfigError
-from .boot import APP_LOAD_ERROR, choose_model, prepare_process
+from ..workers import choose_model
+from .boot import prepare_process
 from .command import build_config
 from .command import configure as configure_serve
-from .sockets import is_wildcard, socket_owner
+from .listeners import is_wildcard, socket_owner
+from .roster import APP_LOAD_ERROR
 
 HELP = "check the options, the config file and the app as serve would, without serving"
 DESCRIPTION = """\
@@ -131,7 +133,7 @@ def _check_app(config: Config, report: Report) -> None:
         kind = app_kind(load_target(config.target))
         model = choose_model(config, kind)
         if model == "asyncio":
-            from .aio import new_event_loop
+            from ..workers.asyncio import new_event_loop
 
             new_event_loop(config.loop).close()  # --loop uvloop without uvloop
     except AppImportError as exc:

@@ -12,22 +12,60 @@ Every worker model feeds it the same way, so the rules live here once:
   *ready*, so a slow client never holds the app.  A bigger one streams to the app,
   whose reads then share the ``--body-timeout`` deadline counted from the head's end.
 
-The worker runs the app only on a ready request; until then the connection waits
-in the worker's selector (or its event loop) and costs no app slot.
+The worker runs the app only on a ready request (``readiness``, the one rule that
+the C accept loops mirror); until then the connection waits in the waiting room
+(``waiting.py``) and costs no app slot.  The bytes come from the connection's
+first receive, and from ``receive_now`` each time the poller says more arrived.
 """
 
 from __future__ import annotations
 
+import socket
+
 from ..config import Config
 from ..protocol import ProtocolError, parse_head
+from .sockets import DONTWAIT, Connection, set_receive_timeout
 
-__all__ = ["Intake", "RequestTimeout", "is_ready"]
+__all__ = ["GATHER_WAIT", "RECV_SIZE", "STREAM", "TOO_LARGE", "WAIT", "WHOLE", "Intake",
+           "ParsedHead", "RequestTimeout", "is_ready", "readiness", "receive_now",
+           "receive_rest"]
 
 ParsedHead = tuple[dict[str, str], int, int]  # variables, CONTENT_LENGTH, where the body starts
+
+#: The first receive takes the head and a body of up to about this size in one call.
+RECV_SIZE = 128 * 1024
+#: How long the first receive of a small body's rest may wait, once per connection.
+GATHER_WAIT = 0.01
+# A receive that never waits, and one that only looks (a handler that reads the socket).
+_PEEK_NOW = DONTWAIT | socket.MSG_PEEK
+
+#: What ``readiness`` says of a request; the C accept loops use the same numbers.
+WAIT = 0  # a small body is still on its way: the connection waits
+WHOLE = 1  # the whole body is here: the app reads it from memory
+STREAM = 2  # a big body: the app starts now and reads the rest from the socket
+TOO_LARGE = 3  # over --max-body-size: refused with 413
 
 
 class RequestTimeout(ProtocolError):
     """The client did not send its head (``status`` 0: nothing to answer) or body in time."""
+
+
+def readiness(length: int, received: int, buffer_size: int, limit: int) -> int:
+    """The readiness rule: may a request whose head announced a body of ``length`` bytes, of
+    which ``received`` are in, go to the app?
+
+    ``TOO_LARGE`` past ``limit`` (``--max-body-size``, ``Config.body_limit``); else
+    ``WHOLE`` once the whole body is in; else ``STREAM`` when it is larger than
+    ``buffer_size`` (``--body-buffer-size``), which is not gathered; else ``WAIT``.
+    The C accept loops (``_speedups``) apply this same rule; a test compares them.
+    """
+    if length > limit:
+        return TOO_LARGE
+    if received >= length:
+        return WHOLE
+    if length > buffer_size:
+        return STREAM
+    return WAIT
 
 
 def is_ready(parsed: ParsedHead, received: int, config: Config) -> bool:
@@ -36,10 +74,11 @@ def is_ready(parsed: ParsedHead, received: int, config: Config) -> bool:
     Raises the 413 ``ProtocolError`` for a body over ``--max-body-size``.
     """
     length = parsed[1]
-    limit = config.max_body_size
-    if limit is not None and length > limit:
-        raise ProtocolError(f"body of {length} bytes exceeds --max-body-size {limit}", status=413)
-    return received - parsed[2] >= length or length > config.body_buffer_size
+    state = readiness(length, received - parsed[2], config.body_buffer_size, config.body_limit)
+    if state == TOO_LARGE:
+        raise ProtocolError(f"body of {length} bytes exceeds --max-body-size "
+                            f"{config.max_body_size}", status=413)
+    return state != WAIT
 
 
 class Intake:
@@ -129,3 +168,35 @@ class Intake:
         return RequestTimeout(
             f"client sent {self.received - start} of {length} body bytes within "
             f"--body-timeout {self.config.body_timeout:g}s", status=408)
+
+
+def receive_now(conn: Connection, peek: bool = False) -> bytes | None:
+    """What the connection has already received (``b""`` at its end), or None if nothing yet."""
+    try:
+        return conn.recv(RECV_SIZE, _PEEK_NOW if peek else DONTWAIT)
+    except BlockingIOError:
+        return None
+
+
+def receive_rest(conn: Connection, data: bytes | bytearray, parsed: ParsedHead,
+                 ) -> tuple[bytes | bytearray, ParsedHead]:
+    """``data`` and what follows of a small body within ``GATHER_WAIT`` seconds.
+
+    A front end's body often comes in several segments just after the head: one
+    blocking MSG_WAITALL receive takes them all, where parking would wake the
+    worker once per segment.  The wait is short and once per connection, so a
+    client that drips its body costs a few milliseconds, then waits parked.
+
+    A body that is now whole comes back as exactly its bytes (its head parsed
+    as starting at 0): the app then reads it without another copy.
+    """
+    variables, length, start = parsed
+    rest = start + length - len(data)
+    set_receive_timeout(conn, GATHER_WAIT)
+    try:
+        more = conn.recv(rest, socket.MSG_WAITALL)
+    except OSError:  # nothing in time, or an error the parked connection meets again
+        return data, parsed
+    if len(more) == rest:
+        return b"".join((memoryview(data)[start:], more)), (variables, length, 0)
+    return data + more, parsed

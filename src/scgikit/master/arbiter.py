@@ -7,9 +7,10 @@ Between signals the loop reaps dead workers, kills those stuck on one request
 past ``--timeout`` (their heartbeat slot in a shared array says since when),
 and starts workers until the current generation has ``workers`` of them.
 
-With ``--stats``, the loop also answers metrics scrapes (``stats.py``): the
-workers count into shared memory made here before the fork, and the master
-folds a dead worker's figures into retired totals before its slot is reused.
+The same loop answers metrics scrapes (``--stats``: ``stats.py``), reports to
+systemd (``systemd.py``: READY, RELOADING, STOPPING, STATUS, and the watchdog's
+pings, from this loop so that a master that hangs stops pinging) and, with
+``--reload``, polls the app's files (``reload.py``).
 
 A reload (SIGHUP) starts a new generation; the old workers keep serving until
 every new one has loaded the app and said so on the ready pipe, then they are
@@ -31,16 +32,10 @@ capped exponential backoff, as is a failed ``fork()``.
     SIGHUP            graceful reload: new workers load the app afresh
     SIGTTIN, SIGTTOU  one worker more, one fewer
 
-Under systemd the loop also reports to it (``systemd.py``): READY once a worker
-serves, RELOADING and READY again around a reload, STOPPING, a STATUS line when
-the workers change, and the watchdog's pings, from this loop so that a master
-that hangs stops pinging.
-
-With ``--reload`` (development) the loop also polls the app's files (reload.py)
-and reloads as on SIGHUP after a burst of changes.  A start or a reload then
-starts one new worker first and the others once it is ready, so an app broken
-by an edit fails, and logs its error, once; and a failed start waits for the
-next change instead of stopping the master.
+With ``--reload`` (development) a burst of changes reloads as SIGHUP does; a
+start or a reload then starts one new worker first and the others once it is
+ready, so an app broken by an edit fails, and logs its error, once; and a failed
+start waits for the next change instead of stopping the master.
 """
 
 from __future__ import annotations
@@ -54,24 +49,35 @@ import struct
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
+from ..accelerator import ACCELERATED
 from ..config import Config, ConfigError
-from ..protocol import ACCELERATED
-from .boot import APP_LOAD_ERROR, WORKER_BOOT_ERROR, boot, prepare_process
+from ..connection.metrics import StatsTable
+from ..connection.poller import drain
+from ..workers.base import Heartbeat
+from .boot import boot, prepare_process
+from .children import HANDLED_SIGNALS, collect_exits, exit_child, fork, kill, spawn_gateway
 from .heap import keep_heap
-from .logs import setup_logging as setup_logging  # where command.py and scgi_server.py look
+from .listeners import Listener, open_listeners
 from .reload import Watcher, describe, watcher_for
-from .sockets import Listener, open_listeners
-from .stats import StatsServer, StatsTable, open_stats_listener
+from .roster import (
+    APP_LOAD_ERROR,
+    WORKER_BOOT_ERROR,
+    MasterState,
+    WorkerRecord,
+    after,
+    cause,
+    exit_reason,
+    how,
+    notes,
+    status_line,
+)
+from .stats import StatsServer, open_stats_listener
 from .systemd import Notifier, forget_systemd_environ
-from .worker import Heartbeat
 
 log = logging.getLogger("scgikit")
 
-HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
-                   signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD)
 MAX_WORKERS = 1024
 # Restart backoff: the first unexpected death is replaced at once; each further one
 # within BACKOFF_RESET seconds of the previous doubles the wait, from BACKOFF_MIN
@@ -82,36 +88,6 @@ BACKOFF_RESET = 10.0
 TICK = 0.5  # the loop's longest sleep: the precision of --timeout and --boot-timeout
 
 
-@dataclass
-class WorkerRecord:
-    pid: int
-    slot: int
-    generation: int
-    started: float = 0.0  # time.monotonic() at the fork, for --boot-timeout
-    ready: bool = False
-    stopping_since: float | None = None
-    boot_timed_out: bool = False  # killed by us for not getting ready in time
-    timed_out: bool = False  # killed by us for a request longer than --timeout
-
-
-@dataclass
-class _State:
-    workers: dict[int, WorkerRecord] = field(default_factory=dict)
-    generation: int = 0
-    live_generation: int = 0  # the newest generation that fully booted
-    wanted: int = 1
-    stopping: bool = False
-    stop_deadline: float = 0.0
-    stop_signal: int = signal.SIGTERM
-    failure: str = ""  # why a failed start stops the master: logged last, before exiting
-    start_retried: bool = False  # a worker killed before the first ready got one more try
-    ever_ready: bool = False
-    respawn_after: float = 0.0  # no new worker before this time (restart backoff)
-    backoff: float = 0.0
-    last_failure: float = float("-inf")
-    waiting_for_change: bool = False  # --reload: the app failed its first start
-
-
 class Arbiter:
     """Runs the master loop for one ``Config`` (and optionally an app object already loaded)."""
 
@@ -119,7 +95,7 @@ class Arbiter:
         self.config = config
         self.app = app
         self.environ = dict(os.environ if environ is None else environ)
-        self.state = _State(wanted=config.workers)
+        self.state = MasterState(wanted=config.workers)
         self.signals: list[int] = []
         self.listeners: list[Listener] = []
         self.exit_code = 0
@@ -180,7 +156,8 @@ class Arbiter:
         for listener in self.listeners:
             log.info("Listening at: %s", listener.name)
         if config.http:
-            self.gateway_pid = self._spawn_gateway(config.http, self.listeners[0].address)
+            self.gateway_pid = spawn_gateway(config.http, self.listeners[0].address,
+                                             self._forget_in_child)
         log.info("Master %d starting %d workers for %s%s", os.getpid(), config.workers,
                  config.target or self.app,
                  f"; --reload, for development only: {self.watcher}" if self.watcher else "")
@@ -246,29 +223,12 @@ class Arbiter:
         state, notifier = self.state, self.notifier
         if not notifier.enabled:
             return
-        status = self._status()
+        status = status_line(self.state)
         if not state.stopping and state.ever_ready and (
                 notifier.phase == "starting" or state.generation == state.live_generation):
             notifier.ready(status)  # a reload done or abandoned, or the first worker ready
         notifier.update_status(status)
         notifier.watchdog(time.monotonic())
-
-    def _status(self) -> str:
-        """One line for ``systemctl status``."""
-        state = self.state
-        running = [w for w in state.workers.values() if w.stopping_since is None]
-        ready = sum(w.ready for w in running)
-        if state.stopping:
-            return f"Stopping: {_workers(len(state.workers))} finishing their requests"
-        if not state.ever_ready:
-            return f"Starting: {_workers(len(running))} loading the app"
-        if state.generation != state.live_generation:
-            new = sum(w.ready for w in running if w.generation == state.generation)
-            return (f"Reloading: {new} of {_workers(state.wanted)} of generation "
-                    f"{state.generation} ready; {ready - new} old ones serving")
-        booting = len(running) - ready
-        return (f"Serving: {_workers(ready)} ready" + (f", {booting} starting" if booting else "")
-                + f" (generation {state.generation})")
 
     def _reload_on_changes(self) -> None:
         if self.watcher is None:
@@ -298,7 +258,7 @@ class Arbiter:
         readable = [fd for fd, _ in events if fd not in writing]
         writable = [fd for fd, _ in events if fd in writing]
         if self.wake_r in readable:
-            _drain(self.wake_r)
+            drain(self.wake_r)
         if self.stats_server is not None:
             self.stats_server.handle(readable, writable)
 
@@ -335,7 +295,7 @@ class Arbiter:
         # workers serve what is queued, then close theirs.
         # The loop wakes on each SIGCHLD and returns once the last worker is gone.
         self.state.stopping = True
-        self.notifier.stopping(self._status())
+        self.notifier.stopping(status_line(self.state))
         self.state.stop_deadline = time.monotonic() + grace
         self.state.stop_signal = signum
         for listener in self.listeners:
@@ -343,7 +303,7 @@ class Arbiter:
             listener.close(unlink=True)
         self._signal_workers(self.state.workers.values(), signum)
         if self.gateway_pid:
-            _kill(self.gateway_pid, signal.SIGTERM)
+            kill(self.gateway_pid, signal.SIGTERM)
 
     def _kill_overdue(self) -> None:
         state = self.state
@@ -372,7 +332,7 @@ class Arbiter:
             self._stop_booting(booting)
         state.generation += 1
         log.info("Reload: starting %d new workers (generation %d)", state.wanted, state.generation)
-        self.notifier.reloading(self._status())
+        self.notifier.reloading(status_line(self.state))
 
     def handle_ttin(self) -> None:
         self.state.wanted = min(self.state.wanted + 1, MAX_WORKERS)
@@ -385,7 +345,7 @@ class Arbiter:
     # --- workers -----------------------------------------------------------------------
 
     def _reap(self) -> None:
-        exited = _collect_exits()
+        exited = collect_exits()
         # A worker writes "ready" before it can die: read the pipe after the deaths
         # were collected, so none that was ready is taken for a boot failure.
         self._read_ready()
@@ -398,19 +358,9 @@ class Arbiter:
                 continue
             code = os.waitstatus_to_exitcode(status)
             if self.stats is not None:
-                self.stats.retire(record.slot, self._exit_reason(record, code))
+                self.stats.retire(record.slot, exit_reason(record, code, self.state.stopping))
             self.slots[record.slot] = 0.0
             self._worker_exited(record, code)
-
-    def _exit_reason(self, record: WorkerRecord, code: int) -> str:
-        """Why a worker ended, as the metrics count it."""
-        if record.timed_out:
-            return "timed_out"
-        if record.stopping_since is not None or self.state.stopping:
-            return "stopped"
-        if not record.ready:
-            return "boot_failed"
-        return "recycled" if code == 0 else "crashed"
 
     def _worker_exited(self, record: WorkerRecord, code: int) -> None:
         if record.stopping_since is not None or self.state.stopping:
@@ -433,10 +383,10 @@ class Arbiter:
                 return
             status = WORKER_BOOT_ERROR if code == WORKER_BOOT_ERROR else APP_LOAD_ERROR
             self._fail_start(f"Worker failed to boot; stopping with exit status {status}: "
-                             f"{self._cause(record, code)}", status)
+                             f"{cause(record, code, self.config.boot_timeout)}", status)
         elif record.generation > state.live_generation:
-            log.error("Reload failed: %s; keeping generation %d", self._cause(record, code),
-                      state.live_generation)
+            log.error("Reload failed: %s; keeping generation %d",
+                      cause(record, code, self.config.boot_timeout), state.live_generation)
             self._abandon_reload()
         else:  # a replacement in the serving generation: the others serve meanwhile
             self._died(record, code)
@@ -446,7 +396,7 @@ class Arbiter:
         # and waits for it instead of stopping the master.
         if not self.state.waiting_for_change:
             log.error("Worker failed to boot: %s; waiting for a change to reload (--reload)",
-                      self._cause(record, code))
+                      cause(record, code, self.config.boot_timeout))
         self.state.waiting_for_change = True
         self._stop_workers([w for w in self.state.workers.values() if w.stopping_since is None],
                            signal.SIGKILL)
@@ -460,31 +410,12 @@ class Arbiter:
 
     def _died(self, record: WorkerRecord, code: int, note: str = "") -> None:
         delay = self._back_off()
-        notes = self._notes(record, code) + [n for n in [note] if n]
+        said = notes(record, code, self.config.boot_timeout) + [n for n in [note] if n]
         if delay:
-            notes.append("workers keep dying")
+            said.append("workers keep dying")
         level = logging.WARNING if record.ready else logging.ERROR
-        log.log(level, "Worker %d %s; replacing it%s%s", record.pid, _how(code), _after(delay),
-                f" ({'; '.join(notes)})" if notes else "")
-
-    def _cause(self, record: WorkerRecord, code: int) -> str:
-        """How a worker that never got ready died, for the log."""
-        return f"worker {record.pid} {_how(code)} ({'; '.join(self._notes(record, code))})"
-
-    def _notes(self, record: WorkerRecord, code: int) -> list[str]:
-        notes = [_signal_name(-code)] if code < 0 else []
-        if record.ready:
-            return notes
-        if record.boot_timed_out:
-            notes.append(f"it did not load the app within --boot-timeout "
-                         f"{self.config.boot_timeout:g}s")
-        elif code == APP_LOAD_ERROR:
-            notes.append("it could not load the app; its error is above")
-        elif code == WORKER_BOOT_ERROR:
-            notes.append("it could not start; its error is above")
-        else:
-            notes.append("before it was ready")
-        return notes
+        log.log(level, "Worker %d %s; replacing it%s%s", record.pid, how(code), after(delay),
+                f" ({'; '.join(said)})" if said else "")
 
     def _back_off(self, at_least: float = 0.0) -> float:
         """Delay the next start after a failure; returns the delay (0: at once)."""
@@ -563,11 +494,11 @@ class Arbiter:
                           record.pid, timeout)
                 self.slots[record.slot] = 0.0
                 record.timed_out = True
-                _kill(record.pid, signal.SIGKILL)
+                kill(record.pid, signal.SIGKILL)
             if record.stopping_since and now - record.stopping_since > self.config.graceful_timeout:
                 log.warning("Worker %d did not stop within --graceful-timeout; killing it",
                             record.pid)
-                _kill(record.pid, signal.SIGKILL)
+                kill(record.pid, signal.SIGKILL)
 
     def _kill_slow_boots(self) -> None:
         limit = self.config.boot_timeout
@@ -576,7 +507,7 @@ class Arbiter:
             if (not record.ready and not record.boot_timed_out and record.stopping_since is None
                     and now - record.started > limit):
                 record.boot_timed_out = True  # its death is then reported as this
-                _kill(record.pid, signal.SIGKILL)
+                kill(record.pid, signal.SIGKILL)
 
     def _free_slot(self) -> int:
         used = {w.slot for w in self.state.workers.values()}
@@ -592,10 +523,10 @@ class Arbiter:
         generation = self.state.generation
         master = os.getpid()
         try:
-            pid = _fork()
+            pid = fork()
         except OSError as exc:  # EAGAIN, ENOMEM: the machine may recover; we stay up
             log.error("Cannot start a worker: fork() failed: %s; retrying%s",
-                      exc.strerror or exc, _after(self._back_off(BACKOFF_MIN)))
+                      exc.strerror or exc, after(self._back_off(BACKOFF_MIN)))
             return False
         if pid == 0:
             self._run_worker(slot, master)
@@ -607,68 +538,36 @@ class Arbiter:
 
     def _run_worker(self, slot: int, master: int) -> NoReturn:
         """In the child after the fork: boot, serve, exit with the worker's code."""
-        code = 1
-        try:
-            for signum in HANDLED_SIGNALS:
-                signal.signal(signum, signal.SIG_DFL)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
-            signal.set_wakeup_fd(-1)
-            os.close(self.wake_r)
-            os.close(self.wake_w)
-            os.close(self.ready_r)
-            if self.config.reload:
-                # Python's bytecode cache knows a source by its mtime in whole seconds
-                # and its size: an edit of the same length within the same second as
-                # the one before would be served stale from __pycache__.
-                sys.dont_write_bytecode = True
-            stats = None
-            if self.stats is not None and self.stats_server is not None:
-                self.stats_server.forget()
-                stats = self.stats.worker(slot)
-            code = boot(self.config, self.listeners, self.app,
-                        Heartbeat(self.slots, slot, stats), self.ready_w, master)
-        except SystemExit as exc:
-            if isinstance(exc.code, int):
-                code = exc.code
-            elif exc.code is not None:
-                log.error("Worker exited: %s", exc.code)
-        except BaseException:
-            log.exception("Worker crashed")
-        finally:
-            logging.shutdown()
-            os._exit(code)
+        exit_child(lambda: self._boot_worker(slot, master), "Worker")
 
-    def _spawn_gateway(self, listen: str, to: str) -> int:
-        """``--http``: a development HTTP gateway in a child process, in front of us."""
-        pid = _fork()
-        if pid:
-            return pid
-        code = 1
-        try:
-            for signum in HANDLED_SIGNALS:
-                signal.signal(signum, signal.SIG_DFL)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
-            signal.set_wakeup_fd(-1)
-            for listener in self.listeners:
-                listener.sock.close()
-            if self.stats_server is not None:
-                self.stats_server.forget()
-            from ..gateway import serve_gateway
+    def _boot_worker(self, slot: int, master: int) -> int:
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+        os.close(self.ready_r)
+        if self.config.reload:
+            # Python's bytecode cache knows a source by its mtime in whole seconds
+            # and its size: an edit of the same length within the same second as
+            # the one before would be served stale from __pycache__.
+            sys.dont_write_bytecode = True
+        stats = None
+        if self.stats is not None and self.stats_server is not None:
+            self.stats_server.forget()
+            stats = self.stats.worker(slot)
+        return boot(self.config, self.listeners, self.app, Heartbeat(self.slots, slot, stats),
+                    self.ready_w, master)
 
-            serve_gateway(listen, to, ready=lambda address: log.info(
-                "HTTP gateway (development only) at: http://%s -> %s", address, to))
-            code = 0
-        except Exception as exc:
-            log.error("HTTP gateway failed: %s", exc)
-        finally:
-            logging.shutdown()
-            os._exit(code)
+    def _forget_in_child(self) -> None:
+        """In a child that is not a worker: close the master's sockets."""
+        for listener in self.listeners:
+            listener.sock.close()
+        if self.stats_server is not None:
+            self.stats_server.forget()
 
     def _stop_workers(self, records: Iterable[WorkerRecord], signum: int) -> None:
         now = time.monotonic()
         for record in records:
             record.stopping_since = record.stopping_since or now
-            _kill(record.pid, signum)
+            kill(record.pid, signum)
 
     def _stop_booting(self, records: Iterable[WorkerRecord]) -> None:
         """Stop workers that had not said "ready" when the master last looked.
@@ -682,7 +581,7 @@ class Arbiter:
 
     def _signal_workers(self, records: Iterable[WorkerRecord], signum: int) -> None:
         for record in list(records):
-            _kill(record.pid, signum)
+            kill(record.pid, signum)
 
     def _cleanup(self) -> None:
         for listener in self.listeners:
@@ -697,67 +596,3 @@ class Arbiter:
         log.info("Master %d stopped", os.getpid())
 
 
-def _fork() -> int:
-    """os.fork() with the master's signals blocked across it.
-
-    A signal meant for the new child that arrives before it has dropped the
-    master's handlers must not be swallowed by them; the child unblocks them
-    itself once its handlers are reset.  Raises OSError when fork() fails.
-    """
-    signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
-    try:
-        pid = os.fork()
-    except BaseException:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
-        raise
-    if pid:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
-    return pid
-
-
-def _collect_exits() -> list[tuple[int, int]]:
-    """Every child that has exited, as (pid, wait status), without blocking."""
-    exited: list[tuple[int, int]] = []
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return exited
-        if pid == 0:
-            return exited
-        exited.append((pid, status))
-
-
-def _how(code: int) -> str:
-    # "Worker N was killed by signal 9; replacing it": a line scripts may look for.
-    return f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
-
-
-def _signal_name(signum: int) -> str:
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return "unnamed"
-
-
-def _workers(count: int) -> str:
-    return f"{count} worker" if count == 1 else f"{count} workers"
-
-
-def _after(delay: float) -> str:
-    return f" in {delay:.1f}s" if delay else ""
-
-
-def _kill(pid: int, signum: int) -> None:
-    try:
-        os.kill(pid, signum)
-    except ProcessLookupError:
-        pass
-
-
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 512):
-            pass
-    except BlockingIOError:
-        pass

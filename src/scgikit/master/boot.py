@@ -17,31 +17,30 @@ import os
 import struct
 import sys
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
+from ..apps.loader import AppImportError
 from ..config import Config, ConfigError
-from .sockets import Listener
-from .worker import Adapter, Heartbeat, Worker
+from ..workers import make_worker
+from ..workers.base import Heartbeat
+from .listeners import Listener
+from .roster import APP_LOAD_ERROR, WORKER_BOOT_ERROR
 
 log = logging.getLogger("scgikit")
 
-# Exit codes the master understands (as gunicorn's).
-WORKER_BOOT_ERROR = 3
-APP_LOAD_ERROR = 4
 
 
 def boot(config: Config, listeners: Sequence[Listener], app: Any, heartbeat: Heartbeat,
          ready_fd: int, ppid: int) -> int:
     """In the child after the fork: drop privileges, load the app, serve; returns the exit code."""
-    from ..apps.loader import AppImportError
-
     try:
         _drop_privileges(config)
     except OSError as exc:
         log.error("Cannot switch to user/group: %s", exc)
         return WORKER_BOOT_ERROR
     try:
-        worker = make_worker(config, listeners, app, heartbeat, ppid)
+        worker = make_worker(config, [listener.sock for listener in listeners], app,
+                             heartbeat, ppid)
         worker.start()
     except AppImportError as exc:
         log.error("Cannot load the app: %s", exc)
@@ -72,21 +71,6 @@ def _exit_text(exc: SystemExit) -> str:
     return str(exc.code)
 
 
-class WorkerModel(Protocol):
-    """What boot needs of a worker model (sync, threads, asyncio)."""
-
-    exit_code: int
-
-    def start(self) -> None:
-        """Get ready to serve (the asyncio model runs the ASGI lifespan startup here).
-
-        Raises AppImportError (or any exception) when the app cannot serve.
-        """
-
-    def run(self) -> None:
-        """Serve until stopped."""
-
-
 def prepare_process(config: Config) -> None:
     """What the master does before it forks, and ``scgikit check`` before it loads the
     app: --env, --chdir, and the folder on sys.path, as 'python -m' would have it for
@@ -100,65 +84,6 @@ def prepare_process(config: Config) -> None:
             raise ConfigError(f"--chdir {config.chdir}: {exc.strerror}") from None
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-
-
-def choose_model(config: Config, kind: str) -> str:
-    """The worker model for an app of ``kind``: --worker, or the one the app needs."""
-    from ..apps.loader import AppImportError
-
-    model = config.worker or (
-        "asyncio" if kind == "asgi" else "threads" if config.threads > 1 else "sync")
-    if kind == "asgi" and model != "asyncio":
-        raise AppImportError(f"an ASGI app needs --worker asyncio, not --worker {model}")
-    if kind != "asgi" and model == "asyncio":
-        raise AppImportError(f"--worker asyncio serves ASGI apps; this is a {kind} app")
-    if kind == "handler" and model == "threads":
-        raise AppImportError(
-            "a classic SCGIHandler swaps the process-wide stdin, stdout and os.environ "
-            "(produce_cgilike), so it runs on the sync model only: drop --threads/--worker")
-    return model
-
-
-def make_worker(config: Config, listeners: Sequence[Listener], app: Any, heartbeat: Heartbeat,
-                ppid: int) -> WorkerModel:
-    from ..apps.loader import app_kind, load_target
-
-    if app is None:
-        app = load_target(config.target)
-    kind = app_kind(app)
-    model = choose_model(config, kind)
-    if model == "asyncio":
-        from .aio import AsyncioWorker
-
-        return AsyncioWorker(config, listeners, app, heartbeat, ppid)
-    adapter = make_adapter(kind, app, config, listeners, multithread=model == "threads")
-    if model == "threads":
-        from .threaded import ThreadedWorker
-
-        return ThreadedWorker(config, listeners, adapter, heartbeat, ppid)
-    return Worker(config, listeners, adapter, heartbeat, ppid)
-
-
-def make_adapter(kind: str, app: Any, config: Config, listeners: Sequence[Listener],
-                 multithread: bool = False) -> Adapter:
-    if kind == "handler":
-        from ..apps.handler import HandlerAdapter
-
-        return HandlerAdapter(app, config.header_timeout or None)
-    from ..apps.wsgi import WSGIAdapter
-
-    name, port = server_name(listeners)
-    return WSGIAdapter(app, config.script_name, name, port, config.header_timeout or None,
-                       multithread=multithread)
-
-
-def server_name(listeners: Sequence[Listener]) -> tuple[str, str]:
-    """SERVER_NAME/SERVER_PORT defaults for front ends that do not send them."""
-    for listener in listeners:
-        local = listener.sock.getsockname()
-        if isinstance(local, tuple):
-            return str(local[0]), str(local[1])
-    return "localhost", "80"
 
 
 def _drop_privileges(config: Config) -> None:

@@ -1,15 +1,12 @@
-"""The server's two logs: the error log (text or JSON) and the access log (a compiled format).
-
-``setup_logging`` runs once, in the master before the fork.  It gives the
-``scgikit`` logger a stderr handler that writes text or one JSON object per
-line (``--log-format``), and the ``scgikit.access`` logger a handler for
-``--access-log`` whose formatter is ``--access-log-format``, compiled then.
+"""The access log: the facts of each answered request, and the format that makes them a line.
 
 The connection path logs only the facts of a request (an ``Access``: its
 variables, status, bytes sent, when it was accepted, the worker model), and
-only when there is an access log.  The formatter turns them into the line;
-it computes only the fields its format names, so a field costs nothing to a
-format that leaves it out.
+only when there is an access log (``log_access``).  The formatter, compiled
+from ``--access-log-format`` once, turns them into the line; it computes only
+the fields its format names, so a field costs nothing to a format that leaves
+it out.  The master gives the ``scgikit.access`` logger its handler
+(``master/logs.py``); ``config.py`` compiles the format to check it.
 """
 
 from __future__ import annotations
@@ -19,19 +16,14 @@ import logging
 import os
 import re
 import string
-import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # config.py takes its default from here: no import back at run time
-    from ..config import Config
 
 __all__ = [
     "ACCESS_FIELDS", "ACCESS_PRESETS", "DEFAULT_ACCESS_FORMAT", "Access", "AccessFormatError",
-    "AccessFormatter", "JsonFormatter", "access_fields_table", "compile_access_format",
-    "setup_logging",
+    "AccessFormatter", "access_fields_table", "access_log", "compile_access_format", "iso8601",
+    "log_access",
 ]
 
 #: nginx's ``combined`` format, then the request time and the worker's pid.
@@ -44,8 +36,8 @@ ACCESS_PRESETS = {
     "json": "json",  # every named field, as one JSON object per line
 }
 
-TEXT_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
-TEXT_TIME = "%Y-%m-%d %H:%M:%S %z"
+#: The logger of access lines: it has a handler only where --access-log asks for one.
+access_log = logging.getLogger("scgikit.access")
 
 
 class AccessFormatError(ValueError):
@@ -183,7 +175,7 @@ def _local(now: float) -> str:
     return time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(now))
 
 
-def _iso8601(now: float, precision: str = "seconds") -> str:
+def iso8601(now: float, precision: str = "seconds") -> str:
     return datetime.fromtimestamp(now).astimezone().isoformat(timespec=precision)
 
 
@@ -211,7 +203,7 @@ ACCESS_FIELDS: dict[str, tuple[Field, str]] = {
                     "the user the front end authenticated (REMOTE_USER)"),
     "time_local": (lambda: _clock(_local),
                    "local time at the end of the answer: `30/Nov/2026:01:02:03 +0000`"),
-    "time_iso8601": (lambda: _clock(_iso8601),
+    "time_iso8601": (lambda: _clock(iso8601),
                      "the same in ISO 8601: `2026-11-30T01:02:03+00:00`"),
     "request": (lambda: (_request, _request_text),
                 "the request line: method, URI and protocol"),
@@ -309,46 +301,25 @@ class AccessFormatter(logging.Formatter):
         return self.line(record.msg, record.created, record.process or 0)
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per record, on one line: a traceback is a string inside it."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, object] = {
-            "time": _iso8601(record.created, "milliseconds"), "level": record.levelname,
-            "pid": record.process, "logger": record.name, "message": record.getMessage(),
-        }
-        if record.exc_info and not record.exc_text:
-            record.exc_text = self.formatException(record.exc_info)
-        if record.exc_text:
-            entry["exception"] = record.exc_text
-        if record.stack_info:
-            entry["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(entry)
-
-
-def setup_logging(config: Config) -> None:
-    """Errors and events to stderr at --log-level in --log-format; the access log where
-    --access-log says, in --access-log-format.  An unwritable access log raises OSError."""
-    logger = logging.getLogger("scgikit")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if config.log_format == "json"
-                         else logging.Formatter(TEXT_FORMAT, TEXT_TIME))
-    logger.handlers[:] = [handler]
-    logger.setLevel(config.log_level.upper())
-    access = logging.getLogger("scgikit.access")
-    access.handlers[:] = []
-    access.propagate = False
-    if config.access_log:
-        target = (logging.StreamHandler(sys.stderr) if config.access_log == "-"
-                  else logging.FileHandler(config.access_log))
-        target.setFormatter(AccessFormatter(config.access_log_format))
-        access.addHandler(target)
-        access.setLevel(logging.INFO)
-
-
 def access_fields_table() -> str:
     """The fields of --access-log-format as a Markdown table (docs/server.md has it)."""
     rows = ["| field | value |", "|---|---|"]
     rows += [f"| `{{{name}}}` | {doc} |" for name, (_, doc) in ACCESS_FIELDS.items()]
     rows += [f"| `{{{name}:NAME}}` | {doc} |" for name, doc in NAMED_FIELDS.items()]
     return "\n".join(rows)
+
+
+def log_access(variables: dict[str, str], status: str, sent: int, started: float,
+               model: str) -> None:
+    """One access-log record; the access log's formatter (``AccessFormatter``) makes the
+    line.  Callers check first that there is an access log, so without one this costs
+    nothing.  The record is made and handled directly: ``info()`` would also look up the
+    caller's file and line in the stack, which no access line shows (a third of the cost)."""
+    access_log.handle(access_log.makeRecord(
+        access_log.name, logging.INFO, __file__, 0,
+        Access(variables, status, sent, started, model), (), None))
+
+
+def logging_access() -> bool:
+    """Whether there is an access log to write to (set up once, before the workers start)."""
+    return bool(access_log.handlers) and access_log.isEnabledFor(logging.INFO)

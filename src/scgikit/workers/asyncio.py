@@ -4,21 +4,19 @@ How it works.  ``start`` makes the loop (uvloop when ``--loop auto`` finds it, o
 ``--loop uvloop``) and runs the app's lifespan startup; ``run`` serves until a
 signal says stop, then runs the lifespan shutdown.
 
-The worker has an epoll of its own (``watcher``), which the loop watches as one
-reader: in it, the shared non-blocking listeners (with EPOLLEXCLUSIVE, as in the
-sync model: the kernel wakes one idle worker per connection, not every worker),
-and the connections that wait.  On a new connection it accepts until the queue
-is empty, as the sync worker does.  A connection is then the same
-path as in every model (``intake.py``, ``connection.py``): if its first receive
-holds the request (the head, and a body of up to ``--body-buffer-size``), the app
-starts at once; otherwise the connection *waits*, watched (one readiness at a
-time, EPOLLONESHOT) against its deadline, costing a descriptor and its bytes so
-far, until the rest arrives or the deadline refuses it.  A ready request becomes
-a task running the ASGI ``Cycle`` (``apps/asgi.py``) over a ``_Channel``; on Python
+The worker's poller (``connection/poller.py``: the shared listeners and the
+waiting room's connections), is watched by the loop as one reader.  On a new
+connection it accepts until the queue is empty, as the sync worker does
+(``loops.QueueLoop.take``: in C where the accelerator runs).  A connection is then
+the same path as in every model (``connection/``): if its first receive holds the
+request (the head, and a body of up to ``--body-buffer-size``), the app starts at
+once; otherwise the connection waits in the waiting room, whose deadlines the
+worker keeps with one timer, at the earliest of them.  A ready request becomes a
+task running the ASGI ``Cycle`` (``apps/asgi.py``) over a ``Channel``; on Python
 3.12+ an eager one, whose first step runs at once: a request the app answers without
-waiting on anything never goes through the loop's queue.  After
-the answer, an unread body is drained before the close (``connection.Ending``),
-the connection waiting again meanwhile.
+waiting on anything never goes through the loop's queue.  After the answer, an
+unread body is drained before the close (``connection/ending.py``), the connection
+waiting in the room again meanwhile.
 
 No asyncio transports: the connections are plain sockets read and written with
 ``MSG_DONTWAIT`` and watched with ``add_reader``/``add_writer`` only when a call
@@ -36,70 +34,41 @@ from __future__ import annotations
 import asyncio
 import collections
 import errno
-import functools
 import importlib
 import logging
 import os
-import random
-import select
 import signal
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
+from ..accesslog import log_access, logging_access
 from ..apps.asgi import ASGIAdapter, DeadlinePassed, Lifespan
 from ..apps.loader import AppImportError
 from ..config import Config
-from ..protocol import ProtocolError, parse_head
-from .allow import AllowList
-from .boot import server_name
-from .connection import (
-    RECV_SIZE,
-    Ending,
-    access_log,
-    answer_error,
-    log_access,
-    receive_now,
-)
-from .intake import Intake, ParsedHead, is_ready
-from .sockets import Connection, Listener
-from .throttle import LogThrottle
-from .worker import (
-    ACCEPT_PAUSE,
-    STOP_REPORT,
-    Accepting,
-    Heartbeat,
-    _close,
-    _raise_descriptor_limit,
-    _raw_family,
-    _raw_type,
-    _recv,
-    _take_queue_c,
-    _template,
-)
+from ..connection.ending import Ending
+from ..connection.intake import RECV_SIZE, ParsedHead
+from ..connection.sockets import DONTWAIT, Connection, close_now, family_of, local_name
+from ..connection.waiting import WaitingRoom
+from .base import ACCEPT_PAUSE, STOP_REPORT, Heartbeat, Worker, raise_descriptor_limit
+from .loops import QueueLoop
 
-__all__ = ["AsyncioWorker", "new_event_loop"]
+__all__ = ["AsyncioWorker", "Channel", "new_event_loop"]
 
 log = logging.getLogger("scgikit")
 
-_NOW = socket.MSG_DONTWAIT
-_LAST = socket.MSG_DONTWAIT | getattr(socket, "MSG_MORE", 0)
+_LAST = DONTWAIT | int(getattr(socket, "MSG_MORE", 0))
 _NO_DEADLINE = float("inf")
 # A first body chunk up to this size is joined to the head; a bigger one goes beside it.
 _SMALL_CHUNK = 16 * 1024
 _SENDFILE_BLOCK = 1 << 30
-# A waiting connection is watched for one readiness at a time, in the worker's own epoll.
-_ONCE = select.EPOLLIN | select.EPOLLONESHOT
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT)
-# The listeners, shared by every worker: the kernel wakes one idle worker per connection.
-_SHARED = select.EPOLLIN | select.EPOLLEXCLUSIVE
 # Python 3.12+ runs a task's first step as it is made (an eager task).
 _EAGER = sys.version_info >= (3, 12)
 # Every request's task has this name: one given spares the "Task-N" Python 3.11 formats.
 _TASK_NAME = "scgikit request"
-_NOT_MADE: Any = object()
 
 
 def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
@@ -117,28 +86,6 @@ def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
-class _Waiting:
-    """A connection the loop watches: for its request (``intake``) or its end (``ending``)."""
-
-    __slots__ = ("conn", "fd", "intake", "ending", "accepted", "timer", "deadline")
-
-    def __init__(self, conn: Connection, intake: Intake | None, ending: Ending | None,
-                 accepted: float) -> None:
-        self.conn = conn
-        self.fd = conn.fileno()
-        self.intake = intake
-        self.ending = ending
-        self.accepted = accepted
-        self.timer: asyncio.TimerHandle | None = None
-        self.deadline = _NO_DEADLINE  # the deadline its timer is set for
-
-    def current_deadline(self) -> float:
-        if self.ending is not None:
-            return self.ending.deadline
-        assert self.intake is not None
-        return self.intake.deadline
-
-
 def _wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
@@ -149,7 +96,7 @@ def _time_out(waiter: asyncio.Future[None]) -> None:
         waiter.set_exception(DeadlinePassed())
 
 
-class _Channel:
+class Channel:
     """One request's connection on the loop: the ``asgi.Channel`` its cycle uses."""
 
     __slots__ = ("worker", "loop", "conn", "fd", "variables", "length", "accepted", "started",
@@ -174,7 +121,7 @@ class _Channel:
     async def read(self, size: int, deadline: float) -> bytes:
         while not self.finished:
             try:
-                return self.conn.recv(size, _NOW)
+                return self.conn.recv(size, DONTWAIT)
             except BlockingIOError:
                 pass
             await self._readable(deadline)
@@ -218,7 +165,7 @@ class _Channel:
               last: bool = False) -> Awaitable[None] | None:
         conn = self.conn
         # The last bytes before the close wait for it: over TCP they leave with the FIN.
-        flags = _LAST if last else _NOW
+        flags = _LAST if last else DONTWAIT
         if head and len(data) > _SMALL_CHUNK:
             # Head and a big first chunk in one system call, neither copied.
             try:
@@ -250,7 +197,7 @@ class _Channel:
             while offset < len(octets):
                 await self._writable()
                 try:
-                    offset += self.conn.send(octets[offset:], _NOW)
+                    offset += self.conn.send(octets[offset:], DONTWAIT)
                 except BlockingIOError:
                     pass
 
@@ -277,7 +224,7 @@ class _Channel:
                     remove(self.fd)
                     _wake(waiter)
             self.reading = self.writing = None
-        if access_log.handlers and access_log.isEnabledFor(logging.INFO):
+        if logging_access():
             log_access(self.variables, status, sent, self.accepted, "asyncio")
         stats = self.worker.stats
         if stats is not None:
@@ -287,59 +234,38 @@ class _Channel:
     def served(self) -> None:
         if not self.finished:  # an error of ours, or the task cancelled
             self.finish("500", 0, 0, cut=True)
-        self.worker._served(self)
+        self.worker.served(self)
 
 
-class AsyncioWorker(Accepting):
+class AsyncioWorker(Worker):
     """One worker's event loop; built in the child right after the fork."""
 
-    def __init__(self, config: Config, listeners: Sequence[Listener], app: Any,
+    model = "asyncio"
+
+    def __init__(self, config: Config, listeners: Sequence[socket.socket], app: Any,
                  heartbeat: Heartbeat, ppid: int) -> None:
-        self.config = config
-        self.listeners = [listener.sock for listener in listeners]
-        self.listener_fds = {sock.fileno(): sock for sock in self.listeners}
-        self.acceptors = {}
-        # For each listener, made at its first use: _take_queue's call of the C loop, or
-        # None where the Python loop takes its connections.
-        self.queue_takers: dict[socket.socket, Callable[[], Any] | None] = {}
+        super().__init__(config, listeners, heartbeat, ppid)
         self.app = app
-        self.heartbeat = heartbeat
-        self.stats = heartbeat.stats
-        if self.stats is not None:
-            self.stats.set_model("asyncio")
-        self.ppid = ppid
-        self.exit_code = 0
-        name, port = server_name(listeners)
-        self.server = (name, int(port))
+        self.server = local_name(self.listeners)
+        self.listener_fds = {sock.fileno(): sock for sock in self.listeners}
+        # For each listener, made as the loop starts: its QueueLoop, or None where the
+        # Python loop takes its connections (a TCP listener under --allow-from).
+        self.loops: dict[socket.socket, Any] = {}
         self.send_timeout = config.header_timeout  # as the sync model's SO_SNDTIMEO
-        self.allow = AllowList(config.allow_from) if config.allow_from else None
-        self.max_requests = config.max_requests + (
-            random.randint(0, config.max_requests_jitter) if config.max_requests else 0)
-        self.handled = 0
-        self.started = 0  # requests given to the app: --max-requests counts these
-        self.recycling = False  # --max-requests reached: no more accepts, retiring
-        self.stopping = False
-        self.drain_queue = False
-        self.listening = False
-        self.waiting: dict[int, _Waiting] = {}  # by descriptor, oldest first
-        # Listeners and waiting connections are watched in an epoll of the worker's,
-        # which the loop watches as one reader: a wait then costs one epoll_ctl, where
-        # the loop's own add_reader/remove_reader cost several system calls (uvloop) or
-        # selector bookkeeping (asyncio) per connection, and the listeners can be
-        # watched with EPOLLEXCLUSIVE, which the loops do not offer.
-        self.watcher = select.epoll()
+        self.retiring = False  # no more accepts: what we hold ends, then the worker
         self.tasks: set[asyncio.Task[None]] = set()
-        self.in_flight: collections.deque[_Channel] = collections.deque()  # oldest first
+        self.in_flight: collections.deque[Channel] = collections.deque()  # oldest first
         self.accept_paused = False
-        self.accept_failing_since: float | None = None
-        self.log_accept_error = LogThrottle(log, logging.ERROR)
-        self.log_refused = LogThrottle(log, logging.WARNING)
-        self.log_evicted = LogThrottle(log, logging.WARNING)
-        self.log_http = LogThrottle(log, logging.INFO)
+        self.timer: asyncio.TimerHandle | None = None  # at the waiting room's first deadline
+        self.timer_at = _NO_DEADLINE
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # start()
         self.lifespan: Lifespan | None = None
         self.adapter: ASGIAdapter | None = None
         self.done: asyncio.Future[None] | None = None
+
+    def _make_room(self) -> WaitingRoom:
+        return WaitingRoom(self.config, self.poller, self.handle, stats=self.stats,
+                           on_deadline=self._deadline)
 
     # --- start and stop --------------------------------------------------------------
 
@@ -361,25 +287,25 @@ class AsyncioWorker(Accepting):
         signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
 
     def run(self) -> None:
-        _raise_descriptor_limit()
+        raise_descriptor_limit()
         loop = self.loop
         self.done = loop.create_future()
-        if self.stopping:  # a stop handled before there was a future to finish
+        self.loops = {sock: self._queue_loop(sock) for sock in self.listeners}
+        if self.retiring:  # a stop handled before there was a future to finish
             self._check_done()
         else:
             self._listen()
         loop.call_later(1.0, self._check_master)
-        loop.add_reader(self.watcher.fileno(), self._ready_waiting)
+        loop.add_reader(self.poller.fileno(), self._ready)
         loop.call_soon(signal.pthread_sigmask, signal.SIG_UNBLOCK, _STOP_SIGNALS)
         try:
             loop.run_until_complete(self.done)
-            if self.max_requests and self.handled >= self.max_requests:
-                log.info("Worker recycled after %d requests", self.handled)
+            self._recycled()
             assert self.lifespan is not None
             loop.run_until_complete(self.lifespan.shutdown())
         finally:
             loop.close()
-            self.watcher.close()
+            self.poller.close()
 
     def _install_signals(self) -> None:
         # Handlers added to the loop run between callbacks (from run() on), as the sync
@@ -396,8 +322,9 @@ class AsyncioWorker(Accepting):
         Once only: the last accepts may themselves fail (out of descriptors), and a
         failure that retires must not start them again.
         """
-        if not self.stopping:
-            self.stopping = True
+        if not self.retiring:
+            self.retiring = True
+            self.state.stopping = True
             self._stop_accepting()
             self.loop.call_later(STOP_REPORT, self._report_stop)
         self._check_done()
@@ -406,49 +333,29 @@ class AsyncioWorker(Accepting):
         """Say what a stop still waits for, every STOP_REPORT seconds until it is done."""
         if self.done is not None and not self.done.done():
             log.info("Stopping; still waiting for: %d in the app, %d connections",
-                     len(self.tasks), len(self.waiting))
+                     len(self.tasks), len(self.room))
             self.loop.call_later(STOP_REPORT, self._report_stop)
 
     def _stop(self) -> None:
         """SIGINT, the master's full stop: first serve what the listen queues hold."""
-        if not self.stopping:
-            self.drain_queue = True
+        if not self.state.stopping:
+            self.state.drain_queue = True
         self._retire()
 
     def _check_done(self) -> None:
-        if self.stopping and not self.tasks and not self.waiting and self.done is not None:
+        if self.retiring and not self.tasks and not self.room and self.done is not None:
             if not self.done.done():
                 self.done.set_result(None)
 
     def _check_master(self) -> None:
-        if os.getppid() != self.ppid:
-            log.warning("Master %d is gone; worker exiting", self.ppid)
-            self.stopping = True
+        if self._master_gone():
+            self.state.stopping = True
             if self.done is not None and not self.done.done():
                 self.done.set_result(None)
             return
         self.loop.call_later(1.0, self._check_master)
 
     # --- accepting -------------------------------------------------------------------
-
-    def _listen(self) -> None:
-        for sock in self.listeners:
-            self.watcher.register(sock.fileno(), _SHARED)
-        self.listening = True
-
-    def _unlisten(self) -> None:
-        for sock in self.listeners:
-            try:
-                self.watcher.unregister(sock.fileno())
-            except (KeyError, OSError):
-                pass  # not watched (closed by an earlier stop)
-        self.listening = False
-
-    def _stop_accepting(self) -> None:
-        """As ``Worker._stop_accepting``: on a full stop, serve the listen queues first."""
-        if self.listening:
-            self._unlisten()
-        self._final_accepts()
 
     def _cannot_accept(self, exc: OSError) -> None:
         """Out of descriptors: back off (watching a listener we cannot accept from spins)."""
@@ -464,155 +371,67 @@ class AsyncioWorker(Accepting):
 
     def _resume_accepting(self) -> None:
         self.accept_paused = False
-        if not self.stopping:
+        if not self.state.stopping:
             self._listen()
 
-    # --- one connection --------------------------------------------------------------
+    def _ready(self) -> None:
+        """The poller has news: waiting connections that are readable (each is then disarmed
+        until the room arms it again), or new connections on a listener."""
+        room = self.room
+        for fd in self.poller.wait(0):
+            if not room.readable(fd) and self.listening and fd in self.listener_fds:
+                self._take_queue(self.listener_fds[fd])
+        self._check_done()
 
     def _take_queue(self, listener: socket.socket) -> None:
         """Accept until the listen queue is empty, starting each ready request as it comes.
 
-        With the C accelerator the loop is ``_speedups.take_queue``, as the sync model's is
-        ``serve_queue``: the accept, the first receive, the head's parse and the check that
-        the request is ready, then ``_start``; any other connection comes back here (as an
-        accept's error does) and goes on in ``_took``.  Otherwise, and for a TCP listener
-        under --allow-from, the Python loop: ``_accept_from`` and ``_take``.
+        The listener's ``QueueLoop`` takes the connections (in C where the accelerator
+        runs): the accept, the first receive, the head's parse and the readiness rule,
+        then ``handle``; any other connection comes back here.  A TCP listener under
+        --allow-from, which needs each peer's address, is served by the Python loop.
         """
-        take = self.queue_takers.get(listener, _NOT_MADE)
-        if take is _NOT_MADE:
-            take = self.queue_takers[listener] = self._queue_taker(listener)
-        if take is None:
+        loop = self.loops[listener]
+        if loop is None:
             self._accept_from(listener, None)
             return
-        while True:
-            left = take()
-            if left is None:
-                return
-            if isinstance(left, OSError):
-                if self._accept_failed(left):
-                    continue
-                return
-            self._took(*left)
+        while self._took(loop.take()):
+            pass
 
-    def _queue_taker(self, listener: socket.socket) -> Callable[[], Any] | None:
-        take_queue = _take_queue_c
-        if take_queue is None or (self.allow is not None
-                                  and _raw_family(listener) != socket.AF_UNIX):
+    def _queue_loop(self, listener: socket.socket) -> Any:
+        if self.allow is not None and family_of(listener) != socket.AF_UNIX:
             return None
         config = self.config
-        return functools.partial(
-            take_queue, self, listener.fileno(),
-            _template(_raw_family(listener), _raw_type(listener)), 0, RECV_SIZE,
-            config.max_header_size, config.body_limit, config.body_buffer_size, self._start)
+        return QueueLoop(state=self.state, listener=listener, recv_size=RECV_SIZE,
+                         max_header_size=config.max_header_size, body_limit=config.body_limit,
+                         buffer_size=config.body_buffer_size, start=self.handle)
 
-    def _take(self, conn: Connection) -> None:
-        """A new connection: start its request now if it is all there, else wait for it."""
-        accepted = time.monotonic()
-        try:  # receive_now(), inline: this runs for every request
-            data: bytes | OSError = _recv(conn, RECV_SIZE, _NOW)
-        except OSError as exc:
-            data = exc
-        self._took(conn, data, accepted)
+    # --- the waiting room's deadlines ------------------------------------------------
 
-    def _took(self, conn: Connection, data: bytes | OSError, accepted: float) -> None:
-        """A new connection's first receive (``data``: its bytes, or the OSError it raised):
-        start its request if it is all there, else wait for the rest, or refuse it."""
-        config = self.config
-        try:
-            if isinstance(data, BlockingIOError):  # nothing yet (a unix client)
-                self._wait(_Waiting(conn, Intake(config, accepted), None, accepted))
+    def _deadline(self, deadline: float) -> None:
+        """A connection in the room has ``deadline``: the timer rings at the earliest."""
+        if self.timer is not None:
+            if self.timer_at <= deadline:
                 return
-            if isinstance(data, OSError):
-                raise data
-            if not data:
-                conn.close()  # closed before sending a byte: a health check or a port scan
-                return
-            parsed = parse_head(data, config.max_header_size)
-            if parsed is None or not is_ready(parsed, len(data), config):
-                self._wait(_Waiting(conn, Intake(config, accepted, data, parsed), None,
-                                    accepted))
-                return
-        except ProtocolError as exc:
-            self._refuse(conn, exc, None)
-            return
-        except OSError as exc:
-            log.info("Error reading a request: %s", exc)
-            conn.close()
-            return
-        self._start(conn, data, parsed, accepted, accepted)
+            self.timer.cancel()
+        self.timer_at = deadline
+        self.timer = self.loop.call_later(max(0.0, deadline - time.monotonic()), self._expire)
 
-    def _ready_waiting(self) -> None:
-        """New connections on a listener, or waiting connections that are readable (each
-        of those is then disarmed until it is armed again)."""
-        waiting = self.waiting
-        for fd, _ in self.watcher.poll(0):
-            entry = waiting.get(fd)
-            if entry is not None:
-                self._resume(entry)
-            elif self.listening and fd in self.listener_fds:
-                self._take_queue(self.listener_fds[fd])
-
-    def _resume(self, waiting: _Waiting) -> None:
-        """A waiting connection is readable: take what came, then start, end or wait on."""
-        conn = waiting.conn
-        if waiting.ending is not None:
-            if waiting.ending.drain():
-                self._unwait(waiting)
-                conn.close()
-                self._check_done()
-            else:
-                self.watcher.modify(waiting.fd, _ONCE)
-            return
-        intake = waiting.intake
-        assert intake is not None
-        try:
-            data = receive_now(conn)
-            if data is None:
-                self.watcher.modify(waiting.fd, _ONCE)
-                return
-            if not intake.feed(data, time.monotonic()):
-                if intake.deadline != waiting.deadline:
-                    self._set_timer(waiting)  # its head is in: the body's deadline now
-                self.watcher.modify(waiting.fd, _ONCE)
-                return
-        except ProtocolError as exc:
-            self._unwait(waiting)
-            if intake.received or intake.parsed:
-                self._refuse(conn, exc, intake)
-            else:
-                conn.close()  # closed before sending a byte
-        except OSError as exc:
-            self._unwait(waiting)
-            log.info("Error reading a request: %s", exc)
-            conn.close()
-        else:
-            self._unwait(waiting)
-            self._start(conn, *intake.request(), waiting.accepted, time.monotonic())
+    def _expire(self) -> None:
+        self.timer = None
+        room = self.room
+        room.expire(time.monotonic())
+        if room.next_deadline() != _NO_DEADLINE:
+            self._deadline(room.next_deadline())
         self._check_done()
-
-    def _refuse(self, conn: Connection, exc: ProtocolError, intake: Intake | None) -> None:
-        # An error answer is a few hundred bytes into an empty socket buffer: it never waits.
-        ending = answer_error(conn, exc, intake, self.config, self.log_http, self.stats)
-        if ending is not None:
-            self._wait(_Waiting(conn, None, ending, time.monotonic()))
-
-    def end(self, conn: Connection, unread: int, cut: bool) -> None:
-        """A response is over: close, or drain the unread body first (``Ending``)."""
-        if cut or not unread:
-            _close(conn)
-            return
-        ending = Ending(conn, unread, self.config)
-        if ending.drain():
-            conn.close()
-        else:
-            self._wait(_Waiting(conn, None, ending, time.monotonic()))
 
     # --- the app ---------------------------------------------------------------------
 
-    def _start(self, conn: Connection, data: bytes | bytearray,
-               parsed: ParsedHead, accepted: float, now: float) -> None:
+    def handle(self, conn: Connection, data: bytes | bytearray, parsed: ParsedHead | None,
+               accepted: float, now: float) -> None:
         """A ready request: run the app on it in a task of its own (``now``: the time, which
         is ``accepted`` for a request that came whole with its connection)."""
+        assert parsed is not None
         variables, length, start = parsed
         # The body bytes that came with the head: copied once, or not at all when they
         # are all the data there is.
@@ -621,17 +440,13 @@ class AsyncioWorker(Accepting):
                   else bytes(memoryview(data)[start:start + length]))
         body_timeout = self.config.body_timeout
         deadline = now + body_timeout if body_timeout else _NO_DEADLINE
-        channel = _Channel(self, conn, variables, length, accepted, now)
+        channel = Channel(self, conn, variables, length, accepted, now)
         if not self.in_flight:
             self.heartbeat.slots[self.heartbeat.index] = now
         self.in_flight.append(channel)
-        self.started += 1
-        if self.started == self.max_requests:
-            # Counted as they start, not as they end, or the loop would take more
-            # while its last ones run.  No accept after this one (_may_accept); the
-            # retirement, with its last pass over the listen queue, once this accept
-            # loop is done.  (Not stopping yet: a stop may end only after that pass.)
-            self.recycling = True
+        if self.state.count_start():
+            # No accept after this one; the retirement, with its last pass over the
+            # listen queue, once this accept loop is done.
             self.loop.call_soon(self._retire)
         assert self.adapter is not None
         try:
@@ -655,10 +470,14 @@ class AsyncioWorker(Accepting):
         if self.stats is not None:
             self.stats.set_in_flight(len(self.tasks))
 
-    def _may_accept(self) -> bool:
-        return not self.recycling
+    def end(self, conn: Connection, unread: int, cut: bool) -> None:
+        """A response is over: close, or drain the unread body first (``Ending``)."""
+        if cut or not unread:
+            close_now(conn)
+            return
+        self.room.end(conn, Ending(conn, unread, self.config), time.monotonic())
 
-    def _served(self, channel: _Channel) -> None:
+    def served(self, channel: Channel) -> None:
         """A request's app has returned (its response may have ended before)."""
         channel.returned = True
         in_flight = self.in_flight
@@ -671,54 +490,8 @@ class AsyncioWorker(Accepting):
             channel.task = None
         if self.stats is not None:
             self.stats.set_in_flight(len(self.tasks))
-        self.handled += 1
-        if self.stopping:
+        self.state.handled += 1
+        if self.retiring:
             # Looked at once the callback that runs us is over: an eager task ends
             # within the accept pass that started it, which may start more after it.
             self.loop.call_soon(self._check_done)
-
-    # --- waiting connections ---------------------------------------------------------
-
-    def _wait(self, waiting: _Waiting) -> None:
-        if len(self.waiting) >= self.config.max_pending:
-            oldest = next(iter(self.waiting.values()))
-            self.log_evicted("Dropping the oldest waiting connection: --max-pending %d reached",
-                             self.config.max_pending)
-            self._unwait(oldest)
-            oldest.conn.close()
-        self.waiting[waiting.fd] = waiting
-        try:
-            self.watcher.register(waiting.fd, _ONCE)
-        except FileExistsError:  # watched before (its request), disarmed since
-            self.watcher.modify(waiting.fd, _ONCE)
-        self._set_timer(waiting)
-
-    def _set_timer(self, waiting: _Waiting) -> None:
-        if waiting.timer is not None:
-            waiting.timer.cancel()
-            waiting.timer = None
-        waiting.deadline = deadline = waiting.current_deadline()
-        if deadline != _NO_DEADLINE:
-            waiting.timer = self.loop.call_later(max(0.0, deadline - time.monotonic()),
-                                                 self._expire, waiting)
-
-    def _unwait(self, waiting: _Waiting) -> None:
-        # It stays in the watcher, disarmed (or armed, but about to be closed, which
-        # removes it): it is armed again only if it waits again.
-        if self.waiting.pop(waiting.fd, None) is waiting:
-            if waiting.timer is not None:
-                waiting.timer.cancel()
-
-    def _expire(self, waiting: _Waiting) -> None:
-        if self.waiting.get(waiting.fd) is not waiting:
-            return
-        waiting.timer = None
-        if waiting.current_deadline() > time.monotonic():
-            self._set_timer(waiting)  # its head arrived since: it waits for its body now
-            return
-        self._unwait(waiting)
-        if waiting.ending is not None or waiting.intake is None:
-            waiting.conn.close()
-        else:
-            self._refuse(waiting.conn, waiting.intake.expired(), waiting.intake)
-        self._check_done()

@@ -1,12 +1,12 @@
 """The threads model: each worker process runs up to ``--threads`` WSGI requests at once.
 
-How it works.  The main thread does what the sync worker does (``worker.py``):
-accept, park connections until their request has arrived, enforce deadlines,
-drain unread bodies before the close.  Only a ready request is handed to the
-pool, so a slow client costs a parked descriptor, never a thread (as gunicorn's
+How it works.  The main thread does what the sync worker does (``sync.py``):
+accept, keep connections in the waiting room until their request has arrived,
+enforce deadlines, drain unread bodies before the close.  Only a ready request is handed to the
+pool, so a slow client costs a waiting descriptor, never a thread (as gunicorn's
 gthread and waitress do).  A pool thread runs the app and sends the answer;
 if the connection still has an unread body to drain, the thread hands it back
-to the main thread, which parks it again.  Then, while the worker accepts, the
+to the main thread, whose waiting room holds it again.  Then, while the worker accepts, the
 thread takes the next connection waiting in the listen queue itself, as a sync
 worker would: a ready request runs on that thread at once, with no hand-over and
 no wake-up of the main thread; one still arriving goes to the main thread to
@@ -15,7 +15,7 @@ had to wait for its bytes is ready and waits for a thread: that one goes first.
 While every thread is busy the main thread stops watching the listeners: the
 connections wait in the shared listen queue, for the next thread that finishes
 or another worker process.  A thread wakes the main thread (a byte on a pipe)
-only when it has news for it: a connection to park, a free thread while the
+only when it has news for it: a connection to wait, a free thread while the
 listeners are unwatched, a stop or a recycle to finish.
 
 Why the main thread watches the listeners, not the idle pool threads: with each
@@ -28,17 +28,23 @@ each new connection while another thread of the process holds the GIL.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import queue
+import socket
 import threading
+import time
 from collections.abc import Sequence
 
 from ..config import Config
-from .connection import Adapter, run_app
-from .intake import ParsedHead
-from .sockets import Connection, Listener
-from .worker import Heartbeat, Parked, Worker, _close
+from ..connection.answer import Adapter, run_app
+from ..connection.intake import ParsedHead
+from ..connection.poller import drain
+from ..connection.sockets import Connection, close_now
+from ..connection.waiting import Waiting, WaitingRoom
+from .base import Heartbeat
+from .sync import SyncWorker
 
 __all__ = ["ThreadedWorker"]
 
@@ -47,39 +53,94 @@ log = logging.getLogger("scgikit")
 Task = tuple[Connection, "bytes | bytearray", ParsedHead, float]
 
 
-class ThreadedWorker(Worker):
+class _PoolRoom(WaitingRoom):
+    """The waiting room of a worker with a pool: it belongs to the main thread, and a pool
+    thread's connection enters it through the main thread (``inbox``, then a wake-up)."""
+
+    def __init__(self, worker: ThreadedWorker, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.worker = worker
+        self.inbox: queue.SimpleQueue[Waiting] = queue.SimpleQueue()
+
+    def admit(self, waiting: Waiting) -> None:
+        if threading.get_ident() == self.worker.main_thread:
+            super().admit(waiting)
+        else:
+            self.inbox.put(waiting)
+            self.worker.wake_main()
+
+    def admit_sent(self) -> None:
+        """In the main thread: let in what the pool threads sent."""
+        while True:
+            try:
+                waiting = self.inbox.get_nowait()
+            except queue.Empty:
+                return
+            super().admit(waiting)
+
+
+class _Running:
+    """The requests the pool runs, by start time: the heartbeat slot holds the oldest's."""
+
+    def __init__(self, heartbeat: Heartbeat) -> None:
+        self.slots, self.index = heartbeat.slots, heartbeat.index
+        self.started: dict[int, float] = {}
+        self.lock = threading.Lock()
+        self.keys = itertools.count()
+
+    def begin(self) -> int:
+        """A request enters the app; returns the key that ``end`` takes."""
+        with self.lock:
+            key = next(self.keys)
+            self.started[key] = now = time.monotonic()
+            if len(self.started) == 1:
+                self.slots[self.index] = now
+        return key
+
+    def end(self, key: int) -> None:
+        with self.lock:
+            started = self.started.pop(key)
+            if started == self.slots[self.index]:
+                self.slots[self.index] = min(self.started.values(), default=0.0)
+
+
+class ThreadedWorker(SyncWorker):
     """A worker whose ready requests run in a pool of ``--threads`` threads."""
 
     model = "threads"
     answers_inline = False
 
-    def __init__(self, config: Config, listeners: Sequence[Listener], adapter: Adapter,
+    def __init__(self, config: Config, listeners: Sequence[socket.socket], adapter: Adapter,
                  heartbeat: Heartbeat, ppid: int) -> None:
+        self.main_thread = threading.get_ident()  # built where its loop runs (boot.py)
+        self.done_r, self.done_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         super().__init__(config, listeners, adapter, heartbeat, ppid)
         if self.stats is not None:
             # Several pool threads record into the one region: under a lock, or
             # two increments at once could lose one.
-            self.stats = self.stats.locked()
+            self.stats = self.room.stats = self.stats.locked()
         self.size = config.threads
-        self.main_thread = threading.get_ident()  # built where its loop runs (boot.py)
+        self.running = _Running(heartbeat)
         self.tasks: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
-        self.finished: queue.SimpleQueue[Parked] = queue.SimpleQueue()  # for the main thread
-        # Guards in_flight, full, started and handled, and the pool threads' accepts:
+        # Guards in_flight, full and the state's counts, and the pool threads' accepts:
         # the main thread stops them (listening) under it before it closes a listener.
         self.lock = threading.Lock()
         self.in_flight = 0  # pool threads busy with a request (or taking the next)
         self.full = False  # listeners left out of the wait while the pool is full
         self.turn = 0  # the listener a pool thread tries first, in turn
-        self.done_r, self.done_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.pool = [threading.Thread(target=self._serve, name=f"scgikit-{n}", daemon=True)
                      for n in range(self.size)]
+
+    def _make_room(self) -> WaitingRoom:
+        return _PoolRoom(self, self.config, self.poller, self.handle, stats=self.stats,
+                         gather=True)
 
     def start(self) -> None:
         super().start()
         for thread in self.pool:
             thread.start()
         self.wakers[self.done_r] = self._collect
-        self.poller.add(self.done_r)
+        self.poller.watch(self.done_r)
 
     def run(self) -> None:
         try:
@@ -92,8 +153,9 @@ class ThreadedWorker(Worker):
 
     # --- the main thread ---------------------------------------------------------------
 
-    def _run(self, conn: Connection, data: bytes | bytearray,
-             parsed: ParsedHead | None, accepted: float) -> None:
+    def handle(self, conn: Connection, data: bytes | bytearray, parsed: ParsedHead | None,
+               accepted: float, now: float) -> None:
+        """A ready request goes to the pool."""
         assert parsed is not None  # a handler that reads the socket itself runs on sync only
         with self.lock:
             self.in_flight += 1
@@ -102,37 +164,28 @@ class ThreadedWorker(Worker):
             full = self.in_flight >= self.size
             if full:
                 self.full = True  # cleared by _collect, once it has watched the listeners again
-            self._count_start()
+            self.state.count_start()
         self.tasks.put((conn, data, parsed, accepted))
         if full and self.listening:
-            for sock in self.listeners:
-                self.poller.remove(sock.fileno())
+            self._unlisten()
 
     def _may_accept(self) -> bool:
         # On a full stop the listen queue is served whatever the pool's load: the
         # requests wait for a thread here rather than be reset with the socket.
-        return self.drain_queue or self.in_flight < self.size
+        return self.state.drain_queue or self.in_flight < self.size
 
     def _idle(self) -> bool:
-        return self.in_flight == 0 and self.finished.empty()
+        return self.in_flight == 0 and self.room.inbox.empty()  # type: ignore[attr-defined]
 
     def _holding(self) -> str:
-        return f"{self.in_flight} in the app, {len(self.parked)} connections"
+        return f"{self.in_flight} in the app, {len(self.room)} connections"
 
     def _stop_accepting(self) -> None:
         with self.lock:  # no pool thread is in an accept, nor starts one
             self.listening = False
         super()._stop_accepting()
 
-    def _park(self, parked: Parked) -> None:
-        """Park a connection; from a pool thread, through the main thread, which owns them."""
-        if threading.get_ident() == self.main_thread:
-            super()._park(parked)
-        else:
-            self.finished.put(parked)
-            self._wake_main()
-
-    def _wake_main(self) -> None:
+    def wake_main(self) -> None:
         try:
             os.write(self.done_w, b".")
         except BlockingIOError:
@@ -145,23 +198,14 @@ class ThreadedWorker(Worker):
         # in its own accept, and backs off.
 
     def _collect(self) -> None:
-        """News from the pool: park the ends that must drain, watch the listeners again."""
-        try:
-            while os.read(self.done_r, 512):
-                pass
-        except BlockingIOError:
-            pass
-        while True:
-            try:
-                parked = self.finished.get_nowait()
-            except queue.Empty:
-                break
-            self._park(parked)
+        """News from the pool: let in the ends that must drain, watch the listeners again."""
+        drain(self.done_r)
+        self.room.admit_sent()  # type: ignore[attr-defined]
         with self.lock:
             free = self.full and self.in_flight < self.size
             if free:
                 self.full = False
-        if free and self.listening and not self.stopping and not self.accept_paused_until:
+        if free and self.listening and not self.state.stopping and not self.accept_paused_until:
             self.poller.add_listeners(self.listeners)
 
     # --- a pool thread -----------------------------------------------------------------
@@ -174,7 +218,7 @@ class ThreadedWorker(Worker):
 
     def _answer(self, conn: Connection, data: bytes | bytearray, parsed: ParsedHead,
                 accepted: float) -> None:
-        key = self.heartbeat.begin()
+        key = self.running.begin()
         ending = None
         try:
             ending = run_app(conn, self.adapter, self.config, data, parsed, accepted,
@@ -182,11 +226,11 @@ class ThreadedWorker(Worker):
         except Exception:
             log.exception("Error serving a request")
         finally:
-            self.heartbeat.end(key)
-        if ending is not None and not ending.drain():
-            self._park(Parked(conn, None, ending, accepted))
+            self.running.end(key)
+        if ending is not None:
+            self.room.end(conn, ending, accepted)
         else:
-            _close(conn)
+            close_now(conn)
 
     def _next_task(self) -> Task | None:
         """This thread's next request, once it has answered one.
@@ -196,28 +240,29 @@ class ThreadedWorker(Worker):
         empty it gives its place in the pool back, and waits for the main thread.
         """
         handled = 1
+        state = self.state
         while True:
             with self.lock:
-                self.handled += handled
+                state.handled += handled
                 handled = 0
                 # A request the main thread has handed over (in_flight counts those
                 # too) goes first: a queue that new connections keep full must not
                 # pass over one that had to wait for its bytes.
                 conn = self._accept_here() if self.listening and self.in_flight <= self.size \
-                    and not (self.stopping or self.accept_paused_until) else None
+                    and not (state.stopping or self.accept_paused_until) else None
                 if conn is None:
                     self.in_flight -= 1
                     if self.stats is not None:
                         self.stats.set_in_flight(self.in_flight)
-                    news = (self.full and self.in_flight < self.size) or self.stopping
+                    news = (self.full and self.in_flight < self.size) or state.stopping
             if conn is None:
                 if news:
-                    self._wake_main()
+                    self.wake_main()
                 return self.tasks.get()
-            request = self._receive(conn)  # else parked (by the main thread), or ended
+            request = self._receive(conn)  # else waiting (in the main thread's room), or ended
             if request is not None:
                 with self.lock:
-                    self._count_start()
+                    state.count_start()
                 data, parsed, accepted = request
                 assert parsed is not None
                 return conn, data, parsed, accepted

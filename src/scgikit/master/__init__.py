@@ -1,0 +1,1 @@
+"""The master process: it binds the listeners, forks the workers and keeps them going."""

@@ -1,0 +1,229 @@
+"""Where a ``Config`` comes from: the command line, the environment, a TOML file; and its docs.
+
+All of it is generated from the field table in ``config.py``: each field's flags
+make its command-line option (``add_arguments``), its name the ``SCGIKIT_<NAME>``
+variable (``env_name``) and the file's key (``file_key``), and its help the row of
+``docs/options.md`` (``options_page``).  The command line wins over the
+environment, which wins over the file, which wins over the defaults.  Every
+value is parsed and checked as the same text on the command line would be, so an
+error names the option, the variable or the file's key and line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import json
+import re
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from .config import Config, ConfigError, Kind, env_name, file_key, option_fields
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
+
+__all__ = ["EXAMPLE_FILE", "FILE_TARGET_KEY", "add_arguments", "from_arguments", "options_page",
+           "options_table", "read_config_file"]
+
+#: The key of a configuration file that names the app, as TARGET does on the command line.
+FILE_TARGET_KEY = "app"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add every option of ``Config`` to ``parser`` (parsed later by ``from_arguments``)."""
+    for f in option_fields():
+        meta = f.metadata
+        shown = f" (default {meta['shown']}; env {env_name(f.name)})"
+        if meta["switch"]:
+            parser.add_argument(*meta["flags"], dest=f.name, help=meta["help"] + shown,
+                                action="store_const", const="1", default=None)
+            continue
+        parser.add_argument(
+            *meta["flags"], dest=f.name, metavar=meta["metavar"], help=meta["help"] + shown,
+            action="append" if meta["repeat"] else "store", default=None,
+        )
+
+
+def from_arguments(
+    namespace: argparse.Namespace, environ: Mapping[str, str], target: str | None = None
+) -> Config:
+    """Build the ``Config``: the command line wins over ``SCGIKIT_*`` variables, which win
+    over the ``--config`` file, which wins over the defaults.  ``target`` (TARGET on the
+    command line) wins over the file's ``app``."""
+    values: dict[str, Any] = {}
+    for f in option_fields():
+        meta = f.metadata
+        raw = getattr(namespace, f.name, None)
+        if raw is None and env_name(f.name) in environ:
+            text = environ[env_name(f.name)]
+            raw = text.split() if meta["repeat"] else text
+        if raw is None:
+            continue
+        try:
+            values[f.name] = (
+                tuple(meta["parse"](item) for item in raw) if meta["repeat"] else meta["parse"](raw)
+            )
+        except ConfigError as exc:
+            raise ConfigError(f"{meta['flags'][-1]}: {exc}") from None
+    file_target = ""
+    if values.get("config_file"):
+        from_file, file_target = read_config_file(values["config_file"])
+        values = from_file | values
+    return Config(target=target or file_target, **values)
+
+
+def read_config_file(path: str) -> tuple[dict[str, Any], str]:
+    """The options a TOML file sets, as ``Config`` field values, and its ``app`` (or "").
+
+    Every key and value is checked here, so an error names the file and the key.
+    """
+    data = _load_toml(path)
+    keys = {file_key(f): f for f in option_fields() if f.metadata["in_file"]}
+    values: dict[str, Any] = {}
+    target = ""
+    for key, value in data.items():
+        if key == FILE_TARGET_KEY:
+            if not isinstance(value, str):
+                raise ConfigError(f"{path}: key {key!r}: expected a string such as "
+                                  f'"myapp:app", got {_toml_type(value)}')
+            target = value
+        elif key in keys:
+            values[keys[key].name] = _file_value(path, key, keys[key], value)
+        else:
+            raise ConfigError(f"{path}: unknown key {key!r}{_key_hint(key, keys)}")
+    return values, target
+
+
+def _load_toml(path: str) -> dict[str, Any]:
+    # Read and decoded here, not by the parser: tomli before 1.2 (Python 3.10) reads text.
+    try:
+        with open(path, "rb") as fh:
+            text = fh.read().decode("utf-8")
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not valid TOML: the file is not UTF-8") from None
+    try:
+        data: dict[str, Any] = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(_toml_error(path, str(exc), text)) from None
+    return data
+
+
+def _toml_error(path: str, message: str, text: str) -> str:
+    """``FILE:LINE: not valid TOML: what``, from the parser's "(at line L, column C)"."""
+    found = re.search(r" \(at line (\d+), column (\d+)\)$", message)
+    if found:
+        return (f"{path}:{found[1]}: not valid TOML: {message[:found.start()]} "
+                f"(column {found[2]})")
+    if message.endswith(" (at end of document)"):
+        return (f"{path}:{len(text.splitlines())}: not valid TOML: "
+                f"{message.removesuffix(' (at end of document)')} (at the end of the file)")
+    return f"{path}: not valid TOML: {message}"
+
+
+def _file_value(path: str, key: str, f: dataclasses.Field[Any], value: object) -> Any:
+    """One option's value from the file: its TOML type checked, then parsed and checked
+    as the same text on the command line would be."""
+    meta = f.metadata
+    kind: Kind = meta["kind"]
+    if meta["repeat"]:
+        if not isinstance(value, list) or not all(kind.accepts(item) for item in value):
+            raise ConfigError(f"{path}: key {key!r}: expected an array of {kind.many}, "
+                              f"got {_toml_type(value)}")
+        items: list[object] = value
+    elif not kind.accepts(value):
+        raise ConfigError(f"{path}: key {key!r}: expected {kind.one}, got {_toml_type(value)}")
+    parsed: Any
+    try:
+        parsed = (tuple(meta["parse"](str(item)) for item in items) if meta["repeat"]
+                  else meta["parse"](str(value)))
+        Config(**{f.name: parsed})  # the checks of __post_init__, blamed on this key
+    except ConfigError as exc:
+        message = str(exc).removeprefix(meta["flags"][-1]).removeprefix(":").strip()
+        raise ConfigError(f"{path}: key {key!r}: {message}") from None
+    return parsed
+
+
+def _toml_type(value: object) -> str:
+    if isinstance(value, list) and value:
+        inner = {_toml_type(item) for item in value}
+        return "an array of " + (" and ".join(sorted(inner)) if len(inner) < 3 else "mixed values")
+    names = [(bool, "a boolean"), (int, "an integer"), (float, "a float"), (str, "a string"),
+             (list, "an empty array"), (dict, "a table")]
+    for cls, name in names:
+        if isinstance(value, cls):
+            return f"{name} ({json.dumps(value)})" if cls in (bool, int, float, str) else name
+    return "a date or time"
+
+
+def _key_hint(key: str, keys: Mapping[str, dataclasses.Field[Any]]) -> str:
+    if key == "config":
+        return ": a configuration file cannot name another"
+    by_name = {f.name: spelled for spelled, f in keys.items()}
+    spelled = by_name.get(key.replace("-", "_"))
+    if spelled:
+        return f": keys are spelled as the long flags, here {spelled!r}"
+    close = difflib.get_close_matches(key, [*keys, FILE_TARGET_KEY], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def options_table() -> str:
+    """The options as a Markdown table, for the docs."""
+    rows = ["| option | environment | file key | default | meaning |", "|---|---|---|---|---|"]
+    for f in option_fields():
+        meta = f.metadata
+        flag = meta["flags"][-1] + (f" {meta['metavar']}" if meta["metavar"] else "")
+        kind: Kind = meta["kind"]
+        key = (f"`{file_key(f)}`: " + (f"array of {kind.many}" if meta["repeat"] else
+                                        kind.one.removeprefix("an ").removeprefix("a "))
+               if meta["in_file"] else "none")
+        rows.append(f"| `{flag}` | `{env_name(f.name)}` | {key} | {meta['shown']} | "
+                    f"{meta['help']} |")
+    return "\n".join(rows)
+
+
+#: The example of docs/options.md (a test builds a Config from it).
+EXAMPLE_FILE = """\
+app = "myapp:app"
+bind = ["unix:/run/myapp.sock", "127.0.0.1:4000"]
+workers = 4
+max-requests = 1000
+max-requests-jitter = 100
+timeout = 60
+max-body-size = "10m"
+socket-mode = "0660"
+env = ["MYAPP_SETTINGS=/etc/myapp.ini"]
+"""
+
+
+def options_page() -> str:
+    """docs/options.md, generated from the field table."""
+    return (
+        "# `scgikit serve` options\n\n"
+        "Generated from the field table in `src/scgikit/config.py` by `scripts/make-docs` (a test\n"
+        "keeps this page in step with it). `scgikit check` takes the same options.\n\n"
+        "Each option can be given on the command line, as an environment variable, or as a key\n"
+        "of a TOML file named by `--config FILE` (or `SCGIKIT_CONFIG`). The command line wins\n"
+        "over the environment, which wins over the file, which wins over the default.\n"
+        "Repeatable options take several values in their variable, separated by spaces.\n\n"
+        "## The configuration file\n\n"
+        "A key is the option's long flag without its dashes (`max-requests`, never\n"
+        "`max_requests`), and `app` names the app as TARGET does; a TARGET on the command line\n"
+        "wins over it, and with `app` in the file `scgikit serve -c FILE` needs no TARGET.\n"
+        "Repeatable options take arrays; durations are numbers of seconds; sizes are integers\n"
+        "(bytes) or strings such as `\"64k\"` or `\"10m\"`; modes are strings of octal digits.\n"
+        "Paths mean what they mean on the command line: a relative one is not taken from the\n"
+        "file's folder.\n"
+        "An unknown key, a value of the wrong type, a file that is not valid TOML or that\n"
+        "cannot be read stops `scgikit serve` with one line naming the file (and the key, or the\n"
+        "line) and exit status 2. For example:\n\n"
+        "```toml\n" + EXAMPLE_FILE + "```\n\n"
+        "## Options\n\n"
+        + options_table() + "\n"
+    )

@@ -1,1 +1,0 @@
-"""The pre-forking server: sockets, the master (arbiter) and its workers."""
