@@ -1,8 +1,9 @@
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
-from scgikit.apps.wsgi import ExcInfo, FileWrapper, WSGIAdapter
+from scgikit.apps.wsgi import Exchange as ExchangeShape
+from scgikit.apps.wsgi import FileWrapper, WSGIAdapter
 from scgikit.connection.sockets import Connection
 from scgikit.connection.streams import Body, BufferedBody
 
@@ -40,22 +41,9 @@ def setup_scope(*, http_scope_pure: Callable[[dict[str, str], str, tuple[str, in
                                               dict[str, Any]], dict[str, Any]],
                 http_versions: dict[str, str]) -> None: ...
 
-class Exchange:
-    sock: Connection
-    adapter: WSGIAdapter
-    timeout: float | None
-    status: str | None
-    head: bytes | None
-    sent: int
-    closing: bool
-    waited: bool
-    def __init__(self, sock: Connection, adapter: WSGIAdapter, timeout: float | None) -> None: ...
-    def start_response(self, status: str, headers: list[tuple[str, str]],
-                       exc_info: ExcInfo | None = None) -> Callable[[bytes], None]: ...
-    def write(self, data: bytes) -> None: ...
-    def finish(self) -> None: ...
-    def respond(self, result: Iterable[bytes]) -> None: ...
-    def sendfile(self, wrapper: FileWrapper) -> None: ...
+# A type whose objects have the attributes and methods of apps.wsgi's Exchange protocol.
+def Exchange(sock: Connection, adapter: WSGIAdapter, timeout: float | None) -> ExchangeShape: ...
+
 def readiness(length: int, received: int, buffer_size: int, limit: int, /) -> int: ...
 
 class WorkerState:

@@ -173,17 +173,21 @@ def _write(out: IO[bytes], data: bytes) -> None:
 
 
 def _header(text: str) -> tuple[str, str]:
-    name, sep, value = text.partition(":")
-    if not sep or not name.strip() or name != name.strip():
-        raise UsageError(f"header must be 'Name: value', not {text!r}")
+    name, value = _pair(text, ":", "header must be 'Name: value'", bare_name=True)
     return name, value.strip()
 
 
 def _variable(text: str) -> tuple[str, str]:
-    name, sep, value = text.partition("=")
-    if not sep or not name:
-        raise UsageError(f"variable must be NAME=VALUE, not {text!r}")
-    return name, value
+    return _pair(text, "=", "variable must be NAME=VALUE")
+
+
+def _pair(text: str, separator: str, rule: str, bare_name: bool = False) -> tuple[str, str]:
+    """``text`` split at its first ``separator``: a name (without blanks around it, where
+    ``bare_name``), and a value."""
+    name, sep, value = text.partition(separator)
+    if sep and name and (name == name.strip() or not bare_name):
+        return name, value
+    raise UsageError(f"{rule}, not {text!r}")
 
 
 def _data(item: str) -> bytes:

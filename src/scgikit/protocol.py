@@ -331,24 +331,16 @@ def encode_request(environ: Mapping[str, str], content_length: int = 0) -> bytes
     return b"%d:%b," % (len(block), block)
 
 
-class RequestParser:
-    """Incremental parser for one SCGI request (server side).
+class _Parser:
+    """What both incremental parsers share: the bytes received so far, and the peer's close.
 
     Feed bytes with ``receive_data`` (``b""`` means the peer closed), then call
-    ``next_event`` until it returns ``NEED_DATA``: first a ``Request``, then
-    ``Body`` pieces, then ``EndOfMessage``.
+    ``next_event`` until it returns ``NEED_DATA``.
     """
 
-    def __init__(
-        self,
-        max_header_size: int = DEFAULT_MAX_HEADER_SIZE,
-        max_body_size: int | None = None,
-    ) -> None:
-        self.max_header_size = max_header_size
-        self.max_body_size = max_body_size
+    def __init__(self) -> None:
         self._buffer = bytearray()
         self._closed = False
-        self._remaining: int | None = None  # body bytes still due; None before the head
         self._done = False
 
     def receive_data(self, data: bytes) -> None:
@@ -356,6 +348,23 @@ class RequestParser:
             self._closed = True
         else:
             self._buffer += data
+
+
+class RequestParser(_Parser):
+    """Incremental parser for one SCGI request (server side).
+
+    Events: first a ``Request``, then ``Body`` pieces, then ``EndOfMessage``.
+    """
+
+    def __init__(
+        self,
+        max_header_size: int = DEFAULT_MAX_HEADER_SIZE,
+        max_body_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.max_header_size = max_header_size
+        self.max_body_size = max_body_size
+        self._remaining: int | None = None  # body bytes still due; None before the head
 
     def next_event(self) -> Event:
         if self._done:
@@ -466,7 +475,7 @@ def _parse_status(text: str, line: str) -> tuple[int, str]:
     return status, reason.strip() or reason_phrase(status)
 
 
-class ResponseParser:
+class ResponseParser(_Parser):
     """Incremental parser for a CGI response (client side).
 
     The response ends when the server closes the connection: feed ``b""`` then.
@@ -474,17 +483,9 @@ class ResponseParser:
     """
 
     def __init__(self, max_head_size: int = DEFAULT_MAX_RESPONSE_HEAD_SIZE) -> None:
+        super().__init__()
         self.max_head_size = max_head_size
-        self._buffer = bytearray()
-        self._closed = False
         self._in_body = False
-        self._done = False
-
-    def receive_data(self, data: bytes) -> None:
-        if not data:
-            self._closed = True
-        else:
-            self._buffer += data
 
     def next_event(self) -> Event:
         if self._done:

@@ -53,7 +53,8 @@ split_path_fast(speedups_state *state, PyObject *environ, PyObject *variables,
     }
     /* `path == script_name or path.startswith(script_name + "/")`: strip it. */
     Py_ssize_t start = 0, prefix = PyUnicode_GET_LENGTH(script_name);
-    if (prefix > 0 && (end == prefix || (end > prefix && PyUnicode_READ_CHAR(target, prefix) == '/'))) {
+    if (prefix > 0
+        && (end == prefix || (end > prefix && PyUnicode_READ_CHAR(target, prefix) == '/'))) {
         Py_ssize_t match = PyUnicode_Tailmatch(target, script_name, 0, end, -1);
         if (match < 0) {
             return -1;
@@ -217,15 +218,6 @@ fill_environ(speedups_state *state, PyObject *environ, PyObject *variables, PyOb
     return merge_cookie(state, environ, variables);
 }
 
-PyDoc_STRVAR(wsgi_environ_doc,
-"wsgi_environ($module, base, variables, body, script_name, /)\n"
-"--\n"
-"\n"
-"The WSGI environ of one request (the C accelerator).\n"
-"\n"
-"The same result as scgikit.apps.wsgi.environ_pure, which is called instead\n"
-"when base or variables is not a dict; request.split_path and merge_cookie\n"
-"do the paths and cookies this function does not handle itself.");
 
 /* The environ of one request: C for plain dicts, environ_pure for anything else. */
 PyObject *
@@ -243,21 +235,12 @@ sk_make_environ(speedups_state *state, PyObject *base, PyObject *variables, PyOb
     return environ;
 }
 
-static PyObject *
-wsgi_environ(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+PyObject *
+sk_wsgi_environ(speedups_state *state, PyObject *const *args, Py_ssize_t nargs)
 {
-    speedups_state *state = get_state(module);
-    if (state->environ_pure == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "scgikit._speedups.setup_wsgi() was not called");
-        return NULL;
-    }
     if (nargs != 4) {  /* the pure function raises what Python raises for its arguments */
         return PyObject_Vectorcall(state->environ_pure, args, (size_t)nargs, NULL);
     }
     return sk_make_environ(state, args[0], args[1], args[2], args[3]);
 }
 
-PyMethodDef sk_environ_methods[] = {
-    {"wsgi_environ", (PyCFunction)(void (*)(void))wsgi_environ, METH_FASTCALL, wsgi_environ_doc},
-    {NULL, NULL, 0, NULL},
-};

@@ -1,18 +1,10 @@
-/* Exchange and answer_whole, the WSGI adapter's answer: apps.wsgi's C twins.
+/* Exchange, the WSGI response exchange: apps.wsgi._Exchange's C twin.
  *
  * Exchange is one request's response state, as apps.wsgi._Exchange: start_response,
  * write and the loop over the app's result.  C does the common case (bytes and
  * bytearray chunks on a real socket; start_response without exc_info) and calls the
  * pure pieces setup_wsgi() gave it for the rest (encode_head, _send_rest, and
  * _Exchange's own methods with an Exchange as self).
- *
- * answer_whole, WSGIAdapter.answer_whole: a request whose body came whole (most do)
- * answered without a Python frame of ours: the body file (streams.BufferedBody), the
- * environ (environ.c), the app's call, its answer through the C Exchange (a
- * FileWrapper result goes to wsgi.answer_file) and the result's close(), as the pure
- * adapter's `finally` does.  An Exception goes to adapter.failed(exchange, variables,
- * exc) with its traceback, which logs it and answers 500; anything else (SystemExit,
- * KeyboardInterrupt) goes on.
  *
  * Safety: a send holds its chunk as a buffer, the head and the socket object as
  * references of its own (another thread may replace the exchange's attributes while
@@ -23,36 +15,11 @@
 
 #include "speedups.h"
 
-/* One request's response state, as apps.wsgi._Exchange (whose methods it calls for
- * the cases it does not handle itself: other call shapes, exc_info, chunks that are
- * not bytes or bytearray, a sock that is not a socket). */
-typedef struct {
-    PyObject_HEAD
-    PyObject *sock;      /* the connection */
-    PyObject *adapter;   /* the WSGIAdapter: its last_head is a previous response's head */
-    PyObject *timeout;   /* per send call, once one cannot finish at once */
-    PyObject *status;    /* the app's status; NULL or None before start_response */
-    PyObject *head;      /* the encoded head not yet sent; NULL or None once sent */
-    Py_ssize_t sent;     /* bytes sent so far, head included */
-    char closing;        /* the connection closes once the answer is sent: its last bytes
-                          * may wait in the kernel for the close (answer_whole) */
-    char waited;         /* a send had to wait: the connection carries its send timeout, and
-                          * the rest of the answer goes out with sends that wait */
-    char wait_in_c;      /* ... and its descriptor is blocking: those sends are send_waiting's */
-} Exchange;
-
-/* Attributes are writable from Python: None and NULL (deleted) both mean "none". */
-#define IS_SET(obj) ((obj) != NULL && (obj) != Py_None)
-
 static speedups_state *
 exchange_state(Exchange *self)
 {
     speedups_state *state = (speedups_state *)PyType_GetModuleState(Py_TYPE(self));
-    if (state->encode_head == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "scgikit._speedups.setup_wsgi() was not called");
-        return NULL;
-    }
-    return state;
+    return set_up(state, state->encode_head, "setup_wsgi");
 }
 
 /* func(self, *args, **kwargs) for a vectorcall's arguments: the pure method on this object. */
@@ -378,8 +345,8 @@ respond_closing(speedups_state *state, Exchange *self, PyObject *result)
 }
 
 /* `for chunk in result: if chunk: self.write(chunk)`, then finish(). */
-static PyObject *
-exchange_respond(Exchange *self, PyObject *result)
+PyObject *
+sk_exchange_respond(Exchange *self, PyObject *result)
 {
     speedups_state *state = exchange_state(self);
     if (state == NULL) {
@@ -503,8 +470,8 @@ exchange_sendfile(Exchange *self, PyObject *const *args, Py_ssize_t nargs, PyObj
     return state == NULL ? NULL : call_pure(state->pure_sendfile, self, args, nargs, kwnames);
 }
 
-static PyObject *
-make_exchange(PyTypeObject *type, PyObject *sock, PyObject *adapter, PyObject *timeout)
+PyObject *
+sk_make_exchange(PyTypeObject *type, PyObject *sock, PyObject *adapter, PyObject *timeout)
 {
     Exchange *self = (Exchange *)type->tp_alloc(type, 0);
     if (self == NULL) {
@@ -530,41 +497,10 @@ exchange_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
                                           &adapter, &timeout)) {
         return NULL;
     }
-    return make_exchange(type, sock, adapter, timeout);
+    return sk_make_exchange(type, sock, adapter, timeout);
 }
 
-static int
-exchange_traverse(Exchange *self, visitproc visit, void *arg)
-{
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(self->sock);
-    Py_VISIT(self->adapter);
-    Py_VISIT(self->timeout);
-    Py_VISIT(self->status);
-    Py_VISIT(self->head);
-    return 0;
-}
-
-static int
-exchange_clear(Exchange *self)
-{
-    Py_CLEAR(self->sock);
-    Py_CLEAR(self->adapter);
-    Py_CLEAR(self->timeout);
-    Py_CLEAR(self->status);
-    Py_CLEAR(self->head);
-    return 0;
-}
-
-static void
-exchange_dealloc(Exchange *self)
-{
-    PyTypeObject *type = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    exchange_clear(self);
-    type->tp_free(self);
-    Py_DECREF(type);
-}
+#define EXCHANGE_OBJECTS(X) X(sock) X(adapter) X(timeout) X(status) X(head)
 
 static PyMethodDef exchange_methods[] = {
     {"start_response", (PyCFunction)(void (*)(void))exchange_start_response,
@@ -573,7 +509,7 @@ static PyMethodDef exchange_methods[] = {
      "write(data): send a body chunk, with the head before the first."},
     {"finish", (PyCFunction)exchange_finish, METH_NOARGS,
      "finish(): send the head if no body chunk took it."},
-    {"respond", (PyCFunction)exchange_respond, METH_O,
+    {"respond", (PyCFunction)sk_exchange_respond, METH_O,
      "respond(result): write each non-empty chunk of the app's result, then finish()."},
     {"sendfile", (PyCFunction)(void (*)(void))exchange_sendfile, METH_FASTCALL | METH_KEYWORDS,
      "sendfile(wrapper): the head, then the wrapped file with os.sendfile."},
@@ -592,266 +528,9 @@ static PyMemberDef exchange_members[] = {
     {NULL, 0, 0, 0, NULL},
 };
 
-static PyType_Slot exchange_slots[] = {
-    {Py_tp_doc, (void *)"Exchange(sock, adapter, timeout): one request's response, as "
-                "scgikit.apps.wsgi._Exchange (the C accelerator)."},
-    {Py_tp_new, exchange_new},
-    {Py_tp_dealloc, exchange_dealloc},
-    {Py_tp_traverse, exchange_traverse},
-    {Py_tp_clear, exchange_clear},
-    {Py_tp_methods, exchange_methods},
-    {Py_tp_members, exchange_members},
-    {0, NULL},
-};
-
-static PyType_Spec exchange_spec = {
-    .name = "scgikit._speedups.Exchange",
-    .basicsize = sizeof(Exchange),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
-    .slots = exchange_slots,
-};
-
-/* --- answer_whole: the WSGI adapter's answer to a request whose body came whole --------- */
-
-/* The app's result answered, then its close() called whatever happened (a `finally`):
- * 0, or -1 with the exception set (close()'s, if it raised, its context the first). */
-static int
-answer_result(speedups_state *state, PyObject *exchange, PyObject *result)
-{
-    PyObject *done;
-    if (Py_IS_TYPE(result, (PyTypeObject *)state->file_wrapper)) {
-        done = PyObject_CallFunctionObjArgs(state->answer_file, exchange, result, NULL);
-    }
-    else {
-        done = exchange_respond((Exchange *)exchange, result);
-    }
-    Py_XDECREF(done);
-    if (PyList_CheckExact(result) || PyTuple_CheckExact(result)) {
-        return done == NULL ? -1 : 0;  /* no close() to call */
-    }
-    PyObject *pending = done == NULL ? sk_take_exception() : NULL;
-    PyObject *close = NULL;
-    int found = sk_optional_attr(result, state->names[N_CLOSE], &close);
-    if (found > 0) {
-        PyObject *closed = PyObject_CallNoArgs(close);
-        Py_DECREF(close);
-        found = closed == NULL ? -1 : 0;
-        Py_XDECREF(closed);
-    }
-    if (found < 0) {  /* close() (or looking it up) raised: that exception goes on */
-        if (pending != NULL) {
-            PyObject *raised = sk_take_exception();
-            PyException_SetContext(raised, pending);  /* steals pending */
-            sk_raise_again(raised);
-        }
-        return -1;
-    }
-    if (pending != NULL) {
-        sk_raise_again(pending);
-        return -1;
-    }
-    return 0;
-}
-
-/* The environ, the app's call and its answer; -1 with the exception set. */
-static int
-call_app(speedups_state *state, PyObject *adapter, PyObject *exchange, PyObject *variables,
-         PyObject *body)
-{
-    PyObject *base = PyObject_GetAttr(adapter, state->names[N_BASE]);
-    PyObject *script_name = base == NULL ? NULL
-                            : PyObject_GetAttr(adapter, state->names[N_SCRIPT_NAME_ATTR]);
-    if (script_name == NULL) {
-        Py_XDECREF(base);
-        return -1;
-    }
-    PyObject *environ = sk_make_environ(state, base, variables, body, script_name);
-    Py_DECREF(base);
-    Py_DECREF(script_name);
-    if (environ == NULL) {
-        return -1;
-    }
-    PyObject *app = PyObject_GetAttr(adapter, state->names[N_APP]);
-    PyObject *start_response = app == NULL ? NULL
-                               : PyObject_GetAttr(exchange, state->names[N_START_RESPONSE]);
-    PyObject *result = NULL;
-    if (start_response != NULL) {
-        PyObject *call[2] = {environ, start_response};
-        result = PyObject_Vectorcall(app, call, 2, NULL);
-    }
-    Py_XDECREF(app);
-    Py_XDECREF(start_response);
-    Py_DECREF(environ);
-    if (result == NULL) {
-        return -1;
-    }
-    int answered = answer_result(state, exchange, result);
-    Py_DECREF(result);
-    return answered;
-}
-
-PyDoc_STRVAR(answer_whole_doc,
-"answer_whole($module, adapter, sock, data, variables, length, start, /)\n"
-"--\n"
-"\n"
-"WSGIAdapter.answer_whole (the C accelerator): answer a request whose body of length\n"
-"bytes is all in data from start, as calling the adapter with that body as a file\n"
-"does; returns (status, bytes sent).  An Exception from the app or its answer goes\n"
-"to adapter.failed(exchange, variables, exc), whose result is returned.  The caller\n"
-"closes sock next: the last bytes of a list or tuple result go with MSG_MORE.");
-
-static PyObject *
-answer_whole(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
-{
-    speedups_state *state = get_state(module);
-    if (state->buffered_body == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "scgikit._speedups.setup_wsgi() was not called");
-        return NULL;
-    }
-    if (nargs != 6) {
-        PyErr_Format(PyExc_TypeError, "answer_whole() takes 6 arguments (%zd given)", nargs);
-        return NULL;
-    }
-    PyObject *adapter = args[0], *sock = args[1], *data = args[2], *variables = args[3];
-    Py_ssize_t length = PyLong_AsSsize_t(args[4]);
-    Py_ssize_t start = length < 0 ? -1 : PyLong_AsSsize_t(args[5]);
-    Py_ssize_t size = start < 0 ? -1 : PyObject_Length(data);
-    if (size < 0) {
-        if (!PyErr_Occurred()) {
-            PyErr_SetString(PyExc_ValueError, "answer_whole() needs lengths >= 0");
-        }
-        return NULL;
-    }
-    if (start > size || size - start < length) {
-        PyErr_SetString(PyExc_ValueError, "answer_whole() needs the whole body in data");
-        return NULL;
-    }
-    PyObject *prefix;
-    if (length == 0) {
-        prefix = Py_NewRef(state->empty_bytes);
-    }
-    else if (start == 0 && size == length) {
-        prefix = Py_NewRef(data);
-    }
-    else {
-        /* The body as bytes of its own: BytesIO shares a bytes object, and reading it
-         * whole gives that object back, so the body is copied once.  (Given a view, it
-         * copies it, then copies again on the read.) */
-        Py_buffer buffer;
-        if (PyObject_GetBuffer(data, &buffer, PyBUF_SIMPLE) < 0) {
-            return NULL;
-        }
-        prefix = buffer.len - start < length ? NULL
-            : PyBytes_FromStringAndSize((const char *)buffer.buf + start, length);
-        PyBuffer_Release(&buffer);
-        if (prefix == NULL) {
-            if (!PyErr_Occurred()) {
-                PyErr_SetString(PyExc_ValueError, "answer_whole() needs the whole body in data");
-            }
-            return NULL;
-        }
-    }
-    PyObject *body = PyObject_CallOneArg(state->buffered_body, prefix);
-    Py_DECREF(prefix);
-    if (body == NULL) {
-        return NULL;
-    }
-    PyObject *timeout = PyObject_GetAttr(adapter, state->names[N_TIMEOUT]);
-    PyObject *exchange = timeout == NULL ? NULL
-        : make_exchange((PyTypeObject *)state->exchange_type, sock, adapter, timeout);
-    Py_XDECREF(timeout);
-    if (exchange == NULL) {
-        Py_DECREF(body);
-        return NULL;
-    }
-    /* Nothing of the request is left unread: the caller closes the connection next. */
-    ((Exchange *)exchange)->closing = 1;
-    PyObject *answer = NULL;
-    if (call_app(state, adapter, exchange, variables, body) == 0) {
-        Exchange *done = (Exchange *)exchange;
-        int truthy = IS_SET(done->status) ? PyObject_IsTrue(done->status) : 0;
-        if (truthy >= 0) {
-            PyObject *status = truthy ? done->status : state->names[N_STATUS_500];
-            answer = Py_BuildValue("(On)", status, done->sent);
-        }
-    }
-    else if (PyErr_ExceptionMatches(PyExc_Exception)) {
-        PyObject *exc = sk_take_exception();
-        PyObject *call[4] = {adapter, exchange, variables, exc};
-        answer = PyObject_VectorcallMethod(state->names[N_FAILED], call, 4, NULL);
-        Py_DECREF(exc);
-    }
-    Py_DECREF(exchange);
-    Py_DECREF(body);
-    return answer;
-}
-
-
-PyDoc_STRVAR(setup_wsgi_doc,
-"setup_wsgi($module, /, *, environ_pure, split_path, merge_cookie, encode_head,\n"
-"           send_rest, client_gone, pure_exchange, socket_type, buffered_body,\n"
-"           file_wrapper, answer_file)\n"
-"--\n"
-"\n"
-"Give wsgi_environ, Exchange and answer_whole the pure pieces of scgikit.apps.wsgi\n"
-"they hand cases to.");
-
-static PyObject *
-setup_wsgi(PyObject *module, PyObject *args, PyObject *kwargs)
-{
-    static char *keywords[] = {"environ_pure", "split_path", "merge_cookie", "encode_head",
-                               "send_rest", "client_gone", "pure_exchange", "socket_type",
-                               "buffered_body", "file_wrapper", "answer_file", NULL};
-    speedups_state *state = get_state(module);
-    PyObject *given[11];
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOOOOOOOO:setup_wsgi", keywords,
-                                     &given[0], &given[1], &given[2], &given[3], &given[4],
-                                     &given[5], &given[6], &given[7], &given[8], &given[9],
-                                     &given[10])) {
-        return NULL;
-    }
-    if (kwargs == NULL || PyDict_GET_SIZE(kwargs) != 11) {
-        PyErr_SetString(PyExc_TypeError, "setup_wsgi() needs every piece, by keyword");
-        return NULL;
-    }
-    for (int i = 0; i < 11; i++) {
-        if (!PyCallable_Check(given[i])) {
-            PyErr_Format(PyExc_TypeError, "setup_wsgi() needs callables, not %.200R", given[i]);
-            return NULL;
-        }
-    }
-    if (!PyType_Check(given[7]) || !PyType_Check(given[6]) || !PyType_Check(given[8])
-        || !PyType_Check(given[9])) {
-        PyErr_SetString(PyExc_TypeError, "setup_wsgi() needs classes for pure_exchange, "
-                                         "socket_type, buffered_body and file_wrapper");
-        return NULL;
-    }
-    /* _Exchange's methods, called with an Exchange as self: they only use its attributes. */
-    PyObject *methods[3] = {NULL, NULL, NULL};
-    const char *method_names[3] = {"start_response", "write", "sendfile"};
-    for (int i = 0; i < 3; i++) {
-        methods[i] = PyObject_GetAttrString(given[6], method_names[i]);
-        if (methods[i] == NULL) {
-            Py_XDECREF(methods[0]);
-            Py_XDECREF(methods[1]);
-            return NULL;
-        }
-    }
-    Py_XSETREF(state->environ_pure, Py_NewRef(given[0]));
-    Py_XSETREF(state->split_path, Py_NewRef(given[1]));
-    Py_XSETREF(state->merge_cookie, Py_NewRef(given[2]));
-    Py_XSETREF(state->encode_head, Py_NewRef(given[3]));
-    Py_XSETREF(state->send_rest, Py_NewRef(given[4]));
-    Py_XSETREF(state->client_gone, Py_NewRef(given[5]));
-    Py_XSETREF(state->socket_type, Py_NewRef(given[7]));
-    Py_XSETREF(state->buffered_body, Py_NewRef(given[8]));
-    Py_XSETREF(state->file_wrapper, Py_NewRef(given[9]));
-    Py_XSETREF(state->answer_file, Py_NewRef(given[10]));
-    Py_XSETREF(state->pure_start_response, methods[0]);
-    Py_XSETREF(state->pure_write, methods[1]);
-    Py_XSETREF(state->pure_sendfile, methods[2]);
-    Py_RETURN_NONE;
-}
+SK_GC_TYPE(Exchange, exchange, EXCHANGE_OBJECTS,
+           "Exchange(sock, adapter, timeout): one request's response, as "
+           "scgikit.apps.wsgi._Exchange (the C accelerator).");
 
 /* The Exchange type, made once. */
 int
@@ -864,9 +543,3 @@ sk_exchange_exec(PyObject *module, speedups_state *state)
     return PyModule_AddObjectRef(module, "Exchange", state->exchange_type);
 }
 
-PyMethodDef sk_exchange_methods[] = {
-    {"setup_wsgi", (PyCFunction)(void (*)(void))setup_wsgi, METH_VARARGS | METH_KEYWORDS,
-     setup_wsgi_doc},
-    {"answer_whole", (PyCFunction)(void (*)(void))answer_whole, METH_FASTCALL, answer_whole_doc},
-    {NULL, NULL, 0, NULL},
-};

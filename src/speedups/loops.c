@@ -106,66 +106,19 @@ failing_since_set(WorkerState *self, PyObject *value, void *Py_UNUSED(closure))
     return 0;
 }
 
-/* Counts that only go up from 0, and only by one at a time. */
-static int
-set_count(Py_ssize_t *field, PyObject *value)
-{
-    Py_ssize_t count = value == NULL ? -1 : PyLong_AsSsize_t(value);
-    if (count == -1 && PyErr_Occurred()) {
-        return -1;
-    }
-    if (count < 0) {
-        PyErr_SetString(PyExc_ValueError, "a worker's count cannot be negative or deleted");
-        return -1;
-    }
-    *field = count;
-    return 0;
-}
-
-#define COUNT_PROPERTY(name) \
-    static PyObject * \
-    name##_get(WorkerState *self, void *Py_UNUSED(closure)) \
-    { \
-        return PyLong_FromSsize_t(self->name); \
-    } \
-    static int \
-    name##_set(WorkerState *self, PyObject *value, void *Py_UNUSED(closure)) \
-    { \
-        return set_count(&self->name, value); \
-    }
-COUNT_PROPERTY(started)
-COUNT_PROPERTY(handled)
-COUNT_PROPERTY(max_requests)
-
-#define FLAG_PROPERTY(name) \
-    static PyObject * \
-    name##_get(WorkerState *self, void *Py_UNUSED(closure)) \
-    { \
-        return PyBool_FromLong(self->name); \
-    } \
-    static int \
-    name##_set(WorkerState *self, PyObject *value, void *Py_UNUSED(closure)) \
-    { \
-        int truth = value == NULL ? 0 : PyObject_IsTrue(value); \
-        if (truth < 0) { \
-            return -1; \
-        } \
-        self->name = (char)truth; \
-        return 0; \
-    }
-FLAG_PROPERTY(stopping)
-FLAG_PROPERTY(drain_queue)
+static PyMemberDef worker_state_members[] = {
+    {"stopping", T_BOOL, offsetof(WorkerState, stopping), 0,
+     "no more accepts (but see drain_queue); end what we hold"},
+    {"drain_queue", T_BOOL, offsetof(WorkerState, drain_queue), 0,
+     "a full stop: serve what is in the listen queue first"},
+    {"started", T_PYSSIZET, offsetof(WorkerState, started), 0,
+     "requests given to the app: --max-requests counts these"},
+    {"handled", T_PYSSIZET, offsetof(WorkerState, handled), 0, "requests whose app has returned"},
+    {"max_requests", T_PYSSIZET, offsetof(WorkerState, max_requests), 0, "0: no limit"},
+    {NULL, 0, 0, 0, NULL},
+};
 
 static PyGetSetDef worker_state_getset[] = {
-    {"stopping", (getter)stopping_get, (setter)stopping_set,
-     "no more accepts (but see drain_queue); end what we hold", NULL},
-    {"drain_queue", (getter)drain_queue_get, (setter)drain_queue_set,
-     "a full stop: serve what is in the listen queue first", NULL},
-    {"started", (getter)started_get, (setter)started_set,
-     "requests given to the app: --max-requests counts these", NULL},
-    {"handled", (getter)handled_get, (setter)handled_set,
-     "requests whose app has returned", NULL},
-    {"max_requests", (getter)max_requests_get, (setter)max_requests_set, "0: no limit", NULL},
     {"accept_failing_since", (getter)failing_since_get, (setter)failing_since_set,
      "the time.monotonic() of the first of failing accepts, or None", NULL},
     {NULL, NULL, NULL, NULL, NULL},
@@ -181,6 +134,7 @@ static PyType_Slot worker_state_slots[] = {
     {Py_tp_doc, "What a worker shares with its accept loop (WorkerState(max_requests=0))."},
     {Py_tp_new, worker_state_new},
     {Py_tp_dealloc, worker_state_dealloc},
+    {Py_tp_members, worker_state_members},
     {Py_tp_getset, worker_state_getset},
     {Py_tp_methods, worker_state_methods},
     {0, NULL},
@@ -329,7 +283,7 @@ next_connection(PyObject *module, QueueLoop *loop, taken *next, PyObject **left)
     }
     next->got = PyBytes_GET_SIZE(next->data);
     PyObject *head_args[2] = {next->data, loop->max_header};
-    next->parsed = sk_parse_head(module, head_args, 2, NULL);
+    next->parsed = sk_parse_head(get_state(module), head_args, 2, NULL);
     if (next->parsed == NULL) {
         if (!PyErr_ExceptionMatches(PyExc_Exception)) {
             close_on_error(next->conn);
@@ -545,8 +499,8 @@ queue_loop_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         return NULL;
     }
     speedups_state *module_state = (speedups_state *)PyType_GetModuleState(type);
-    if (module_state == NULL) {
-        return NULL;
+    if (module_state == NULL || set_up(module_state, module_state->fallback, "setup") == NULL) {
+        return NULL;  /* the loop parses heads with parse_head */
     }
     if (!Py_IS_TYPE(state, (PyTypeObject *)module_state->worker_state_type)) {
         PyErr_SetString(PyExc_TypeError, "QueueLoop's state must be a WorkerState");
@@ -581,46 +535,9 @@ queue_loop_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     return (PyObject *)loop;
 }
 
-static int
-queue_loop_traverse(QueueLoop *self, visitproc visit, void *arg)
-{
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(self->state);
-    Py_VISIT(self->template);
-    Py_VISIT(self->max_header);
-    Py_VISIT(self->slots);
-    Py_VISIT(self->answer);
-    Py_VISIT(self->record);
-    Py_VISIT(self->log_access);
-    Py_VISIT(self->model);
-    Py_VISIT(self->start);
-    return 0;
-}
-
-static int
-queue_loop_clear(QueueLoop *self)
-{
-    Py_CLEAR(self->state);
-    Py_CLEAR(self->template);
-    Py_CLEAR(self->max_header);
-    Py_CLEAR(self->slots);
-    Py_CLEAR(self->answer);
-    Py_CLEAR(self->record);
-    Py_CLEAR(self->log_access);
-    Py_CLEAR(self->model);
-    Py_CLEAR(self->start);
-    return 0;
-}
-
-static void
-queue_loop_dealloc(QueueLoop *self)
-{
-    PyTypeObject *type = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    queue_loop_clear(self);
-    type->tp_free((PyObject *)self);
-    Py_DECREF(type);
-}
+#define QUEUE_LOOP_OBJECTS(X) \
+    X(state) X(template) X(max_header) X(slots) X(answer) X(record) X(log_access) X(model) \
+    X(start)
 
 static PyMethodDef queue_loop_methods[] = {
     {"serve", (PyCFunction)queue_loop_serve, METH_NOARGS, serve_doc},
@@ -633,40 +550,18 @@ static PyMemberDef queue_loop_members[] = {
     {NULL, 0, 0, 0, NULL},
 };
 
-static PyType_Slot queue_loop_slots[] = {
-    {Py_tp_doc, "A listen queue's accept loop: QueueLoop(*, state, listener, recv_size,\n"
-                "max_header_size, body_limit, buffer_size=0, slots=None, slot=0, answer=None,\n"
-                "record=None, log_access=None, model='', start=None)."},
-    {Py_tp_new, queue_loop_new},
-    {Py_tp_traverse, queue_loop_traverse},
-    {Py_tp_clear, queue_loop_clear},
-    {Py_tp_dealloc, queue_loop_dealloc},
-    {Py_tp_methods, queue_loop_methods},
-    {Py_tp_members, queue_loop_members},
-    {0, NULL},
-};
-
-static PyType_Spec queue_loop_spec = {
-    .name = "scgikit._speedups.QueueLoop",
-    .basicsize = sizeof(QueueLoop),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
-    .slots = queue_loop_slots,
-};
+SK_GC_TYPE(QueueLoop, queue_loop, QUEUE_LOOP_OBJECTS,
+           "A listen queue's accept loop: QueueLoop(*, state, listener, recv_size,\n"
+           "max_header_size, body_limit, buffer_size=0, slots=None, slot=0, answer=None,\n"
+           "record=None, log_access=None, model='', start=None).");
 
 /* --- readiness, for the test that compares it with the Python rule ------------------------ */
 
-PyDoc_STRVAR(readiness_doc,
-"readiness($module, length, received, buffer_size, limit, /)\n"
-"--\n"
-"\n"
-"The readiness rule the loops apply (connection/intake.py's readiness): 3 past limit,\n"
-"else 1 once received >= length, else 2 for a length past buffer_size, else 0.");
 
-static PyObject *
-readiness_function(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+PyObject *
+sk_readiness(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 4) {
-        PyErr_Format(PyExc_TypeError, "readiness() takes 4 arguments (%zd given)", nargs);
+    if (wrong_nargs("readiness", nargs, 4)) {
         return NULL;
     }
     Py_ssize_t values[4];
@@ -694,8 +589,3 @@ sk_loops_exec(PyObject *module, speedups_state *state)
     return 0;
 }
 
-PyMethodDef sk_loops_methods[] = {
-    {"readiness", (PyCFunction)(void (*)(void))readiness_function, METH_FASTCALL,
-     readiness_doc},
-    {NULL, NULL, 0, NULL},
-};

@@ -216,26 +216,12 @@ parse_buffer(speedups_state *state, const char *buf, Py_ssize_t len, Py_ssize_t 
     return *result == NULL ? -1 : 1;
 }
 
-PyDoc_STRVAR(parse_head_doc,
-"parse_head($module, /, data, max_header_size=65536)\n"
-"--\n"
-"\n"
-"Parse the header netstring at the start of data (the C accelerator).\n"
-"\n"
-"The same results as scgikit.protocol.parse_head_pure, to which every\n"
-"unusual case (errors included) is handed.");
 
 PyObject *
-sk_parse_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+sk_parse_head(speedups_state *state, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    speedups_state *state = get_state(module);
     PyObject *data = NULL, *max_obj = NULL;
     Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
-
-    if (state->fallback == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "scgikit._speedups.setup() was not called");
-        return NULL;
-    }
     /* parse_head(data), parse_head(data, max), parse_head(data, max_header_size=max):
      * any other shape is the pure function's to accept or refuse. */
     if (nargs >= 1 && nargs + nkw <= 2) {
@@ -284,37 +270,5 @@ sk_parse_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObjec
     return PyObject_Vectorcall(state->fallback, args, (size_t)nargs, kwnames);
 }
 
-PyDoc_STRVAR(setup_doc,
-"setup($module, fallback, default_max_header_size, /)\n"
-"--\n"
-"\n"
-"Give parse_head the pure function it hands unusual cases to, and its default limit.");
 
-static PyObject *
-setup(PyObject *module, PyObject *args)
-{
-    speedups_state *state = get_state(module);
-    PyObject *fallback;
-    Py_ssize_t default_max_size;
-    if (!PyArg_ParseTuple(args, "On:setup", &fallback, &default_max_size)) {
-        return NULL;
-    }
-    if (!PyCallable_Check(fallback)) {
-        PyErr_SetString(PyExc_TypeError, "setup() needs a callable fallback");
-        return NULL;
-    }
-    if (default_max_size < 0) {
-        PyErr_SetString(PyExc_ValueError, "setup() needs a default_max_header_size >= 0");
-        return NULL;
-    }
-    Py_XSETREF(state->fallback, Py_NewRef(fallback));
-    state->default_max_size = default_max_size;
-    Py_RETURN_NONE;
-}
 
-PyMethodDef sk_parse_methods[] = {
-    {"parse_head", (PyCFunction)(void (*)(void))sk_parse_head, METH_FASTCALL | METH_KEYWORDS,
-     parse_head_doc},
-    {"setup", setup, METH_VARARGS, setup_doc},
-    {NULL, NULL, 0, NULL},
-};

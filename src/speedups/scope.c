@@ -91,23 +91,30 @@ header_name(const char *p, Py_ssize_t n)
     return name;
 }
 
+/* The tuple (name, value), taking over both (NULL when making one failed): a new
+ * reference, or NULL with both dropped.  Making it may run a collection: callers are done
+ * with the dict items they borrowed. */
+static PyObject *
+make_pair(PyObject *name, PyObject *value)
+{
+    PyObject *pair = name != NULL && value != NULL ? PyTuple_New(2) : NULL;
+    if (pair == NULL) {
+        Py_XDECREF(name);
+        Py_XDECREF(value);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(pair, 0, name);
+    PyTuple_SET_ITEM(pair, 1, value);
+    return pair;
+}
+
 /* `headers.append((name, value))`, taking over both (NULL when making one failed). */
 static int
 append_pair(PyObject *headers, PyObject *name, PyObject *value)
 {
-    PyObject *pair = NULL;
-    if (name != NULL && value != NULL) {
-        pair = PyTuple_New(2);  /* may run a collection: the caller is done with dict items */
-    }
-    if (pair == NULL) {
-        Py_XDECREF(name);
-        Py_XDECREF(value);
-        return -1;
-    }
-    PyTuple_SET_ITEM(pair, 0, name);
-    PyTuple_SET_ITEM(pair, 1, value);
-    int failed = PyList_Append(headers, pair);
-    Py_DECREF(pair);
+    PyObject *pair = make_pair(name, value);
+    int failed = pair == NULL ? -1 : PyList_Append(headers, pair);
+    Py_XDECREF(pair);
     return failed;
 }
 
@@ -220,15 +227,8 @@ merge_cookie_pair(speedups_state *state, PyObject *headers, Py_ssize_t at, PyObj
     }
     /* The list is still ours alone: the pair is there. */
     PyObject *name = Py_NewRef(PyTuple_GET_ITEM(PyList_GET_ITEM(headers, at), 0));
-    PyObject *pair = PyTuple_New(2);
-    if (pair == NULL) {
-        Py_DECREF(name);
-        Py_DECREF(value);
-        return -1;
-    }
-    PyTuple_SET_ITEM(pair, 0, name);
-    PyTuple_SET_ITEM(pair, 1, value);
-    return PyList_SetItem(headers, at, pair);  /* takes pair, drops the old one */
+    PyObject *pair = make_pair(name, value);
+    return pair == NULL ? -1 : PyList_SetItem(headers, at, pair);  /* drops the old one */
 }
 
 /* The pairs, or NULL: with an exception set (*fallback 0), or for the pure function
@@ -257,24 +257,10 @@ build_header_pairs(speedups_state *state, PyObject *variables, int *fallback)
     return headers;
 }
 
-PyDoc_STRVAR(header_pairs_doc,
-"header_pairs($module, /, variables)\n"
-"--\n"
-"\n"
-"The request headers of an ASGI scope (the C accelerator).\n"
-"\n"
-"The same result as scgikit.apps.request.header_pairs_pure, which is called\n"
-"instead for anything but a dict of str names of ASCII and str values of\n"
-"latin-1; request.merge_cookie does a Cookie with \", \" in it.");
 
-static PyObject *
-header_pairs(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+PyObject *
+sk_header_pairs(speedups_state *state, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    speedups_state *state = get_state(module);
-    if (state->header_pairs_pure == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "scgikit._speedups.setup_headers() was not called");
-        return NULL;
-    }
     if (nargs == 1 && kwnames == NULL && PyDict_CheckExact(args[0])) {
         int fallback = 0;
         PyObject *headers = build_header_pairs(state, args[0], &fallback);
@@ -539,24 +525,10 @@ build_scope(speedups_state *state, PyObject *variables, PyObject *script_name, P
     return scope;
 }
 
-PyDoc_STRVAR(http_scope_doc,
-"http_scope($module, variables, script_name, server, state, /)\n"
-"--\n"
-"\n"
-"The ASGI http scope of one request (the C accelerator).\n"
-"\n"
-"The same result as scgikit.apps.asgi.http_scope_pure, which is called instead\n"
-"for anything but plain dicts of str of latin-1, an empty script_name, a\n"
-"(str, int) server and a path of ASCII without \"%\" that starts with \"/\".");
 
-static PyObject *
-http_scope(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+PyObject *
+sk_http_scope(speedups_state *state, PyObject *const *args, Py_ssize_t nargs)
 {
-    speedups_state *state = get_state(module);
-    if (state->http_scope_pure == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "scgikit._speedups.setup_scope() was not called");
-        return NULL;
-    }
     if (nargs == 4 && state->header_pairs_pure != NULL) {
         int fallback = 0;
         PyObject *scope = build_scope(state, args[0], args[1], args[2], args[3], &fallback);
@@ -568,58 +540,9 @@ http_scope(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 }
 
 
-PyDoc_STRVAR(setup_headers_doc,
-"setup_headers($module, /, *, header_pairs_pure, merge_cookie)\n"
-"--\n"
-"\n"
-"Give header_pairs the pure pieces of scgikit.apps.request it hands cases to.");
 
-static PyObject *
-setup_headers(PyObject *module, PyObject *args, PyObject *kwargs)
-{
-    static char *keywords[] = {"header_pairs_pure", "merge_cookie", NULL};
-    speedups_state *state = get_state(module);
-    PyObject *pure = NULL, *merge = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OO:setup_headers", keywords, &pure,
-                                     &merge)) {
-        return NULL;
-    }
-    if (pure == NULL || merge == NULL || !PyCallable_Check(pure) || !PyCallable_Check(merge)) {
-        PyErr_SetString(PyExc_TypeError, "setup_headers() needs both callables, by keyword");
-        return NULL;
-    }
-    Py_XSETREF(state->header_pairs_pure, Py_NewRef(pure));
-    Py_XSETREF(state->pairs_merge_cookie, Py_NewRef(merge));
-    Py_RETURN_NONE;
-}
 
-PyDoc_STRVAR(setup_scope_doc,
-"setup_scope($module, /, *, http_scope_pure, http_versions)\n"
-"--\n"
-"\n"
-"Give http_scope the pure builder of scgikit.apps.asgi it hands cases to, and the\n"
-"SERVER_PROTOCOL table (a dict) that builder reads.");
 
-static PyObject *
-setup_scope(PyObject *module, PyObject *args, PyObject *kwargs)
-{
-    static char *keywords[] = {"http_scope_pure", "http_versions", NULL};
-    speedups_state *state = get_state(module);
-    PyObject *pure = NULL, *versions = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OO:setup_scope", keywords, &pure,
-                                     &versions)) {
-        return NULL;
-    }
-    if (pure == NULL || versions == NULL || !PyCallable_Check(pure)
-        || !PyDict_CheckExact(versions)) {
-        PyErr_SetString(PyExc_TypeError, "setup_scope() needs a callable http_scope_pure and "
-                                         "a dict http_versions, by keyword");
-        return NULL;
-    }
-    Py_XSETREF(state->http_scope_pure, Py_NewRef(pure));
-    Py_XSETREF(state->http_versions, Py_NewRef(versions));
-    Py_RETURN_NONE;
-}
 
 /* The scope's templates, made once: its keys in order, and its "asgi" dict. */
 int
@@ -643,13 +566,3 @@ sk_scope_exec(PyObject *module, speedups_state *state)
     return 0;
 }
 
-PyMethodDef sk_scope_methods[] = {
-    {"header_pairs", (PyCFunction)(void (*)(void))header_pairs, METH_FASTCALL | METH_KEYWORDS,
-     header_pairs_doc},
-    {"setup_headers", (PyCFunction)(void (*)(void))setup_headers, METH_VARARGS | METH_KEYWORDS,
-     setup_headers_doc},
-    {"http_scope", (PyCFunction)(void (*)(void))http_scope, METH_FASTCALL, http_scope_doc},
-    {"setup_scope", (PyCFunction)(void (*)(void))setup_scope, METH_VARARGS | METH_KEYWORDS,
-     setup_scope_doc},
-    {NULL, NULL, 0, NULL},
-};

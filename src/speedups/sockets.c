@@ -17,13 +17,6 @@
 
 #include "speedups.h"
 
-PyDoc_STRVAR(accept_fd_doc,
-"accept_fd($module, listener, /)\n"
-"--\n"
-"\n"
-"accept4() on the listening descriptor listener, with SOCK_CLOEXEC: the new\n"
-"connection's descriptor, or the OSError accept() raises (BlockingIOError when none\n"
-"is waiting).  Retried on EINTR unless a signal handler raises.");
 
 /* A listening descriptor given as an int: -1 with an exception set where it is not one. */
 static int
@@ -58,8 +51,8 @@ sk_accept_retrying(int listener)
     }
 }
 
-static PyObject *
-accept_fd(PyObject *module, PyObject *listener)
+PyObject *
+sk_accept_fd(PyObject *module, PyObject *listener)
 {
     int value = listener_fd(listener);
     if (value < 0) {
@@ -87,15 +80,9 @@ typedef struct {
     int64_t sock_timeout;
 } socket_fields;
 
-PyDoc_STRVAR(socket_layout_matches_doc,
-"socket_layout_matches($module, sample, /)\n"
-"--\n"
-"\n"
-"Whether accept_socket can make socket objects like sample (an open _socket.socket):\n"
-"its type's size and fields where this module expects them.");
 
-static PyObject *
-socket_layout_matches(PyObject *module, PyObject *sample)
+PyObject *
+sk_socket_layout_matches(PyObject *module, PyObject *sample)
 {
     PyTypeObject *type = Py_TYPE(sample);
     if (type->tp_basicsize != (Py_ssize_t)sizeof(socket_fields) || type->tp_itemsize != 0
@@ -179,23 +166,11 @@ sk_close_socket(PyObject *sock)
     return 0;
 }
 
-PyDoc_STRVAR(accept_socket_doc,
-"accept_socket($module, listener, template, /)\n"
-"--\n"
-"\n"
-"accept_fd(listener) as a socket object: a new object of template's type with\n"
-"template's family, type, protocol and timeout (template: a socket made for this, and\n"
-"closed), the accepted descriptor its own; None when no connection is waiting (where\n"
-"accept_fd raises BlockingIOError, whose message alone costs a strerror() and a\n"
-"locale decoding: an accept loop meets it once per pass).  socket(family, type, 0, fd)\n"
-"would check the descriptor with a getsockname() call, which one just accepted needs\n"
-"no more than a socket.accept() result does.  Only where socket_layout_matches().");
 
-static PyObject *
-accept_socket(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+PyObject *
+sk_accept_socket(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_Format(PyExc_TypeError, "accept_socket() takes 2 arguments (%zd given)", nargs);
+    if (wrong_nargs("accept_socket", nargs, 2)) {
         return NULL;
     }
     if (checked_socket_fd(module, args[1], "accept_socket") < 0 && PyErr_Occurred()) {
@@ -250,19 +225,11 @@ sk_receive_bytes(int fd, Py_ssize_t size, int flags)
     return data;
 }
 
-PyDoc_STRVAR(recv_now_doc,
-"recv_now($module, sock, size, flags, /)\n"
-"--\n"
-"\n"
-"sock.recv(size, flags | MSG_DONTWAIT): what has arrived, up to size bytes (b'' at the\n"
-"end), or BlockingIOError when nothing has.  It never waits, so it keeps the GIL.\n"
-"Only on sockets of the type socket_layout_matches() accepted.");
 
-static PyObject *
-recv_now(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+PyObject *
+sk_recv_now(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3) {
-        PyErr_Format(PyExc_TypeError, "recv_now() takes 3 arguments (%zd given)", nargs);
+    if (wrong_nargs("recv_now", nargs, 3)) {
         return NULL;
     }
     int fd = checked_socket_fd(module, args[0], "recv_now");
@@ -288,15 +255,9 @@ recv_now(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return sk_receive_bytes(fd, size, (int)flags);
 }
 
-PyDoc_STRVAR(close_now_doc,
-"close_now($module, sock, /)\n"
-"--\n"
-"\n"
-"sock.close(), keeping the GIL (closing a socket without SO_LINGER never waits).\n"
-"Only on sockets of the type socket_layout_matches() accepted.");
 
-static PyObject *
-close_now(PyObject *module, PyObject *sock)
+PyObject *
+sk_close_now(PyObject *module, PyObject *sock)
 {
     if (checked_socket_fd(module, sock, "close_now") < 0 && PyErr_Occurred()) {
         return NULL;
@@ -336,12 +297,3 @@ sk_socket_template(PyObject *module, PyObject *listener, int *fd)
     return made;
 }
 
-PyMethodDef sk_socket_methods[] = {
-    {"accept_fd", accept_fd, METH_O, accept_fd_doc},
-    {"socket_layout_matches", socket_layout_matches, METH_O, socket_layout_matches_doc},
-    {"accept_socket", (PyCFunction)(void (*)(void))accept_socket, METH_FASTCALL,
-     accept_socket_doc},
-    {"recv_now", (PyCFunction)(void (*)(void))recv_now, METH_FASTCALL, recv_now_doc},
-    {"close_now", close_now, METH_O, close_now_doc},
-    {NULL, NULL, 0, NULL},
-};

@@ -6,7 +6,8 @@
  *     parse.c     parse_head                       scgikit/protocol.py
  *     environ.c   wsgi_environ                     scgikit/apps/wsgi.py
  *     scope.c     header_pairs, http_scope         scgikit/apps/request.py, apps/asgi.py
- *     exchange.c  Exchange, answer_whole           scgikit/apps/wsgi.py
+ *     exchange.c  Exchange (the response's send)   scgikit/apps/wsgi.py
+ *     answer.c    answer_whole                     scgikit/apps/wsgi.py
  *     sockets.c   accept, receive and close        scgikit/connection/sockets.py
  *     loops.c     WorkerState, QueueLoop           scgikit/workers/loops.py
  *     module.c    the module: its state, functions and types
@@ -136,6 +137,29 @@ typedef struct {
                                    * 0.0: none failing (None in Python) */
 } WorkerState;
 
+/* One request's response state (exchange.c): apps.wsgi._Exchange's twin, whose methods it
+ * calls for
+ * the cases it does not handle itself (other call shapes, exc_info, chunks that are not
+ * bytes or bytearray, a sock that is not a socket).  Python reads and writes its fields as
+ * attributes of the same names. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *sock;      /* the connection */
+    PyObject *adapter;   /* the WSGIAdapter: its last_head is a previous response's head */
+    PyObject *timeout;   /* per send call, once one cannot finish at once */
+    PyObject *status;    /* the app's status; NULL or None before start_response */
+    PyObject *head;      /* the encoded head not yet sent; NULL or None once sent */
+    Py_ssize_t sent;     /* bytes sent so far, head included */
+    char closing;        /* the connection closes once the answer is sent: its last bytes
+                          * may wait in the kernel for the close (answer_whole) */
+    char waited;         /* a send had to wait: the connection carries its send timeout, and
+                          * the rest of the answer goes out with sends that wait */
+    char wait_in_c;      /* ... and its descriptor is blocking: those sends are send_waiting's */
+} Exchange;
+
+/* Attributes are writable from Python: None and NULL (deleted) both mean "none". */
+#define IS_SET(obj) ((obj) != NULL && (obj) != Py_None)
+
 /* What readiness() says of a request: the numbers of connection/intake.py's. */
 enum { READY_WAIT = 0, READY_WHOLE = 1, READY_STREAM = 2, READY_TOO_LARGE = 3 };
 
@@ -152,6 +176,20 @@ readiness(Py_ssize_t length, Py_ssize_t received, Py_ssize_t buffer_size, Py_ssi
     return length > buffer_size ? READY_STREAM : READY_WAIT;
 }
 
+/* The module's state, once the setup_*() call named `setup` has given it `piece`; else NULL,
+ * with RuntimeError set. */
+#define SET_UP(module, piece, setup) set_up(get_state(module), get_state(module)->piece, setup)
+
+static inline speedups_state *
+set_up(speedups_state *state, PyObject *piece, const char *setup)
+{
+    if (piece == NULL) {
+        PyErr_Format(PyExc_RuntimeError, "scgikit._speedups.%s() was not called", setup);
+        return NULL;
+    }
+    return state;
+}
+
 /* Whether a vectorcall keyword (an item of kwnames) is `name`. */
 static inline int
 is_keyword(PyObject *kwname, const char *name)
@@ -159,29 +197,65 @@ is_keyword(PyObject *kwname, const char *name)
     return PyUnicode_Check(kwname) && PyUnicode_CompareWithASCIIString(kwname, name) == 0;
 }
 
+/* 0 where a function given nargs positional arguments takes `expected` of them; else 1,
+ * with the TypeError Python raises. */
+static inline int
+wrong_nargs(const char *name, Py_ssize_t nargs, Py_ssize_t expected)
+{
+    if (nargs == expected) {
+        return 0;
+    }
+    PyErr_Format(PyExc_TypeError, "%s() takes %zd arguments (%zd given)", name, expected, nargs);
+    return 1;
+}
+
+/* A GC type's objects, each visited by traverse and dropped by clear: its fields are
+ * listed once, as X(field), and these make the two functions' bodies. */
+#define SK_VISIT(field) Py_VISIT(self->field);
+#define SK_CLEAR(field) Py_CLEAR(self->field);
+
+/* module.c: a GC heap type's dealloc (untrack, clear, free, drop the type). */
+SK_INTERNAL void sk_gc_dealloc(PyObject *self, inquiry clear);
+
+/* A GC heap type of the struct Type, whose object fields OBJECTS(X) lists: its traverse,
+ * clear and dealloc, and its spec (prefix_spec), whose slots are those, prefix_new,
+ * prefix_methods, prefix_members and the type's doc. */
+#define SK_GC_TYPE(Type, prefix, OBJECTS, doc) \
+    static int prefix##_traverse(Type *self, visitproc visit, void *arg) \
+    { Py_VISIT(Py_TYPE(self)); OBJECTS(SK_VISIT) return 0; } \
+    static int prefix##_clear(Type *self) { OBJECTS(SK_CLEAR) return 0; } \
+    static void prefix##_dealloc(Type *self) \
+    { sk_gc_dealloc((PyObject *)self, (inquiry)prefix##_clear); } \
+    static PyType_Slot prefix##_slots[] = { \
+        {Py_tp_doc, (void *)(doc)}, {Py_tp_new, prefix##_new}, \
+        {Py_tp_dealloc, prefix##_dealloc}, {Py_tp_traverse, prefix##_traverse}, \
+        {Py_tp_clear, prefix##_clear}, {Py_tp_methods, prefix##_methods}, \
+        {Py_tp_members, prefix##_members}, {0, NULL}}; \
+    static PyType_Spec prefix##_spec = { \
+        .name = "scgikit._speedups." #Type, .basicsize = sizeof(Type), \
+        .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE, \
+        .slots = prefix##_slots}
+
 /* module.c: exceptions kept and raised again; an attribute that may be missing. */
 SK_INTERNAL PyObject *sk_take_exception(void);
 SK_INTERNAL void sk_raise_again(PyObject *exc);
 SK_INTERNAL int sk_optional_attr(PyObject *obj, PyObject *name, PyObject **found);
 
 /* parse.c */
-SK_INTERNAL PyObject *sk_parse_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
-                                    PyObject *kwnames);
-extern SK_INTERNAL PyMethodDef sk_parse_methods[];
 
 /* environ.c */
 SK_INTERNAL PyObject *sk_make_environ(speedups_state *state, PyObject *base,
                                       PyObject *variables, PyObject *body,
                                       PyObject *script_name);
-extern SK_INTERNAL PyMethodDef sk_environ_methods[];
 
 /* scope.c */
 SK_INTERNAL int sk_scope_exec(PyObject *module, speedups_state *state);
-extern SK_INTERNAL PyMethodDef sk_scope_methods[];
 
 /* exchange.c */
 SK_INTERNAL int sk_exchange_exec(PyObject *module, speedups_state *state);
-extern SK_INTERNAL PyMethodDef sk_exchange_methods[];
+SK_INTERNAL PyObject *sk_make_exchange(PyTypeObject *type, PyObject *sock, PyObject *adapter,
+                                       PyObject *timeout);
+SK_INTERNAL PyObject *sk_exchange_respond(Exchange *self, PyObject *result);
 
 /* sockets.c: connections as socket objects of the checked type (see sockets.c). */
 SK_INTERNAL int sk_accept_retrying(int listener);
@@ -189,10 +263,33 @@ SK_INTERNAL PyObject *sk_socket_like(PyObject *template, int fd);
 SK_INTERNAL PyObject *sk_socket_template(PyObject *module, PyObject *listener, int *fd);
 SK_INTERNAL int sk_close_socket(PyObject *sock);
 SK_INTERNAL PyObject *sk_receive_bytes(int fd, Py_ssize_t size, int flags);
-extern SK_INTERNAL PyMethodDef sk_socket_methods[];
 
 /* loops.c */
 SK_INTERNAL int sk_loops_exec(PyObject *module, speedups_state *state);
-extern SK_INTERNAL PyMethodDef sk_loops_methods[];
+
+/* The functions of the module, each in the file of its concern (module.c lists them with
+ * their signatures and docs, and gives those that take a state the module's, once the
+ * setup_*() call they need was made). */
+/* parse.c */
+SK_INTERNAL PyObject *sk_parse_head(speedups_state *state, PyObject *const *args,
+                                    Py_ssize_t nargs, PyObject *kwnames);
+/* environ.c */
+SK_INTERNAL PyObject *sk_wsgi_environ(speedups_state *state, PyObject *const *args,
+                                      Py_ssize_t nargs);
+/* scope.c */
+SK_INTERNAL PyObject *sk_header_pairs(speedups_state *state, PyObject *const *args,
+                                      Py_ssize_t nargs, PyObject *kwnames);
+SK_INTERNAL PyObject *sk_http_scope(speedups_state *state, PyObject *const *args, Py_ssize_t nargs);
+/* answer.c */
+SK_INTERNAL PyObject *sk_answer_whole(speedups_state *state, PyObject *const *args,
+                                      Py_ssize_t nargs);
+/* sockets.c */
+SK_INTERNAL PyObject *sk_accept_fd(PyObject *module, PyObject *arg);
+SK_INTERNAL PyObject *sk_socket_layout_matches(PyObject *module, PyObject *arg);
+SK_INTERNAL PyObject *sk_accept_socket(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+SK_INTERNAL PyObject *sk_recv_now(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+SK_INTERNAL PyObject *sk_close_now(PyObject *module, PyObject *arg);
+/* loops.c */
+SK_INTERNAL PyObject *sk_readiness(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
 #endif

@@ -36,7 +36,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Coroutine
 from types import ModuleType
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn, Protocol, cast
 
 from ..accelerator import speedups
 from ..protocol import error_response, reason_phrase
@@ -153,13 +153,9 @@ ScopeBuilder = Callable[[dict[str, str], str, tuple[str, int], dict[str, Any]], 
 
 
 def c_http_scope(c: ModuleType) -> ScopeBuilder:
-    """The C accelerator ``c``'s ``http_scope``, given the pure pieces it calls.
-
-    Called at import where the accelerator runs; tests call it to compare the two.
-    """
+    """The C ``http_scope`` of the accelerator ``c``, given the pure pieces it calls."""
     c.setup_scope(http_scope_pure=http_scope_pure, http_versions=_HTTP_VERSIONS)
-    scope: ScopeBuilder = c.http_scope
-    return scope
+    return cast(ScopeBuilder, c.http_scope)
 
 
 http_scope: ScopeBuilder = c_http_scope(speedups) if speedups else http_scope_pure

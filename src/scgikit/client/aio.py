@@ -8,21 +8,11 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import IO
 
 from ..addresses import AddressError, AddressLike, parse_address
-from ..protocol import Body, EndOfMessage, ResponseError, ResponseParser, encode_request
+from ..protocol import NEED_DATA, Body, EndOfMessage, encode_request
 from ..protocol import Response as ResponseHead
 from .body import CHUNK_SIZE, RequestBody
 from .errors import ConnectFailed, ConnectionLost, RequestTimeout
-from .message import (
-    DEFAULT_TIMEOUT,
-    START,
-    HeadersLike,
-    Response,
-    Timings,
-    build_environ,
-    check_complete,
-    head_error,
-    refuse_http_server,
-)
+from .message import DEFAULT_TIMEOUT, AnswerReader, HeadersLike, Response, Timings, build_environ
 
 __all__ = ["arequest"]
 
@@ -98,33 +88,22 @@ async def _aexchange(address: AddressLike, environ: dict[str, str],
             await writer.drain()
         except (BrokenPipeError, ConnectionResetError):
             pass
-        parser = ResponseParser()
-        response_head: ResponseHead | None = None
+        answer = AnswerReader(address, method)
         chunks: list[bytes] = []
-        start = b""
-        while True:
-            try:
-                event = parser.next_event()
-            except ResponseError as exc:
-                raise head_error(exc) from None
+        while not isinstance(event := answer.next_event(), EndOfMessage):
             if isinstance(event, ResponseHead):
-                refuse_http_server(address, start, event)
-                response_head = event
                 timings.first_byte = time.perf_counter() - started
             elif isinstance(event, Body):
                 chunks.append(event.data)
-            elif isinstance(event, EndOfMessage):
-                break
             else:
+                assert event is NEED_DATA
                 try:
-                    data = await reader.read(CHUNK_SIZE)
-                    start += data[: START - len(start)]
-                    parser.receive_data(data)
+                    answer.feed(await reader.read(CHUNK_SIZE))
                 except OSError as exc:
                     raise ConnectionLost(f"connection lost while reading: {exc}") from None
+        response_head = answer.head
         assert response_head is not None
         data = b"".join(chunks)
-        check_complete(response_head.status, response_head.headers, len(data), method)
         timings.total = time.perf_counter() - started
         environ["CONTENT_LENGTH"] = str(length)
         return Response(response_head.status, response_head.reason, response_head.headers,

@@ -8,21 +8,11 @@ import time
 from collections.abc import Iterator, Mapping
 
 from ..addresses import AddressError, AddressLike, parse_address
-from ..protocol import NEED_DATA, Body, EndOfMessage, ResponseError, ResponseParser, encode_request
+from ..protocol import NEED_DATA, Body, EndOfMessage, encode_request
 from ..protocol import Response as ResponseHead
 from .body import CHUNK_SIZE, BodyLike, RequestBody
 from .errors import ClientError, ConnectFailed, ConnectionLost, RequestTimeout, no_answer_hint
-from .message import (
-    DEFAULT_TIMEOUT,
-    START,
-    HeadersLike,
-    Response,
-    Timings,
-    build_environ,
-    check_complete,
-    head_error,
-    refuse_http_server,
-)
+from .message import DEFAULT_TIMEOUT, AnswerReader, HeadersLike, Response, Timings, build_environ
 
 __all__ = ["StreamedResponse", "connect", "receive", "request", "stream"]
 
@@ -66,13 +56,12 @@ class StreamedResponse:
     ``iter_body()`` yields the body as it arrives and ``read()`` returns the rest.
     """
 
-    def __init__(self, sock: socket.socket, parser: ResponseParser, head: ResponseHead,
+    def __init__(self, sock: socket.socket, reader: AnswerReader, head: ResponseHead,
                  environ: dict[str, str], timings: Timings, started: float,
-                 method: str, timeout: float | None) -> None:
+                 timeout: float | None) -> None:
         self._sock: socket.socket | None = sock
-        self._parser = parser
+        self._reader = reader
         self._started = started
-        self._method = method
         self._timeout = timeout
         self.status = head.status
         self.reason = head.reason
@@ -87,16 +76,12 @@ class StreamedResponse:
     def iter_body(self, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
         """Yield the body in pieces of at most about ``chunk_size`` bytes, then close."""
         try:
-            while True:
-                event = self._parser.next_event()
+            while not isinstance(event := self._reader.next_event(), EndOfMessage):
                 if isinstance(event, Body):
                     self.bytes_read += len(event.data)
                     yield event.data
-                elif isinstance(event, EndOfMessage):
-                    break
                 else:
-                    self._parser.receive_data(self._recv(chunk_size))
-            check_complete(self.status, self.headers, self.bytes_read, self._method)
+                    self._reader.feed(self._recv(chunk_size))
             self.timings.total = time.perf_counter() - self._started
         finally:
             self.close()
@@ -151,8 +136,8 @@ def stream(
         timings.connect = time.perf_counter() - started
         try:
             _send(sock, environ, payload, timeout)
-            parser = ResponseParser()
-            head = _receive_head(sock, parser, timeout, address)
+            reader = AnswerReader(address, method)
+            head = _receive_head(sock, reader, timeout)
             timings.first_byte = time.perf_counter() - started
         except BaseException:
             sock.close()
@@ -160,7 +145,7 @@ def stream(
     finally:
         payload.close()
     environ["CONTENT_LENGTH"] = str(payload.length)
-    return StreamedResponse(sock, parser, head, environ, timings, started, method, timeout)
+    return StreamedResponse(sock, reader, head, environ, timings, started, timeout)
 
 
 def request(
@@ -203,23 +188,14 @@ def _send(sock: socket.socket, environ: dict[str, str], body: RequestBody,
         raise ConnectionLost(f"connection lost while sending the request: {exc}") from None
 
 
-def _receive_head(sock: socket.socket, parser: ResponseParser,
-                  timeout: float | None, address: AddressLike) -> ResponseHead:
-    start = b""  # the first bytes of the answer: do they begin an HTTP status line?
-    while True:
-        try:
-            event = parser.next_event()
-        except ResponseError as exc:
-            raise head_error(exc) from None
-        if isinstance(event, ResponseHead):
-            refuse_http_server(address, start, event)
-            return event
+def _receive_head(sock: socket.socket, reader: AnswerReader,
+                  timeout: float | None) -> ResponseHead:
+    while not isinstance(event := reader.next_event(), ResponseHead):
         assert event is NEED_DATA
         try:
-            data = receive(sock, CHUNK_SIZE, timeout)
+            reader.feed(receive(sock, CHUNK_SIZE, timeout))
         except RequestTimeout as exc:
-            if start:
+            if reader.start:
                 raise
-            raise RequestTimeout(f"{exc}; {no_answer_hint(address)}") from None
-        start += data[: START - len(start)]
-        parser.receive_data(data)
+            raise RequestTimeout(f"{exc}; {no_answer_hint(reader.address)}") from None
+    return event

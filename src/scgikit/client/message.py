@@ -2,8 +2,9 @@
 
 The variables are the ones nginx sends with its stock ``scgi_params`` for the same
 HTTP request (``scgikit.variables``); strings in the URI, header values and ``env``
-are sent as UTF-8.  The checks here are the two exchanges' (``blocking.py``,
-``aio.py``): a truncated answer, a garbled head, an HTTP server's refusal.
+are sent as UTF-8.  ``AnswerReader`` reads an answer for both exchanges (``blocking.py``,
+``aio.py``), and checks it: a truncated answer, a garbled head, an HTTP server's
+refusal.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ..addresses import AddressLike
+from ..protocol import Body, EndOfMessage, Event, ResponseError, ResponseParser
 from ..protocol import Response as ResponseHead
-from ..protocol import ResponseError
 from ..variables import http_variables
 from .errors import EmptyResponse, MalformedResponse, NotSCGI, http_server_answer
 
-__all__ = ["DEFAULT_TIMEOUT", "START", "HeadersLike", "Response", "Timings", "build_environ",
-           "check_complete", "head_error", "refuse_http_server"]
+__all__ = ["DEFAULT_TIMEOUT", "AnswerReader", "HeadersLike", "Response", "Timings",
+           "build_environ"]
 
 DEFAULT_TIMEOUT = 30.0
 
@@ -86,7 +87,52 @@ def _wire(text: str) -> str:
     return text if text.isascii() else text.encode("utf-8").decode("latin-1")
 
 
-def check_complete(status: int, headers: list[tuple[str, str]], received: int,
+class AnswerReader:
+    """An answer as it arrives, read by either exchange: ``feed`` it the bytes received,
+    and ``next_event`` gives the head, the body's pieces and the end (or ``NEED_DATA``).
+
+    The head is checked as it comes: a garbled one is a ``MalformedResponse``
+    (``EmptyResponse`` when no byte came), and an HTTP server's refusal of an SCGI
+    request a ``NotSCGI``; the end is checked against the Content-Length announced,
+    for a ``MalformedResponse`` when the body was cut short.
+    """
+
+    def __init__(self, address: AddressLike, method: str) -> None:
+        self.address = address
+        self.method = method
+        self.parser = ResponseParser()
+        self.start = b""  # the first bytes of the answer: do they begin an HTTP status line?
+        self.head: ResponseHead | None = None
+        self.received = 0  # body bytes
+
+    def feed(self, data: bytes) -> None:
+        self.start += data[: _START - len(self.start)]
+        self.parser.receive_data(data)
+
+    def next_event(self) -> Event:
+        try:
+            event = self.parser.next_event()
+        except ResponseError as exc:
+            if "without a response" in str(exc):
+                raise EmptyResponse("the server closed the connection without answering") from None
+            raise MalformedResponse(str(exc)) from None
+        if isinstance(event, ResponseHead):
+            evidence = http_server_answer(self.start, event)
+            if evidence is not None:
+                raise NotSCGI.answered(self.address, evidence)
+            self.head = event
+        elif isinstance(event, Body):
+            self.received += len(event.data)
+        elif isinstance(event, EndOfMessage):
+            assert self.head is not None
+            _check_complete(self.head.status, self.head.headers, self.received, self.method)
+        return event
+
+
+_START = 64  # bytes of an answer kept to recognise an HTTP server's status line
+
+
+def _check_complete(status: int, headers: list[tuple[str, str]], received: int,
                     method: str) -> None:
     """A body shorter than the Content-Length the server announced is a truncated answer."""
     if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
@@ -99,18 +145,3 @@ def check_complete(status: int, headers: list[tuple[str, str]], received: int,
                     f"after {received} body bytes"
                 )
             return
-
-
-def head_error(exc: ResponseError) -> MalformedResponse:
-    if "without a response" in str(exc):
-        return EmptyResponse("the server closed the connection without answering")
-    return MalformedResponse(str(exc))
-
-
-START = 64  # bytes of an answer kept to recognise an HTTP server's status line
-
-
-def refuse_http_server(address: AddressLike, start: bytes, head: ResponseHead) -> None:
-    evidence = http_server_answer(start, head)
-    if evidence is not None:
-        raise NotSCGI.answered(address, evidence)

@@ -169,11 +169,9 @@ def _nginx(addresses: list[Address], prefix: str, fail_timeout: int,
 def _apache(addresses: list[Address], prefix: str, fail_timeout: int,
             down: set[Address]) -> dict[str, str]:
     address = addresses[0]
-    if address.path is not None:
-        url = f"unix:{address.path}|scgi://localhost{prefix if prefix != '/' else '/'}"
-    else:
-        url = f"scgi://{address}{prefix if prefix != '/' else '/'}"
-    return {"url": url}
+    backend = (f"scgi://{address}" if address.path is None
+               else f"unix:{address.path}|scgi://localhost")
+    return {"url": backend + prefix}
 
 
 def _lighttpd(addresses: list[Address], prefix: str, fail_timeout: int,

@@ -248,8 +248,8 @@ class AsyncioWorker(Worker):
         self.app = app
         self.server = local_name(self.listeners)
         self.listener_fds = {sock.fileno(): sock for sock in self.listeners}
-        # For each listener, made as the loop starts: its QueueLoop, or None where the
-        # Python loop takes its connections (a TCP listener under --allow-from).
+        # For each listener, made by start(): its QueueLoop, or None where the Python loop
+        # takes its connections (a TCP listener under --allow-from).
         self.loops: dict[socket.socket, Any] = {}
         self.send_timeout = config.header_timeout  # as the sync model's SO_SNDTIMEO
         self.retiring = False  # no more accepts: what we hold ends, then the worker
@@ -279,6 +279,8 @@ class AsyncioWorker(Worker):
         self.loop.run_until_complete(self.lifespan.startup())
         self.adapter = ASGIAdapter(self.app, self.config.script_name, self.server,
                                    self.config.body_timeout, self.lifespan.state)
+        # Before "ready", as every descriptor the worker holds for good: none on the way later.
+        self.loops = {sock: self._queue_loop(sock) for sock in self.listeners}
         # Before the master hears "ready", which may be followed at once by a stop.
         self._install_signals()
         # Held until the loop runs: uvloop reads signals through a wake-up descriptor it
@@ -290,7 +292,6 @@ class AsyncioWorker(Worker):
         raise_descriptor_limit()
         loop = self.loop
         self.done = loop.create_future()
-        self.loops = {sock: self._queue_loop(sock) for sock in self.listeners}
         if self.retiring:  # a stop handled before there was a future to finish
             self._check_done()
         else:

@@ -42,7 +42,7 @@ __all__ = ["Left", "PureQueueLoop", "PureWorkerState", "QueueLoop", "WorkerState
 #: What a loop hands back (see above).
 Left: TypeAlias = "None | OSError | tuple[Connection, bytes | OSError, float]"
 # A connection taken from the queue: its first receive's data and parsed head.
-Taken = tuple[Connection, bytes, "ParsedHead | None", float]
+Taken = tuple[Connection, bytes, ParsedHead, float]
 
 Answer = Callable[[Connection, "bytes | bytearray", dict[str, str], int, int], tuple[str, int]]
 Record = Callable[[str, int, int, float], None]
@@ -101,9 +101,10 @@ class PureQueueLoop:
         self.model = model
         self.start = start
 
-    def _next(self) -> Taken | None:
-        """The next connection, received and parsed; None when the loop ends, with what it
-        hands back in ``left``."""
+    def _next(self, buffer_size: int, takes: tuple[int, ...]) -> Taken | None:
+        """The next connection, received and parsed, if ``readiness`` (with
+        ``buffer_size``) says one of ``takes`` of its request; else None, the loop ends,
+        and what it hands back is in ``left``."""
         state = self.state
         self.left: Left = None
         if state.stopping and not state.drain_queue:
@@ -121,32 +122,25 @@ class PureQueueLoop:
         accepted = time.monotonic()
         try:
             data = recv_now(conn, self.recv_size, DONTWAIT)
+            parsed = parse_head(data, self.max_header_size)
         except OSError as exc:
             self.left = conn, exc, accepted
             return None
-        try:
-            parsed = parse_head(data, self.max_header_size)
         except ProtocolError:
             parsed = None  # the Python loop meets it again, and answers it
+        if parsed is None or readiness(parsed[1], len(data) - parsed[2], buffer_size,
+                                       self.body_limit) not in takes:
+            self.left = conn, data, accepted
+            return None
         return conn, data, parsed, accepted
 
     def serve(self) -> Left:
         """Answer each request that came whole; hand back anything else."""
         answer, record, log_access, model = self.answer, self.record, self.log_access, self.model
         assert answer is not None and self.slots is not None
-        slots, slot, state = self.slots, self.slot, self.state
-        limit = self.body_limit
-        next_one = self._next
-        while True:
-            taken = next_one()
-            if taken is None:
-                return self.left
-            conn, data, parsed, accepted = taken
-            if parsed is None:
-                return conn, data, accepted
-            variables, length, start = parsed
-            if readiness(length, len(data) - start, 0, limit) != WHOLE:
-                return conn, data, accepted
+        slots, slot, state, next_one = self.slots, self.slot, self.state, self._next
+        while (taken := next_one(0, _SERVED)) is not None:
+            conn, data, (variables, length, start), accepted = taken
             slots[slot] = accepted
             state.count_start()
             try:
@@ -159,22 +153,21 @@ class PureQueueLoop:
             if log_access is not None:
                 log_access(variables, status, sent, accepted, model)
             close_now(conn)
+        return self.left
 
     def take(self) -> Left:
         """Start each request that is ready; hand back anything else."""
-        start = self.start
+        start, buffer_size, next_one = self.start, self.buffer_size, self._next
         assert start is not None
-        buffer_size, limit = self.buffer_size, self.body_limit
-        next_one = self._next
-        while True:
-            taken = next_one()
-            if taken is None:
-                return self.left
+        while (taken := next_one(buffer_size, _TAKEN)) is not None:
             conn, data, parsed, accepted = taken
-            if parsed is None or readiness(parsed[1], len(data) - parsed[2], buffer_size,
-                                           limit) not in (WHOLE, STREAM):
-                return conn, data, accepted
             start(conn, data, parsed, accepted, accepted)
+        return self.left
+
+
+# What each loop takes itself: serve() a body that came whole, take() a ready request.
+_SERVED = (WHOLE,)
+_TAKEN = (WHOLE, STREAM)
 
 
 def _choose() -> tuple[type[Any], type[Any]]:

@@ -49,7 +49,7 @@ class SyncWorker(Worker):
                  heartbeat: Heartbeat, ppid: int) -> None:
         self.adapter = adapter
         super().__init__(config, listeners, heartbeat, ppid)
-        # Each listener's QueueLoop, made as the loop starts (see _serve_queue).
+        # Each listener's QueueLoop, made by start() where the queues are served inline.
         self.loops: dict[socket.socket, Any] = {}
         self.wakers: dict[int, Callable[[], None]] = {}  # other descriptors the loop watches
         self.wake_r = -1  # the signal wake-up pipe, from start()
@@ -74,6 +74,10 @@ class SyncWorker(Worker):
             signal.signal(signum, signal.SIG_DFL)
         self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        # Each listener's QueueLoop, made before "ready" as every descriptor the worker holds
+        # for good is: not one on the way once it serves.
+        if self._serves_inline():
+            self.loops = {sock: self._queue_loop(sock) for sock in self.listeners}
 
     # --- signals: record only --------------------------------------------------------
 
@@ -99,10 +103,7 @@ class SyncWorker(Worker):
         report_at = 0.0
         listening = {sock.fileno() for sock in self.listeners}
         woken = list(listening)
-        serve = self._accept_queue
-        if self._serves_inline():
-            serve = self._serve_queue
-            self.loops = {sock: self._queue_loop(sock) for sock in self.listeners}
+        serve = self._serve_queue if self.loops else self._accept_queue
         while True:
             if state.stopping:
                 if self.listening:
@@ -154,7 +155,8 @@ class SyncWorker(Worker):
 
         The listener's ``QueueLoop`` answers every request that came whole (in C where
         the accelerator runs) and hands any other back, to go on here.  It is made once
-        per listener as the loop starts: the access log and the metrics are set up then.
+        per listener before the worker says "ready" (the access log and the metrics are set
+        up before it starts).
         """
         loop = self.loops[listener]
         state = self.state
