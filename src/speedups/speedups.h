@@ -19,7 +19,13 @@
  * What the accelerator shares with Python is declared here: the module's state (the
  * pure pieces each setup_*() call gives it, and the names it looks up), and the
  * WorkerState, the one object a worker and its accept loop both read and write (the
- * C twin of workers/loops.py's PureWorkerState, field for field).
+ * C twin of workers/loops.py's PureWorkerState, field for field), and the Exchange, a
+ * WSGI response's state (apps/wsgi.py's _Exchange, attribute for attribute).
+ *
+ * Beyond those, the C code looks up by name only what the pure code's objects are given
+ * by Python: a WSGIAdapter's app, base, script_name, timeout and last_head (a previous
+ * response's head, shared with the pure exchange) and its failed() (answer.c, exchange.c);
+ * an app result's close(); a listener's family and type, once, as its QueueLoop is made.
  */
 
 #ifndef SCGIKIT_SPEEDUPS_H
