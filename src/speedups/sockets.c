@@ -67,9 +67,10 @@ sk_accept_fd(PyObject *module, PyObject *listener)
 
 /* --- accept_socket: the connection as a socket object, without socket()'s checks --------- */
 
-/* CPython's socket object as Modules/socketmodule.h lays it out on POSIX (3.7 to 3.13).
- * socket_layout_matches() checks this against real sockets at import; where it does not
- * hold, the server uses accept_fd and socket() instead. */
+/* CPython's socket object as Modules/socketmodule.h lays it out on POSIX (3.7 to 3.13):
+ * from 3.12 on, a pointer to the _socket module's state follows the timeout (the type
+ * became a heap type).  socket_layout_matches() checks this against real sockets at
+ * import; where it does not hold, the server uses accept_fd and socket() instead. */
 typedef struct {
     PyObject_HEAD
     int sock_fd;
@@ -78,6 +79,9 @@ typedef struct {
     int sock_proto;
     PyObject *(*errorhandler)(void);
     int64_t sock_timeout;
+#if PY_VERSION_HEX >= 0x030C0000
+    void *state;  /* struct _socket_state *: the same for every socket of the module */
+#endif
 } socket_fields;
 
 
@@ -146,6 +150,9 @@ sk_socket_like(PyObject *template, int fd)
     made->sock_proto = fields->sock_proto;
     made->errorhandler = fields->errorhandler;
     made->sock_timeout = fields->sock_timeout;
+#if PY_VERSION_HEX >= 0x030C0000
+    made->state = fields->state;
+#endif
     return (PyObject *)made;
 }
 
