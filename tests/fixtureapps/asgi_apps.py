@@ -80,6 +80,17 @@ async def slow(scope, receive, send):
     await _plain(send, b"slow done")
 
 
+async def slow_awaiting(scope, receive, send):
+    """``slow`` as an ASGI app waits: its N seconds are awaited (asyncio.sleep), and the
+    loop serves other requests meanwhile.  Not a twin: for a test that needs requests
+    which take their time on asyncio, where a blocking one stops the loop."""
+    if scope["type"] != "http":
+        return
+    print(f"slow request started in {os.getpid()}", file=sys.stderr, flush=True)
+    await asyncio.sleep(float(scope["query_string"] or b"1"))
+    await _plain(send, b"slow done")
+
+
 async def env_var(scope, receive, send):
     if scope["type"] != "http":
         return
