@@ -69,9 +69,6 @@ def serve(tmp_path, request):
               **kwargs):
         if model is not None:
             target, args = for_model(model, target, args, asgi=asgi)
-        elif asgi is not None:
-            raise TypeError("asgi= names the app to serve on the asyncio model: the test "
-                            "has no model")
         server = ServerProcess.scgikit(target, *args, bind=bind, **kwargs)
         started.append(server)
         return server.start(ready=ready)
