@@ -50,6 +50,14 @@ def test_post_body_reaches_the_app_exactly(wsgi, size):
         "size": size, "sha256": hashlib.sha256(body).hexdigest(), "extra": 0}
 
 
+def test_an_unread_body_is_drained_so_the_answer_arrives(wsgi):
+    # The app answers without reading 3 MiB: closing with them unread would reset the
+    # connection, and the answer with it.
+    server = wsgi("hello")
+    answer = request(server.address, "/", method="POST", body=b"u" * (3 * 1024 * 1024))
+    assert (answer.status, answer.body) == (200, b"hello")
+
+
 def test_fifty_megabyte_upload_streams_through(wsgi):
     server = wsgi("echo_hash")
     body = os.urandom(1024) * (BIG // 1024)
@@ -95,6 +103,7 @@ def test_app_exception_gives_500_without_traceback(wsgi):
     answer = request(server.address, "/boom")
     assert answer.status == 500
     assert b"secret" not in answer.raw and b"Traceback" not in answer.raw
+    server.wait_for_log(r"App error on GET /boom")
     server.wait_for_log(r"RuntimeError: secret detail")
     assert request(server.address, "/").status == 500  # and the worker still serves
 

@@ -328,12 +328,6 @@ async def pathsend(scope, receive, send):
     await send({"type": "http.response.pathsend", "path": path})
 
 
-async def fail_before_start(scope, receive, send):
-    if scope["type"] != "http":
-        return
-    raise RuntimeError("secret detail that must not reach the client")
-
-
 async def fail_after_start(scope, receive, send):
     if scope["type"] != "http":
         return
@@ -363,15 +357,6 @@ async def sleepy(scope, receive, send):
     if scope["query_string"]:
         await asyncio.sleep(float(scope["query_string"]))
     await _answer(send, b"slept")
-
-
-async def stuck(scope, receive, send):
-    """A blocking call in an async view: the whole loop stops."""
-    if scope["type"] != "http":
-        return
-    print("stuck request started", file=sys.stderr, flush=True)
-    time.sleep(float(scope["query_string"] or b"5"))
-    await _answer(send, b"unstuck")
 
 
 async def wait_for_disconnect(scope, receive, send):
