@@ -58,6 +58,9 @@ ASGI_TWINS = {
     "stats_apps:app": "stats_apps:asgi_app",
     "unread_apps:app": "asgi_apps:unread",
     "boot_apps:crash_soon_after_ready": "asgi_apps:crash_soon_after_ready",
+    "systemd_apps:environ_report": "asgi_apps:environ_report",
+    "systemd_apps:gated": "asgi_apps:systemd_gated",
+    "systemd_apps:breakable": "asgi_apps:systemd_breakable",
 }
 
 

@@ -42,7 +42,8 @@ async def asgi(scope, receive, send):
 '''
 
 # (app, URI, body): each sent to both servers.  Twins with effects beyond their answer
-# (leak_descriptors, crash_soon_after_ready) are only checked to exist, below.
+# (leak_descriptors, and the factories that crash, wait or fail as they load) are only
+# checked to exist, below.
 CASES = [
     ("wsgi_apps:hello", "/", b""),
     ("wsgi_apps:slow", "/?0", b""),
@@ -68,7 +69,13 @@ CASES = [
     ("unread_apps:app", "/missing", b"u"),
     ("unread_apps:app", "/partial", b"p" * 300_000),
     ("unread_apps:app", "/read", b"r" * 300_000),
+    ("systemd_apps:environ_report", "/", b""),
 ]
+
+
+# Targets that are factories (called as ``target(...)``), of a WSGI app and its twin.
+FACTORIES = {"wsgi_apps:factory", "boot_apps:crash_soon_after_ready", "systemd_apps:gated",
+             "systemd_apps:breakable"}
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +134,7 @@ def test_every_twin_is_an_asgi_app_next_to_its_wsgi_app(target):
 
     wsgi, asgi = load(target), load(ASGI_TWINS[target])
     assert not asyncio.iscoroutinefunction(wsgi)
-    if target in ("wsgi_apps:factory", "boot_apps:crash_soon_after_ready"):
+    if target in FACTORIES:
         assert not asyncio.iscoroutinefunction(asgi)  # a factory, of an ASGI app
         return
     assert asyncio.iscoroutinefunction(asgi)

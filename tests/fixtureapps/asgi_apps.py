@@ -270,6 +270,29 @@ def crash_soon_after_ready(delay=0.05):
     return hello
 
 
+async def environ_report(scope, receive, send):
+    """systemd_apps.environ_report: the systemd variables the worker and a child see."""
+    import systemd_apps
+
+    if scope["type"] != "http":
+        return
+    await _plain(send, systemd_apps.report(), "application/json")
+
+
+def systemd_gated():
+    """systemd_apps.gated(): loads once the test opens the gate."""
+    import systemd_apps
+
+    return systemd_apps.gated(environ_report)
+
+
+def systemd_breakable():
+    """systemd_apps.breakable(): fails to load while the test says it is broken."""
+    import systemd_apps
+
+    return systemd_apps.breakable(environ_report)
+
+
 # --- ASGI itself ---------------------------------------------------------------------------
 
 async def scope_json(scope, receive, send):
