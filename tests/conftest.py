@@ -30,9 +30,8 @@ def model(request):
     """The worker model (servers.MODELS): a test that uses this fixture (an argument, or
     ``pytestmark = pytest.mark.usefixtures("model")``) runs on each, since every server
     behaviour must hold on every model; ``serve`` serves its app there (``for_model``:
-    the threads, or the ASGI twin; asyncio runs on the loop SCGIKIT_LOOP names, else the
-    default: scripts/test runs it on both).  ``@pytest.mark.models(..., reason=...)`` keeps
-    a test about one adapter on the models it is about."""
+    the threads, or the ASGI twin).  ``@pytest.mark.models(..., reason=...)`` keeps a test
+    about one adapter on the models it is about."""
     return request.param
 
 
