@@ -30,8 +30,9 @@ def model(request):
     """The worker model (servers.MODELS): a test that uses this fixture (an argument, or
     ``pytestmark = pytest.mark.usefixtures("model")``) runs on each, since every server
     behaviour must hold on every model; ``serve`` serves its app there (``for_model``:
-    the threads, or the ASGI twin).  ``@pytest.mark.models(..., reason=...)`` keeps a test
-    about one adapter on the models it is about."""
+    the threads, or the ASGI twin; asyncio's event loop: ``_asyncio_loop``).
+    ``@pytest.mark.models(..., reason=...)`` keeps a test about one adapter on the models
+    it is about."""
     return request.param
 
 
@@ -77,6 +78,17 @@ def serve(tmp_path, request):
     for server in started:
         if server.proc and server.proc.poll() is None:
             server.stop(timeout=30)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _asyncio_loop():
+    """The event loop of the asyncio model's servers: SCGIKIT_LOOP when set, else the
+    default (uvloop, when installed) with the C accelerator and asyncio's own on the
+    pure-Python run (SCGIKIT_PURE=1), which leaves C aside: the suite's two runs
+    (scripts/test) meet every server scenario on both loops.  (test_server_asgi.py runs
+    each of its scenarios on each loop itself.)"""
+    if os.environ.get("SCGIKIT_PURE", "") not in ("", "0"):
+        os.environ.setdefault("SCGIKIT_LOOP", "asyncio")
 
 
 @pytest.fixture(scope="session", autouse=True)
