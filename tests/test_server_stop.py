@@ -58,14 +58,17 @@ class Clients:
 
 
 def test_sigterm_serves_every_queued_request_then_exits(model, serve, transport):
-    # On asyncio a request that takes its time awaits: an app that blocks stops its loop,
-    # and the asyncio worker, which takes every queued connection whenever its loop runs
-    # (its requests then run at once), would serve them one after another, past
-    # --graceful-timeout.  Its listen queue on a stop: test_a_full_stop_serves_...
+    # On asyncio a request that takes its time awaits (asgi_apps.slow_awaiting): an app
+    # that blocks stops its loop, and the asyncio worker, which takes every queued
+    # connection whenever its loop runs (to run their requests at once), would serve
+    # them one after another, past --graceful-timeout.  So its workers hold the requests,
+    # not the kernel; a listen queue on a stop, asyncio's too, is the last test's
+    # (test_a_full_stop_serves_the_connections_waiting_in_the_listen_queue).
     server = serve("wsgi_apps:slow", "--workers", "4", "--graceful-timeout", "30",
                    bind=[transport], asgi="asgi_apps:slow_awaiting")
     clients = Clients(server.address, 50, query="1.5").start()
-    # Every request is in the kernel's hands, and every worker holds one.
+    # Every request is in the kernel's hands, and every worker holds one (on asyncio, the
+    # workers hold them all).
     server.wait_for_log("slow request started", count=4, timeout=30)
     stopped_at = time.monotonic()
     server.send_signal(signal.SIGTERM)
