@@ -27,6 +27,91 @@ from scgikit.protocol import encode_request
 FIXTURES = Path(__file__).parent / "fixtureapps"
 SRC = Path(__file__).parent.parent / "src"
 
+#: The worker models.  Every server behaviour is tested on each (conftest.py: ``model``).
+MODELS = ("sync", "threads", "asyncio")
+
+#: The ASGI twin of each fixture app a server-behaviour test serves: on the asyncio model
+#: the twin is served in its place.  A twin answers as its WSGI app does, with the same
+#: status, headers and body bytes, and reads the request body as it does; where ASGI
+#: cannot (a reason phrase of the app's own, say), the twin's docstring says so.  The
+#: table is the whole translation: a target missing from it has no twin, and a test that
+#: serves it on asyncio fails at once (``for_model``).  A call's arguments are kept:
+#: ``wsgi_apps:factory('x')`` is served as ``asgi_apps:factory('x')``.
+ASGI_TWINS = {
+    "wsgi_apps:hello": "asgi_apps:hello",
+    "wsgi_apps:pid": "asgi_apps:pid",
+    "wsgi_apps:slow": "asgi_apps:slow",
+    "wsgi_apps:env_var": "asgi_apps:env_var",
+    "wsgi_apps:heap": "asgi_apps:heap",
+    "wsgi_apps:echo_hash": "asgi_apps:echo_hash",
+    "wsgi_apps:stream": "asgi_apps:stream",
+    "wsgi_apps:big_file": "asgi_apps:big_file",
+    "wsgi_apps:empty": "asgi_apps:empty",
+    "wsgi_apps:error": "asgi_apps:error",
+    "wsgi_apps:error_after_head": "asgi_apps:error_after_head",
+    "wsgi_apps:bad_header": "asgi_apps:bad_header",
+    "wsgi_apps:sometimes_bad": "asgi_apps:sometimes_bad",
+    "wsgi_apps:exc_info_replaces": "asgi_apps:exc_info_replaces",
+    "wsgi_apps:closing": "asgi_apps:closing",
+    "wsgi_apps:factory": "asgi_apps:factory",
+    "resource_apps:leak_descriptors": "asgi_apps:leak_descriptors",
+    "stats_apps:app": "stats_apps:asgi_app",
+    "unread_apps:app": "asgi_apps:unread",
+    "boot_apps:crash_soon_after_ready": "asgi_apps:crash_soon_after_ready",
+    "systemd_apps:environ_report": "asgi_apps:environ_report",
+    "systemd_apps:gated": "asgi_apps:systemd_gated",
+    "systemd_apps:breakable": "asgi_apps:systemd_breakable",
+}
+
+
+def for_model(model: str, target: str, args: Sequence[str] = (),
+              asgi: str | None = None) -> tuple[str, tuple[str, ...]]:
+    """The target and ``scgikit serve`` arguments that serve ``target`` on ``model``.
+
+    threads adds ``--worker threads --threads 4`` (unless the test chose a model or threads
+    itself).  asyncio serves ``asgi`` when the test names it (an app it wrote for the
+    model), else the twin in ASGI_TWINS, and adds ``--worker asyncio`` (unless the test
+    chose a model): a WSGI app can never be served there unnoticed.
+    """
+    import pytest
+
+    args = tuple(args)
+    if model not in MODELS:
+        raise ValueError(f"unknown worker model {model!r}; the models are {MODELS}")
+    if model == "threads" and "--worker" not in args and "--threads" not in args:
+        return target, (*args, "--worker", "threads", "--threads", "4")
+    if model != "asyncio":
+        return target, args
+    if asgi is None:
+        name, paren, call = target.partition("(")
+        twin = ASGI_TWINS.get(name)
+        if twin is None:
+            pytest.fail(f"{target} has no ASGI twin to serve on the asyncio model: add one to "
+                        f"tests/fixtureapps/asgi_apps.py and to ASGI_TWINS in tests/servers.py, "
+                        f"or keep the test off asyncio with @pytest.mark.models(..., reason=...)",
+                        pytrace=False)
+        asgi = twin + paren + call
+    if "--worker" not in args:
+        args = (*args, "--worker", "asyncio")
+    return asgi, args
+
+
+def app_source(model: str, body: str, prelude: str = "") -> str:
+    """The source of a module whose ``app`` answers 200 (no header) with the bytes of the
+    expression ``body``, in the kind ``model`` serves: for a test that writes its app to a
+    file (to edit it, or to run it from a folder of its own)."""
+    if model == "asyncio":
+        return (f"{prelude}\n\n"
+                "async def app(scope, receive, send):\n"
+                "    if scope['type'] != 'http':\n"
+                "        return\n"
+                "    await send({'type': 'http.response.start', 'status': 200, 'headers': []})\n"
+                f"    await send({{'type': 'http.response.body', 'body': {body}}})\n")
+    return (f"{prelude}\n\n"
+            "def app(environ, start_response):\n"
+            "    start_response('200 OK', [])\n"
+            f"    return [{body}]\n")
+
 
 def wait_until(condition: Callable[[], object], timeout: float = 10.0, interval: float = 0.02,
                message: str = "condition") -> object:

@@ -76,37 +76,27 @@ def counts() -> dict[str, int]:
     return {"apart": apart, "together": together}
 
 
-@pytest.fixture(params=["sync", "threads", "asyncio"])
-def model(request):
-    """Every worker model: the WSGI ones (``serve`` adds the threads), and asyncio."""
-    return request.param
-
-
-def _app(model: str, name: str) -> str:
-    return f"{'asgi' if model == 'asyncio' else 'wsgi'}_apps:{name}"
-
-
 def test_an_answer_whose_connection_closes_next_leaves_with_the_fin(serve, model, counts):
-    server = serve(_app(model, "hello"))
+    server = serve("wsgi_apps:hello")
     answer, segments = segments_received(server.address)
     assert parse_answer(answer).body == b"hello"
     assert segments == counts["together"]
 
 
-@pytest.mark.parametrize("model", ["sync", "threads"])
+@pytest.mark.models("sync", "threads", reason="WSGI's write() callable")
 def test_a_list_after_write_calls_leaves_its_last_chunk_with_the_fin(serve, model, counts):
-    server = serve(_app(model, "with_write"))
+    server = serve("wsgi_apps:with_write")
     answer, segments = segments_received(server.address)
     assert parse_answer(answer).body == b"written then returned"
     # The write() call went at once; the list's chunk rode with the FIN.
     assert segments == counts["together"] + 1
 
 
-@pytest.mark.parametrize("model", ["sync", "threads"])
 def test_an_answer_the_app_produces_as_it_goes_is_sent_at_once(serve, model, counts, tmp_path):
-    # An iterable with close(): the app may still work after its last chunk (PEP 3333
-    # calls close() after the answer), so nothing is held for the close.
-    server = serve(_app(model, "closing"))
+    # An iterable with close() (on asyncio, chunks sent with more_body): the app may still
+    # work after its last chunk (PEP 3333 calls close() after the answer; an ASGI app runs
+    # on after its last message), so nothing is held for the close.
+    server = serve("wsgi_apps:closing")
     mark = tmp_path / "closed"
     with connect(server.address, timeout=30) as sock:
         sock.sendall(encode_request({"REQUEST_METHOD": "GET", "REQUEST_URI": "/",

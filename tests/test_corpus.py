@@ -23,7 +23,7 @@ import pytest
 from figures import record
 from parse_heads import NOT_BUILT, _speedups
 from scgi_raw import connect, parse_answer, request
-from servers import ServerProcess, child_env
+from servers import ServerProcess, child_env, for_model
 
 HERE = Path(__file__).parent
 CORPUS = HERE / "corpus"
@@ -40,9 +40,10 @@ def transport(request, tmp_path_factory):
     return f"unix:{tmp_path_factory.mktemp('corpus')}/scgi.sock"
 
 
-@pytest.fixture(scope="module", params=["sync", "threads"])
+@pytest.fixture(scope="module")
 def model(request):
-    """As conftest's, but for the module: every case on each WSGI worker model."""
+    """As conftest's, but for the module (which parametrizes it over every worker model):
+    one server per model serves every case, the fixture app's ASGI twin on asyncio."""
     return request.param
 
 
@@ -57,10 +58,9 @@ def parser(request):
 @pytest.fixture(scope="module")
 def server(transport, model, parser):
     spec = MANIFEST["server"]
-    args = [*spec["args"], *(["--worker", "threads", "--threads", "4"]
-                             if model == "threads" else [])]
+    target, args = for_model(model, spec["app"], spec["args"])
     env = child_env(SCGIKIT_PURE="1" if parser == "pure" else "")
-    server = ServerProcess.scgikit(spec["app"], *args, bind=[transport], env=env).start()
+    server = ServerProcess.scgikit(target, *args, bind=[transport], env=env).start()
     server.wait_for_log("C accelerator: on" if parser == "c" else "C accelerator: off")
     server.tried = server.as_expected = 0
     yield server

@@ -53,14 +53,7 @@ def test_a_block_below_a_mebibyte_gets_an_mmap_of_its_own_without_it():
                               "heap_probe.mapped()))") is True
 
 
-@pytest.fixture(params=["sync", "threads", "asyncio"])
-def model(request):
-    """Every worker model: the WSGI ones (``serve`` adds the threads), and asyncio."""
-    return request.param
-
-
 def test_every_worker_inherits_the_kept_heap(serve, transport, model):
-    target = f"{'asgi' if model == 'asyncio' else 'wsgi'}_apps:heap"
-    server = serve(target, "--workers", "2", bind=[transport])
+    server = serve("wsgi_apps:heap", "--workers", "2", bind=[transport])
     answers = [request(server.address, "/heap") for _ in range(4)]
     assert [json.loads(answer.body) for answer in answers] == [{"mapped": False}] * 4

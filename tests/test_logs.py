@@ -1,8 +1,8 @@
 """The logs of a real server: --access-log-format and --log-format json.
 
-Access lines are checked whole, over TCP and unix sockets, on the sync and threads
-models (WSGI) and the asyncio model (ASGI); JSON error logs are checked line by line,
-from the start-up lines to an app's traceback and the shutdown.
+Access lines are checked whole, over TCP and unix sockets, on every worker model (the
+ASGI twin of each app on asyncio: tests/servers.py); JSON error logs are checked line by
+line, from the start-up lines to an app's traceback and the shutdown.
 """
 
 import json
@@ -58,7 +58,7 @@ def tcp_or_unix_address(server, transport):
     return match.group(1)
 
 
-# --- access lines on the WSGI models -------------------------------------------------------
+# --- access lines ----------------------------------------------------------------------------
 
 def test_a_custom_access_format_writes_exactly_its_fields(serve, model, transport, tmp_path):
     log = tmp_path / "access.log"
@@ -140,26 +140,6 @@ def test_json_access_lines_hold_every_field_with_numbers_as_numbers(serve, model
     json_records(server)  # the error log's lines and the access line: all JSON
 
 
-# --- access lines on the asyncio model (ASGI) ----------------------------------------------
-
-def test_asgi_access_line_has_exactly_its_fields(serve, transport, tmp_path):
-    log = tmp_path / "access.log"
-    server = serve("asgi_apps:hello", "--workers", "1", "--access-log", str(log),
-                   "--access-log-format", FIELDS, bind=[transport])
-    answer = request(server.address, "/logged?x=1",
-                     env={"REMOTE_ADDR": "192.0.2.7", "HTTP_X_REQUEST_ID": "req-7"})
-    (line,) = access_lines(log, 1)
-    assert line == f"GET /logged?x=1 HTTP/1.1 200 {len(answer.raw)} req-7 test asyncio 192.0.2.7 -"
-
-
-def test_asgi_default_access_line_is_nginx_combined_then_request_time_and_pid(serve, transport,
-                                                                              tmp_path):
-    log = tmp_path / "access.log"
-    server = serve("asgi_apps:hello", "--workers", "1", "--access-log", str(log),
-                   bind=[transport])
-    assert_default_line(server, log)
-
-
 # --- the error log in JSON -----------------------------------------------------------------
 
 def assert_json_error_log(records, master, secret):
@@ -180,16 +160,6 @@ def assert_json_error_log(records, master, secret):
 def test_json_error_log_lines_all_parse_from_start_to_an_app_traceback_to_stop(
         serve, model, transport):
     server = serve("wsgi_apps:error", "--workers", "1", "--log-format", "json",
-                   bind=[transport])
-    assert request(tcp_or_unix_address(server, transport), "/").status == 500
-    server.wait_for_log(r'"exception": "Traceback')
-    assert server.stop(signal.SIGTERM) == 0
-    assert_json_error_log(json_records(server), server.pid,
-                          "secret detail that must not reach the client")
-
-
-def test_json_error_log_of_an_asgi_app_failure_is_one_line(serve, transport):
-    server = serve("asgi_apps:fail_before_start", "--workers", "1", "--log-format", "json",
                    "--log-level", "debug", bind=[transport])
     assert request(tcp_or_unix_address(server, transport), "/").status == 500
     server.wait_for_log(r'"exception": "Traceback')

@@ -16,7 +16,6 @@ import threading
 import time
 from collections import Counter
 
-import pytest
 from figures import record
 from floods import open_descriptors
 from scgi_raw import request
@@ -24,17 +23,6 @@ from servers import wait_until, worker_pids
 
 from scgikit.addresses import parse_address
 from scgikit.protocol import ResponseError, encode_request
-
-
-@pytest.fixture(params=["sync", "threads", "asyncio"])
-def model(request):
-    """Every worker model: the WSGI ones (``serve`` adds the threads), and asyncio."""
-    return request.param
-
-
-def app(model, name):
-    """The fixture app ``name`` in the kind the model hosts (asgi_apps has the same ones)."""
-    return f"{'asgi' if model == 'asyncio' else 'wsgi'}_apps:{name}"
 
 
 def kind(transport):
@@ -110,7 +98,7 @@ def two_workers(server, without=()):
 
 
 def test_ten_reloads_under_continuous_load_fail_no_request(serve, transport, model):
-    server = serve(app(model, "pid"), "--workers", "2", bind=[transport])
+    server = serve("wsgi_apps:pid", "--workers", "2", bind=[transport])
     first = two_workers(server)
     with Load(server.address, threads=2, max_seconds=90) as load:
         wait_until(lambda: load.served() >= 50, timeout=30, message="load before the reloads")
@@ -137,7 +125,7 @@ def test_sigkill_of_a_worker_under_load_loses_at_most_what_it_held(serve, transp
     with it (the request in the app, one parked for its bytes), nothing else.  From the
     second kill on, the master's back-off (0.1 s, then doubled) delays the replacement:
     the first figure is the plain one."""
-    server = serve(app(model, "pid"), "--workers", "2", bind=[transport])
+    server = serve("wsgi_apps:pid", "--workers", "2", bind=[transport])
     kills, resumed = [], []
     with Load(server.address, threads=2, max_seconds=60) as load:
         wait_until(lambda: load.served() >= 50, timeout=30, message="load before the kill")
@@ -163,7 +151,7 @@ def test_sigkill_of_a_worker_under_load_loses_at_most_what_it_held(serve, transp
 
 
 def test_stuck_worker_is_killed_and_replaced_while_the_other_serves(serve, transport, model):
-    server = serve(app(model, "slow"), "--workers", "2", "--timeout", "1", bind=[transport])
+    server = serve("wsgi_apps:slow", "--workers", "2", "--timeout", "1", bind=[transport])
     before = two_workers(server)
     stuck = {}
 
@@ -216,7 +204,7 @@ def test_stuck_worker_is_killed_and_replaced_while_the_other_serves(serve, trans
 
 
 def test_recycling_under_load_fails_no_request(serve, transport, model):
-    server = serve(app(model, "pid"), "--workers", "2", "--max-requests", "50",
+    server = serve("wsgi_apps:pid", "--workers", "2", "--max-requests", "50",
                    "--max-requests-jitter", "10", bind=[transport])
     with Load(server.address, threads=2, max_requests=2000, max_seconds=60) as load:
         wait_until(lambda: load.done() >= 2000, timeout=60, message="2,000 requests")
@@ -311,7 +299,7 @@ def test_memory_of_a_worker_does_not_grow_with_requests(serve, transport, model)
     """Requests sent whole, then requests the worker parks until their head is complete
     (as a unix client that connects before it writes often is): neither may leave memory
     behind."""
-    server = serve(app(model, "hello"), "--workers", "1", bind=[transport])
+    server = serve("wsgi_apps:hello", "--workers", "1", bind=[transport])
     (worker,) = wait_until(lambda: worker_pids(server.pid), message="the worker")
     assert hammer(server.address, 2000) == 0
     assert hammer_parked(server.address, worker, 2000) == 0

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 from scgi_raw import request
-from servers import child_env, wait_until, worker_pids
+from servers import app_source, child_env, wait_until, worker_pids
 
 from scgikit.config import Config
 from scgikit.master.reload import (
@@ -25,22 +25,11 @@ from scgikit.master.reload import (
     watched_folders,
 )
 
-APP = """\
-import os
 
+def app_text(version, model="sync"):
+    """An app answering ``version`` and its worker's pid, for ``model`` (conftest.py)."""
+    return app_source(model, f"b'{version} ' + str(os.getpid()).encode()", "import os")
 
-def app(environ, start_response):
-    start_response("200 OK", [("Content-Type", "text/plain")])
-    return [b"%s " + str(os.getpid()).encode()]
-"""
-
-ASGI_APP = """\
-async def app(scope, receive, send):
-    if scope["type"] != "http":
-        return
-    await send({"type": "http.response.start", "status": 200, "headers": []})
-    await send({"type": "http.response.body", "body": b"%s"})
-"""
 
 CHANGED = r"Reload: changed: "
 STARTED = r"Reload: starting \d+ new workers"
@@ -79,9 +68,12 @@ def serving(server, name, timeout=30.0):
 
 
 @pytest.fixture
-def app_file(tmp_path):
+def app_file(tmp_path, request):
+    """The app, in the kind the test's model serves (the server tests are on every model;
+    the watcher's, on sync)."""
     path = tmp_path / "app" / "hello.py"
-    write(path, APP % "v1")
+    write(path, app_text("v1", request.getfixturevalue("model")
+                         if "model" in request.fixturenames else "sync"))
     return path
 
 
@@ -89,23 +81,24 @@ def start(serve, app_file, *args, workers=1, bind=("127.0.0.1:0",), env=None):
     """Serve ``app_file`` with --reload; returns once every first worker has loaded it (an
     edit before then would be a failed start for the late ones, not a failed reload)."""
     server = serve(f"{app_file}:app", "--reload", "--workers", str(workers),
-                   "--log-level", "debug", *args, bind=bind, cwd=app_file.parent, env=env)
+                   "--log-level", "debug", *args, bind=bind, cwd=app_file.parent, env=env,
+                   asgi=f"{app_file}:app")
     server.wait_for_log(r"Master \d+ starting .* --reload, for development only: watching")
     server.wait_for_log(r"Worker \d+ ready \(generation 0\)", count=workers, timeout=30)
     return server
 
 
-# --- the server, over TCP and a unix socket ---------------------------------------------
+# --- the server, over TCP and a unix socket, on every model ------------------------------
 
 
-def test_an_edited_app_is_served_by_new_workers_all_of_them(serve, transport, app_file):
+def test_an_edited_app_is_served_by_new_workers_all_of_them(serve, model, transport, app_file):
     server = start(serve, app_file, workers=2, bind=[transport])
     server.wait_for_log(r"starting 2 workers for .*; --reload, for development only: "
                         r"watching 1 file in ")
     assert version(server)[0] == "v1"
     old = wait_until(lambda: len(worker_pids(server.pid)) == 2 and worker_pids(server.pid),
                      timeout=20, message="2 workers")
-    write(app_file, APP % "v2")
+    write(app_file, app_text("v2", model))
     serving(server, "v2")
     assert server.wait_for_log(CHANGED + r"(.*)")[0].group(1) == "hello.py"
     server.wait_for_log(r"generation 1 ready; stopping 2 old workers", timeout=30)
@@ -117,7 +110,7 @@ def test_an_edited_app_is_served_by_new_workers_all_of_them(serve, transport, ap
 
 
 def test_a_syntax_error_keeps_the_old_workers_serving_logs_once_and_a_fix_reloads(
-        serve, transport, app_file):
+        serve, model, transport, app_file):
     server = start(serve, app_file, workers=2, bind=[transport])
     assert version(server)[0] == "v1"
     write(app_file, "def app(environ, start_response)\n    pass\n")
@@ -126,7 +119,7 @@ def test_a_syntax_error_keeps_the_old_workers_serving_logs_once_and_a_fix_reload
     assert {version(server)[0] for _ in range(10)} == {"v1"}
     assert "SyntaxError: expected ':'" in server.log
     assert f'File "{app_file}", line 1' in server.log
-    write(app_file, APP % "v3")
+    write(app_file, app_text("v3", model))
     serving(server, "v3")
     server.wait_for_log(r"generation 1 ready", timeout=30)
     # One new worker tried the broken app, not one per --workers, and nobody retried it.
@@ -135,27 +128,28 @@ def test_a_syntax_error_keeps_the_old_workers_serving_logs_once_and_a_fix_reload
     assert count(server, CHANGED) == 2
 
 
-def test_an_app_broken_at_start_is_logged_once_and_served_once_fixed(serve, transport, tmp_path):
+def test_an_app_broken_at_start_is_logged_once_and_served_once_fixed(
+        serve, model, transport, tmp_path):
     app_file = tmp_path / "app" / "hello.py"
     write(app_file, "import no_such_module_here\n")
     server = serve(f"{app_file}:app", "--reload", "--workers", "2", bind=[transport],
-                   cwd=app_file.parent)
+                   cwd=app_file.parent, asgi=f"{app_file}:app")
     server.wait_for_log(r"Worker failed to boot: worker \d+ exited with code 4 \(it could not "
                         r"load the app; its error is above\); waiting for a change to reload "
                         r"\(--reload\)", timeout=30)
-    write(app_file, APP % "v1")
+    write(app_file, app_text("v1", model))
     serving(server, "v1")
     assert server.proc.poll() is None
     assert server.log.count("No module named 'no_such_module_here'") == 1
     assert count(server, "waiting for a change") == 1
 
 
-def test_a_burst_of_writes_gives_one_reload(serve, transport, app_file):
+def test_a_burst_of_writes_gives_one_reload(serve, model, transport, app_file):
     server = start(serve, app_file, bind=[transport])
     assert version(server)[0] == "v1"
     for number in range(30):
         write(app_file.parent / "lib" / f"part{number}.py", f"PART = {number}\n")
-    write(app_file, APP % "v2")
+    write(app_file, app_text("v2", model))
     serving(server, "v2")
     burst = server.wait_for_log(CHANGED + r"(.*)")[0].group(1)
     assert burst.endswith(" and 26 more")
@@ -210,7 +204,7 @@ def test_reload_dir_replaces_the_apps_folder(serve, app_file, tmp_path):
     watched.mkdir()
     server = start(serve, app_file, "--reload-dir", str(watched))
     server.wait_for_log(rf"watching 0 files in {watched}$")
-    write(app_file, APP % "v2")
+    write(app_file, app_text("v2"))
     write(watched / "settings.py", "DEBUG = True\n")
     assert server.wait_for_log(CHANGED + r"(.*)")[0].group(1) == str(watched / "settings.py")
     serving(server, "v2")
@@ -226,7 +220,7 @@ def test_the_folder_after_chdir_and_the_folder_of_the_target_file_are_watched(
     server.wait_for_log(rf"watching 2 files in {site}, {app_file.parent.resolve()}$")
     write(site / "settings.py", "DEBUG = False\n")
     assert server.wait_for_log(CHANGED + r"(.*)")[0].group(1) == "settings.py"
-    write(app_file, APP % "v2")
+    write(app_file, app_text("v2"))
     serving(server, "v2")
     server.wait_for_log(CHANGED, count=2)
     assert changed_names(server) == {"settings.py", str(app_file.resolve())}
@@ -251,20 +245,10 @@ def test_an_edit_of_the_same_length_within_the_same_second_is_not_served_stale(
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # as on a developer's machine
     server = start(serve, app_file, env=env)
     assert version(server)[0] == "v1"
-    app_file.write_text(APP % "v2")
+    app_file.write_text(app_text("v2"))
     os.utime(app_file, ns=(second + 600_000_000,) * 2)
     serving(server, "v2")
     assert not (app_file.parent / "__pycache__").exists()
-
-
-def test_an_asgi_app_reloads_on_the_asyncio_model(serve, tmp_path):
-    app_file = tmp_path / "asgi_app.py"
-    write(app_file, ASGI_APP % "one")
-    server = serve(f"{app_file}:app", "--reload", cwd=tmp_path)
-    assert request(server.address, "/").body == b"one"
-    write(app_file, ASGI_APP % "two")
-    wait_until(lambda: request(server.address, "/").body == b"two", timeout=30,
-               message="the edited ASGI app")
 
 
 # --- operator mistakes: one line, exit status 2 -----------------------------------------
@@ -278,7 +262,7 @@ def test_an_asgi_app_reloads_on_the_asyncio_model(serve, tmp_path):
     ([], {"SCGIKIT_RELOAD": "maybe"}, "scgikit serve: --reload: 'maybe': expected 1 or 0"),
 ])
 def test_reload_mistakes_are_one_clear_line(tmp_path, args, environ, message):
-    write(tmp_path / "app.py", APP % "v1")
+    write(tmp_path / "app.py", app_text("v1"))
     result = subprocess.run(
         [sys.executable, "-m", "scgikit", "serve", "app:app", "--bind", "127.0.0.1:0", *args],
         cwd=tmp_path, env=child_env(**environ), capture_output=True, text=True, timeout=30)
@@ -287,7 +271,7 @@ def test_reload_mistakes_are_one_clear_line(tmp_path, args, environ, message):
 
 
 def test_reload_from_the_environment(serve, tmp_path):
-    write(tmp_path / "app.py", APP % "v1")
+    write(tmp_path / "app.py", app_text("v1"))
     server = serve("app:app", cwd=tmp_path, env=child_env(SCGIKIT_RELOAD="1"))
     folder = tmp_path.resolve()
     server.wait_for_log(rf"--reload, for development only: watching 1 file in {folder}$")

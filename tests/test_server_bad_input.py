@@ -1,6 +1,7 @@
 """Bad input gets a clear answer or a closed connection, a log line, and the server serves on."""
 
 import hashlib
+import re
 import socket
 import time
 
@@ -11,7 +12,7 @@ from servers import wait_until
 
 from scgikit.protocol import encode_request
 
-# Every scenario on each WSGI worker model (conftest.py: model).
+# Every scenario on each worker model (conftest.py: model).
 pytestmark = pytest.mark.usefixtures("model")
 
 
@@ -20,6 +21,12 @@ def server(serve, transport):
     return serve("wsgi_apps:echo_hash", "--workers", "2", "--header-timeout", "1",
                  "--body-timeout", "2", "--max-header-size", "4096", "--max-body-size", "1m",
                  bind=[transport])
+
+
+@pytest.fixture
+def add_marker(request):
+    """Mark the running test (an xfail for one model of its parameters)."""
+    return request.node.add_marker
 
 
 def still_serving(server):
@@ -99,8 +106,10 @@ def test_client_that_sends_its_head_late_is_served(server):
 def test_client_that_stalls_in_the_head_is_dropped(server):
     with connect(server.address) as sock:
         sock.sendall(encode_request({"REQUEST_METHOD": "GET"}, 0)[:10])
+        started = time.monotonic()
         assert read_all(sock) == b""  # closed by the server after --header-timeout
-    server.wait_for_log("no complete header within")
+        assert 0.5 < time.monotonic() - started < 5
+    server.wait_for_log("no complete header within --header-timeout 1s")
     still_serving(server)
 
 
@@ -194,14 +203,22 @@ def test_many_bad_clients_do_not_stop_good_ones(server):
 
 
 @pytest.mark.parametrize("app", ["stream", "big_file"])
-def test_front_end_that_stops_reading_frees_the_worker_after_the_timeout(serve, transport, app):
+def test_front_end_that_stops_reading_frees_the_worker_after_the_timeout(
+        serve, model, transport, app, add_marker):
+    if model == "asyncio":
+        add_marker(pytest.mark.xfail(strict=True, reason=(
+            "a server bug: the asyncio worker logs its send timeout as 'the front end "
+            "closed the connection: ' with no cause (DeadlinePassed has no message)")))
     server = serve(f"wsgi_apps:{app}", "--workers", "1", "--header-timeout", "1",
                    "--timeout", "60", bind=[transport])
     with connect(server.address) as stalled:
         stalled.sendall(encode_request({"REQUEST_METHOD": "GET", "QUERY_STRING": "64"}, 0))
-        # It never reads: the worker's send must time out, not wait for --timeout.
-        server.wait_for_log("Front end closed the connection during the response: "
-                            r"(\[Errno 110\] )?send timed out")
+        # It never reads: the worker's send must time out, not wait for --timeout.  (The
+        # ASGI adapter names the request in its line, and says why after its own words.)
+        where = " to GET /: the front end closed the connection" if model == "asyncio" else ""
+        (line,) = server.wait_for_log("Front end closed the connection during the response")
+        assert re.search(f"during the response{where}: " + r"(\[Errno 110\] )?send timed out$",
+                         line.string), line.string
         answer = request(server.address, "/?64")
         assert answer.status == 200
         assert len(answer.body) == 64 << 20

@@ -1,5 +1,10 @@
 """Start-up failures: an app that cannot load, workers that die or hang before they are ready,
-workers that keep dying after. None of them makes the master fork in a loop or hang."""
+workers that keep dying after. None of them makes the master fork in a loop or hang.
+
+An app that fails as it loads fails before any worker model is chosen: those starts are
+tested once.  Workers that serve, die after they are ready, or keep serving through a
+failed reload are tested on every model (conftest.py: model).
+"""
 
 import errno
 import logging
@@ -12,7 +17,7 @@ import time
 import pytest
 from figures import record
 from scgi_raw import request
-from servers import failed_start, wait_until, worker_pids
+from servers import app_source, failed_start, wait_until, worker_pids
 
 from scgikit.config import Config
 from scgikit.master.arbiter import MAX_WORKERS, Arbiter, WorkerRecord
@@ -76,7 +81,8 @@ def test_failed_start_log_ends_with_the_cause_then_the_stop(target):
     assert "graceful-timeout" not in server.log
 
 
-def test_workers_crashing_soon_after_ready_are_restarted_with_backoff_not_in_a_loop(serve):
+def test_workers_crashing_soon_after_ready_are_restarted_with_backoff_not_in_a_loop(
+        serve, model):
     # The app dies 0.2 s after loading: well after it said "ready", as a crash in serving.
     server = serve("boot_apps:crash_soon_after_ready(0.2)", "--workers", "2",
                    "--log-level", "debug")
@@ -85,17 +91,19 @@ def test_workers_crashing_soon_after_ready_are_restarted_with_backoff_not_in_a_l
     while time.monotonic() < window_end:  # the fork rate over this window is the property
         time.sleep(0.1)
     # Without backoff this was 46 forks in 5 s; the backoff allows about 8.
-    record("workers crashing 0.2 s after ready: forks in about 5 s", "tcp", forks=forks(server))
+    record("workers crashing 0.2 s after ready: forks in about 5 s", "tcp", model=model,
+           forks=forks(server))
     assert forks(server) <= 12
     assert server.proc.poll() is None
     assert "Worker failed to boot" not in server.log
 
 
 def test_reloads_onto_a_hanging_import_never_pile_up_workers_and_the_old_ones_keep_serving(
-        serve, tmp_path):
+        serve, model, tmp_path):
     app = tmp_path / "reloaded.py"
-    app.write_text("def app(e, s):\n    s('200 OK', [])\n    return [b'version 1']\n")
-    server = serve(f"{app}:app", "--workers", "2", "--boot-timeout", "5", "--log-level", "debug")
+    app.write_text(app_source(model, "b'version 1'"))
+    server = serve(f"{app}:app", "--workers", "2", "--boot-timeout", "5", "--log-level", "debug",
+                   asgi=f"{app}:app")
     old = ready_workers(server, 2)
     app.write_text("import time\ntime.sleep(3600)\n")
     for generation in (1, 2, 3):  # each once its workers are loading the app
@@ -112,7 +120,7 @@ def test_reloads_onto_a_hanging_import_never_pile_up_workers_and_the_old_ones_ke
 
 
 def test_a_reload_stops_workers_still_loading_with_sigterm_then_kills_them_after_graceful_timeout(
-        serve, tmp_path):
+        serve, model, tmp_path):
     """SIGTERM, not SIGKILL: a worker the master last saw loading may have said "ready"
     since and be serving, and SIGTERM lets it finish (that moment is a race between two
     processes, which no test can set up on demand; here the loading app shows which
@@ -120,10 +128,10 @@ def test_a_reload_stops_workers_still_loading_with_sigterm_then_kills_them_after
     app = tmp_path / "reloaded.py"
     marks = tmp_path / "marks"
     marks.mkdir()
-    version_1 = "def app(e, s):\n    s('200 OK', [])\n    return [b'version 1']\n"
+    version_1 = app_source(model, "b'version 1'")
     app.write_text(version_1)
     server = serve(f"{app}:app", "--workers", "2", "--timeout", "0", "--graceful-timeout", "1",
-                   "--log-level", "debug")
+                   "--log-level", "debug", asgi=f"{app}:app")
     old = ready_workers(server, 2)
     app.write_text(
         "import os, pathlib, signal, time\n"
@@ -149,10 +157,10 @@ def test_a_reload_stops_workers_still_loading_with_sigterm_then_kills_them_after
 
 
 def test_reload_onto_an_app_that_aborts_keeps_the_old_workers_and_names_the_signal(
-        serve, tmp_path):
+        serve, model, tmp_path):
     app = tmp_path / "reloaded.py"
-    app.write_text("def app(e, s):\n    s('200 OK', [])\n    return [b'version 1']\n")
-    server = serve(f"{app}:app", "--workers", "2", "--log-level", "debug")
+    app.write_text(app_source(model, "b'version 1'"))
+    server = serve(f"{app}:app", "--workers", "2", "--log-level", "debug", asgi=f"{app}:app")
     old = ready_workers(server, 2)
     app.write_text("import os\nos.abort()\n")
     server.send_signal(signal.SIGHUP)

@@ -1,4 +1,8 @@
-"""Where the server listens: TCP, IPv6, unix sockets, inherited descriptors, systemd."""
+"""Where the server listens: TCP, IPv6, unix sockets, inherited descriptors, systemd.
+
+Each socket a server serves on is served on every worker model (conftest.py: model);
+a mistake the master refuses before any worker exists is checked once.
+"""
 
 import select
 import socket
@@ -8,12 +12,12 @@ import sys
 
 import pytest
 from scgi_raw import request
-from servers import ServerProcess, child_env
+from servers import ServerProcess, child_env, for_model
 
 from scgikit.master.listeners import Listener, systemd_listeners
 
 
-def test_unix_socket_gets_the_default_mode_and_is_removed_at_exit(serve, tmp_path):
+def test_unix_socket_gets_the_default_mode_and_is_removed_at_exit(serve, model, tmp_path):
     path = tmp_path / "app.sock"
     server = serve("wsgi_apps:hello", bind=[f"unix:{path}"])
     assert stat.S_IMODE(path.stat().st_mode) == 0o660
@@ -28,7 +32,7 @@ def test_socket_mode_option_sets_the_permissions(serve, tmp_path):
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
-def test_stale_socket_file_is_replaced(serve, tmp_path):
+def test_stale_socket_file_is_replaced(serve, model, tmp_path):
     path = tmp_path / "app.sock"
     dead = socket.socket(socket.AF_UNIX)
     dead.bind(str(path))
@@ -38,7 +42,7 @@ def test_stale_socket_file_is_replaced(serve, tmp_path):
     server.wait_for_log("Removing stale socket file")
 
 
-def test_socket_of_a_running_server_is_not_taken_over(serve, tmp_path):
+def test_socket_of_a_running_server_is_not_taken_over(serve, model, tmp_path):
     path = tmp_path / "app.sock"
     first = serve("wsgi_apps:hello", bind=[f"unix:{path}"])
     second = ServerProcess.scgikit("wsgi_apps:hello", bind=[f"unix:{path}"]).start(ready=None)
@@ -56,13 +60,13 @@ def test_regular_file_in_the_way_is_not_deleted(tmp_path):
     assert path.read_text() == "precious"
 
 
-def test_tcp_and_unix_at_once(serve, tmp_path):
+def test_tcp_and_unix_at_once(serve, model, tmp_path):
     server = serve("wsgi_apps:hello", bind=["127.0.0.1:0", f"unix:{tmp_path}/s.sock"])
     for address in server.addresses:
         assert request(address, "/").body == b"hello"
 
 
-def test_ipv6_loopback(serve):
+def test_ipv6_loopback(serve, model):
     if not socket.has_ipv6:
         pytest.skip("no IPv6 on this machine")
     try:
@@ -102,10 +106,11 @@ def listening_socket():
     return sock
 
 
-def test_inherited_descriptor_fd_url():
+def test_inherited_descriptor_fd_url(model):
     with listening_socket() as sock:
         fd = sock.fileno()
-        server = ServerProcess.scgikit("wsgi_apps:hello", bind=[f"fd://{fd}"])
+        target, args = for_model(model, "wsgi_apps:hello")
+        server = ServerProcess.scgikit(target, *args, bind=[f"fd://{fd}"])
         server.start(ready=rf"Listening at: fd://{fd} \(127\.0\.0\.1:\d+\)", pass_fds=[fd])
         try:
             host, port = sock.getsockname()
@@ -114,7 +119,7 @@ def test_inherited_descriptor_fd_url():
             assert server.stop() == 0
 
 
-def test_systemd_socket_activation():
+def test_systemd_socket_activation(model):
     with listening_socket() as sock:
         # sd_listen_fds(3): descriptors from 3 on, and LISTEN_PID naming the server's own
         # pid, which only its own process knows: a launcher sets it, then execs the server.
@@ -122,8 +127,10 @@ def test_systemd_socket_activation():
             "import os, sys; os.dup2(int(sys.argv[1]), 3); "
             "os.environ['LISTEN_PID'] = str(os.getpid()); os.environ['LISTEN_FDS'] = '1'; "
             "os.execv(sys.executable, [sys.executable, '-m', 'scgikit', 'serve', "
-            "'wsgi_apps:hello'])")
-        server = ServerProcess([sys.executable, "-c", launcher, str(sock.fileno())])
+            "*sys.argv[2:]])")
+        target, args = for_model(model, "wsgi_apps:hello")
+        server = ServerProcess([sys.executable, "-c", launcher, str(sock.fileno()), target,
+                                *args])
         server.start(ready=r"Listening at: systemd fd 3", pass_fds=[sock.fileno()])
         try:
             host, port = sock.getsockname()

@@ -1,5 +1,6 @@
 """A graceful stop serves every connection the kernel had accepted, then exits at once."""
 
+import os
 import signal
 import socket
 import threading
@@ -8,11 +9,11 @@ import time
 import pytest
 from figures import record
 from scgi_raw import connect, connect_until_refused, parse_answer, read_all
-from servers import serve_and_stop_above_1023, wait_until
+from servers import for_model, serve_and_stop_above_1023, wait_until
 
 from scgikit.protocol import encode_request
 
-# Every scenario on each WSGI worker model (conftest.py: model).
+# Every scenario on each worker model (conftest.py: model).
 pytestmark = pytest.mark.usefixtures("model")
 
 
@@ -57,10 +58,17 @@ class Clients:
 
 
 def test_sigterm_serves_every_queued_request_then_exits(model, serve, transport):
+    # On asyncio a request that takes its time awaits (asgi_apps.slow_awaiting): an app
+    # that blocks stops its loop, and the asyncio worker, which takes every queued
+    # connection whenever its loop runs (to run their requests at once), would serve
+    # them one after another, past --graceful-timeout.  So its workers hold the requests,
+    # not the kernel; a listen queue on a stop, asyncio's too, is the last test's
+    # (test_a_full_stop_serves_the_connections_waiting_in_the_listen_queue).
     server = serve("wsgi_apps:slow", "--workers", "4", "--graceful-timeout", "30",
-                   bind=[transport])
+                   bind=[transport], asgi="asgi_apps:slow_awaiting")
     clients = Clients(server.address, 50, query="1.5").start()
-    # Every request is in the kernel's hands, and every worker holds one.
+    # Every request is in the kernel's hands, and every worker holds one (on asyncio, the
+    # workers hold them all).
     server.wait_for_log("slow request started", count=4, timeout=30)
     stopped_at = time.monotonic()
     server.send_signal(signal.SIGTERM)
@@ -130,5 +138,27 @@ def test_a_stop_that_waits_says_what_for(serve, transport):
 def test_a_server_whose_descriptors_are_numbered_above_1023_serves_and_stops(model, transport):
     # select() cannot wait on a descriptor above 1023; the master's wait and a full
     # stop's last look at the listen queue must work there too.
-    threads = ("--worker", "threads", "--threads", "4") if model == "threads" else ()
-    serve_and_stop_above_1023("wsgi_apps:hello", threads, transport)
+    serve_and_stop_above_1023(*for_model(model, "wsgi_apps:hello"), transport)
+
+
+def test_a_full_stop_serves_the_connections_waiting_in_the_listen_queue(serve, transport):
+    server = serve("wsgi_apps:slow", "--workers", "1", "--log-level", "debug",
+                   bind=[transport])
+    # Ready: its signal handlers are in place (a SIGINT before would end it at SIGCONT).
+    worker = int(server.wait_for_log(r"Worker (\d+) ready")[0].group(1))
+    os.kill(worker, signal.SIGSTOP)  # the queue fills while the worker cannot accept
+    socks = []
+    try:
+        for _ in range(10):
+            sock = connect(server.address)
+            sock.sendall(encode_request({"REQUEST_METHOD": "GET", "QUERY_STRING": "0.1"}, 0))
+            socks.append(sock)
+        server.send_signal(signal.SIGINT)  # the master passes it on, and starts no other
+        server.wait_for_log("Graceful stop")
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    answers = [parse_answer(read_all(sock)).body for sock in socks]
+    assert answers == [b"slow done"] * 10
+    assert server.proc.wait(30) == 0
+    for sock in socks:
+        sock.close()

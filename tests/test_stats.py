@@ -2,8 +2,8 @@
 
 Every figure is checked against what the test did (requests of known statuses and
 sizes, a worker recycled or killed, a request held in the app through a named pipe
-the test opens), on each worker model, with the SCGI and the metrics sockets both
-over TCP and both over unix sockets.
+the test opens), on each worker model (conftest.py: model), with the SCGI and the
+metrics sockets both over TCP and both over unix sockets.
 """
 
 from __future__ import annotations
@@ -25,27 +25,19 @@ from servers import child_env, wait_until
 
 from scgikit.protocol import encode_request
 
-MODELS = {
-    "sync": ("stats_apps:app", ()),
-    "threads": ("stats_apps:app", ("--worker", "threads", "--threads", "4")),
-    "asyncio": ("stats_apps:asgi_app", ()),
-}
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-
-@pytest.fixture(params=list(MODELS))
-def kind(request):
-    return request.param
+MASTER = pytest.mark.models("sync", reason="the master's metrics endpoint and worker counts, "
+                            "the same whatever the workers' model")
 
 
 @pytest.fixture
-def stats_server(serve, transport, tmp_path, kind):
-    """Start a server of worker model ``kind`` with --stats on the same transport as --bind."""
+def stats_server(serve, transport, tmp_path, model):
+    """Start a server of worker model ``model`` (conftest.py) with --stats on the same
+    transport as --bind: stats_apps.app, or its ASGI twin on asyncio."""
 
     def start(*args):
-        target, model_args = MODELS[kind]
         where = "127.0.0.1:0" if transport.startswith("127.") else f"unix:{tmp_path}/stats.sock"
-        server = serve(target, "--stats", where, *model_args, *args, bind=[transport])
+        server = serve("stats_apps:app", "--stats", where, *args, bind=[transport])
         server.stats = server.wait_for_log(r"Metrics at: (\S+)")[0].group(1)
         return server
 
@@ -147,7 +139,7 @@ def release(fifo, data=b"released"):
 # --- what is counted -----------------------------------------------------------------------
 
 
-def test_counts_requests_by_status_class_with_their_bytes_and_durations(stats_server, kind):
+def test_counts_requests_by_status_class_with_their_bytes_and_durations(stats_server, model):
     server = stats_server("--workers", "2")
     sent = received = 0
     for size, body_size in [(0, 0), (1, 3), (10, 0), (1000, 100), (65536, 7)]:
@@ -160,18 +152,18 @@ def test_counts_requests_by_status_class_with_their_bytes_and_durations(stats_se
         assert answer.status == 404
         sent += len(answer.raw)
     metrics = scrape(server)
-    assert metrics("scgikit_requests_total", model=kind, status="2xx") == 5
-    assert metrics("scgikit_requests_total", model=kind, status="4xx") == 2
+    assert metrics("scgikit_requests_total", model=model, status="2xx") == 5
+    assert metrics("scgikit_requests_total", model=model, status="4xx") == 2
     for other in ("1xx", "3xx", "5xx", "other", "none"):
-        assert metrics("scgikit_requests_total", model=kind, status=other) == 0
-    assert metrics("scgikit_request_body_bytes_total", model=kind) == received
-    assert metrics("scgikit_response_bytes_total", model=kind) == sent
-    assert metrics("scgikit_request_duration_seconds_count", model=kind) == 7
-    assert metrics("scgikit_request_duration_seconds_bucket", model=kind, le="+Inf") == 7
-    assert metrics("scgikit_request_duration_seconds_sum", model=kind) > 0
+        assert metrics("scgikit_requests_total", model=model, status=other) == 0
+    assert metrics("scgikit_request_body_bytes_total", model=model) == received
+    assert metrics("scgikit_response_bytes_total", model=model) == sent
+    assert metrics("scgikit_request_duration_seconds_count", model=model) == 7
+    assert metrics("scgikit_request_duration_seconds_bucket", model=model, le="+Inf") == 7
+    assert metrics("scgikit_request_duration_seconds_sum", model=model) > 0
     # The gauge drops once the worker has finished with the connection (just after the
     # answer's end, which the client may see first).
-    scrape_until(server, lambda m: m("scgikit_requests_in_flight", model=kind) == 0,
+    scrape_until(server, lambda m: m("scgikit_requests_in_flight", model=model) == 0,
                  "no request in flight")
     assert metrics("scgikit_workers") == 2
     assert metrics("scgikit_worker_starts_total") == 2
@@ -180,13 +172,13 @@ def test_counts_requests_by_status_class_with_their_bytes_and_durations(stats_se
 
 
 def test_histogram_puts_a_held_request_in_the_buckets_its_duration_allows(
-        stats_server, kind, gates):
+        stats_server, model, gates):
     server = stats_server("--workers", "1")
     fifo = gates()
     answers = []
     sent = time.monotonic()
     thread = hold(server, fifo, answers)
-    scrape_until(server, lambda m: m("scgikit_requests_in_flight", model=kind) == 1,
+    scrape_until(server, lambda m: m("scgikit_requests_in_flight", model=model) == 1,
                  "the held request in flight")
     in_app = time.monotonic()  # the request was accepted before this
     scrape(server)
@@ -196,9 +188,9 @@ def test_histogram_puts_a_held_request_in_the_buckets_its_duration_allows(
     answered = time.monotonic()
     assert answers and answers[0].endswith(b"released")
     metrics = scrape_until(
-        server, lambda m: m("scgikit_request_duration_seconds_count", model=kind) == 1,
+        server, lambda m: m("scgikit_request_duration_seconds_count", model=model) == 1,
         "the held request counted")
-    duration = metrics("scgikit_request_duration_seconds_sum", model=kind)
+    duration = metrics("scgikit_request_duration_seconds_sum", model=model)
     assert released - in_app <= duration <= answered - sent
     buckets = sorted((float(dict(labels)["le"]), value) for (name, labels), value
                      in metrics.samples.items()
@@ -208,21 +200,21 @@ def test_histogram_puts_a_held_request_in_the_buckets_its_duration_allows(
         assert value == (1 if bound >= duration else 0), (bound, duration)
 
 
-def test_requests_in_flight_shows_a_request_held_in_the_app(stats_server, kind, gates):
+def test_requests_in_flight_shows_a_request_held_in_the_app(stats_server, model, gates):
     server = stats_server("--workers", "1")
     fifo = gates()
     answers = []
     thread = hold(server, fifo, answers)
-    scrape_until(server, lambda m: m("scgikit_requests_in_flight", model=kind) == 1,
+    scrape_until(server, lambda m: m("scgikit_requests_in_flight", model=model) == 1,
                  "one request in flight")
     release(fifo)
     thread.join(30)
-    metrics = scrape_until(server, lambda m: m("scgikit_requests_in_flight", model=kind) == 0,
+    metrics = scrape_until(server, lambda m: m("scgikit_requests_in_flight", model=model) == 0,
                            "no request in flight")
-    assert metrics("scgikit_requests_total", model=kind, status="2xx") == 1
+    assert metrics("scgikit_requests_total", model=model, status="2xx") == 1
 
 
-def test_counters_survive_recycled_workers_and_count_their_exits(stats_server, kind):
+def test_counters_survive_recycled_workers_and_count_their_exits(stats_server, model):
     server = stats_server("--workers", "1", "--max-requests", "3")
     # A retiring worker also serves the connections queued at that moment, so a worker
     # may answer more than 3: requests go on until two workers were recycled.
@@ -235,15 +227,15 @@ def test_counters_survive_recycled_workers_and_count_their_exits(stats_server, k
         assert count <= 40, "no worker recycled after 40 requests"
     assert count >= 6
     metrics = scrape(server)
-    assert metrics("scgikit_requests_total", model=kind, status="2xx") == count
-    assert metrics("scgikit_request_duration_seconds_count", model=kind) == count
-    assert metrics("scgikit_response_bytes_total", model=kind) == sent
+    assert metrics("scgikit_requests_total", model=model, status="2xx") == count
+    assert metrics("scgikit_request_duration_seconds_count", model=model) == count
+    assert metrics("scgikit_response_bytes_total", model=model) == sent
     assert metrics("scgikit_worker_starts_total") == 3
     for reason in ("timed_out", "crashed", "stopped", "boot_failed"):
         assert metrics("scgikit_worker_exits_total", reason=reason) == 0
 
 
-def test_a_worker_killed_by_timeout_counts_as_timed_out(stats_server, kind, gates):
+def test_a_worker_killed_by_timeout_counts_as_timed_out(stats_server, model, gates):
     server = stats_server("--workers", "1", "--timeout", "1")
     fifo = gates("never-opened")
     answers = []
@@ -255,11 +247,11 @@ def test_a_worker_killed_by_timeout_counts_as_timed_out(stats_server, kind, gate
     assert metrics("scgikit_worker_exits_total", reason="crashed") == 0
     metrics = scrape_until(server, lambda m: m("scgikit_workers") == 1 and m(
         "scgikit_worker_starts_total") == 2, "the replacement worker")
-    assert metrics("scgikit_requests_in_flight", model=kind) == 0
+    assert metrics("scgikit_requests_in_flight", model=model) == 0
     assert request(server.address, "/200?2").status == 200
 
 
-def test_a_crashed_worker_and_a_reload_count_their_exits(stats_server, kind):
+def test_a_crashed_worker_and_a_reload_count_their_exits(stats_server, model):
     server = stats_server("--workers", "1")
     assert request(server.address, "/200").status == 200
     pid = next(iter(_workers(server.pid)))
@@ -269,25 +261,25 @@ def test_a_crashed_worker_and_a_reload_count_their_exits(stats_server, kind):
     server.send_signal(signal.SIGHUP)  # a new generation; the old worker is stopped
     metrics = scrape_until(server, lambda m: m("scgikit_worker_exits_total",
                                                reason="stopped") == 1, "a stopped worker")
-    assert metrics("scgikit_requests_total", model=kind, status="2xx") == 1
+    assert metrics("scgikit_requests_total", model=model, status="2xx") == 1
     assert metrics("scgikit_worker_starts_total") == 3
 
 
-def test_error_answers_of_the_server_itself_are_counted(stats_server, kind):
+def test_error_answers_of_the_server_itself_are_counted(stats_server, model):
     server = stats_server("--workers", "1", "--max-header-size", "200")
     variables = {"REQUEST_METHOD": "GET", "REQUEST_URI": "/", "HTTP_X": "x" * 500}
     raw = exchange_raw(server.address, encode_request(variables, 0))
     assert raw.startswith(b"Status: 431")
-    metrics = scrape_until(server, lambda m: m("scgikit_requests_total", model=kind,
+    metrics = scrape_until(server, lambda m: m("scgikit_requests_total", model=model,
                                                status="4xx") == 1, "the 431 counted")
-    assert metrics("scgikit_requests_total", model=kind, status="2xx") == 0
+    assert metrics("scgikit_requests_total", model=model, status="2xx") == 0
 
 
 # --- the threads model loses no increment ----------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["threads"])
-def test_threads_recording_at_once_lose_no_increment(stats_server, kind):
+@pytest.mark.models("threads", reason="threads of one worker recording at once")
+def test_threads_recording_at_once_lose_no_increment(stats_server, model):
     server = stats_server("--workers", "1", "--threads", "8")
     count = 400
 
@@ -310,10 +302,11 @@ def test_threads_recording_at_once_lose_no_increment(stats_server, kind):
 # --- the endpoint ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["sync", "threads"])
-def test_metrics_answer_while_every_worker_is_busy(stats_server, kind, gates):
-    capacity = 2 if kind == "sync" else 4  # 2 sync workers; 1 worker of 4 threads
-    server = stats_server("--workers", "2" if kind == "sync" else "1")
+@pytest.mark.models("sync", "threads", reason="workers busy with all the requests they can "
+                   "hold; an asyncio worker holds any number")
+def test_metrics_answer_while_every_worker_is_busy(stats_server, model, gates):
+    capacity = 2 if model == "sync" else 4  # 2 sync workers; 1 worker of 4 threads
+    server = stats_server("--workers", "2" if model == "sync" else "1")
     fifos = []
     answers = []
     threads = []
@@ -322,8 +315,8 @@ def test_metrics_answer_while_every_worker_is_busy(stats_server, kind, gates):
         fifos.append(fifo)
         threads.append(hold(server, fifo, answers))
     metrics = scrape_until(server, lambda m: m("scgikit_requests_in_flight",
-                                               model=kind) == capacity, "every worker busy")
-    assert metrics("scgikit_workers") == (2 if kind == "sync" else 1)
+                                               model=model) == capacity, "every worker busy")
+    assert metrics("scgikit_workers") == (2 if model == "sync" else 1)
     for fifo in fifos:
         release(fifo)
     for thread in threads:
@@ -331,8 +324,8 @@ def test_metrics_answer_while_every_worker_is_busy(stats_server, kind, gates):
     assert len(answers) == capacity
 
 
-@pytest.mark.parametrize("kind", ["sync"])
-def test_a_silent_stats_client_does_not_hold_up_the_next_scrape(stats_server, kind):
+@MASTER
+def test_a_silent_stats_client_does_not_hold_up_the_next_scrape(stats_server):
     server = stats_server("--workers", "1")
     with connect(server.stats) as silent, connect(server.stats) as partial:
         partial.sendall(b"GET /metr")
@@ -344,8 +337,8 @@ def test_a_silent_stats_client_does_not_hold_up_the_next_scrape(stats_server, ki
         assert partial.recv(100) == b""
 
 
-@pytest.mark.parametrize("kind", ["sync"])
-def test_the_endpoint_answers_only_get_and_head_of_slash_metrics(stats_server, kind):
+@MASTER
+def test_the_endpoint_answers_only_get_and_head_of_slash_metrics(stats_server):
     server = stats_server("--workers", "1")
     assert http_get(server.stats, "/")[0] == 404
     assert http_get(server.stats, "/metrics/x")[0] == 404
@@ -405,18 +398,18 @@ def _workers(master):
     return wait_until(lambda: worker_pids(master), message="a worker")
 
 
-def test_a_request_whose_head_never_completes_counts_as_unanswered(stats_server, kind):
+def test_a_request_whose_head_never_completes_counts_as_unanswered(stats_server, model):
     server = stats_server("--workers", "1", "--header-timeout", "1")
     with connect(server.address) as sock:
         sock.sendall(b"70:CONTENT_LENGTH")
         assert sock.recv(100) == b""  # closed at the deadline, unanswered
-    metrics = scrape_until(server, lambda m: m("scgikit_requests_total", model=kind,
+    metrics = scrape_until(server, lambda m: m("scgikit_requests_total", model=model,
                                                status="none") == 1, "the unanswered request")
-    assert metrics("scgikit_request_duration_seconds_count", model=kind) == 0
+    assert metrics("scgikit_request_duration_seconds_count", model=model) == 0
 
 
-@pytest.mark.parametrize("kind", ["sync"])
-def test_a_reload_onto_an_app_that_cannot_load_counts_a_failed_boot(serve, tmp_path, kind):
+@MASTER
+def test_a_reload_onto_an_app_that_cannot_load_counts_a_failed_boot(serve, tmp_path, model):
     app = tmp_path / "reloaded.py"
     app.write_text("def app(e, s):\n    s('200 OK', [])\n    return [b'version 1']\n")
     server = serve(f"{app}:app", "--workers", "1", "--stats", "127.0.0.1:0")
@@ -432,19 +425,18 @@ def test_a_reload_onto_an_app_that_cannot_load_counts_a_failed_boot(serve, tmp_p
     assert request(server.address, "/").body == b"version 1"
 
 
-@pytest.mark.parametrize("kind", ["sync", "asyncio"])
-def test_a_connection_closed_before_its_first_byte_is_not_counted(stats_server, kind):
+def test_a_connection_closed_before_its_first_byte_is_not_counted(stats_server, model):
     server = stats_server("--workers", "1")
     for _ in range(3):
         connect(server.address).close()
     assert request(server.address, "/200?1").status == 200
     metrics = scrape(server)
-    assert metrics("scgikit_requests_total", model=kind, status="2xx") == 1
-    assert metrics("scgikit_requests_total", model=kind, status="none") == 0
+    assert metrics("scgikit_requests_total", model=model, status="2xx") == 1
+    assert metrics("scgikit_requests_total", model=model, status="none") == 0
 
 
-@pytest.mark.parametrize("kind", ["sync"])
-def test_a_stats_client_open_while_a_worker_forks_still_gets_its_end(stats_server, kind):
+@MASTER
+def test_a_stats_client_open_while_a_worker_forks_still_gets_its_end(stats_server):
     # A worker forked while a scrape is in progress must not keep a copy of its socket:
     # the client would see the answer but no end until that worker exits.
     server = stats_server("--workers", "1")

@@ -1,5 +1,9 @@
 """Running under systemd: sd_notify messages, socket activation, the example unit files.
 
+What the workers take part in (readiness once one can serve, reloads, the sockets they
+serve, the variables they must not see) is tested on every worker model (conftest.py:
+model); the master's own notify socket handling, once.
+
 The test plays systemd's part: it binds the NOTIFY_SOCKET datagram socket (with
 SO_PASSCRED, so each message comes with its sender's pid, as systemd checks for
 NotifyAccess=main), makes the listening sockets itself and passes them as fd 3
@@ -28,7 +32,7 @@ from pathlib import Path
 
 import pytest
 from scgi_raw import parse_answer, read_all, request
-from servers import ServerProcess, child_env, wait_until
+from servers import ServerProcess, child_env, for_model, wait_until
 
 from scgikit.cli import build_parser
 from scgikit.master.systemd import Notifier, notify_address, watchdog_interval
@@ -146,8 +150,12 @@ def listening(kind: str, tmp_path: Path) -> tuple[socket.socket, str]:
 
 
 def activated(target: str, *args: str, sockets: list[socket.socket], systemd: Systemd | None,
-              ready: str | None = r"Listening at: ", **environ: str) -> ServerProcess:
-    """``scgikit serve`` started as systemd starts a socket-activated Type=notify service."""
+              ready: str | None = r"Listening at: ", model: str | None = None,
+              **environ: str) -> ServerProcess:
+    """``scgikit serve`` started as systemd starts a socket-activated Type=notify service;
+    on ``model`` (conftest.py), if given: the ASGI twin of ``target`` on asyncio."""
+    if model is not None:
+        target, args = for_model(model, target, args)
     fds = [sock.fileno() for sock in sockets]
     env = child_env(**environ)
     env["LISTEN_FDS"] = str(len(fds))
@@ -172,11 +180,11 @@ def servers():
 
 @pytest.mark.parametrize("kind", ["tcp", "unix"])
 def test_ready_with_mainpid_is_sent_by_the_master_once_a_worker_can_serve(
-        kind, systemd, servers, tmp_path):
+        kind, model, systemd, servers, tmp_path):
     sock, address = listening(kind, tmp_path)
     gate = tmp_path / "gate"
     server = activated("systemd_apps:gated()", "--workers", "1", sockets=[sock],
-                       systemd=systemd, SYSTEMD_TEST_GATE=str(gate))
+                       systemd=systemd, model=model, SYSTEMD_TEST_GATE=str(gate))
     servers.append(server)
     wait_until(lambda: Path(f"{gate}.loading").exists(), message="the worker loading the app")
     starting = systemd.wait_for("STATUS")
@@ -191,10 +199,10 @@ def test_ready_with_mainpid_is_sent_by_the_master_once_a_worker_can_serve(
     sock.close()
 
 
-def test_reload_and_stop_are_reported_in_order(systemd, servers, tmp_path):
+def test_reload_and_stop_are_reported_in_order(model, systemd, servers, tmp_path):
     sock, address = listening("tcp", tmp_path)
     server = activated("systemd_apps:environ_report", "--workers", "2", sockets=[sock],
-                       systemd=systemd)
+                       systemd=systemd, model=model)
     servers.append(server)
     systemd.wait_for("READY", "1")  # once the first worker serves; then the second:
     systemd.wait_for("STATUS", "Serving: 2 workers ready (generation 0)")
@@ -217,11 +225,11 @@ def test_reload_and_stop_are_reported_in_order(systemd, servers, tmp_path):
     sock.close()
 
 
-def test_a_failed_reload_is_reported_over_with_ready(systemd, servers, tmp_path):
+def test_a_failed_reload_is_reported_over_with_ready(model, systemd, servers, tmp_path):
     sock, address = listening("unix", tmp_path)
     broken = tmp_path / "broken"
     server = activated("systemd_apps:breakable()", "--workers", "1", sockets=[sock],
-                       systemd=systemd, SYSTEMD_TEST_BREAK=str(broken))
+                       systemd=systemd, model=model, SYSTEMD_TEST_BREAK=str(broken))
     servers.append(server)
     systemd.wait_for("READY", "1")
     broken.touch()
@@ -320,11 +328,11 @@ def test_a_notify_socket_that_stops_reading_costs_one_warning_and_no_service(tmp
 # --- socket activation ------------------------------------------------------------------------
 
 
-def test_passed_sockets_serve_and_are_named_by_listen_fdnames(systemd, servers, tmp_path):
+def test_passed_sockets_serve_and_are_named_by_listen_fdnames(model, systemd, servers, tmp_path):
     tcp, tcp_address = listening("tcp", tmp_path)
     unix, unix_address = listening("unix", tmp_path)
     server = activated("systemd_apps:environ_report", sockets=[tcp, unix], systemd=systemd,
-                       LISTEN_FDNAMES="web:local")
+                       model=model, LISTEN_FDNAMES="web:local")
     servers.append(server)
     server.wait_for_log(r'Listening at: systemd fd 3 "web" \(127\.0\.0\.1:\d+\)')
     server.wait_for_log(r'Listening at: systemd fd 4 "local" \(unix:\S+unix\.sock\)')
@@ -340,11 +348,12 @@ def test_passed_sockets_serve_and_are_named_by_listen_fdnames(systemd, servers, 
 
 
 def test_a_connection_made_while_the_service_restarts_waits_for_the_next_server(
-        systemd, servers, tmp_path):
+        model, systemd, servers, tmp_path):
     # systemd holds the socket across the restart; the server that stops must leave its
     # file and its queue alone, and the next one serves what waited there.
     sock, address = listening("unix", tmp_path)
-    first = activated("systemd_apps:environ_report", sockets=[sock], systemd=systemd)
+    first = activated("systemd_apps:environ_report", sockets=[sock], systemd=systemd,
+                      model=model)
     servers.append(first)
     systemd.wait_for("READY", "1")
     assert first.stop(signal.SIGTERM) == 0
@@ -353,14 +362,16 @@ def test_a_connection_made_while_the_service_restarts_waits_for_the_next_server(
         waiting.settimeout(30)
         waiting.connect(address.removeprefix("unix:"))  # queued: nobody serves right now
         waiting.sendall(scgi_request())
-        second = activated("systemd_apps:environ_report", sockets=[sock], systemd=systemd)
+        second = activated("systemd_apps:environ_report", sockets=[sock], systemd=systemd,
+                           model=model)
         servers.append(second)
         answer = parse_answer(read_all(waiting))
     assert answer.status == 200
     sock.close()
 
 
-def test_systemd_variables_are_not_passed_down_without_socket_activation(systemd, serve):
+def test_systemd_variables_are_not_passed_down_without_socket_activation(model, systemd,
+                                                                          serve):
     # Variables set by hand, or for another process: the workers do not see them either.
     server = serve("systemd_apps:environ_report", env=child_env(
         LISTEN_PID="1", LISTEN_FDS="1", LISTEN_FDNAMES="x", NOTIFY_SOCKET=systemd.variable,

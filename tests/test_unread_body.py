@@ -8,9 +8,10 @@ browser gets a 502. So after every answer the server must read and drop the rest
 the announced body before closing (bounded by --linger-size and --linger-timeout).
 
 The real Debian nginx runs the configuration ``scgikit config nginx`` prints, in front of
-``scgikit serve --workers 2``, over TCP and over a unix socket, with a WSGI app and with a
-classic handler (tests/fixtureapps/unread_apps.py). Each case is sent several times,
-because whether the reset beats the answer is a race.
+``scgikit serve --workers 2``, over TCP and over a unix socket, with the app on each
+worker model (its ASGI twin on asyncio: tests/servers.py) and with a classic handler
+(tests/fixtureapps/unread_apps.py). Each case is sent several times, because whether the
+reset beats the answer is a race.
 """
 
 import hashlib
@@ -23,11 +24,11 @@ from pathlib import Path
 import pytest
 from figures import record
 from frontends import FrontEnd, available
-from servers import ServerProcess
+from servers import MODELS, ServerProcess, for_model
 from unread_apps import LOCATION, OK_BODY, PARTIAL
 
-TARGETS = {"wsgi": "tests/fixtureapps/unread_apps.py:app",
-           "classic": "tests/fixtureapps/unread_apps.py:Unread"}
+APP = "unread_apps:app"
+CLASSIC = "unread_apps:Unread"  # a classic handler runs on the sync model only
 KIB, MIB = 1 << 10, 1 << 20
 SIZES = [1 * KIB, 64 * KIB, 1 * MIB, 4 * MIB, 20 * MIB]
 SIZE_IDS = ["1KiB", "64KiB", "1MiB", "4MiB", "20MiB"]
@@ -66,7 +67,8 @@ class Stack:
             folder = self._folder("sock")
             bind = f"unix:{folder}/app.sock"
             args += ["--socket-mode", "0666"]
-        self.backend = ServerProcess.scgikit(TARGETS[kind], *args, bind=(bind,)).start()
+        target, args = (CLASSIC, args) if kind == "classic" else for_model(kind, APP, args)
+        self.backend = ServerProcess.scgikit(target, *args, bind=(bind,)).start()
         try:
             self.front = FrontEnd("nginx", self._folder("nginx"), [self.backend.address]).start()
         except BaseException:
@@ -88,8 +90,8 @@ class Stack:
                 shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.fixture(scope="module", params=[("tcp", "wsgi"), ("tcp", "classic"),
-                                        ("unix", "wsgi"), ("unix", "classic")],
+@pytest.fixture(scope="module", params=[(transport, kind) for transport in ("tcp", "unix")
+                                        for kind in (*MODELS, "classic")],
                 ids=lambda p: "-".join(p))
 def stack(request):
     stack = Stack(*request.param)

@@ -1,10 +1,19 @@
-"""ASGI apps the asyncio worker tests run: each proves one part of the ASGI handling."""
+"""ASGI apps for the server tests.
+
+The twins come first: each answers as the WSGI fixture app of the same name does (in
+wsgi_apps.py unless it says otherwise), with the same status, headers and body bytes, and
+reads the request body as that app does, so that a server-behaviour test serves it on the
+asyncio model (tests/servers.py: ASGI_TWINS).  Where ASGI cannot do what the WSGI app
+does, the twin says so.  The apps after them prove one part of the ASGI handling each.
+"""
 
 import asyncio
 import hashlib
+import io
 import json
 import os
 import sys
+import tempfile
 import threading
 import time
 
@@ -27,45 +36,65 @@ async def _answer(send, body, status=200, content_type=b"text/plain"):
     await send({"type": "http.response.body", "body": body})
 
 
-def _plain(value):
+async def _start(send, status, headers=()):
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(name.encode(), value.encode()) for name, value in headers]})
+
+
+async def _plain(send, body, content_type="text/plain"):
+    """The answer of most WSGI fixture apps: 200, Content-Type as they spell it, one body."""
+    await _start(send, 200, [("Content-Type", content_type)])
+    await send({"type": "http.response.body", "body": body})
+
+
+def _as_text(value):
     if isinstance(value, bytes):
         return value.decode("latin-1")
     if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
+        return [_as_text(item) for item in value]
     if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
+        return {key: _as_text(item) for key, item in value.items()}
     return value
 
+
+# --- the twins of the WSGI fixture apps --------------------------------------------------
 
 async def hello(scope, receive, send):
     if scope["type"] != "http":
         return
-    await _answer(send, b"hello")
+    await _plain(send, b"hello")
 
 
 async def pid(scope, receive, send):
-    """The worker's pid, as the WSGI ``pid`` app answers it."""
     if scope["type"] != "http":
         return
-    await _answer(send, str(os.getpid()).encode())
+    await _plain(send, str(os.getpid()).encode())
 
 
 async def slow(scope, receive, send):
-    """As the WSGI ``slow`` app: a blocking sleep of N seconds, which stops the loop."""
+    """A blocking sleep of N seconds, as the WSGI app's: it stops the whole loop."""
     if scope["type"] != "http":
         return
     print(f"slow request started in {os.getpid()}", file=sys.stderr, flush=True)
     time.sleep(float(scope["query_string"] or b"1"))
-    await _answer(send, b"slow done")
+    await _plain(send, b"slow done")
 
 
-async def scope_json(scope, receive, send):
-    """Answers with the scope, bytes as latin-1 text, and the body it received."""
+async def slow_awaiting(scope, receive, send):
+    """``slow`` as an ASGI app waits: its N seconds are awaited (asyncio.sleep), and the
+    loop serves other requests meanwhile.  Not a twin: for a test that needs requests
+    which take their time on asyncio, where a blocking one stops the loop."""
     if scope["type"] != "http":
         return
-    shown = _plain({key: value for key, value in scope.items()})
-    shown["body"] = (await _read_body(receive)).decode("latin-1")
-    await _answer(send, json.dumps(shown).encode(), content_type=b"application/json")
+    print(f"slow request started in {os.getpid()}", file=sys.stderr, flush=True)
+    await asyncio.sleep(float(scope["query_string"] or b"1"))
+    await _plain(send, b"slow done")
+
+
+async def env_var(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await _plain(send, os.environ.get("GREETING", "unset").encode() + b" " + os.getcwd().encode())
 
 
 async def heap(scope, receive, send):
@@ -74,11 +103,208 @@ async def heap(scope, receive, send):
 
     if scope["type"] != "http":
         return
-    await _answer(send, json.dumps({"mapped": heap_probe.mapped()}).encode(),
-                  content_type=b"application/json")
+    await _plain(send, json.dumps({"mapped": heap_probe.mapped()}).encode(),
+                 "application/json")
 
 
 async def echo_hash(scope, receive, send):
+    """Reads the body message by message and answers its length and sha256.  ``extra``
+    is what came past CONTENT_LENGTH (the WSGI app reads on at the end, where it must get
+    b""; an ASGI app cannot read past its last message, so the twin counts what the
+    messages carried beyond the length announced)."""
+    if scope["type"] != "http":
+        return
+    announced = int(dict(scope["headers"]).get(b"content-length", b"0"))
+    digest = hashlib.sha256()
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ConnectionError("client went away")
+        digest.update(message["body"])
+        size += len(message["body"])
+        if not message["more_body"]:
+            break
+    body = json.dumps({"size": size, "sha256": digest.hexdigest(),
+                       "extra": max(0, size - announced)})
+    await _plain(send, body.encode(), "application/json")
+
+
+async def stream(scope, receive, send):
+    """A generated response of QUERY_STRING megabytes, 64 KiB at a time."""
+    if scope["type"] != "http":
+        return
+    megabytes = int(scope["query_string"] or b"1")
+    await _start(send, 200, [("Content-Type", "application/octet-stream")])
+    block = b"x" * 65536
+    for _ in range(megabytes * 16):
+        await send({"type": "http.response.body", "body": block, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def big_file(scope, receive, send):
+    """64 MiB from a real file with http.response.pathsend (sendfile), as the WSGI app
+    sends its file through wsgi.file_wrapper."""
+    if scope["type"] != "http":
+        return
+    with tempfile.NamedTemporaryFile() as handle:
+        handle.truncate(64 << 20)
+        await _start(send, 200, [("Content-Type", "application/octet-stream")])
+        await send({"type": "http.response.pathsend", "path": handle.name})
+
+
+async def empty(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await _start(send, 204)
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def error(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    raise RuntimeError("secret detail that must not reach the client")
+
+
+async def error_after_head(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await _start(send, 200, [("Content-Type", "text/plain")])
+    await send({"type": "http.response.body", "body": b"partial", "more_body": True})
+    raise RuntimeError("failed mid-body")
+
+
+async def bad_header(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await _start(send, 200, [("X-Bad", "line\r\nInjected: yes")])
+    await send({"type": "http.response.body", "body": b"never sent"})
+
+
+async def sometimes_bad(scope, receive, send):
+    """Good headers on most paths, an injected header on /bad: the head cache must not hide it."""
+    if scope["type"] != "http":
+        return
+    value = "a\r\nInjected: yes" if scope["path"] == "/bad" else "a"
+    await _start(send, 200, [("X-Value", value)])
+    await send({"type": "http.response.body", "body": b"body"})
+
+
+async def exc_info_replaces(scope, receive, send):
+    """The WSGI app's answer, 503 and "replaced": it replaces its 200 with start_response's
+    exc_info; an ASGI app has no such call and sends the 503 it ends with."""
+    if scope["type"] != "http":
+        return
+    await _start(send, 503, [("Content-Type", "text/plain")])
+    await send({"type": "http.response.body", "body": b"replaced"})
+
+
+async def closing(scope, receive, send):
+    """The WSGI app's iterable as messages: "one", then "two" (or, with fail=1, a failure),
+    then the end; and then what its close() does, the mark written, the app still at work
+    after its last chunk."""
+    if scope["type"] != "http":
+        return
+    query = dict(p.split("=", 1) for p in scope["query_string"].decode().split("&"))
+    await _start(send, 200, [("Content-Type", "text/plain")])
+    await send({"type": "http.response.body", "body": b"one", "more_body": True})
+    try:
+        if query.get("fail") == "1":
+            raise RuntimeError("iteration failed")
+        await send({"type": "http.response.body", "body": b"two", "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+    finally:
+        with open(query["mark"], "w") as fh:
+            fh.write("closed")
+
+
+def factory(greeting="made"):
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await _plain(send, greeting.encode())
+
+    return app
+
+
+async def leak_descriptors(scope, receive, send):
+    """resource_apps.leak_descriptors: the first worker to serve a request starts leaking
+    every descriptor it can get."""
+    if scope["type"] != "http":
+        return
+    from resource_apps import _leak_forever
+
+    try:
+        os.close(os.open(os.environ["LEAK_MARK"], os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        threading.Thread(target=_leak_forever, daemon=True).start()
+    except OSError:
+        pass  # another worker leaks, or this one has no descriptor left to tell
+    await _plain(send, str(os.getpid()).encode())
+
+
+async def unread(scope, receive, send):
+    """unread_apps.app: each route's answer, reading the body only where the route says
+    (only its first 1 KiB on /partial: the messages that hold it)."""
+    import unread_apps
+
+    if scope["type"] != "http":
+        return
+    body = b""
+    if scope["path"] in ("/partial", "/read"):
+        more = True
+        while more and (scope["path"] == "/read" or len(body) < unread_apps.PARTIAL):
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ConnectionError("client went away")
+            body += message["body"]
+            more = message["more_body"]
+    status, headers, answer = unread_apps.answer(scope["path"], io.BytesIO(body))
+    await _start(send, int(status.split()[0]), headers + [("Content-Length", str(len(answer)))])
+    await send({"type": "http.response.body", "body": answer})
+
+
+def crash_soon_after_ready(delay=0.05):
+    """boot_apps.crash_soon_after_ready: loads fine, says ready, then the process dies
+    ``delay`` seconds later."""
+    threading.Timer(delay, os._exit, (1,)).start()
+    return hello
+
+
+async def environ_report(scope, receive, send):
+    """systemd_apps.environ_report: the systemd variables the worker and a child see."""
+    import systemd_apps
+
+    if scope["type"] != "http":
+        return
+    await _plain(send, systemd_apps.report(), "application/json")
+
+
+def systemd_gated():
+    """systemd_apps.gated(): loads once the test opens the gate."""
+    import systemd_apps
+
+    return systemd_apps.gated(environ_report)
+
+
+def systemd_breakable():
+    """systemd_apps.breakable(): fails to load while the test says it is broken."""
+    import systemd_apps
+
+    return systemd_apps.breakable(environ_report)
+
+
+# --- ASGI itself ---------------------------------------------------------------------------
+
+async def scope_json(scope, receive, send):
+    """Answers with the scope, bytes as latin-1 text, and the body it received."""
+    if scope["type"] != "http":
+        return
+    shown = _as_text({key: value for key, value in scope.items()})
+    shown["body"] = (await _read_body(receive)).decode("latin-1")
+    await _answer(send, json.dumps(shown).encode(), content_type=b"application/json")
+
+
+async def body_messages(scope, receive, send):
     """Reads the body message by message, slowly, and answers what it saw."""
     if scope["type"] != "http":
         return
@@ -100,7 +326,7 @@ async def echo_hash(scope, receive, send):
     await _answer(send, json.dumps(answer).encode(), content_type=b"application/json")
 
 
-async def stream(scope, receive, send):
+async def chunks(scope, receive, send):
     """Three chunks, 0.4 s apart, no Content-Length."""
     if scope["type"] != "http":
         return
@@ -125,12 +351,6 @@ async def pathsend(scope, receive, send):
     await send({"type": "http.response.pathsend", "path": path})
 
 
-async def fail_before_start(scope, receive, send):
-    if scope["type"] != "http":
-        return
-    raise RuntimeError("secret detail that must not reach the client")
-
-
 async def fail_after_start(scope, receive, send):
     if scope["type"] != "http":
         return
@@ -152,14 +372,6 @@ async def no_response(scope, receive, send):
         return
 
 
-async def bad_header(scope, receive, send):
-    if scope["type"] != "http":
-        return
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"x-bad", b"line\r\nbreak")]})
-    await send({"type": "http.response.body", "body": b"never"})
-
-
 async def sleepy(scope, receive, send):
     """``await asyncio.sleep(N)`` for the N of the query string (a request waiting on I/O);
     without one, the answer comes at once, without awaiting anything but ``send``."""
@@ -168,15 +380,6 @@ async def sleepy(scope, receive, send):
     if scope["query_string"]:
         await asyncio.sleep(float(scope["query_string"]))
     await _answer(send, b"slept")
-
-
-async def stuck(scope, receive, send):
-    """A blocking call in an async view: the whole loop stops."""
-    if scope["type"] != "http":
-        return
-    print("stuck request started", file=sys.stderr, flush=True)
-    time.sleep(float(scope["query_string"] or b"5"))
-    await _answer(send, b"unstuck")
 
 
 async def wait_for_disconnect(scope, receive, send):
@@ -235,18 +438,3 @@ async def without_lifespan(scope, receive, send):
     """An app written for http only, as many are: any other scope is an error."""
     assert scope["type"] == "http", f"unsupported scope {scope['type']}"
     await _answer(send, b"served without lifespan")
-
-
-async def leak_descriptors(scope, receive, send):
-    """The first worker to serve a request starts leaking every descriptor it can get
-    (resource_apps.leak_descriptors, as an ASGI app)."""
-    if scope["type"] != "http":
-        return
-    from resource_apps import _leak_forever
-
-    try:
-        os.close(os.open(os.environ["LEAK_MARK"], os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-        threading.Thread(target=_leak_forever, daemon=True).start()
-    except OSError:
-        pass  # another worker leaks, or this one has no descriptor left to tell
-    await _answer(send, str(os.getpid()).encode())

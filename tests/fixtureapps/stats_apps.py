@@ -30,6 +30,8 @@ def app(environ, start_response):
 
 
 async def asgi_app(scope, receive, send):
+    """The ASGI twin of ``app``: the same answers, but for the reason phrase (ASGI sends a
+    status code; the server gives the standard phrase, not "Chosen")."""
     if scope["type"] != "http":
         return
     more = True
@@ -43,5 +45,5 @@ async def asgi_app(scope, receive, send):
     else:
         status, answer = _plan(scope["path"], query)
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"text/plain")]})
+                "headers": [(b"Content-Type", b"text/plain")]})
     await send({"type": "http.response.body", "body": answer})

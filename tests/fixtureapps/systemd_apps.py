@@ -27,36 +27,40 @@ print(json.dumps({"environ": sorted(os.environ), "fd3": fd3}))
 """
 
 
-def environ_report(environ, start_response):
-    """Answers with the systemd variables in the worker's os.environ and in a child's."""
+def report():
+    """The systemd variables in the worker's os.environ and in a child's, as JSON."""
     child = subprocess.run([sys.executable, "-I", "-c", CHILD], capture_output=True,
                            close_fds=False, check=True)
     seen = json.loads(child.stdout)
-    body = json.dumps({
+    return json.dumps({
         "app": sorted(name for name in os.environ if name in SYSTEMD_VARIABLES),
         "child": sorted(name for name in seen["environ"] if name in SYSTEMD_VARIABLES),
         "child_has_fd3": seen["fd3"],
     }).encode()
+
+
+def environ_report(environ, start_response):
+    """Answers with the systemd variables in the worker's os.environ and in a child's."""
     start_response("200 OK", [("Content-Type", "application/json")])
-    return [body]
+    return [report()]
 
 
-def gated():
+def gated(app=environ_report):
     """Loads once the file $SYSTEMD_TEST_GATE exists; creates $SYSTEMD_TEST_GATE.loading first.
 
     The test knows the worker is loading the app, checks what systemd was told
-    meanwhile, then opens the gate.
+    meanwhile, then opens the gate.  ``app``: what it loads (the ASGI twin's, on asyncio).
     """
     gate = os.environ["SYSTEMD_TEST_GATE"]
     with open(gate + ".loading", "w"):
         pass
     while not os.path.exists(gate):
         time.sleep(0.01)
-    return environ_report
+    return app
 
 
-def breakable():
+def breakable(app=environ_report):
     """Fails to load while the file $SYSTEMD_TEST_BREAK exists: a reload that fails."""
     if os.path.exists(os.environ["SYSTEMD_TEST_BREAK"]):
         sys.exit("the new version is broken")
-    return environ_report
+    return app

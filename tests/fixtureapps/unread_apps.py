@@ -1,5 +1,6 @@
 """Routes that answer a POST without reading its body (or only its start), for
-tests/test_unread_body.py: as a WSGI app and as a classic handler, the same answers.
+tests/test_unread_body.py: as a WSGI app and as a classic handler, the same answers (and
+as an ASGI app: asgi_apps.unread).
 
 /ok            200 and a 128 KiB body, body unread
 /redirect      302 with a Location, body unread
