@@ -23,12 +23,6 @@ def server(serve, transport):
                  bind=[transport])
 
 
-@pytest.fixture
-def add_marker(request):
-    """Mark the running test (an xfail for one model of its parameters)."""
-    return request.node.add_marker
-
-
 def still_serving(server):
     answer = request(server.address, "/after", method="POST", body=b"ok")
     assert answer.status == 200
@@ -204,11 +198,7 @@ def test_many_bad_clients_do_not_stop_good_ones(server):
 
 @pytest.mark.parametrize("app", ["stream", "big_file"])
 def test_front_end_that_stops_reading_frees_the_worker_after_the_timeout(
-        serve, model, transport, app, add_marker):
-    if model == "asyncio":
-        add_marker(pytest.mark.xfail(strict=True, reason=(
-            "a server bug: the asyncio worker logs its send timeout as 'the front end "
-            "closed the connection: ' with no cause (DeadlinePassed has no message)")))
+        serve, model, transport, app):
     server = serve(f"wsgi_apps:{app}", "--workers", "1", "--header-timeout", "1",
                    "--timeout", "60", bind=[transport])
     with connect(server.address) as stalled:

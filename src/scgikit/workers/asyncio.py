@@ -91,9 +91,9 @@ def _wake(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
-def _time_out(waiter: asyncio.Future[None]) -> None:
+def _time_out(waiter: asyncio.Future[None], what: str) -> None:
     if not waiter.done():
-        waiter.set_exception(DeadlinePassed())
+        waiter.set_exception(DeadlinePassed(f"{what} timed out"))
 
 
 class Channel:
@@ -132,7 +132,8 @@ class Channel:
         self.loop.add_reader(self.fd, _wake, waiter)
         timer = None
         if deadline != _NO_DEADLINE:
-            timer = self.loop.call_later(deadline - time.monotonic(), _time_out, waiter)
+            timer = self.loop.call_later(deadline - time.monotonic(), _time_out, waiter,
+                                         "receive")
         try:
             await waiter
         finally:
@@ -149,7 +150,7 @@ class Channel:
         self.loop.add_writer(self.fd, _wake, waiter)
         timer = None
         if self.worker.send_timeout:
-            timer = self.loop.call_later(self.worker.send_timeout, _time_out, waiter)
+            timer = self.loop.call_later(self.worker.send_timeout, _time_out, waiter, "send")
         try:
             await waiter
         finally:
@@ -281,12 +282,13 @@ class AsyncioWorker(Worker):
                                    self.config.body_timeout, self.lifespan.state)
         # Before "ready", as every descriptor the worker holds for good: none on the way later.
         self.loops = {sock: self._queue_loop(sock) for sock in self.listeners}
+        # Held until the loop runs, from before the handlers are installed: uvloop reads
+        # signals through a wake-up descriptor it sets only while it runs, and its handler
+        # for one that comes before does nothing, so a stop between the install and the
+        # loop would be lost (and wait out --graceful-timeout).  Pending, it comes in run().
+        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
         # Before the master hears "ready", which may be followed at once by a stop.
         self._install_signals()
-        # Held until the loop runs: uvloop reads signals through a wake-up descriptor it
-        # sets only while it runs, so one that came between the two runs would be lost
-        # (and a stop would wait out --graceful-timeout).  Pending, it comes in run().
-        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
 
     def run(self) -> None:
         raise_descriptor_limit()
