@@ -69,7 +69,7 @@ def test_readme_quickstart_is_two_commands_and_ci_runs_both():
     # The whole suite twice: with the C accelerator, then on the pure-Python path.
     runs = [line for line in (ROOT / "scripts" / "test").read_text().splitlines()
             if "python -m pytest" in line]
-    assert runs == ['python -m pytest -q -n 2 "$@"', 'SCGIKIT_PURE=1 python -m pytest -q -n 2 "$@"']
+    assert runs == ['python -m pytest -q -n 4 "$@"', 'SCGIKIT_PURE=1 python -m pytest -q -n 4 "$@"']
     smoke = (ROOT / ".ci" / "quickstart").read_text()
     assert "setsid scripts/serve-example >" in smoke and "/usr/bin/python3" in smoke
     assert ".venv/bin/scgi-test --timeout 30 /" in smoke
