@@ -11,8 +11,8 @@ threads record into the one region, so their writes go under a lock
 and two threads could lose one of two increments.
 
 The cost per request is a few stores into the region (the status class, a
-histogram bucket, the duration sum, the bytes): about 0.35 µs on a 2-core EPYC
-(``bench/stats_cost.py``), next to ~27 µs of backend CPU for a hello request.  A
+histogram bucket, the duration sum, the bytes): about one percent of a hello
+request's backend CPU (``bench/stats_cost.py`` measures it on the machine at hand).  A
 server without ``--stats`` pays one ``is not None`` check.  The sync model
 keeps no in-flight count at all: it runs one request at a time and already
 marks it in its heartbeat slot, which the master reads instead.

@@ -6,9 +6,8 @@ has freed from an mmap: 256 KiB, once a worker has freed its first 128 KiB recei
 buffer.  A request with a 64 KiB body allocates and frees about that much (the
 receive buffer, the body, the answer), so the heap shrank and grew again every few
 requests, and each time the pages it took back came fresh from the kernel, zeroed,
-one page fault each: about six per 64 KiB echo on the asyncio model, which cost
-50.9 µs of CPU per request behind nginx over a unix socket against 33.7 µs with the
-heap kept.
+one page fault each: about six per 64 KiB echo on the asyncio model, a third of
+that request's CPU (``bench/run --only echo-64k`` shows the figure of the day).
 
 So the master sets both thresholds before it forks the workers (setting one fixes
 the other, which would then mmap and unmap every 128 KiB receive buffer): blocks

@@ -21,8 +21,8 @@ listeners are unwatched, a stop or a recycle to finish.
 Why the main thread watches the listeners, not the idle pool threads: with each
 pool thread waiting on an epoll of its own, the listeners in each with
 EPOLLEXCLUSIVE so that a connection wakes one idle thread, which then runs it, a
-hello-world request behind nginx cost 36.4 µs of CPU instead of 27.4, with 3.0
-thread switches per request instead of 2.0: the kernel wakes an idle thread for
+hello-world request behind nginx cost about a third more CPU, with 3 thread
+switches per request instead of 2: the kernel wakes an idle thread for
 each new connection while another thread of the process holds the GIL.
 """
 
