@@ -73,6 +73,8 @@ MODELS = {
     "scgikit threads ×4, WSGI": ("bench/apps.py:app", ["--worker", "threads", "--threads", "4"]),
     "scgikit asyncio, ASGI (uvloop)": ("bench/apps.py:asgi_app", ["--loop", "uvloop"]),
     "scgikit asyncio, ASGI (asyncio loop)": ("bench/apps.py:asgi_app", ["--loop", "asyncio"]),
+    # The master routes each request to its session's worker (every request passes it).
+    "scgikit sync, --session-affinity": ("bench/apps.py:app", ["--session-affinity"]),
 }
 MODEL_PEERS = {"scgikit threads ×4, WSGI": "flup threads",
                "scgikit asyncio, ASGI (asyncio loop)": "aioscgi"}

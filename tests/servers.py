@@ -56,6 +56,7 @@ ASGI_TWINS = {
     "wsgi_apps:factory": "asgi_apps:factory",
     "resource_apps:leak_descriptors": "asgi_apps:leak_descriptors",
     "stats_apps:app": "stats_apps:asgi_app",
+    "session_apps:app": "session_apps:asgi_app",
     "unread_apps:app": "asgi_apps:unread",
     "boot_apps:crash_soon_after_ready": "asgi_apps:crash_soon_after_ready",
     "systemd_apps:environ_report": "asgi_apps:environ_report",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ else:  # pragma: no cover - Python 3.10
 __all__ = ["Config", "ConfigError", "Kind", "env_name", "file_key", "option_fields"]
 
 DEFAULT_BIND = "127.0.0.1:4000"
+#: The session cookie the scgi package's session_server looks for (Quixote's).
+SESSION_ID_PATTERN = r'session="(?P<id>[A-Za-z0-9\\/_=+-]+)"'
 
 
 class ConfigError(ValueError):
@@ -302,6 +305,20 @@ class Config:
     stats: str | None = _option(
         ["--stats"], "serve Prometheus metrics at http://ADDRESS/metrics (HOST:PORT or a unix "
         "socket, as --bind), answered by the master", default=None, metavar="ADDRESS")
+    session_affinity: bool = _option(
+        ["--session-affinity"], "send the requests of one session to one worker process, in "
+        "the order they came and one at a time, as the scgi package's session_server does: "
+        "the master reads each request's head to find its session (--session-pattern on the "
+        "cookie, else the client's address) and hands the connection over",
+        default=False, switch=True, shown="off")
+    session_pattern: str = _option(
+        ["--session-pattern"], "with --session-affinity, the regular expression searched in "
+        "the Cookie header for the session; its group named id is the session",
+        default=SESSION_ID_PATTERN, metavar="REGEX")
+    session_queue: int = _option(
+        ["--session-queue"], "with --session-affinity, the requests one session may have "
+        "waiting behind the one it runs; beyond, a request is answered 503",
+        default=15, parse=_count, metavar="N")
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -340,6 +357,7 @@ class Config:
                 parse_address(self.stats)
             except AddressError as exc:
                 raise ConfigError(f"--stats: {exc}; expected {ADDRESS_FORMS}") from None
+        _check_sessions(self)
         if self.allow_from:
             try:
                 AllowList(self.allow_from)
@@ -363,6 +381,19 @@ class Config:
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
+
+
+def _check_sessions(config: Config) -> None:
+    """--session-pattern compiles and names the session; --session-queue takes at least one."""
+    try:
+        pattern = re.compile(config.session_pattern)
+    except re.error as exc:
+        raise ConfigError(f"--session-pattern {config.session_pattern!r}: {exc}") from None
+    if "id" not in pattern.groupindex:
+        raise ConfigError(f"--session-pattern {config.session_pattern!r} has no group named "
+                          "id, as in session=\"(?P<id>[^\"]+)\"")
+    if config.session_queue < 1:
+        raise ConfigError("--session-queue must be at least 1")
 
 
 def _check_access_format(text: str) -> None:

@@ -41,7 +41,7 @@ from typing import Protocol
 from ..config import Config
 from ..protocol import ProtocolError, parse_head
 from .ending import Ending, answer_error
-from .intake import Intake, ParsedHead, is_ready, receive_now, receive_rest
+from .intake import RECV_SIZE, Intake, ParsedHead, is_ready, receive_now, receive_rest
 from .metrics import WorkerStats
 from .sockets import DONTWAIT, Connection
 from .throttle import LogThrottle
@@ -103,16 +103,22 @@ class WaitingRoom:
 
     def __init__(self, config: Config, poller: Arming, start: Start, *,
                  stats: WorkerStats | None = None, peek: bool = False, gather: bool = False,
+                 route: bool = False,
                  on_deadline: Callable[[float], None] | None = None) -> None:
         self.config = config
         self.poller = poller
         self.start = start
         self.stats = stats
-        self.peek = peek
+        # route (the master's, for --session-affinity): look as ``peek`` does, but start a
+        # request once it is ready for an app by the readiness rule (or the look is full),
+        # with its parsed head: the master routes it, and the worker takes its bytes.
+        self.route = route
+        self.peek = peek or route
+        self.parsed_out = not peek  # the start gets the parsed head
         self.gather = gather
         self.on_deadline = on_deadline
         # A first receive never waits; for a handler that reads the socket, it only looks.
-        self.recv_flags = DONTWAIT | (int(socket.MSG_PEEK) if peek else 0)
+        self.recv_flags = DONTWAIT | (int(socket.MSG_PEEK) if self.peek else 0)
         self.waiting: dict[int, Waiting] = {}  # by descriptor, oldest first
         self.deadlines: list[tuple[float, int, Waiting]] = []
         self.order = itertools.count()  # breaks ties between equal deadlines
@@ -142,7 +148,9 @@ class WaitingRoom:
         config = self.config
         try:
             parsed = parse_head(got, config.max_header_size)
-            ready = parsed is not None and (self.peek or is_ready(parsed, len(got), config))
+            ready = parsed is not None and (self.peek and not self.route
+                                            or is_ready(parsed, len(got), config)
+                                            or self.route and len(got) >= RECV_SIZE)
             if parsed is not None and not ready and self.gather:
                 got, parsed = receive_rest(conn, got, parsed)
                 ready = is_ready(parsed, len(got), config)
@@ -157,7 +165,7 @@ class WaitingRoom:
             conn.close()
             return None
         # A handler that reads the socket itself has only looked at the request (peek).
-        return got, None if self.peek else parsed, accepted
+        return got, parsed if self.parsed_out else None, accepted
 
     def refuse(self, conn: Connection, exc: ProtocolError, intake: Intake | None) -> None:
         """Answer the client's error (or close, for a missed head deadline), then wait for
@@ -216,7 +224,9 @@ class WaitingRoom:
             if self.peek and not data:
                 raise intake.closed_early()
             ready = intake.feed(data, time.monotonic(), replace=self.peek)
-            if self.peek:
+            if self.route:
+                ready = ready or intake.parsed is not None and len(data) >= RECV_SIZE
+            elif self.peek:
                 ready = intake.parsed is not None  # the handler reads the body itself
             if not ready:
                 if intake.deadline < waiting.queued:
@@ -237,7 +247,7 @@ class WaitingRoom:
             return True
         self._leave(waiting)
         request, parsed = intake.request()
-        self.start(conn, request, None if self.peek else parsed, waiting.accepted,
+        self.start(conn, request, parsed if self.parsed_out else None, waiting.accepted,
                    time.monotonic())
         return True
 

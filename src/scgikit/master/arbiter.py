@@ -53,6 +53,7 @@ from typing import Any, NoReturn
 
 from ..accelerator import ACCELERATED
 from ..config import Config, ConfigError
+from ..connection.handoff import channel_pair
 from ..connection.metrics import StatsTable
 from ..connection.poller import drain
 from ..workers.base import Heartbeat
@@ -63,6 +64,7 @@ from .listeners import Listener, open_listeners
 from .reload import Watcher, describe, watcher_for
 from .roster import (
     APP_LOAD_ERROR,
+    BACKOFF_MIN,
     WORKER_BOOT_ERROR,
     MasterState,
     WorkerRecord,
@@ -73,18 +75,13 @@ from .roster import (
     notes,
     status_line,
 )
+from .sessions import SessionRouter
 from .stats import StatsServer, open_stats_listener
 from .systemd import Notifier, forget_systemd_environ
 
 log = logging.getLogger("scgikit")
 
 MAX_WORKERS = 1024
-# Restart backoff: the first unexpected death is replaced at once; each further one
-# within BACKOFF_RESET seconds of the previous doubles the wait, from BACKOFF_MIN
-# up to BACKOFF_MAX.  Enough to stop a fork loop, short enough not to matter.
-BACKOFF_MIN = 0.1
-BACKOFF_MAX = 5.0
-BACKOFF_RESET = 10.0
 TICK = 0.5  # the loop's longest sleep: the precision of --timeout and --boot-timeout
 
 
@@ -104,6 +101,8 @@ class Arbiter:
         self.watcher: Watcher | None = None
         self.stats: StatsTable | None = None
         self.stats_server: StatsServer | None = None
+        self.router: SessionRouter | None = None  # --session-affinity
+        self.stop_pending = False  # the workers' stop waits for the router's hand-overs
 
     # --- setup -------------------------------------------------------------------------
 
@@ -134,6 +133,8 @@ class Arbiter:
                                   "object already loaded cannot be loaded afresh")
             self.watcher = watcher_for(config, os.getcwd())
         self.listeners = open_listeners(config, self.environ)
+        if config.session_affinity:
+            self.router = SessionRouter(config, [listener.sock for listener in self.listeners])
         # Read once, then gone from the environment every child inherits: the app
         # must not take itself for the process systemd started (sd_listen_fds(1)).
         self.notifier = Notifier.from_environ(self.environ)
@@ -198,13 +199,16 @@ class Arbiter:
                         # Last, so that the log ends with the cause and then "stopped".
                         log.error("%s", state.failure)
                     return
+                if self.stop_pending and not (self.router and self.router.holding()):
+                    self.stop_pending = False
+                    self._signal_workers(self.state.workers.values(), signal.SIGINT)
                 self._kill_overdue()
             else:
                 self._murder_stuck()
                 self._kill_slow_boots()
                 self._reload_on_changes()
                 self._manage()
-            self._tell_systemd()
+            self.notifier.report(self.state)
             self._wait(self._sleep_time())
 
     def _sleep_time(self) -> float:
@@ -215,20 +219,10 @@ class Arbiter:
         sleep = min(TICK, left) if left > 0 else TICK
         if self.watcher is not None:
             sleep = min(sleep, self.watcher.seconds_left())
+        if self.router is not None:
+            sleep = min(sleep, max(0.0, self.router.next_deadline() - now))
         ping = self.notifier.seconds_to_watchdog(now)
         return sleep if ping is None else min(sleep, ping)
-
-    def _tell_systemd(self) -> None:
-        """READY once a worker serves and again after a reload; STATUS; the watchdog's ping."""
-        state, notifier = self.state, self.notifier
-        if not notifier.enabled:
-            return
-        status = status_line(self.state)
-        if not state.stopping and state.ever_ready and (
-                notifier.phase == "starting" or state.generation == state.live_generation):
-            notifier.ready(status)  # a reload done or abandoned, or the first worker ready
-        notifier.update_status(status)
-        notifier.watchdog(time.monotonic())
 
     def _reload_on_changes(self) -> None:
         if self.watcher is None:
@@ -240,6 +234,8 @@ class Arbiter:
 
     def _wait(self, seconds: float) -> None:
         readers, writers = [self.wake_r, self.ready_r], []
+        if self.router is not None:
+            readers.append(self.router.fileno())
         if self.stats_server is not None:
             readers += self.stats_server.readers()
             writers = self.stats_server.writers()
@@ -261,6 +257,8 @@ class Arbiter:
             drain(self.wake_r)
         if self.stats_server is not None:
             self.stats_server.handle(readable, writable)
+        if self.router is not None:
+            self.router.handle()
 
     def _handle_signals(self) -> None:
         while self.signals:
@@ -298,10 +296,14 @@ class Arbiter:
         self.notifier.stopping(status_line(self.state))
         self.state.stop_deadline = time.monotonic() + grace
         self.state.stop_signal = signum
+        if self.router is not None and signum == signal.SIGINT:
+            self.router.stop()  # accepts what is queued: the workers stop once it is handed over
+            self.stop_pending = True
         for listener in self.listeners:
             listener.refuse_new()
             listener.close(unlink=True)
-        self._signal_workers(self.state.workers.values(), signum)
+        if not self.stop_pending:
+            self._signal_workers(self.state.workers.values(), signum)
         if self.gateway_pid:
             kill(self.gateway_pid, signal.SIGTERM)
 
@@ -351,6 +353,8 @@ class Arbiter:
         self._read_ready()
         for pid, status in exited:
             record = self.state.workers.pop(pid, None)
+            if self.router is not None:
+                self.router.gone(pid)
             if record is None:
                 if pid == self.gateway_pid and not self.state.stopping:
                     log.error("HTTP gateway exited (%s)", os.waitstatus_to_exitcode(status))
@@ -409,7 +413,7 @@ class Arbiter:
         self._begin_stop(5.0, signal.SIGKILL)
 
     def _died(self, record: WorkerRecord, code: int, note: str = "") -> None:
-        delay = self._back_off()
+        delay = self.state.back_off()
         said = notes(record, code, self.config.boot_timeout) + [n for n in [note] if n]
         if delay:
             said.append("workers keep dying")
@@ -417,17 +421,6 @@ class Arbiter:
         log.log(level, "Worker %d %s; replacing it%s%s", record.pid, how(code), after(delay),
                 f" ({'; '.join(said)})" if said else "")
 
-    def _back_off(self, at_least: float = 0.0) -> float:
-        """Delay the next start after a failure; returns the delay (0: at once)."""
-        state = self.state
-        now = time.monotonic()
-        if now - state.last_failure > BACKOFF_RESET:
-            state.backoff = at_least
-        else:
-            state.backoff = min(max(state.backoff * 2, BACKOFF_MIN, at_least), BACKOFF_MAX)
-        state.last_failure = now
-        state.respawn_after = max(state.respawn_after, now + state.backoff)
-        return state.backoff
 
     def _abandon_reload(self) -> None:
         state = self.state
@@ -509,38 +502,37 @@ class Arbiter:
                 record.boot_timed_out = True  # its death is then reported as this
                 kill(record.pid, signal.SIGKILL)
 
-    def _free_slot(self) -> int:
-        used = {w.slot for w in self.state.workers.values()}
-        for slot in range(MAX_WORKERS):
-            if slot not in used:
-                return slot
-        raise RuntimeError("no free worker slot")
-
     def _spawn(self) -> bool:
         """Start one worker of the current generation; False if fork() failed."""
-        slot = self._free_slot()
+        slot = self.state.free_slot(MAX_WORKERS)
         self.slots[slot] = 0.0
         generation = self.state.generation
         master = os.getpid()
+        ends = channel_pair() if self.router is not None else None
         try:
             pid = fork()
         except OSError as exc:  # EAGAIN, ENOMEM: the machine may recover; we stay up
             log.error("Cannot start a worker: fork() failed: %s; retrying%s",
-                      exc.strerror or exc, after(self._back_off(BACKOFF_MIN)))
+                      exc.strerror or exc, after(self.state.back_off(BACKOFF_MIN)))
+            for end in ends or ():
+                end.close()
             return False
         if pid == 0:
-            self._run_worker(slot, master)
+            self._run_worker(slot, master, ends)
+        if ends is not None and self.router is not None:
+            ends[1].close()
+            self.router.add(pid, ends[0])
         self.state.workers[pid] = WorkerRecord(pid, slot, generation, started=time.monotonic())
         if self.stats is not None:
             self.stats.starts += 1
         log.debug("Started worker %d (generation %d)", pid, generation)
         return True
 
-    def _run_worker(self, slot: int, master: int) -> NoReturn:
+    def _run_worker(self, slot: int, master: int, ends: Any) -> NoReturn:
         """In the child after the fork: boot, serve, exit with the worker's code."""
-        exit_child(lambda: self._boot_worker(slot, master), "Worker")
+        exit_child(lambda: self._boot_worker(slot, master, ends), "Worker")
 
-    def _boot_worker(self, slot: int, master: int) -> int:
+    def _boot_worker(self, slot: int, master: int, ends: Any) -> int:
         os.close(self.wake_r)
         os.close(self.wake_w)
         os.close(self.ready_r)
@@ -553,7 +545,12 @@ class Arbiter:
         if self.stats is not None and self.stats_server is not None:
             self.stats_server.forget()
             stats = self.stats.worker(slot)
-        return boot(self.config, self.listeners, self.app, Heartbeat(self.slots, slot, stats),
+        listeners: Any = self.listeners
+        if self.router is not None:  # --session-affinity: the master hands connections over
+            ends[0].close()
+            self.router.forget()
+            listeners = [Listener(ends[1], "the master")]
+        return boot(self.config, listeners, self.app, Heartbeat(self.slots, slot, stats),
                     self.ready_w, master)
 
     def _forget_in_child(self) -> None:
@@ -584,6 +581,8 @@ class Arbiter:
             kill(record.pid, signum)
 
     def _cleanup(self) -> None:
+        if self.router is not None:
+            self.router.close()
         for listener in self.listeners:
             listener.close(unlink=True)
         if self.stats_server is not None:

@@ -10,6 +10,7 @@ the workers are doing.
 from __future__ import annotations
 
 import signal
+import time
 from dataclasses import dataclass, field
 
 __all__ = ["APP_LOAD_ERROR", "WORKER_BOOT_ERROR", "MasterState", "WorkerRecord", "after", "cause",
@@ -35,6 +36,14 @@ class WorkerRecord:
     timed_out: bool = False  # killed by us for a request longer than --timeout
 
 
+# Restart backoff: the first unexpected death is replaced at once; each further one
+# within BACKOFF_RESET seconds of the previous doubles the wait, from BACKOFF_MIN
+# up to BACKOFF_MAX.  Enough to stop a fork loop, short enough not to matter.
+BACKOFF_MIN = 0.1
+BACKOFF_MAX = 5.0
+BACKOFF_RESET = 10.0
+
+
 @dataclass
 class MasterState:
     """The master's picture of its workers and of itself, changed only by its loop."""
@@ -53,6 +62,25 @@ class MasterState:
     backoff: float = 0.0
     last_failure: float = float("-inf")
     waiting_for_change: bool = False  # --reload: the app failed its first start
+
+    def back_off(self, at_least: float = 0.0) -> float:
+        """Delay the next start after a failure; returns the delay (0: at once)."""
+        now = time.monotonic()
+        if now - self.last_failure > BACKOFF_RESET:
+            self.backoff = at_least
+        else:
+            self.backoff = min(max(self.backoff * 2, BACKOFF_MIN, at_least), BACKOFF_MAX)
+        self.last_failure = now
+        self.respawn_after = max(self.respawn_after, now + self.backoff)
+        return self.backoff
+
+    def free_slot(self, slots: int) -> int:
+        """The first heartbeat slot no worker holds."""
+        used = {w.slot for w in self.workers.values()}
+        for slot in range(slots):
+            if slot not in used:
+                return slot
+        raise RuntimeError("no free worker slot")
 
 
 def exit_reason(record: WorkerRecord, code: int, stopping: bool) -> str:

@@ -27,6 +27,8 @@ import socket
 import time
 from collections.abc import Mapping, MutableMapping
 
+from .roster import MasterState, status_line
+
 log = logging.getLogger("scgikit")
 
 #: The variables by which systemd talks to the process it starts, and only to it.
@@ -83,6 +85,17 @@ class Notifier:
         if self.phase != "stopping":
             self.phase = "stopping"
             self._send("STOPPING=1", *self._status(status))
+
+    def report(self, state: MasterState) -> None:
+        """READY once a worker serves and again after a reload; STATUS; the watchdog's ping."""
+        if not self.enabled:
+            return
+        status = status_line(state)
+        if not state.stopping and state.ever_ready and (
+                self.phase == "starting" or state.generation == state.live_generation):
+            self.ready(status)  # a reload done or abandoned, or the first worker ready
+        self.update_status(status)
+        self.watchdog(time.monotonic())
 
     def update_status(self, status: str) -> None:
         """Send ``STATUS=status`` if it is not what systemd already shows."""

@@ -95,6 +95,9 @@ def _time_out(waiter: asyncio.Future[None], what: str) -> None:
     if not waiter.done():
         waiter.set_exception(DeadlinePassed(f"{what} timed out"))
 
+# The requests an asyncio worker takes at once, as the master routes sessions.
+_MANY = 1 << 20
+
 
 class Channel:
     """One request's connection on the loop: the ``asgi.Channel`` its cycle uses."""
@@ -268,6 +271,9 @@ class AsyncioWorker(Worker):
         return WaitingRoom(self.config, self.poller, self.handle, stats=self.stats,
                            on_deadline=self._deadline)
 
+    def capacity(self) -> int:
+        return _MANY  # requests that wait on I/O cost the loop nothing: no session waits
+
     # --- start and stop --------------------------------------------------------------
 
     def start(self) -> None:
@@ -402,7 +408,8 @@ class AsyncioWorker(Worker):
             pass
 
     def _queue_loop(self, listener: socket.socket) -> Any:
-        if self.allow is not None and family_of(listener) != socket.AF_UNIX:
+        if self.handoff is not None or (
+                self.allow is not None and family_of(listener) != socket.AF_UNIX):
             return None
         config = self.config
         return QueueLoop(state=self.state, listener=listener, recv_size=RECV_SIZE,
@@ -494,6 +501,7 @@ class AsyncioWorker(Worker):
         if self.stats is not None:
             self.stats.set_in_flight(len(self.tasks))
         self.state.handled += 1
+        self._finished(channel.conn)
         if self.retiring:
             # Looked at once the callback that runs us is over: an eager task ends
             # within the accept pass that started it, which may start more after it.

@@ -37,6 +37,7 @@ from collections.abc import Callable, Sequence
 
 from ..allow import AllowList
 from ..config import Config
+from ..connection.handoff import HandOff, is_channel
 from ..connection.intake import RECV_SIZE, ParsedHead
 from ..connection.metrics import WorkerStats
 from ..connection.poller import Poller
@@ -103,7 +104,13 @@ class Worker:
         self.listening = False  # the listeners are in the poller
         # Each listener's acceptor, made now: under a shortage of descriptors, the last
         # accepts of a retiring worker must not need one to make it.
-        self.acceptors = {sock: acceptor(sock) for sock in self.listeners}
+        self.acceptors = {sock: acceptor(sock) for sock in self.listeners
+                          if not is_channel(sock)}
+        # --session-affinity: the master hands each connection over on a channel of ours.
+        self.handoff = HandOff(self.listeners[0]) if (
+            len(self.listeners) == 1 and is_channel(self.listeners[0])) else None
+        if self.handoff is not None:
+            self.acceptors[self.listeners[0]] = self.handoff.accept
         self.log_accept_error = LogThrottle(log, logging.ERROR)
         self.log_refused = LogThrottle(log, logging.WARNING)
         self.room = self._make_room()
@@ -126,6 +133,15 @@ class Worker:
         """Whether to take another connection now (a model with a pool says when it is full)."""
         return True
 
+    def capacity(self) -> int:
+        """How many requests this worker runs at once (the master routes sessions by it)."""
+        return 1
+
+    def _finished(self, conn: Connection) -> None:
+        """A request is over: a connection handed over by the master says so."""
+        if self.handoff is not None:
+            self.handoff.finished(conn)
+
     # --- one connection ------------------------------------------------------------------
 
     def _take(self, conn: Connection) -> None:
@@ -142,7 +158,11 @@ class Worker:
             got: bytes | OSError = recv_now(conn, RECV_SIZE, self.room.recv_flags)
         except OSError as exc:
             got = exc
-        return self.room.arrived(conn, got, accepted)
+        request = self.room.arrived(conn, got, accepted)
+        if request is None and self.handoff is not None:
+            # Refused or closed; or waiting for a body that the master saw was there.
+            self.handoff.finished(conn)
+        return request
 
     def _took(self, left: Left) -> bool:
         """What a ``QueueLoop`` handed back: False when the pass is over."""
@@ -230,6 +250,8 @@ class Worker:
     def _listen(self) -> None:
         self.poller.add_listeners(self.listeners)
         self.listening = True
+        if self.handoff is not None:
+            self.handoff.offer(self.capacity())
 
     def _unlisten(self) -> None:
         for sock in self.listeners:
@@ -265,6 +287,11 @@ class Worker:
         for sock in self.listeners:
             if sock.fileno() < 0:
                 continue  # closed by an earlier stop
+            if self.handoff is not None:
+                for conn in self.handoff.retire():  # all the master had sent
+                    self._take(conn)
+                sock.close()
+                continue
             queued = _queued(sock)
             if self.state.drain_queue:
                 self._accept_from(sock, None if queued < 0 else queued, final=True)

@@ -144,8 +144,10 @@ class SyncWorker(Worker):
     def _serves_inline(self) -> bool:
         """Whether the listen queues are served by a ``QueueLoop`` that answers whole
         requests itself; not in the threads model, nor under --allow-from (which needs
-        each peer's address), nor for a handler that reads the socket itself."""
-        return self.answers_inline and self.allow is None and not self.adapter.raw
+        each peer's address), nor for a handler that reads the socket itself, nor for
+        connections the master hands over (--session-affinity)."""
+        return (self.answers_inline and self.allow is None and not self.adapter.raw
+                and self.handoff is None)
 
     def _accept_queue(self, listener: socket.socket) -> None:
         self._accept_from(listener, None)
@@ -208,6 +210,7 @@ class SyncWorker(Worker):
         finally:
             slots[slot] = 0.0
             self.state.handled += 1
+            self._finished(conn)
         if ending is not None:
             self.room.end(conn, ending, accepted)
         elif parsed is not None:

@@ -174,6 +174,9 @@ class ThreadedWorker(SyncWorker):
         # requests wait for a thread here rather than be reset with the socket.
         return self.state.drain_queue or self.in_flight < self.size
 
+    def capacity(self) -> int:
+        return self.size
+
     def _idle(self) -> bool:
         return self.in_flight == 0 and self.room.inbox.empty()  # type: ignore[attr-defined]
 
@@ -227,6 +230,7 @@ class ThreadedWorker(SyncWorker):
             log.exception("Error serving a request")
         finally:
             self.running.end(key)
+            self._finished(conn)
         if ending is not None:
             self.room.end(conn, ending, accepted)
         else:
