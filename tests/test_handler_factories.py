@@ -11,7 +11,7 @@ import socket
 import sys
 
 import pytest
-from scgi_raw import request
+from scgi_raw import exchange_raw, parse_answer, request
 from servers import FIXTURES, ServerProcess, child_env, failed_start
 
 pytestmark = pytest.mark.timeout(60)
@@ -140,6 +140,38 @@ def test_scgiserver_serve_takes_the_socket_systemd_passes(tmp_path):
             assert len(server.wait_for_log("Listening at: ")) == 1
         finally:
             assert server.stop() == 0
+
+
+TWO_SOCKETS_SCRIPT = """
+import os, sys
+os.dup2(int(sys.argv[1]), 3)
+os.dup2(int(sys.argv[2]), 4)
+os.environ.update(LISTEN_FDS="2", LISTEN_PID=str(os.getpid()))
+import scgikit.scgi_server
+from handler_factories import marked
+scgikit.scgi_server.SCGIServer(marked, max_children=1).serve()
+"""
+
+
+def test_scgiserver_serves_every_socket_systemd_passes(tmp_path):
+    # The original's serve() refused more than one (OSError).
+    with socket.create_server(("127.0.0.1", 0)) as one, \
+            socket.create_server(("127.0.0.1", 0)) as two:
+        fds = [one.fileno(), two.fileno()]
+        server = script(tmp_path, TWO_SOCKETS_SCRIPT, *map(str, fds))
+        server.start(ready=r"Listening at: systemd fd 4", pass_fds=fds)
+        try:
+            for sock in (one, two):
+                host, port = sock.getsockname()
+                assert request(f"{host}:{port}", "/two").status == 200
+        finally:
+            assert server.stop() == 0
+
+
+def test_a_malformed_head_is_answered_400_before_a_raw_handler_sees_it(factory):
+    address = factory("marked_raw")
+    assert parse_answer(exchange_raw(address, b"5:abcde,")).status == 400
+    assert request(address, "/after").body == b"raw /after"
 
 
 def test_a_socket_systemd_passes_to_another_process_is_left_alone(tmp_path):
