@@ -109,6 +109,15 @@ def test_a_quixote_style_handler_of_the_original_package_is_served(tmp_path):
         assert server.stop() == 0
 
 
+def test_a_handler_class_of_the_original_package_is_served_with_interface_handler(serve,
+                                                                                  transport):
+    pytest.importorskip("scgi.scgi_server", reason="the scgi package (PyPI scgi==2.2) is not "
+                        "installed: run scripts/install-test-deps")
+    server = serve("quixote_style:OriginalProduce", "--interface", "handler", "--workers", "1",
+                   bind=[transport])
+    assert request(server.address, "/", method="POST", body=b"body").body == b"original body"
+
+
 def test_a_factory_that_makes_no_handler_stops_the_server_with_the_reason():
     server = failed_start("handler_factories:returns_nothing")
     assert server.proc.returncode == 4
