@@ -348,7 +348,7 @@ def test_handler_factory_marks_and_returns_the_function_itself():
     assert app_kind(create_handler) == "handler"
 
 
-def test_the_default_listening_socket_is_the_originals(monkeypatch):
+def test_the_default_listening_socket_is_the_originals():
     ours = scgikit.scgi_server.SCGIServer(host="127.0.0.1", port=0).get_listening_socket()
     theirs = scgi.scgi_server.SCGIServer(host="127.0.0.1", port=0).get_listening_socket()
     with ours, theirs:
