@@ -169,7 +169,7 @@ def test_reload_and_stop_lose_no_request_of_any_session(serve, transport):
     server.wait_for_log(r"start 0 ", timeout=10, start=len(server.lines) - 1)
     server.send_signal(signal.SIGINT)
     assert [answer_of(sock)[0] for sock in queued] == [200, 200, 200]
-    assert server.stop(timeout=30) == 0
+    assert server.proc is not None and server.proc.wait(30) == 0
 
 
 def test_recycled_workers_lose_no_request_and_their_sessions_move(serve, transport):
@@ -232,3 +232,52 @@ def test_idle_sessions_are_forgotten_past_the_cap_or_after_max_age():
     busy.running = 0
     table.find("f", now=300.0)  # from the least recent on, every idle one too old goes
     assert [s.key for s in table.values()] == ["f"]
+
+
+def test_a_silent_client_never_holds_the_master(serve, transport):
+    server = serve(APP, "--session-affinity", "-w", "1", "--header-timeout", "1",
+                   "--log-level", "debug", bind=[transport])
+    wait_ready(server, 1)
+    silent = connect(server.address)
+    silent.sendall(b"70:CONTENT_LENGTH\0")  # a head begun, never finished
+    assert get(server.address, "/pid", "meanwhile")[0] == 200
+    silent.settimeout(10)
+    try:  # closed at --header-timeout: reset, as the master had only looked at its bytes
+        assert silent.recv(100) == b""
+    except ConnectionResetError:
+        pass
+    silent.close()
+
+
+@pytest.mark.models("sync", reason="the classic session server serves classic handlers")
+def test_the_classic_session_server_keeps_sessions_and_its_queue_bound(tmp_path):
+    script = tmp_path / "server.py"
+    script.write_text(
+        "import os, sys, time\n"
+        "from scgikit import session_server\n"
+        "class Handler(session_server.SCGIHandler):\n"
+        "    def produce(self, env, bodysize, input, output):\n"
+        "        if env['DOCUMENT_URI'] == '/slow':\n"
+        "            time.sleep(1)\n"
+        "        output.write('Status: 200 OK\\r\\nContent-Type: text/plain\\r\\n\\r\\n')\n"
+        "        output.write(str(os.getpid()))\n"
+        "class Server(session_server.SCGIServer):\n"
+        "    MAX_QUEUE = 1\n"
+        "Server(Handler, host='127.0.0.1', port=int(sys.argv[1]), max_children=2).serve()\n")
+    import sys
+
+    from servers import free_port
+
+    port = free_port()
+    server = ServerProcess([sys.executable, str(script), str(port)], cwd=tmp_path).start()
+    address = f"127.0.0.1:{port}"
+    try:
+        pids = {get(address, "/pid", "classic")[1] for _ in range(4)}
+        assert len(pids) == 1
+        first = send_only(address, "/slow", "classic")
+        wait_until(lambda: get(address, "/pid", "other")[0] == 200)
+        more = [send_only(address, "/slow", "classic") for _ in range(2)]
+        assert answer_of(first)[0] == 200
+        assert sorted(answer_of(sock)[0] for sock in more) == [200, 503]
+    finally:
+        server.stop()

@@ -27,8 +27,11 @@ from . import scgi_server
 from .config import SESSION_ID_PATTERN
 from .master.sessions import DEFAULT_SESSION_ID
 from .scgi_server import SCGIHandler
+from .systemd_socket import get_systemd_socket
+from .util import log, ns_reads, parse_env
 
-__all__ = ["SCGIHandler", "SCGIServer", "main"]
+__all__ = ["SCGIHandler", "SCGIServer", "get_systemd_socket", "log", "main", "ns_reads",
+           "parse_env"]
 
 
 class SCGIServer(scgi_server.SCGIServer):
