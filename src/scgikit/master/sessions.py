@@ -82,7 +82,7 @@ class Route:
 class Session:
     """One session's worker, its running request and the requests waiting behind it."""
 
-    __slots__ = ("key", "route", "running", "queue", "last")
+    __slots__ = ("key", "route", "running", "queue", "last", "unplaced")
 
     def __init__(self, key: str) -> None:
         self.key = key
@@ -90,6 +90,7 @@ class Session:
         self.running = 0  # the token of the request its worker runs
         self.queue: collections.deque[tuple[Connection, int]] = collections.deque()
         self.last = time.monotonic()
+        self.unplaced = False  # waits in the router's line for a worker with room
 
 
 class SessionTable:
@@ -301,16 +302,14 @@ class SessionRouter:
             if route is None or not route.open:
                 route = self._choose()
                 if route is None:
-                    if session not in self.unplaced:
-                        self.unplaced.append(session)
+                    self._wait_for_room(session)
                     return
             conn, family = session.queue[0]
             token = next(self.counter)
             try:
                 socket.send_fds(route.sock, [HANDED.pack(token, family)], [conn.fileno()])
             except BlockingIOError:  # its channel is full: wait for its reports
-                if session not in self.unplaced:
-                    self.unplaced.append(session)
+                self._wait_for_room(session)
                 return
             except OSError:  # it is gone, or going
                 route.open = False
@@ -336,10 +335,16 @@ class SessionRouter:
                 best = route
         return best
 
+    def _wait_for_room(self, session: Session) -> None:
+        if not session.unplaced:
+            session.unplaced = True
+            self.unplaced.append(session)
+
     def _place(self) -> None:
         """Sessions that found no worker with room: try again, in the order they came."""
         for _ in range(len(self.unplaced)):
             session = self.unplaced.popleft()
+            session.unplaced = False
             self._pump(session)
 
     def _read_reports(self, route: Route) -> None:
