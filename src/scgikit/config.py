@@ -29,9 +29,11 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     pass  # type: ignore[import-not-found, unused-ignore]
 
-__all__ = ["Config", "ConfigError", "Kind", "env_name", "file_key", "option_fields"]
+__all__ = ["INTERFACES", "Config", "ConfigError", "Kind", "env_name", "file_key", "option_fields"]
 
 DEFAULT_BIND = "127.0.0.1:4000"
+#: What ``--interface`` takes: ``auto`` tells the app's kind from the app (``apps.loader``).
+INTERFACES = ("auto", "wsgi", "asgi", "handler")
 
 
 class ConfigError(ValueError):
@@ -173,6 +175,13 @@ class Config:
     workers: int = _option(
         ["-w", "--workers"], "worker processes",
         factory=_default_workers, parse=_count, metavar="N", shown="number of CPUs")
+    interface: str = _option(
+        ["--interface"], "what kind of app TARGET names: auto (a subclass of SCGIHandler or a "
+        "function marked @scgikit.scgi_server.handler_factory is a classic handler, an async "
+        "callable is ASGI, any other callable WSGI), wsgi, asgi or handler (a classic handler: "
+        "an SCGIHandler subclass, or any callable that takes parent_fd and returns a handler, "
+        "as the scgi package's SCGIServer takes it)", default="auto",
+        parse=lambda text: text.lower(), metavar="KIND")
     worker: str = _option(
         ["-k", "--worker"], "worker model: sync (one request at a time per process), threads "
         "(--threads per process, WSGI) or asyncio (ASGI)", default="",
@@ -306,6 +315,9 @@ class Config:
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise ConfigError("--workers must be at least 1")
+        if self.interface not in INTERFACES:
+            raise ConfigError(f"--interface {self.interface!r}: expected auto, wsgi, asgi or "
+                              "handler")
         if self.worker not in ("", "sync", "threads", "asyncio"):
             raise ConfigError(f"--worker {self.worker!r}: expected sync, threads or asyncio")
         if self.threads < 1:

@@ -26,11 +26,16 @@ __all__ = ["make_adapter"]
 
 def make_adapter(kind: str, app: Any, config: Config, listeners: Sequence[socket.socket],
                  multithread: bool = False) -> Adapter:
-    """The adapter for a WSGI app or a classic handler class (``kind``, from ``app_kind``)."""
+    """The adapter for a WSGI app or a classic handler (``kind``, from ``app_kind``).
+
+    For a handler, ``app`` is what makes it (a class or a factory): each worker makes
+    its one handler here, as each child of the original package did.
+    """
     if kind == "handler":
         from .handler import HandlerAdapter
+        from .loader import make_handler
 
-        return HandlerAdapter(app, config.header_timeout or None)
+        return HandlerAdapter(make_handler(app), config.header_timeout or None)
     from .wsgi import WSGIAdapter
 
     name, port = local_name(listeners)

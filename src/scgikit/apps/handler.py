@@ -7,7 +7,9 @@ as well as ``bytes``, and buffers, so that an error raised before anything
 reached the socket can still be answered with a clean 500.
 
 A handler that overrides ``handle_connection(conn)`` gets the raw connection,
-as it did with the original package.
+as it did with the original package.  The handler may come from a factory (any
+callable that takes ``parent_fd``, as the original's SCGIServer took), marked with
+``handler_factory`` for ``scgikit serve``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import logging
 import os
 import socket
 import sys
-from typing import IO, Any
+from collections.abc import Callable
+from typing import IO, Any, TypeVar
 
 from ..connection.sockets import Connection, send_all
 from ..connection.streams import Body, body_stream, whole_body
@@ -112,6 +115,32 @@ class SCGIHandler:
             print(f"{name}: {value!r}")
 
 
+def reads_connection(handler: Any) -> bool:
+    """Whether ``handler`` takes the whole connection (``handle_connection``), as the
+    original package let a handler do, rather than a parsed request (``produce``).
+
+    Ours, unless its class overrides ``handle_connection``; a handler of another
+    class (the original package's, from a factory) has it called when it has one.
+    """
+    own = getattr(type(handler), "handle_connection", None)
+    return own is not None and own is not SCGIHandler.handle_connection
+
+
+#: The attribute ``handler_factory`` sets on a function, read by ``loader.app_kind``.
+INTERFACE_MARK = "__scgikit_interface__"
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def handler_factory(factory: _F) -> _F:
+    """Mark ``factory``, a function that takes ``parent_fd`` and returns a handler, as
+    a classic handler: ``scgikit serve module:factory`` then serves it as one, where an
+    unmarked function would be taken for a WSGI app (or say ``--interface handler``).
+    """
+    setattr(factory, INTERFACE_MARK, "handler")
+    return factory
+
+
 class HandlerOutput(io.RawIOBase):
     """The ``output`` file of ``produce``: a buffered writer to the socket."""
 
@@ -171,13 +200,12 @@ class HandlerOutput(io.RawIOBase):
 
 
 class HandlerAdapter:
-    """Runs a classic ``SCGIHandler`` subclass for each request a worker receives."""
+    """Runs a worker's classic handler (``loader.make_handler``) for each request it receives."""
 
-    def __init__(self, handler_class: type[SCGIHandler], timeout: float | None = None) -> None:
+    def __init__(self, handler: Any, timeout: float | None = None) -> None:
         self.timeout = timeout  # what a send that cannot finish at once may wait, per call
-        self.handler = handler_class(None)
-        # The original package let subclasses take over the whole connection.
-        self.raw = type(self.handler).handle_connection is not SCGIHandler.handle_connection
+        self.handler = handler
+        self.raw = reads_connection(handler)
 
     def handle_raw(self, conn: socket.socket) -> None:
         self.handler.handle_connection(conn)

@@ -1,6 +1,8 @@
 """Find the app a TARGET names, and tell what kind of app it is.
 
-    module:attribute        a WSGI callable or an SCGIHandler subclass
+    module:attribute        a WSGI callable, an ASGI app, an SCGIHandler subclass or a
+                            handler factory (``--interface`` says which when the app
+                            cannot: ``app_kind``)
     module:factory()        called (literal arguments allowed) to make one
     path/to/file.py:attr    loaded from a file; its folder goes on sys.path
     module                  looks for ``application``, then ``app``
@@ -19,7 +21,7 @@ import sys
 from types import ModuleType
 from typing import Any
 
-__all__ = ["AppImportError", "load_target", "app_kind"]
+__all__ = ["AppImportError", "load_target", "app_kind", "make_handler"]
 
 
 class AppImportError(Exception):
@@ -98,23 +100,91 @@ def _resolve(module: ModuleType, expression: str, target: str) -> Any:
     return obj
 
 
-def app_kind(obj: Any) -> str:
-    """``"handler"`` for an SCGIHandler subclass, ``"asgi"`` for an ASGI 3 app (an async
-    callable), ``"wsgi"`` for any other callable."""
-    from .handler import SCGIHandler
+def app_kind(obj: Any, interface: str = "auto") -> str:
+    """What kind of app ``obj`` is: ``"handler"``, ``"asgi"`` or ``"wsgi"``.
 
-    if inspect.isclass(obj) and issubclass(obj, SCGIHandler):
-        return "handler"
-    if _is_asgi(obj):
-        return "asgi"
+    ``interface`` is ``--interface``.  With ``auto`` the kind is told from the app:
+    a subclass of SCGIHandler or a function marked ``@handler_factory`` is a classic
+    handler, an async callable (ASGI 3) is ASGI, any other callable is WSGI.  Named
+    explicitly, the kind is taken as given, for any callable, unless the app says
+    otherwise of itself (a handler class served as WSGI, say): that is refused, never
+    served to fail on every request.
+    """
+    evident = _evident_kind(obj)
+    if interface != "auto":
+        return _named_kind(obj, interface, evident)
+    if evident:
+        return evident
     if inspect.isclass(obj):
         raise AppImportError(
             f"{obj!r} is a class but not a subclass of scgikit.scgi_server.SCGIHandler "
-            "(an ASGI 2 class-style app is not supported: ASGI 3 apps are async callables)"
+            "(an ASGI 2 class-style app is not supported: ASGI 3 apps are async callables; "
+            "a class whose instances are classic handlers: --interface handler)"
         )
     if not callable(obj):
         raise AppImportError(f"{obj!r} is neither a WSGI callable nor an SCGIHandler subclass")
     return "wsgi"
+
+
+_KIND_NAMES = {"handler": "a classic handler", "asgi": "an ASGI app (an async callable)",
+               "wsgi": "a WSGI app"}
+
+
+def _evident_kind(obj: Any) -> str | None:
+    """The kind an app declares by what it is, or None when only a guess would say."""
+    from .handler import INTERFACE_MARK, SCGIHandler
+
+    if inspect.isclass(obj) and issubclass(obj, SCGIHandler):
+        return "handler"
+    if getattr(obj, INTERFACE_MARK, None) == "handler":
+        return "handler"
+    if _is_asgi(obj):
+        return "asgi"
+    return None
+
+
+def _named_kind(obj: Any, interface: str, evident: str | None) -> str:
+    if not callable(obj):
+        raise AppImportError(
+            f"--interface {interface}: {_name(obj)} is not callable; {_EXPECTED[interface]}")
+    if evident is not None and evident != interface:
+        raise AppImportError(
+            f"--interface {interface}: {_name(obj)} is {_KIND_NAMES[evident]}, not "
+            f"{_KIND_NAMES[interface]}; serve it with --interface {evident} (or auto)")
+    return interface
+
+
+_EXPECTED = {
+    "handler": "a classic handler is an SCGIHandler subclass or a function that takes "
+               "parent_fd and returns a handler",
+    "wsgi": "a WSGI app is a callable taking (environ, start_response)",
+    "asgi": "an ASGI app is an async callable taking (scope, receive, send)",
+}
+
+
+def make_handler(factory: Any) -> Any:
+    """The handler a worker serves with: ``factory(None)``, checked.
+
+    ``factory`` is what the classic SCGIServer takes as ``handler_class``: an
+    SCGIHandler subclass, or any callable that takes ``parent_fd`` and returns a
+    handler.  The original passed the child's end of a pipe to its master; scgikit's
+    workers have none, so they pass None.  A handler has ``produce`` (called per
+    request) or ``handle_connection`` (given the connection itself).
+    """
+    handler = factory(None)
+    if not any(callable(getattr(handler, name, None))
+               for name in ("produce", "handle_connection")):
+        raise AppImportError(
+            f"{_name(factory)} was served as a classic handler, but {_name(factory)}(None) "
+            f"returned {handler!r}, which has neither produce() nor handle_connection()")
+    return handler
+
+
+def _name(obj: Any) -> str:
+    """A function or a class by its dotted name (its repr has an address); else its repr."""
+    qualname = getattr(obj, "__qualname__", None)
+    module = getattr(obj, "__module__", None)
+    return f"{module}.{qualname}" if isinstance(qualname, str) and module else repr(obj)
 
 
 def _is_asgi(obj: Any) -> bool:

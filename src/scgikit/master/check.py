@@ -2,16 +2,18 @@
 
 The ``Config`` is built as ``serve`` builds it (command line, ``SCGIKIT_*``
 variables, ``--config`` file), then the app is loaded by the workers' own code
-(``apps.loader.load_target`` and ``app_kind``, ``boot.choose_model``) and the
-report says what was found: the app's kind, the worker model, the addresses.
+(``apps.loader.load_target`` and ``app_kind`` with ``--interface``,
+``workers.choose_model``; a classic handler is made, as each worker makes its
+one) and the report says what was found: the app's kind, the worker model, the
+addresses.
 
 Nothing listens.  Addresses are only looked at: a port below the kernel's
 unprivileged start, a port some socket of this machine already listens on
 (from /proc/net), a unix socket's folder that is missing or not writable, a
 file that is in the way.  No socket is bound or connected to, so a check can
 run beside the server it checks.  The one side effect is the app's import: its
-module-level code runs, as in every worker (an ASGI app's lifespan startup is
-not run).
+module-level code runs, as in every worker, and so does a classic handler's
+``__init__`` (or its factory); an ASGI app's lifespan startup is not run.
 
 Exit status: 0 when ``serve`` would start (warnings may be printed), 2 when a
 setting is unusable (as ``serve``), 4 when the app cannot be loaded (as a
@@ -127,11 +129,14 @@ def _prepare_process(config: Config, report: Report) -> None:
 
 
 def _check_app(config: Config, report: Report) -> None:
-    from ..apps.loader import AppImportError, app_kind, load_target
+    from ..apps.loader import AppImportError, app_kind, load_target, make_handler
 
     try:
-        kind = app_kind(load_target(config.target))
+        app = load_target(config.target)
+        kind = app_kind(app, config.interface)
         model = choose_model(config, kind)
+        if kind == "handler":
+            make_handler(app)  # as each worker makes its handler: a factory is called
         if model == "asyncio":
             from ..workers.asyncio import new_event_loop
 
@@ -149,7 +154,8 @@ def _check_app(config: Config, report: Report) -> None:
         report.errors.append((APP_LOAD_ERROR, f"cannot load the app {config.target!r}: "
                                               f"{_one_line(exc)}"))
         return
-    report.found.append(("app", f"{config.target} ({_KIND_NAMES[kind]})"))
+    named = "" if config.interface == "auto" else f", --interface {config.interface}"
+    report.found.append(("app", f"{config.target} ({_kind_name(kind, app)}{named})"))
     report.found.append(("worker model", _model_text(config, model)))
     if kind == "asgi" and config.threads > 1:
         report.warnings.append(
@@ -158,6 +164,12 @@ def _check_app(config: Config, report: Report) -> None:
 
 
 _KIND_NAMES = {"wsgi": "a WSGI app", "asgi": "an ASGI app", "handler": "a classic SCGIHandler"}
+
+
+def _kind_name(kind: str, app: object) -> str:
+    if kind == "handler" and not isinstance(app, type):
+        return "a classic handler factory"
+    return _KIND_NAMES[kind]
 
 
 def _model_text(config: Config, model: str) -> str:

@@ -14,8 +14,10 @@ DESCRIPTION = """\
 Serve TARGET over SCGI with a pre-forking master and --workers worker processes.
 
 TARGET is MODULE:ATTRIBUTE, MODULE:FACTORY() or path/to/file.py:ATTRIBUTE, naming a
-WSGI callable, an ASGI 3 app (served on the asyncio model) or a subclass of
-scgikit.scgi_server.SCGIHandler.  --threads N runs N WSGI requests per worker at once.
+WSGI callable, an ASGI 3 app (served on the asyncio model), a subclass of
+scgikit.scgi_server.SCGIHandler or a handler factory (a function that takes parent_fd
+and returns a handler, marked @handler_factory or served with --interface handler).
+--threads N runs N WSGI requests per worker at once.
 
 Options may also come from a TOML file (--config FILE; keys are the long flags without
 their dashes, and "app" names TARGET): the command line wins over SCGIKIT_* variables,
@@ -29,6 +31,7 @@ examples:
   scgikit serve myapp:create_app() --bind unix:/run/myapp.sock --workers 4
   scgikit serve examples/hello.py:app --bind 127.0.0.1:4000 --access-log -
   scgikit serve legacy:YourHandler --max-requests 1000 --max-requests-jitter 100
+  scgikit serve legacy:create_handler --interface handler
   scgikit serve myapp:app --threads 8
   scgikit serve myapi:app --bind /run/myapi.sock     # an ASGI app (FastAPI, Starlette)
   scgikit serve -c /etc/myapp/scgikit.toml          # app = "myapp:app" in the file"""

@@ -139,7 +139,7 @@ def open_listeners(config: Config, environ: Mapping[str, str]) -> list[Listener]
 
 def open_address(address: Address, config: Config, owner: Owner | None) -> Listener:
     if address.fd is not None:
-        return _inherited(address.fd, f"fd://{address.fd}")
+        return inherited_listener(address.fd, f"fd://{address.fd}")
     if address.path is not None:
         return _bind_unix(address.path, config, owner)
     return _bind_tcp(address, config)
@@ -324,7 +324,9 @@ def _unlink_if_ours(path: str, inode: int | None) -> None:
         pass
 
 
-def _inherited(fd: int, name: str) -> Listener:
+def inherited_listener(fd: int, name: str) -> Listener:
+    """The listening stream socket at descriptor ``fd``, passed in (systemd, fd://); a
+    ``ConfigError`` naming ``name`` when it is not one."""
     try:
         sock = socket.socket(fileno=fd)
     except OSError as exc:
@@ -351,19 +353,45 @@ def systemd_listeners(environ: Mapping[str, str]) -> list[Listener]:
     environment once they are read (``forget_systemd_environ``); the workers
     inherit the sockets themselves by the fork.
     """
-    if environ.get("LISTEN_PID") not in (None, str(os.getpid())):
-        return []  # meant for another process
-    count = environ.get("LISTEN_FDS", "")
-    if not count.isdigit():
-        return []
     names = environ.get("LISTEN_FDNAMES", "").split(":")
     listeners = []
-    for index in range(int(count)):
+    for index in range(passed_fd_count(environ)):
         fd = SD_LISTEN_FDS_START + index
         label = names[index] if index < len(names) else ""
-        listeners.append(_inherited(fd, f'systemd fd {fd} "{label}"' if label
+        listeners.append(inherited_listener(fd, f'systemd fd {fd} "{label}"' if label
                                     else f"systemd fd {fd}"))
     return listeners
+
+
+def passed_fd_count(environ: Mapping[str, str], pid: int | None = None, *,
+                    strict: bool = False) -> int:
+    """How many sockets systemd passed to process ``pid`` (ours by default), from fd 3 on:
+    LISTEN_FDS, when LISTEN_PID names that process (sd_listen_fds(3)).
+
+    The master also takes them when LISTEN_PID is unset, and counts a LISTEN_FDS that
+    is not a number as none.  ``strict`` is the rule of the classic ``scgi`` package
+    (``scgikit.systemd_socket``): no LISTEN_PID, or one that is not a number, names no
+    process; LISTEN_FDS is read as ``int()`` reads it, and when it is meant for this
+    process but is not a count, that is an ``OSError``.
+    """
+    pid = os.getpid() if pid is None else pid
+    if not strict:
+        count = environ.get("LISTEN_FDS", "")
+        meant = environ.get("LISTEN_PID") in (None, str(pid))
+        return int(count) if meant and count.isdigit() else 0
+    if _number(environ.get("LISTEN_PID")) != pid:
+        return 0
+    number = _number(environ.get("LISTEN_FDS"))
+    if number is None or number < 0:
+        raise OSError("invalid LISTEN_FDS value")
+    return number
+
+
+def _number(text: str | None) -> int | None:
+    try:
+        return None if text is None else int(text)
+    except ValueError:
+        return None
 
 
 def _prepare(sock: socket.socket, config: Config) -> None:

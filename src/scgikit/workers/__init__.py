@@ -4,7 +4,8 @@
     threads   up to ``--threads`` WSGI requests at once per process (``threads.py``)
     asyncio   many ASGI requests at once on an event loop (``asyncio.py``)
 
-The model comes from ``--worker``, else from the app: an ASGI app runs on asyncio,
+The model comes from ``--worker``, else from the app's kind (``--interface``, or told
+from the app: ``apps.loader.app_kind``): an ASGI app runs on asyncio,
 any other on threads with ``--threads`` above 1, else on sync.  Each model module
 is imported only by the worker that runs it.
 """
@@ -68,7 +69,7 @@ def make_worker(config: Config, listeners: Sequence[socket.socket], app: Any,
 
     if app is None:
         app = load_target(config.target)
-    kind = app_kind(app)
+    kind = app_kind(app, config.interface)
     model = choose_model(config, kind)
     module_name, _, class_name = MODELS[model].partition(":")
     worker_class = getattr(importlib.import_module(module_name), class_name)
