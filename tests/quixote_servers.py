@@ -86,14 +86,25 @@ class Request:
         return f"{self.method} {self.uri}"
 
 
-def scgi_exchange(address: str, request: Request, timeout: float = TIMEOUT) -> bytes:
-    """The raw answer to ``request`` sent over SCGI with the variables nginx would send."""
+def scgi_send(address: str, request: Request, timeout: float = TIMEOUT) -> socket.socket:
+    """A connection to ``address`` on which ``request`` was sent over SCGI, with the variables
+    nginx would send; the answer is to be read."""
     path = unquote(urlsplit(request.uri).path)
     environ = build_environ(request.uri, request.method, request.headers,
                             {"SCRIPT_NAME": "", "PATH_INFO": path})
-    with connect(address, timeout) as sock:
+    sock = connect(address, timeout)
+    try:
         sock.sendall(encode_request(environ, len(request.body)) + request.body)
-        return _read_all(sock)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def scgi_exchange(address: str, request: Request, timeout: float = TIMEOUT) -> bytes:
+    """The raw answer to ``request`` sent over SCGI (``scgi_send``)."""
+    with scgi_send(address, request, timeout) as sock:
+        return read_all(sock)
 
 
 def http_exchange(port: int, request: Request, timeout: float = TIMEOUT) -> bytes:
@@ -104,10 +115,10 @@ def http_exchange(port: int, request: Request, timeout: float = TIMEOUT) -> byte
         lines.append(f"Content-Length: {len(request.body)}")
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall("\r\n".join(lines).encode() + b"\r\n\r\n" + request.body)
-        return _read_all(sock)
+        return read_all(sock)
 
 
-def _read_all(sock: socket.socket) -> bytes:
+def read_all(sock: socket.socket) -> bytes:
     chunks = []
     while chunk := sock.recv(1 << 16):
         chunks.append(chunk)
@@ -197,8 +208,7 @@ def comparable(raw: bytes, masks: list[tuple[re.Pattern[bytes], bytes]] = BODY_M
 
 class QuixoteServer:
     """Quixote's scgi_server.py started with its own command line, on ``family`` ("tcp":
-    --host and --port; "unix": a listening socket in ``folder`` inherited as from systemd,
-    --host and --port given all the same, as a unit's command line would)."""
+    --host and --port; "unix": a listening socket in ``folder`` inherited as from systemd)."""
 
     def __init__(self, script: Path, args: list[str], family: str, folder: Path) -> None:
         self.script = script
@@ -208,26 +218,41 @@ class QuixoteServer:
         self.address = ""
         self.server: ServerProcess | None = None
         self.probe = Request("GET", "/")
-        self.workers: set[int] = set()
 
     def start(self) -> QuixoteServer:
-        port = free_port()  # the script cannot report a port it chose: a free one, as asked
-        argv = [str(self.script), "--host", "127.0.0.1", "--port", str(port), *self.args]
-        if self.family == "tcp":
+        if self.family == "unix":
+            return self._start_on_inherited_socket()
+        for attempt in range(3):
+            # The script cannot report a port it chose: a free one (taken in the meantime,
+            # it exits with "Address already in use", and another port is tried).
+            port = free_port()
             self.address = f"127.0.0.1:{port}"
-            self.server = ServerProcess([sys.executable, *argv], cwd=self.folder)
+            self.server = ServerProcess([sys.executable, *self._argv(port)], cwd=self.folder)
             self.server.start(ready=None)
-        else:
-            path = self.folder / "quixote.sock"
-            self.address = f"unix:{path}"
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                sock.bind(str(path))
-                sock.listen(40)
-                self.server = ServerProcess(
-                    [sys.executable, "-c", LAUNCHER, str(sock.fileno()), *argv], cwd=self.folder)
-                self.server.start(ready=None, pass_fds=[sock.fileno()])
+            try:
+                self._wait_for_first_answer()
+                return self
+            except AssertionError:
+                if attempt == 2 or "Address already in use" not in self.log:
+                    raise
+                self.server.stop()
+        raise AssertionError("unreachable")
+
+    def _start_on_inherited_socket(self) -> QuixoteServer:
+        path = self.folder / "quixote.sock"
+        self.address = f"unix:{path}"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.bind(str(path))
+            sock.listen(40)
+            # --host and --port given all the same, as a unit's command line would
+            argv = [sys.executable, "-c", LAUNCHER, str(sock.fileno()), *self._argv(free_port())]
+            self.server = ServerProcess(argv, cwd=self.folder)
+            self.server.start(ready=None, pass_fds=[sock.fileno()])
         self._wait_for_first_answer()
         return self
+
+    def _argv(self, port: int) -> list[str]:
+        return [str(self.script), "--host", "127.0.0.1", "--port", str(port), *self.args]
 
     def _wait_for_first_answer(self) -> None:
         """Until the first answer, with a deadline: a refused connection is retried (the
@@ -236,6 +261,7 @@ class QuixoteServer:
         deadline = time.monotonic() + STARTUP
         while True:
             if self.server.proc.poll() is not None:
+                self.server.wait_for_log("<stderr closed>")  # the whole of its last words
                 raise AssertionError(f"{self} exited with {self.server.proc.returncode}:\n"
                                      f"{self.log}")
             left = deadline - time.monotonic()

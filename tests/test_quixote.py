@@ -22,10 +22,7 @@ from __future__ import annotations
 
 import difflib
 import re
-import sys
 import threading
-import time
-from pathlib import Path
 
 import pytest
 
@@ -49,13 +46,13 @@ from quixote_servers import (  # noqa: E402
     form_post,
     http_exchange,
     quixote_script,
+    read_all,
     scgi_exchange,
+    scgi_send,
     split,
     status,
 )
-from servers import ServerProcess, child_env, free_port, wait_until, worker_pids  # noqa: E402
-
-from scgikit.client import ClientError  # noqa: E402
+from servers import ServerProcess, wait_until, worker_pids  # noqa: E402
 
 # The script's options as its users give them.  --max-children is left out of the plain
 # server's: Quixote's main() declares it type="string" and the original compares it with
@@ -285,24 +282,26 @@ def test_with_session_affinity_each_sessions_requests_are_served_by_one_worker(
 def test_with_session_affinity_a_session_hammering_a_slow_page_does_not_hold_up_another(
         sites, family, implementation):
     server = sites.quixote(implementation, family, *SESSIONS, *FACTORY)
-    hammer = [("Cookie", 'QX_session="hammering"')]
+    hammer = Request("GET", "/slow", headers=[("Cookie", 'QX_session="hammering"')])
     count = 6  # /slow takes SLOW_SECONDS: a session's requests are served one at a time
+    sent: list[int] = []
     answers: list[bytes] = []
     failures: list[BaseException] = []
 
-    def slow() -> None:
+    def slow(index: int) -> None:
         try:
-            answer = scgi_exchange(server.address, Request("GET", "/slow", headers=hammer),
-                                   timeout=count * SLOW_SECONDS + 30)
-            answers.append(answer)
+            with scgi_send(server.address, hammer, timeout=count * SLOW_SECONDS + 30) as sock:
+                sent.append(index)
+                answers.append(read_all(sock))
         except BaseException as exc:
             failures.append(exc)
 
-    threads = [threading.Thread(target=slow, daemon=True) for _ in range(count)]
+    threads = [threading.Thread(target=slow, args=(i,), daemon=True) for i in range(count)]
     for thread in threads:
         thread.start()
-    # Once the hammering session's first answer is in, the others are queued behind it.
-    wait_until(lambda: answers or failures, timeout=30, message="the first slow answer")
+    # Every slow request sent, and the first answered: the others wait behind it.
+    wait_until(lambda: failures or (len(sent) == count and answers), timeout=30,
+               message="the slow requests sent and the first answered")
     other = scgi_exchange(server.address, Request(
         "GET", "/pid", headers=[("Cookie", 'QX_session="another"')]))
     outstanding = count - len(answers) - len(failures)
@@ -344,41 +343,22 @@ def test_quixotes_wsgi_adapter_under_scgikit_serve_answers_the_demo_as_the_origi
     assert_same(pages, scgi(original), scgi(wsgi), wsgi_masks())
 
 
-def start_script(implementation: str, folder: Path, *args: str) -> tuple[ServerProcess, str]:
-    port = free_port()
-    server = ServerProcess([sys.executable, str(quixote_script(implementation, folder)),
-                            "--host", "127.0.0.1", "--port", str(port), *args],
-                           cwd=folder, env=child_env())
-    return server.start(ready=None), f"127.0.0.1:{port}"
-
-
 def test_the_original_server_dies_of_quixotes_max_children_option(tmp_path):
-    server, address = start_script("scgi", tmp_path, "--max-children", "2")
+    server = QuixoteServer(quixote_script("scgi", tmp_path), ["--max-children", "2"], "tcp",
+                           tmp_path)
     try:
-        deadline = time.monotonic() + 20
-        while server.proc.poll() is None and time.monotonic() < deadline:
-            try:
-                scgi_exchange(address, Request("GET", "/simple"), timeout=5)
-            except (ClientError, OSError):  # refused before it listens; reset as it dies
-                time.sleep(0.05)
-        assert server.proc.wait(20) == 1
-        server.wait_for_log("<stderr closed>")
+        with pytest.raises(AssertionError, match="exited with 1"):
+            server.start()  # its master dies of the first request
         assert "TypeError: '<' not supported between instances of 'int' and 'str'" in server.log
     finally:
         server.stop()
 
 
 def test_scgikit_serves_with_quixotes_max_children_option_as_that_many_workers(tmp_path):
-    server, address = start_script("scgikit", tmp_path, "--max-children", "2")
+    server = QuixoteServer(quixote_script("scgikit", tmp_path), ["--max-children", "2"], "tcp",
+                           tmp_path)
     try:
-        def answered() -> bytes | None:
-            assert server.proc.poll() is None, server.log
-            try:
-                return scgi_exchange(address, Request("GET", "/simple"), timeout=5)
-            except (ClientError, OSError):
-                return None
-        raw = wait_until(answered, timeout=20, message=f"an answer on {address}")
-        assert status(raw) == 200, raw[:600]
+        server.start()
         wait_until(lambda: len(worker_pids(server.pid)) == 2, timeout=20,
                    message="two workers")
     finally:
