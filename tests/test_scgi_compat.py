@@ -271,6 +271,9 @@ def test_max_children_and_port_may_be_strings_as_optparse_gives_them():
     assert (server.port, server.max_children) == (4010, 5)
     assert server.config().workers == 5
     assert server.config().bind == ("127.0.0.1:4010",)
+    # The original takes the string, then fails on its first request.
+    with pytest.raises(TypeError, match="'<' not supported"):
+        scgi.scgi_server.SCGIServer(max_children="5").delegate_request(None)
 
 
 @pytest.mark.parametrize("value", ["five", "", None, "2.5"])
