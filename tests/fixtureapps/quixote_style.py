@@ -47,6 +47,13 @@ class QuixoteStyleHandler(scgi.scgi_server.SCGIHandler):
             output.close()
 
 
+class OriginalProduce(scgi.scgi_server.SCGIHandler):
+    """A handler of the original package that overrides only produce."""
+
+    def produce(self, env, bodysize, input, output):
+        output.write(b"Status: 200 OK\r\n\r\noriginal " + input.read(bodysize))
+
+
 def run(create_publisher, host, port, script_name=None, max_children="5"):
     def create_handler(parent_fd):
         return QuixoteStyleHandler(parent_fd, create_publisher, script_name)
