@@ -8,14 +8,16 @@ alone reads ``from scgikit import scgi_server, session_server``.  Both serve Qui
 demo (``quixote.demo.create_publisher``), over TCP and over a unix socket inherited as
 from systemd, and every page of the demo, a filled-in form posted, is fetched from each
 directly over SCGI and through real nginx: the answers must be equal byte for byte, but
-for what ``quixote_servers.comparable`` masks, each mask with its reason (the clock, the
-address of an object in each process, and behind nginx the client's and nginx's ports).
+for what ``quixote_servers.comparable`` masks, each mask with its reason: the clock, the
+address of an object in each process, Quixote's file cache in the worker that answers
+(on one page), and behind nginx the client's port and each nginx's own port and folder.
+A control test holds two runs of the original to the same comparison.
 
-With ``--session-affinity``, besides, each session's requests reach the one worker that
-holds the session (Quixote keeps sessions in the worker's memory), and a session that
-hammers a slow page does not hold up another session.  Last, Quixote's own WSGI adapter
-(``quixote.wsgi.QWIP``) around the same demo, under ``scgikit serve``, answers the same
-pages as the original, but for what the WSGI path rightly answers otherwise.
+With ``--session-affinity``, besides, a session's requests (Quixote's session cookie) are
+all served by one worker, and a session that hammers a slow page does not hold up another
+session.  Last, Quixote's own WSGI adapter (``quixote.wsgi.QWIP``) around the same demo,
+under ``scgikit serve``, answers the same pages as the original, but for what the WSGI
+path rightly answers otherwise (``wsgi_masks``).
 """
 
 from __future__ import annotations
@@ -141,8 +143,15 @@ class Sites:
         return self._once(("wsgi", family), start)
 
     def close(self) -> None:
+        """Stop every server, the front ends first; then report the first that would not."""
+        errors = []
         for stop in reversed(self.stops):
-            stop()
+            try:
+                stop()
+            except Exception as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
 
 @pytest.fixture(scope="module")
