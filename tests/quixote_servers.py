@@ -137,14 +137,6 @@ def status(raw: bytes) -> int:
     return int(first.split()[1])
 
 
-def header(raw: bytes, name: str) -> str | None:
-    prefix = name.lower().encode() + b":"
-    for line in split(raw)[0]:
-        if line.lower().startswith(prefix):
-            return line[len(prefix):].strip().decode("latin-1")
-    return None
-
-
 # What two servers may rightly answer differently, each with its reason: the clock, and
 # the addresses of objects in two different processes.  Every mask is applied to both
 # answers; whatever it does not name must be equal byte for byte.
