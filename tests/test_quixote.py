@@ -240,16 +240,17 @@ def test_every_demo_page_through_nginx_is_answered_as_through_nginx_to_the_origi
                           BODY_MASKS + NGINX_BODY_MASKS)
 
 
-@NOT_YET
-def test_with_session_affinity_every_demo_page_is_answered_as_by_the_original(sites, family):
+@pytest.mark.parametrize("implementation", SESSION_IMPLEMENTATIONS)
+def test_with_session_affinity_every_demo_page_is_answered_as_by_the_original(
+        sites, family, implementation):
+    """On the original itself (implementation "scgi"): two runs of it, the control."""
     original = sites.quixote("scgi", family, *SESSIONS)
     pages = demo_pages(scgi(original))
     check_the_pages_are_the_demos(pages, scgi(original))
-    copy = sites.quixote("scgikit", family, *SESSIONS)
-    assert_same(pages, scgi(original), scgi(copy), BODY_MASKS)
-    before_original, before_copy = sites.nginx(original), sites.nginx(copy)
-    assert_same(pages, http(before_original), http(before_copy),
-                          BODY_MASKS + NGINX_BODY_MASKS)
+    served = sites.quixote(implementation, family, *SESSIONS, twin=implementation == "scgi")
+    assert_same(pages, scgi(original), scgi(served), BODY_MASKS)
+    assert_same(pages, http(sites.nginx(original)), http(sites.nginx(served)),
+                BODY_MASKS + NGINX_BODY_MASKS)
 
 
 def answer_lines(raw: bytes) -> dict[str, str]:
