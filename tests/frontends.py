@@ -72,11 +72,18 @@ HARNESSES = {"nginx": _nginx_harness, "apache": _apache_harness, "lighttpd": _li
 class FrontEnd:
     """One front end process on 127.0.0.1:``port``, configured by ``render(...)``."""
 
-    def __init__(self, name: str, folder: Path, bind: list[str], prefix: str = "/") -> None:
+    def __init__(self, name: str, folder: Path, bind: list[str], prefix: str = "/",
+                 scgi_params: dict[str, str] | None = None) -> None:
         self.name = name
         self.folder = folder
         self.port = free_port()
         self.snippet = render(name, bind, prefix=prefix)
+        if scgi_params:  # nginx: variables added to its scgi_params, for an app that needs them
+            assert name == "nginx", "scgi_params= is for nginx"
+            lines = "".join(f'        scgi_param {key} "{value}";\n'
+                            for key, value in scgi_params.items())
+            self.snippet = self.snippet.replace("include scgi_params;\n",
+                                                f"include scgi_params;\n{lines}", 1)
         self.argv = HARNESSES[name](folder, self.port, self.snippet)
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -7,12 +7,13 @@ by ``SCGIServer.serve()`` as by the original's."""
 
 from __future__ import annotations
 
+import signal
 import socket
 import sys
 
 import pytest
 from scgi_raw import exchange_raw, parse_answer, request
-from servers import FIXTURES, ServerProcess, child_env, failed_start
+from servers import FIXTURES, ServerProcess, child_env, failed_start, wait_until, worker_pids
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -31,6 +32,14 @@ def test_scgiserver_serves_a_closure_with_max_children_given_as_a_string():
         answer = request(server.address, "/quixote/", method="POST", body=b"form")
         assert answer.status == 200
         assert answer.body == b"closure /quixote/ parent_fd=None served=1 body=form"
+        # HUP: new workers, each with a new handler from the factory, then the old ones go.
+        old = worker_pids(server.pid)
+        server.send_signal(signal.SIGHUP)
+        server.wait_for_log(r"Reload: generation 1 ready; stopping \d+ old workers")
+        wait_until(lambda: len(worker_pids(server.pid) - old) == 2
+                   and not worker_pids(server.pid) & old, message="the old workers to go")
+        assert request(server.address, "/again").body == (
+            b"closure /again parent_fd=None served=1 body=")
     finally:
         assert server.stop() == 0
 

@@ -39,7 +39,6 @@ def wsgi_app(environ, start_response):
     (classic_handlers.Echo, "handler", "handler"),
     (handler_factories.marked, "auto", "handler"),
     (handler_factories.marked, "handler", "handler"),
-    (handler_factories.create_handler, "auto", "wsgi"),  # a plain function: WSGI, as before
     (handler_factories.create_handler, "handler", "handler"),
     (wsgi_app, "wsgi", "wsgi"),
     (asgi_app, "auto", "asgi"),
@@ -62,6 +61,13 @@ def test_app_kind_tells_or_takes_the_kind(app, interface, kind):
                     "handler"),
     (42, "wsgi", "--interface wsgi: 42 is not callable; a WSGI app is a callable"),
     (int, "auto", "a class whose instances are classic handlers: --interface handler"),
+    # A function of one argument is no WSGI app: the handler factory met in practice.
+    (handler_factories.create_handler, "auto",
+     "handler_factories.create_handler cannot be called as a WSGI app, with (environ, "
+     "start_response); a function that takes parent_fd and returns a handler is served with "
+     "--interface handler, or marked @handler_factory"),
+    (handler_factories.create_handler, "wsgi", "--interface wsgi: handler_factories."
+                                               "create_handler cannot be called as a WSGI app"),
 ])
 def test_an_interface_the_app_contradicts_is_refused_with_what_it_is(app, interface, message):
     with pytest.raises(AppImportError, match=re.escape(message)):
@@ -115,9 +121,8 @@ CASES = [
     (["handler_factories:create_handler", "--interface", "handler"],
      "app: handler_factories:create_handler (a classic handler factory, --interface handler)",
      200),
-    # Unmarked, a function is a WSGI app, as it always was: check says so before serve fails.
-    (["handler_factories:create_handler"], "app: handler_factories:create_handler (a WSGI app)",
-     500),
+    # Unmarked, a function of one argument is refused: served as WSGI, it would fail.
+    (["handler_factories:create_handler"], "cannot be called as a WSGI app", None),
     (["classic_handlers:Echo", "--interface", "handler"],
      "app: classic_handlers:Echo (a classic SCGIHandler, --interface handler)", 200),
     (["wsgi_apps:hello", "--interface", "wsgi"],

@@ -27,7 +27,7 @@ from servers import child_env
 import scgikit.scgi_server
 import scgikit.systemd_socket
 import scgikit.util
-from scgikit.apps.loader import app_kind
+from scgikit.apps.loader import AppImportError, app_kind
 from scgikit.config import ConfigError
 
 original_util = pytest.importorskip("scgi.util", reason="the scgi package (PyPI scgi==2.2) is "
@@ -272,6 +272,9 @@ def test_max_children_and_port_may_be_strings_as_optparse_gives_them():
     assert (server.port, server.max_children) == (4010, 5)
     assert server.config().workers == 5
     assert server.config().bind == ("127.0.0.1:4010",)
+    # The original takes the string, then fails on its first request.
+    with pytest.raises(TypeError, match="'<' not supported"):
+        scgi.scgi_server.SCGIServer(max_children="5").delegate_request(None)
 
 
 @pytest.mark.parametrize("value", ["five", "", None, "2.5"])
@@ -309,7 +312,8 @@ def test_the_handler_is_named_as_one_so_that_no_guess_is_made():
     config = scgikit.scgi_server.SCGIServer(create_handler).config()
     assert config.interface == "handler"
     assert app_kind(create_handler, config.interface) == "handler"
-    assert app_kind(create_handler) == "wsgi"  # what a guess would have made of it
+    with pytest.raises(AppImportError, match="cannot be called as a WSGI app"):
+        app_kind(create_handler)  # what a guess makes of it
 
 
 def test_a_subclass_adds_config_options_of_its_own():

@@ -181,7 +181,8 @@ class Config:
     interface: str = _option(
         ["--interface"], "what kind of app TARGET names: auto (a subclass of SCGIHandler or a "
         "function marked @scgikit.scgi_server.handler_factory is a classic handler, an async "
-        "callable is ASGI, any other callable WSGI), wsgi, asgi or handler (a classic handler: "
+        "callable is ASGI, any other callable taking (environ, start_response) WSGI), wsgi, "
+        "asgi or handler (a classic handler: "
         "an SCGIHandler subclass, or any callable that takes parent_fd and returns a handler, "
         "as the scgi package's SCGIServer takes it)", default="auto",
         parse=lambda text: text.lower(), metavar="KIND")

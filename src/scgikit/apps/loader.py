@@ -105,10 +105,11 @@ def app_kind(obj: Any, interface: str = "auto") -> str:
 
     ``interface`` is ``--interface``.  With ``auto`` the kind is told from the app:
     a subclass of SCGIHandler or a function marked ``@handler_factory`` is a classic
-    handler, an async callable (ASGI 3) is ASGI, any other callable is WSGI.  Named
-    explicitly, the kind is taken as given, for any callable, unless the app says
-    otherwise of itself (a handler class served as WSGI, say): that is refused, never
-    served to fail on every request.
+    handler, an async callable (ASGI 3) is ASGI, any other callable is WSGI, unless its
+    signature cannot take ``(environ, start_response)``.  Named explicitly, the kind
+    is taken as given, for any callable, unless the app says otherwise of itself (a
+    handler class served as WSGI, say).  Either way, what would fail on every request
+    is refused here, with what the app is, never served.
     """
     evident = _evident_kind(obj)
     if interface != "auto":
@@ -123,7 +124,23 @@ def app_kind(obj: Any, interface: str = "auto") -> str:
         )
     if not callable(obj):
         raise AppImportError(f"{obj!r} is neither a WSGI callable nor an SCGIHandler subclass")
+    _check_wsgi_call(obj, "")
     return "wsgi"
+
+
+def _check_wsgi_call(obj: Any, interface: str) -> None:
+    """Refuse a callable whose signature cannot take a WSGI call: served as one, every
+    request would fail.  A handler factory of one argument (``parent_fd``) is the case
+    met in practice."""
+    try:
+        inspect.signature(obj).bind(None, None)
+    except TypeError:
+        raise AppImportError(
+            f"{interface}{_name(obj)} cannot be called as a WSGI app, with (environ, "
+            "start_response); a function that takes parent_fd and returns a handler is "
+            "served with --interface handler, or marked @handler_factory") from None
+    except ValueError:
+        pass  # no signature to read (a callable written in C): taken at its word
 
 
 _KIND_NAMES = {"handler": "a classic handler", "asgi": "an ASGI app (an async callable)",
@@ -151,6 +168,8 @@ def _named_kind(obj: Any, interface: str, evident: str | None) -> str:
         raise AppImportError(
             f"--interface {interface}: {_name(obj)} is {_KIND_NAMES[evident]}, not "
             f"{_KIND_NAMES[interface]}; serve it with --interface {evident} (or auto)")
+    if interface == "wsgi":
+        _check_wsgi_call(obj, "--interface wsgi: ")
     return interface
 
 
