@@ -65,8 +65,7 @@ PLAIN: tuple[str, ...] = ()
 FACTORY = ("--factory", "quixote_apps.create_publisher")  # tests/fixtureapps/quixote_apps.py
 SESSIONS = ("--max-children", "2", "--session-affinity")
 
-NOT_YET = pytest.mark.xfail(reason="scgikit.session_server not yet built", strict=False)
-SESSION_IMPLEMENTATIONS = ["scgi", pytest.param("scgikit", marks=NOT_YET)]
+SESSION_IMPLEMENTATIONS = ["scgi", "scgikit"]
 
 # What some pages of the demo answer, to know the pages compared are the demo's own (and
 # not, say, its index for every path, as when PATH_INFO does not reach it).

@@ -139,6 +139,21 @@ def test_without_a_cookie_the_session_is_the_client_address(serve, transport):
     assert len(seen) == 1
 
 
+def test_a_new_session_cookie_starts_on_the_worker_its_address_was_on(serve, transport):
+    """A login: the first request has no cookie (its session is the client's address), the
+    answer sets one; the app made that session where the login ran, so it starts there."""
+    server = serve(APP, "--session-affinity", "-w", "2", "--log-level", "debug",
+                   bind=[transport])
+    wait_ready(server, 2)
+    other = {"REMOTE_ADDR": "192.0.2.1"}
+    request(server.address, "/pid", env=other)  # another client takes a worker first
+    for number in range(4):
+        address = {"REMOTE_ADDR": f"198.51.100.{number}"}
+        login = request(server.address, "/pid", env=address).body
+        after = request(server.address, "/pid", env=address | cookie(f"new{number}")).body
+        assert after == login
+
+
 def test_reload_and_stop_lose_no_request_of_any_session(serve, transport):
     server = serve(APP, "--session-affinity", "-w", "2", "--log-level", "debug",
                    bind=[transport])

@@ -108,6 +108,9 @@ class SessionTable:
     def values(self) -> list[Session]:
         return list(self.by_key.values())
 
+    def get(self, key: str) -> Session | None:
+        return self.by_key.get(key)
+
     def find(self, key: str, now: float) -> Session:
         """The session ``key``, made if new; it becomes the most recently used."""
         session = self.by_key.get(key)
@@ -258,8 +261,15 @@ class SessionRouter:
                accepted: float, now: float) -> None:
         """A request is all there (or streams): queue it behind its session's."""
         assert parsed is not None
-        key = self._session_of(parsed[0], conn)
+        key, address = self._session_of(parsed[0], conn)
         session = self.sessions.find(key, now)
+        if session.route is None and address != key:
+            # A new cookie: its first requests came without it (a login), as the client's
+            # address; it starts on that worker, where the app made it.
+            first = self.sessions.get(address)
+            if first is not None and first.route is not None and first.route.open:
+                session.route = first.route
+                first.route.sessions += 1
         if session.running and len(session.queue) >= self.config.session_queue:
             self.log_busy("Session %s has %d requests waiting (--session-queue): answered 503",
                           key, len(session.queue))
@@ -268,20 +278,21 @@ class SessionRouter:
         session.queue.append((conn, conn.family))
         self._pump(session)
 
-    def _session_of(self, variables: dict[str, str], conn: Connection) -> str:
+    def _session_of(self, variables: dict[str, str], conn: Connection) -> tuple[str, str]:
+        """The request's session, and the client's address (the session without a cookie)."""
+        address = variables.get("HTTP_X_FORWARDED_FOR") or variables.get("REMOTE_ADDR")
+        if not address:
+            try:
+                peer = conn.getpeername()
+            except OSError:
+                peer = None
+            address = str(peer[0]) if isinstance(peer, tuple) else DEFAULT_SESSION_ID
         cookies = variables.get("HTTP_COOKIE")
         if cookies:
             found = self.pattern.search(cookies)
             if found and found.group("id"):
-                return str(found.group("id"))
-        address = variables.get("HTTP_X_FORWARDED_FOR") or variables.get("REMOTE_ADDR")
-        if address:
-            return address
-        try:
-            peer = conn.getpeername()
-        except OSError:
-            return DEFAULT_SESSION_ID
-        return str(peer[0]) if isinstance(peer, tuple) else DEFAULT_SESSION_ID
+                return str(found.group("id")), address
+        return address, address
 
     def _refuse(self, conn: Connection, parsed: ParsedHead) -> None:
         try:
