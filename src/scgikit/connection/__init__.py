@@ -16,4 +16,7 @@ see only this layer's small interface (a socket, a body stream, send functions):
    app left unread is drained before the close (waiting in the room again), so
    the front end never loses the answer.  Error answers of our own (400, 408,
    413, 431) end the same way.
+
+With ``--session-affinity`` the master accepts and a worker takes each connection
+from its channel instead (``handoff.py``); from there the path is the same.
 """
