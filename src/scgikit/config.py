@@ -25,11 +25,6 @@ from .addresses import ADDRESS_FORMS, Address, AddressError, parse_address
 from .allow import AllowList, AllowListError
 from .protocol import DEFAULT_MAX_HEADER_SIZE
 
-if sys.version_info >= (3, 11):
-    pass
-else:  # pragma: no cover - Python 3.10
-    pass  # type: ignore[import-not-found, unused-ignore]
-
 __all__ = ["INTERFACES", "Config", "ConfigError", "Kind", "env_name", "file_key", "option_fields"]
 
 DEFAULT_BIND = "127.0.0.1:4000"
