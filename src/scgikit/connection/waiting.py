@@ -43,7 +43,7 @@ from ..protocol import ProtocolError, parse_head
 from .ending import Ending, answer_error
 from .intake import RECV_SIZE, Intake, ParsedHead, is_ready, receive_now, receive_rest
 from .metrics import WorkerStats
-from .sockets import DONTWAIT, Connection
+from .sockets import DONTWAIT, Connection, recv_now
 from .throttle import LogThrottle
 
 __all__ = ["Arming", "Request", "Start", "Waiting", "WaitingRoom"]
@@ -129,6 +129,16 @@ class WaitingRoom:
         return len(self.waiting)
 
     # --- coming in -------------------------------------------------------------------
+
+    def receive(self, conn: Connection) -> Request | None:
+        """A new connection: its first receive (it never waits; in the room's look-only
+        forms it takes nothing), then ``arrived``."""
+        accepted = time.monotonic()
+        try:
+            got: bytes | OSError = recv_now(conn, RECV_SIZE, self.recv_flags)
+        except OSError as exc:
+            got = exc
+        return self.arrived(conn, got, accepted)
 
     def arrived(self, conn: Connection, got: bytes | bytearray | OSError,
                 accepted: float) -> Request | None:

@@ -45,7 +45,7 @@ from ..allow import AllowList
 from ..config import Config
 from ..connection.ending import Ending
 from ..connection.handoff import CAPACITY, DONE, HANDED, REPORT, RETIRING
-from ..connection.intake import RECV_SIZE, ParsedHead
+from ..connection.intake import ParsedHead
 from ..connection.poller import Poller
 from ..connection.sockets import DONTWAIT, Connection
 from ..connection.throttle import LogThrottle
@@ -248,14 +248,9 @@ class SessionRouter:
                 socket.close(fd)
                 continue
             conn = Connection(family, socket.SOCK_STREAM, 0, fd)
-            accepted = time.monotonic()
-            try:
-                got: bytes | OSError = conn.recv(RECV_SIZE, DONTWAIT | socket.MSG_PEEK)
-            except OSError as exc:
-                got = exc
-            request = self.room.arrived(conn, got, accepted)
+            request = self.room.receive(conn)
             if request is not None:
-                self._ready(conn, request[0], request[1], accepted, accepted)
+                self._ready(conn, *request, request[2])
 
     def _ready(self, conn: Connection, data: bytes | bytearray, parsed: ParsedHead | None,
                accepted: float, now: float) -> None:

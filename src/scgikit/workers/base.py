@@ -38,10 +38,10 @@ from collections.abc import Callable, Sequence
 from ..allow import AllowList
 from ..config import Config
 from ..connection.handoff import HandOff, is_channel
-from ..connection.intake import RECV_SIZE, ParsedHead
+from ..connection.intake import ParsedHead
 from ..connection.metrics import WorkerStats
 from ..connection.poller import Poller
-from ..connection.sockets import Connection, acceptor, family_of, recv_now, type_of
+from ..connection.sockets import Connection, acceptor, family_of, type_of
 from ..connection.throttle import LogThrottle
 from ..connection.waiting import Request, WaitingRoom
 from .loops import Left, WorkerState
@@ -153,12 +153,7 @@ class Worker:
     def _receive(self, conn: Connection) -> Request | None:
         """A new connection's first receive: its request if that is all there, else None
         (the connection waits in the room, was refused, or is closed)."""
-        accepted = time.monotonic()
-        try:
-            got: bytes | OSError = recv_now(conn, RECV_SIZE, self.room.recv_flags)
-        except OSError as exc:
-            got = exc
-        request = self.room.arrived(conn, got, accepted)
+        request = self.room.receive(conn)
         if request is None and self.handoff is not None:
             # Refused or closed; or waiting for a body that the master saw was there.
             self.handoff.finished(conn)
