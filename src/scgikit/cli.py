@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from . import __version__
 from .accelerator import ACCELERATED
+from .arguments import ArgumentParser
 
 # subcommand -> module holding HELP, configure() and run()
 SUBCOMMANDS = {
@@ -27,7 +28,8 @@ SUBCOMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    # Subcommands' parsers are of the same class: every usage error is one line.
+    parser = ArgumentParser(
         prog="scgikit",
         description="The SCGI toolkit: server, client and front-end configurations.",
         formatter_class=argparse.RawDescriptionHelpFormatter,  # keeps --version's two lines

@@ -17,6 +17,7 @@ from typing import IO
 
 from . import client
 from .addresses import DEFAULT_PORT
+from .arguments import ArgumentParser
 
 HELP = "send one SCGI request and print the answer (like curl)"
 DESCRIPTION = (
@@ -222,7 +223,7 @@ answer), 28 timeout, 52 empty answer.
 
 def scgi_test(argv: Sequence[str] | None = None) -> int:
     """Send a GET for URI and print the whole answer, head and body, as the server sent it."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="scgi-test",
         description="Print an SCGI server's raw answer to a GET request for URI.",
         epilog=SCGI_TEST_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -1,0 +1,31 @@
+"""The command line's parser: argparse, with a usage error as one line and exit status 2.
+
+argparse prints the whole usage, then ``prog: error: message``.  An operator's
+mistake is one line here, naming the program and the fix's place::
+
+    scgikit serve: argument --workers: expected one argument (see scgikit serve --help)
+
+Every command (``scgikit`` and its subcommands, ``scgi-test``) is built on it, so
+a wrong flag reads the same way as a wrong value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import NoReturn
+
+__all__ = ["ArgumentParser", "one_line"]
+
+
+def one_line(text: str) -> str:
+    """``text`` as one printable line: newlines and other control characters escaped."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An ``argparse.ArgumentParser`` whose usage errors are one line, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: {one_line(message)} (see {self.prog} --help)\n")
+        sys.exit(2)
