@@ -105,7 +105,7 @@ def test_an_app_calling_sys_exit_as_it_loads_is_reported_with_its_message():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["wsgi_apps:hello", "--workers", "0"], "--workers must be at least 1"),
+    (["wsgi_apps:hello", "--workers", "0"], "--workers: 0 is out of range: 1 to 1024"),
     (["wsgi_apps:hello", "--bind", "::1:4000"], "--bind: '::1:4000': write IPv6 addresses in "
                                                  "brackets"),
     ([], 'no app to serve: give TARGET, or app = "module:app" in the --config file'),
@@ -113,7 +113,7 @@ def test_an_app_calling_sys_exit_as_it_loads_is_reported_with_its_message():
 def test_a_bad_option_is_one_line_and_status_2(args, message):
     result = check(*args)
     assert result.returncode == 2
-    assert result.stderr.startswith(f"scgikit check: {message}")
+    assert result.stderr.startswith(f"scgikit check: error: {message}")
     assert result.stderr.count("\n") == 1 and result.stdout == ""
 
 
@@ -139,8 +139,8 @@ def test_check_reads_the_config_file_and_its_app(tmp_path):
     (tmp_path / "scgikit.toml").write_text("workers = 'two'\n")
     result = check("wsgi_apps:hello", cwd=tmp_path, SCGIKIT_CONFIG="scgikit.toml")
     assert result.returncode == 2
-    assert result.stderr == ("scgikit check: scgikit.toml: key 'workers': expected an integer, "
-                             'got a string ("two")\n')
+    assert result.stderr == ("scgikit check: error: scgikit.toml: key 'workers': expected an "
+                             'integer, got a string ("two")\n')
 
 
 # An app that looks, as check imports it (when serve would be listening already), whether
@@ -209,16 +209,16 @@ def test_a_wildcard_port_already_taken_on_one_interface_is_a_warning():
         "there; serve would fail to listen, unless that server stops first\n")
 
 
-def test_unix_socket_paths_serve_could_not_use_are_warnings(tmp_path):
+def test_unix_socket_paths_serve_could_not_use_are_errors_as_in_serve(tmp_path):
     (tmp_path / "file").write_text("not a socket")
     result = check("wsgi_apps:hello", "--bind", f"unix:{tmp_path}/missing/scgi.sock",
                    "--bind", f"unix:{tmp_path}/file")
-    assert result.returncode == 0
+    assert result.returncode == 2
     assert result.stderr == (
-        f"scgikit check: warning: unix:{tmp_path}/missing/scgi.sock: the folder "
+        f"scgikit check: error: --bind: unix:{tmp_path}/missing/scgi.sock: the folder "
         f"{tmp_path}/missing does not exist\n"
-        f"scgikit check: warning: unix:{tmp_path}/file exists and is not a socket; serve would "
-        "not replace it\n")
+        f"scgikit check: error: --bind: unix:{tmp_path}/file: exists and is not a socket; not "
+        "replacing it\n")
 
 
 def test_every_interface_without_allow_from_is_a_warning_as_in_serve():
@@ -295,8 +295,7 @@ def test_the_privileged_port_rule_follows_the_effective_user(monkeypatch):
 def test_a_chdir_that_fails_is_an_error_with_status_2(tmp_path):
     result = check("wsgi_apps:hello", "--chdir", str(tmp_path / "absent"))
     assert result.returncode == 2
-    assert result.stderr == (f"scgikit check: error: --chdir {tmp_path}/absent: "
-                             "No such file or directory\n")
+    assert result.stderr == f"scgikit check: error: --chdir: {tmp_path}/absent: no such folder\n"
 
 
 def test_systemd_sockets_are_reported_without_being_touched():
@@ -305,13 +304,15 @@ def test_systemd_sockets_are_reported_without_being_touched():
     assert result.stdout.startswith("listen at: the 2 socket(s) systemd passes (LISTEN_FDS)\n")
 
 
-def test_an_fd_address_that_is_not_an_open_socket_is_a_warning(tmp_path):
+def test_an_fd_address_that_is_not_an_open_socket_is_an_error_as_in_serve(tmp_path):
     result = check("wsgi_apps:hello", "--bind", "fd://99")
-    assert result.stderr == ("scgikit check: warning: fd://99: Bad file descriptor; serve "
-                             "would fail\n")
+    assert result.returncode == 2
+    assert result.stderr == ("scgikit check: error: --bind: fd://99: not an open socket: Bad "
+                             "file descriptor\n")
     with open(tmp_path / "file", "w") as fh:
         fd = fh.fileno()
         result = subprocess.run(
             [sys.executable, "-m", "scgikit", "check", "wsgi_apps:hello", "--bind", f"fd://{fd}"],
             capture_output=True, text=True, timeout=60, env=child_env(), pass_fds=[fd])
-    assert result.stderr == f"scgikit check: warning: fd://{fd} is not a socket; serve would fail\n"
+    assert result.returncode == 2
+    assert result.stderr == f"scgikit check: error: --bind: fd://{fd}: not a socket\n"

@@ -37,12 +37,12 @@ def test_no_subcommand_prints_help_and_fails():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--workers", "0"], "--workers must be at least 1"),
+    (["--workers", "0"], "--workers: 0 is out of range: 1 to 1024"),
     (["--workers", "many"], "--workers: 'many' is not a whole number"),
     (["--socket-mode", "999"], "is not an octal file mode"),
     (["--max-body-size", "lots"], "is not a size"),
     (["--script-name", "app/"], "must start with '/'"),
-    (["--log-level", "loud"], "is not a log level"),
+    (["--log-level", "loud"], "'loud': expected debug, info, warning, error or critical"),
     (["--env", "NOVALUE"], "--env takes KEY=VALUE"),
 ])
 def test_bad_option_is_one_clear_line(args, message):

@@ -97,8 +97,10 @@ def test_a_wrong_interface_value_is_one_line_and_status_2(command, how, tmp_path
         args += ["-c", str(tmp_path / "scgikit.toml")]
     result = scgikit(command, *args, **env)
     assert result.returncode == 2
-    where = f"{tmp_path}/scgikit.toml: key 'interface': " if how == "file" else "--interface "
-    assert result.stderr == (f"scgikit {command}: {where}'cgi': expected auto, wsgi, asgi or "
+    where = {"flag": "--interface: ", "environment": "SCGIKIT_INTERFACE: ",
+             "file": f"{tmp_path}/scgikit.toml: key 'interface': "}[how]
+    said = "scgikit check: error: " if command == "check" else "scgikit serve: "
+    assert result.stderr == (f"{said}{where}'cgi': expected auto, wsgi, asgi or "
                              "handler\n")
     assert result.stdout == ""
 

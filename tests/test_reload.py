@@ -255,11 +255,10 @@ def test_an_edit_of_the_same_length_within_the_same_second_is_not_served_stale(
 
 
 @pytest.mark.parametrize(("args", "environ", "message"), [
-    (["--reload-dir", "src"], {}, "scgikit serve: --reload-dir, --reload-include and "
-                                  "--reload-exclude apply only with --reload"),
-    (["--reload", "--reload-dir", "nowhere"], {}, "scgikit serve: --reload-dir nowhere: "
+    (["--reload-dir", "src"], {}, "scgikit serve: --reload-dir: applies only with --reload"),
+    (["--reload", "--reload-dir", "nowhere"], {}, "scgikit serve: --reload-dir: nowhere: "
                                                   "no such folder"),
-    ([], {"SCGIKIT_RELOAD": "maybe"}, "scgikit serve: --reload: 'maybe': expected 1 or 0"),
+    ([], {"SCGIKIT_RELOAD": "maybe"}, "scgikit serve: SCGIKIT_RELOAD: 'maybe': expected 1 or 0"),
 ])
 def test_reload_mistakes_are_one_clear_line(tmp_path, args, environ, message):
     write(tmp_path / "app.py", app_text("v1"))

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import socket
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +23,9 @@ DEFAULT_PORT = 4000
 #: The forms ``parse_address`` takes, for error messages that say what was expected.
 ADDRESS_FORMS = "HOST:PORT, [IPv6]:PORT, a unix socket as /path, ./path or unix:PATH, or fd://N"
 _PATH_PREFIXES = ("/", "./", "../")
+#: The longest unix socket path the kernel takes, in bytes (sun_path, less its NUL).
+MAX_PATH_BYTES = 107
+_HOST_NAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_.])?")
 
 
 class AddressError(ValueError):
@@ -82,18 +87,21 @@ def parse_address(value: AddressLike, default_port: int = DEFAULT_PORT) -> Addre
             path = path[2:]
         if not path:
             raise AddressError(f"{value!r}: unix socket path is empty")
-        return Address(path=path)
+        return Address(path=_path(path, value))
     if value.startswith(_PATH_PREFIXES):
-        return Address(path=value)
+        return Address(path=_path(value, value))
     if value.startswith("fd://"):
         digits = value[5:]
-        if not digits.isdigit():
+        if not (digits.isascii() and digits.isdigit()) or int(digits) > 2**31 - 1:
             raise AddressError(f"{value!r}: fd:// needs a descriptor number")
         return Address(fd=int(digits))
+    if "://" in value:
+        raise AddressError(f"{value!r}: an SCGI address is HOST:PORT or a unix path, not a URL")
     if value.startswith("["):
         host, sep, rest = value[1:].partition("]")
         if not sep or not host:
             raise AddressError(f"{value!r}: IPv6 address is missing its closing ']'")
+        _ipv6(host, value)
         if not rest:
             return Address(host=host, port=default_port)
         if not rest.startswith(":"):
@@ -105,11 +113,35 @@ def parse_address(value: AddressLike, default_port: int = DEFAULT_PORT) -> Addre
     if not sep:
         if value.isdigit():
             return Address(host="127.0.0.1", port=_port(value, value))
-        return Address(host=value, port=default_port)
-    return Address(host=host or "127.0.0.1", port=_port(port, value))
+        return Address(host=_host(value, value), port=default_port)
+    return Address(host=_host(host, value) if host else "127.0.0.1", port=_port(port, value))
+
+
+def _path(path: str, whole: str) -> str:
+    if "\0" in path:
+        raise AddressError(f"{whole!r}: a unix socket path cannot hold a NUL byte")
+    size = len(os.fsencode(path))
+    if size > MAX_PATH_BYTES:
+        raise AddressError(f"{whole!r}: the unix socket path is {size} bytes, and the kernel "
+                           f"takes at most {MAX_PATH_BYTES}: choose a shorter one")
+    return path
+
+
+def _host(host: str, whole: str) -> str:
+    if not (host.isascii() and _HOST_NAME.fullmatch(host)):
+        raise AddressError(f"{whole!r}: {host!r} is not a host name or an IP address (a unix "
+                           "socket path starts with /, ./ or ../, or unix:)")
+    return host
+
+
+def _ipv6(host: str, whole: str) -> None:
+    try:
+        socket.inet_pton(socket.AF_INET6, host.partition("%")[0])
+    except (OSError, ValueError):
+        raise AddressError(f"{whole!r}: {host!r} is not an IPv6 address") from None
 
 
 def _port(text: str, whole: str) -> int:
-    if not text.isdigit() or not 0 <= int(text) <= 65535:
+    if not (text.isascii() and text.isdigit()) or len(text) > 5 or not 0 <= int(text) <= 65535:
         raise AddressError(f"{whole!r}: port must be a number from 0 to 65535")
     return int(text)

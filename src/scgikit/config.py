@@ -13,21 +13,29 @@ master -> worker -> connection.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .accesslog import DEFAULT_ACCESS_FORMAT, AccessFormatError, compile_access_format
-from .addresses import ADDRESS_FORMS, Address, AddressError, parse_address
+from .addresses import Address, AddressError, parse_address
 from .allow import AllowList, AllowListError
 from .protocol import DEFAULT_MAX_HEADER_SIZE
 
-__all__ = ["INTERFACES", "Config", "ConfigError", "Kind", "env_name", "file_key", "option_fields"]
+__all__ = ["INTERFACES", "MAX_WORKERS", "Config", "ConfigError", "Kind", "env_name", "file_key",
+           "flag", "option_fields"]
 
 DEFAULT_BIND = "127.0.0.1:4000"
+#: The most worker processes a master runs (--workers, and SIGTTIN adding one).
+MAX_WORKERS = 1024
+#: The longest duration an option takes, in seconds: a year.
+MAX_SECONDS = 365 * 24 * 3600
+#: The largest size an option takes: 1 TiB.
+MAX_SIZE = 1 << 40
 #: The session cookie the scgi package's session_server looks for (Quixote's).
 SESSION_ID_PATTERN = r'session="(?P<id>[A-Za-z0-9\\/_=+-]+)"'
 #: What ``--interface`` takes: ``auto`` tells the app's kind from the app (``apps.loader``).
@@ -35,7 +43,25 @@ INTERFACES = ("auto", "wsgi", "asgi", "handler")
 
 
 class ConfigError(ValueError):
-    """A setting the operator gave is unusable; the message names it."""
+    """A setting the operator gave is unusable; the message names it and where it came from.
+
+    ``option`` is the field the error blames, when there is one: the message then
+    starts with its flag (``--workers: must be at least 1``), or, once ``blamed`` on
+    the value's source, with that (``SCGIKIT_WORKERS: ...``, ``FILE: key 'workers': ...``).
+    """
+
+    def __init__(self, message: str, option: str | None = None) -> None:
+        self.message = message
+        self.option = option
+        super().__init__(f"{flag(option)}: {message}" if option else message)
+
+    def blamed(self, where: str | None) -> ConfigError:
+        """This error naming ``where`` its value came from (None: the flag)."""
+        if where is None or self.option is None:
+            return self
+        error = ConfigError(f"{where}: {self.message}")
+        error.option = self.option
+        return error
 
 
 def _option(
@@ -43,13 +69,14 @@ def _option(
     factory: Callable[[], Any] | None = None, parse: Callable[[str], Any] = str,
     repeat: bool = False, metavar: str | None = None, shown: str | None = None,
     env: str | None = None, in_file: bool = True, switch: bool = False,
+    limits: tuple[float, float] | None = None, choices: tuple[str, ...] = (),
 ) -> Any:
     # A switch (--reload) takes no value on the command line; its variable takes 1 or 0,
     # a configuration file true or false.
     meta = {"flags": tuple(flags), "help": help, "parse": _switch if switch else parse,
             "repeat": repeat, "metavar": metavar, "switch": switch,
             "shown": shown if shown is not None else _shown(default),
-            "env": env, "in_file": in_file,
+            "env": env, "in_file": in_file, "limits": _limits(parse, limits), "choices": choices,
             "kind": _BOOLEAN if switch else _KINDS.get(parse, _STRING)}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
@@ -65,36 +92,50 @@ def _shown(default: Any) -> str:
 
 
 def _octal(text: str) -> int:
-    try:
-        return int(text, 8)
-    except ValueError:
-        raise ConfigError(f"{text!r} is not an octal file mode such as 0660") from None
+    digits = text.removeprefix("0o")
+    if not (digits and len(digits) <= 4 and all(ch in "01234567" for ch in digits)):
+        raise ConfigError(f"{text!r} is not an octal file mode such as 0660")
+    return int(digits, 8)
 
 
 def _size(text: str) -> int:
     units = {"k": 1024, "m": 1024**2, "g": 1024**3}
-    text = text.strip().lower().removesuffix("b").removesuffix("i")
-    scale = units.get(text[-1:], 1)
-    number = text[:-1] if text[-1:] in units else text
-    if not number.isdigit():
+    lowered = text.strip().lower().removesuffix("b").removesuffix("i")
+    scale = units.get(lowered[-1:], 1)
+    number = lowered[:-1] if lowered[-1:] in units else lowered
+    if not (number.isascii() and number.isdigit()) or len(number) > 20:
         raise ConfigError(f"{text!r} is not a size such as 65536, 64k or 10m")
     return int(number) * scale
 
 
 def _positive_float(text: str) -> float:
     try:
-        value = float(text)
+        value = float(text) if len(text) <= 40 else math.nan
     except ValueError:
-        raise ConfigError(f"{text!r} is not a number of seconds") from None
-    if value < 0:
-        raise ConfigError(f"{text!r}: a duration cannot be negative")
+        value = math.nan
+    if not math.isfinite(value):
+        raise ConfigError(f"{text!r} is not a number of seconds such as 30 or 0.5")
     return value
 
 
 def _count(text: str) -> int:
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()) or len(text) > 20:
         raise ConfigError(f"{text!r} is not a whole number")
     return int(text)
+
+
+def _limits(parse: Callable[[str], Any], given: tuple[float, float] | None,
+            ) -> tuple[float, float] | None:
+    """The range a number takes: as given, else by its kind (durations, sizes, modes)."""
+    if given is not None:
+        return given
+    by_kind: dict[Callable[[str], Any], tuple[float, float]] = {
+        _positive_float: (0, MAX_SECONDS), _size: (0, MAX_SIZE), _octal: (0, 0o777)}
+    return by_kind.get(parse)
+
+
+def _lower(text: str) -> str:
+    return text.lower()
 
 
 def _env_pair(text: str) -> tuple[str, str]:
@@ -155,6 +196,9 @@ class Config:
     """Everything the server needs to know, frozen once the CLI has built it."""
 
     target: str = ""
+    #: Where each value that came from elsewhere than a flag came from, by field name
+    #: ("SCGIKIT_WORKERS", "FILE: key 'workers'"): errors name it (``ConfigError.blamed``).
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     config_file: str | None = _option(
         ["-c", "--config"], "read options from this TOML file (keys below); the environment "
         "and the command line override it", default=None, metavar="FILE",
@@ -168,11 +212,12 @@ class Config:
         ["--socket-mode"], "permissions of unix socket files, in octal", default=0o660,
         parse=_octal, metavar="MODE", shown="0660")
     backlog: int = _option(
-        ["--backlog"], "listen queue length of each socket", default=2048, parse=_count,
-        metavar="N")
+        ["--backlog"], "listen queue length of each socket (1 to 65535; the kernel caps it "
+        "at net.core.somaxconn)", default=2048, parse=_count, metavar="N", limits=(1, 65535))
     workers: int = _option(
-        ["-w", "--workers"], "worker processes",
-        factory=_default_workers, parse=_count, metavar="N", shown="number of CPUs")
+        ["-w", "--workers"], f"worker processes (1 to {MAX_WORKERS})",
+        factory=_default_workers, parse=_count, metavar="N", shown="number of CPUs",
+        limits=(1, MAX_WORKERS))
     interface: str = _option(
         ["--interface"], "what kind of app TARGET names: auto (a subclass of SCGIHandler or a "
         "function marked @scgikit.scgi_server.handler_factory is a classic handler, an async "
@@ -180,30 +225,32 @@ class Config:
         "asgi or handler (a classic handler: "
         "an SCGIHandler subclass, or any callable that takes parent_fd and returns a handler, "
         "as the scgi package's SCGIServer takes it)", default="auto",
-        parse=lambda text: text.lower(), metavar="KIND")
+        parse=_lower, choices=INTERFACES, metavar="KIND")
     worker: str = _option(
         ["-k", "--worker"], "worker model: sync (one request at a time per process), threads "
         "(--threads per process, WSGI) or asyncio (ASGI)", default="",
-        parse=lambda text: text.lower(), metavar="MODEL", shown="asyncio for an ASGI app, "
-        "threads for a WSGI app with --threads above 1, else sync")
+        parse=_lower, choices=("", "sync", "threads", "asyncio"), metavar="MODEL",
+        shown="asyncio for an ASGI app, threads for a WSGI app with --threads above 1, else sync")
     threads: int = _option(
         ["--threads"], "requests each worker process runs at once, in threads (the threads "
-        "model)", default=1, parse=_count, metavar="N")
+        "model; 1 to 4096)", default=1, parse=_count, metavar="N", limits=(1, 4096))
     lifespan: str = _option(
         ["--lifespan"], "ASGI lifespan events: auto (sent; an app that does not support them "
         "is served anyway), on (an app that fails them does not start) or off", default="auto",
-        parse=lambda text: text.lower(), metavar="MODE")
+        parse=_lower, choices=("auto", "on", "off"), metavar="MODE")
     loop: str = _option(
         ["--loop"], "event loop of the asyncio model: auto (uvloop when installed), asyncio "
-        "or uvloop", default="auto", parse=lambda text: text.lower(), metavar="LOOP")
+        "or uvloop", default="auto", parse=_lower, choices=("auto", "asyncio", "uvloop"),
+        metavar="LOOP")
     max_requests: int = _option(
         ["--max-requests"], "recycle a worker after this many requests (0: never), counted as "
         "they reach the app; it first serves the connections it holds and those queued for it "
         "at that moment, so it may serve a few more",
-        default=0, parse=_count, metavar="N")
+        default=0, parse=_count, metavar="N", limits=(0, 10**9))
     max_requests_jitter: int = _option(
         ["--max-requests-jitter"], "add 0..N at random to --max-requests per worker, so "
-        "workers do not all restart at once", default=0, parse=_count, metavar="N")
+        "workers do not all restart at once", default=0, parse=_count, metavar="N",
+        limits=(0, 10**9))
     timeout: float = _option(
         ["-t", "--timeout"], "kill and replace a worker busy with one request for longer "
         "than this (0: never)", default=30.0, parse=_positive_float, metavar="SECONDS")
@@ -225,7 +272,8 @@ class Config:
         default=256 * 1024, parse=_size, metavar="BYTES", shown="256k")
     max_pending: int = _option(
         ["--max-pending"], "connections a worker keeps waiting for their header or buffered "
-        "body; beyond this the oldest is dropped", default=4096, parse=_count, metavar="N")
+        "body; beyond this the oldest is dropped", default=4096, parse=_count, metavar="N",
+        limits=(1, 10**6))
     linger_timeout: float = _option(
         ["--linger-timeout"], "after the answer, how long the unread rest of a request body "
         "is read and dropped before closing (closing with unread bytes makes the kernel "
@@ -241,7 +289,7 @@ class Config:
         metavar="SECONDS")
     max_header_size: int = _option(
         ["--max-header-size"], "largest header netstring accepted (answered 431 beyond)",
-        default=DEFAULT_MAX_HEADER_SIZE, parse=_size, metavar="BYTES")
+        default=DEFAULT_MAX_HEADER_SIZE, parse=_size, metavar="BYTES", limits=(1, MAX_SIZE))
     max_body_size: int | None = _option(
         ["--max-body-size"], "largest request body accepted (answered 413 beyond)",
         default=None, parse=_size, metavar="BYTES", shown="unlimited")
@@ -258,7 +306,7 @@ class Config:
         "not send PATH_INFO", default="", metavar="PREFIX")
     log_level: str = _option(
         ["--log-level"], "debug, info, warning, error or critical", default="info",
-        parse=lambda text: text.lower(), metavar="LEVEL")
+        parse=_lower, choices=("debug", "info", "warning", "error", "critical"), metavar="LEVEL")
     access_log: str | None = _option(
         ["--access-log"], "write an access log line per request to PATH, or - for stderr",
         default=None, metavar="PATH")
@@ -270,7 +318,7 @@ class Config:
     log_format: str = _option(
         ["--log-format"], "the error log on stderr: text, or json (one object per line: "
         "time, level, pid, logger, message and any exception)", default="text",
-        parse=lambda text: text.lower(), metavar="FORMAT")
+        parse=_lower, choices=("text", "json"), metavar="FORMAT")
     pid_file: str | None = _option(
         ["--pid"], "write the master's process id to FILE", default=None, metavar="FILE")
     chdir: str | None = _option(
@@ -323,60 +371,47 @@ class Config:
     session_queue: int = _option(
         ["--session-queue"], "with --session-affinity, the requests one session may have "
         "waiting behind the one it runs; beyond, a request is answered 503",
-        default=15, parse=_count, metavar="N")
+        default=15, parse=_count, metavar="N", limits=(1, 10**6))
 
     def __post_init__(self) -> None:
-        if self.workers < 1:
-            raise ConfigError("--workers must be at least 1")
-        if self.interface not in INTERFACES:
-            raise ConfigError(f"--interface {self.interface!r}: expected auto, wsgi, asgi or "
-                              "handler")
-        if self.worker not in ("", "sync", "threads", "asyncio"):
-            raise ConfigError(f"--worker {self.worker!r}: expected sync, threads or asyncio")
-        if self.threads < 1:
-            raise ConfigError("--threads must be at least 1")
-        if self.lifespan not in ("auto", "on", "off"):
-            raise ConfigError(f"--lifespan {self.lifespan!r}: expected auto, on or off")
-        if self.loop not in ("auto", "asyncio", "uvloop"):
-            raise ConfigError(f"--loop {self.loop!r}: expected auto, asyncio or uvloop")
-        if self.log_level not in ("debug", "info", "warning", "error", "critical"):
-            raise ConfigError(f"--log-level {self.log_level!r} is not a log level")
-        if self.log_format not in ("text", "json"):
-            raise ConfigError(f"--log-format {self.log_format!r}: expected text or json")
+        try:
+            self._check()
+        except ConfigError as exc:
+            raise self.blame(exc) from None
+
+    def blame(self, error: ConfigError) -> ConfigError:
+        """``error`` naming where its option's value came from."""
+        return error.blamed(self.sources.get(error.option or ""))
+
+    def _check(self) -> None:
+        for f in option_fields():
+            _check_value(f, getattr(self, f.name))
+        _check_models(self)
+        _check_addresses(self)
         _check_access_format(self.access_log_format)
         if self.script_name and (
             not self.script_name.startswith("/") or self.script_name.endswith("/")
         ):
-            raise ConfigError(
-                f"--script-name {self.script_name!r} must start with '/' and not end with it"
-            )
-        for text in self.bind:
-            try:
-                parse_address(text)
-            except AddressError as exc:
-                raise ConfigError(f"--bind: {exc}; expected {ADDRESS_FORMS}") from None
-        if self.http is not None:
-            _check_http(self.http)
-        if not self.reload and (self.reload_dir or self.reload_include or self.reload_exclude):
-            raise ConfigError("--reload-dir, --reload-include and --reload-exclude apply "
-                              "only with --reload")
-        if self.stats is not None:
-            try:
-                parse_address(self.stats)
-            except AddressError as exc:
-                raise ConfigError(f"--stats: {exc}; expected {ADDRESS_FORMS}") from None
+            raise ConfigError(f"{self.script_name!r} must start with '/' and not end with it",
+                              "script_name")
+        if not self.reload:
+            for name in ("reload_dir", "reload_include", "reload_exclude"):
+                if getattr(self, name):
+                    raise ConfigError("applies only with --reload", name)
         _check_sessions(self)
         if self.allow_from:
             try:
                 AllowList(self.allow_from)
             except AllowListError as exc:
-                raise ConfigError(f"--allow-from: {exc}") from None
+                raise ConfigError(str(exc), "allow_from") from None
         if self.socket_owner is not None:
             user, sep, group = self.socket_owner.partition(":")
             if not user or (sep and (not group or ":" in group)):
-                raise ConfigError(
-                    f"--socket-owner: {self.socket_owner!r} is not USER or USER:GROUP"
-                )
+                raise ConfigError(f"{self.socket_owner!r} is not USER or USER:GROUP",
+                                  "socket_owner")
+        for name, _ in self.env:
+            if not name or "=" in name:
+                raise ConfigError(f"{name!r} is not a variable name: KEY=VALUE", "env")
 
     @property
     def addresses(self) -> tuple[Address, ...]:
@@ -391,47 +426,130 @@ class Config:
         return dataclasses.replace(self, **changes)
 
 
+def _check_value(f: dataclasses.Field[Any], value: Any) -> None:
+    """One option's value alone: its type, its range, its choices, and text that is text."""
+    meta = f.metadata
+    limits = meta["limits"]
+    if limits is not None and value is not None:
+        low, high = limits
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{value!r} is not a number", f.name)
+        if not math.isfinite(value) or not low <= value <= high:
+            show = _mode if meta["parse"] is _octal and isinstance(value, int) else _number
+            raise ConfigError(f"{show(value)} is out of range: {show(low)} to {show(high)}",
+                              f.name)
+    if meta["choices"] and value not in meta["choices"]:
+        named = [c for c in meta["choices"] if c]
+        raise ConfigError(f"{value!r}: expected {', '.join(named[:-1])} or {named[-1]}", f.name)
+    for text in _texts(value):
+        if any(not ch.isprintable() for ch in text) or not _is_utf8(text):
+            raise ConfigError(f"{text!r}: not printable UTF-8 text (a control character, "
+                              "a newline or bytes that are not UTF-8)", f.name)
+
+
+def _mode(value: float) -> str:
+    return f"0{int(value):o}" if value > 0 else _number(value)
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e18 else str(value)
+
+
+def _texts(value: Any) -> list[str]:
+    """The strings inside a value (a tuple's items, a --env pair's name and value)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, tuple):
+        return [text for item in value for text in _texts(item)]
+    return []
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # surrogates: bytes of argv or the environment that were not
+        return False
+    return True
+
+
+def _check_models(config: Config) -> None:
+    """--threads belongs to the threads model: a model chosen by name that would ignore it
+    is a mistake, not a setting."""
+    if config.threads > 1 and config.worker in ("sync", "asyncio"):
+        why = ("runs one request at a time per process" if config.worker == "sync" else
+               "serves many requests at once on its event loop")
+        raise ConfigError(f"{config.threads} needs --worker threads: the {config.worker} model "
+                          f"{why}; drop --threads, or --worker", "threads")
+
+
+def _check_addresses(config: Config) -> None:
+    """--bind, --stats and --http each parse, and no two name the same socket."""
+    seen: dict[str, str] = {}
+    for name, texts in (("bind", config.bind or (DEFAULT_BIND,)), ("stats", _given(config.stats)),
+                        ("http", _given(config.http))):
+        for text in texts:
+            try:
+                address = parse_address(text)
+            except AddressError as exc:
+                raise ConfigError(str(exc), name) from None
+            if name == "http" and (address.path is not None or address.fd is not None):
+                raise ConfigError(f"{text!r}: the gateway speaks HTTP to a browser, over TCP: "
+                                  "give HOST:PORT", name)
+            key = str(address)
+            if key in seen and not (address.port == 0 and address.path is None):
+                also = "given twice" if seen[key] == name else f"also {flag(seen[key])}"
+                raise ConfigError(f"{text!r} is {also}: each needs its own socket", name)
+            seen[key] = name
+    if config.http is not None:
+        _check_http()
+
+
+def _given(value: str | None) -> tuple[str, ...]:
+    return () if value is None else (value,)
+
+
 def _check_sessions(config: Config) -> None:
-    """--session-pattern compiles and names the session; --session-queue takes at least one."""
+    """--session-pattern compiles and names the session."""
     try:
         pattern = re.compile(config.session_pattern)
     except re.error as exc:
-        raise ConfigError(f"--session-pattern {config.session_pattern!r}: {exc}") from None
+        raise ConfigError(f"{config.session_pattern!r}: {exc}", "session_pattern") from None
     if "id" not in pattern.groupindex:
-        raise ConfigError(f"--session-pattern {config.session_pattern!r} has no group named "
-                          "id, as in session=\"(?P<id>[^\"]+)\"")
-    if config.session_queue < 1:
-        raise ConfigError("--session-queue must be at least 1")
+        raise ConfigError(f"{config.session_pattern!r} has no group named id, as in "
+                          "session=\"(?P<id>[^\"]+)\"", "session_pattern")
 
 
 def _check_access_format(text: str) -> None:
     try:
         compile_access_format(text)
     except AccessFormatError as exc:
-        raise ConfigError(f"--access-log-format: {exc}") from None
+        raise ConfigError(str(exc), "access_log_format") from None
 
 
-def _check_http(address: str) -> None:
-    """``--http``: an address the gateway can listen on, and h11 to speak HTTP with."""
-    try:
-        if parse_address(address).fd is not None:
-            raise AddressError(f"{address!r}: the gateway cannot listen on an fd:// address")
-    except AddressError as exc:
-        raise ConfigError(f"--http: {exc}") from None
+def _check_http() -> None:
+    """``--http``: h11 to speak HTTP with."""
     try:
         import h11  # noqa: F401 - only whether it is there
     except ImportError:
         # Refused here, before anything starts: a server started without the gateway
         # it was asked for looks like it works, until the browser cannot connect.
         raise ConfigError(
-            "--http: the development HTTP gateway needs h11, which is not installed: "
-            "pip install 'scgikit[http]'"
+            "the development HTTP gateway needs h11, which is not installed: "
+            "pip install 'scgikit[http]'", "http"
         ) from None
 
 
 def option_fields() -> list[dataclasses.Field[Any]]:
     """The options' fields, in the order of the table."""
     return [f for f in dataclasses.fields(Config) if f.metadata]
+
+
+def flag(name: str) -> str:
+    """The long flag of the option whose field is ``name``."""
+    for f in option_fields():
+        if f.name == name:
+            return str(f.metadata["flags"][-1])
+    return name
 
 
 def env_name(name: str) -> str:

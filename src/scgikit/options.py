@@ -16,6 +16,7 @@ import dataclasses
 import difflib
 import json
 import re
+import shlex
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -54,33 +55,62 @@ def from_arguments(
 ) -> Config:
     """Build the ``Config``: the command line wins over ``SCGIKIT_*`` variables, which win
     over the ``--config`` file, which wins over the defaults.  ``target`` (TARGET on the
-    command line) wins over the file's ``app``."""
+    command line) wins over the file's ``app``.  An error names where its value came from:
+    the flag, the variable, or the file and its key."""
     values: dict[str, Any] = {}
+    where: dict[str, str] = {}  # field -> the variable or file key it came from; flags: none
     for f in option_fields():
-        meta = f.metadata
         raw = getattr(namespace, f.name, None)
+        source = None
         if raw is None and env_name(f.name) in environ:
-            text = environ[env_name(f.name)]
-            raw = text.split() if meta["repeat"] else text
+            source = env_name(f.name)
+            raw = _env_items(environ[source], source) if f.metadata["repeat"] else \
+                environ[source]
         if raw is None:
             continue
-        try:
-            values[f.name] = (
-                tuple(meta["parse"](item) for item in raw) if meta["repeat"] else meta["parse"](raw)
-            )
-        except ConfigError as exc:
-            raise ConfigError(f"{meta['flags'][-1]}: {exc}") from None
+        values[f.name] = _parsed(f, raw, source)
+        if source is not None:
+            where[f.name] = source
     file_target = ""
     if values.get("config_file"):
         from_file, file_target = read_config_file(values["config_file"])
+        path = values["config_file"]
+        where = {name: f"{path}: key {file_key(_field(name))!r}" for name in from_file
+                 if name not in values} | where
         values = from_file | values
-    return Config(target=target or file_target, **values)
+    return Config(target=target or file_target, sources=where, **values)
+
+
+def _field(name: str) -> dataclasses.Field[Any]:
+    return next(f for f in option_fields() if f.name == name)
+
+
+def _env_items(text: str, name: str) -> list[str]:
+    """A repeatable option's variable: values separated by spaces, quoted as in a shell
+    where one holds a space (SCGIKIT_BIND='"/srv/my app/x.sock" 127.0.0.1:4000')."""
+    try:
+        return shlex.split(text)
+    except ValueError as exc:  # "No closing quotation"
+        raise ConfigError(f"{name}: {str(exc).lower()}: values are separated by spaces, "
+                          "and one that holds a space is quoted, as in a shell") from None
+
+
+def _parsed(f: dataclasses.Field[Any], raw: Any, where: str | None) -> Any:
+    """One option's text (or texts) parsed; an error blamed on ``where`` (None: the flag)."""
+    meta = f.metadata
+    try:
+        if meta["repeat"]:
+            return tuple(meta["parse"](item) for item in raw)
+        return meta["parse"](raw)
+    except ConfigError as exc:
+        raise ConfigError(exc.message, f.name).blamed(where) from None
 
 
 def read_config_file(path: str) -> tuple[dict[str, Any], str]:
     """The options a TOML file sets, as ``Config`` field values, and its ``app`` (or "").
 
-    Every key and value is checked here, so an error names the file and the key.
+    Every key and value is parsed here, so an error names the file and the key; the
+    values together are checked with the rest, by ``Config``.
     """
     data = _load_toml(path)
     keys = {file_key(f): f for f in option_fields() if f.metadata["in_file"]}
@@ -120,34 +150,34 @@ def _toml_error(path: str, message: str, text: str) -> str:
     found = re.search(r" \(at line (\d+), column (\d+)\)$", message)
     if found:
         return (f"{path}:{found[1]}: not valid TOML: {message[:found.start()]} "
-                f"(column {found[2]})")
+                f"(column {found[2]}){_mode_hint(text.splitlines()[int(found[1]) - 1])}")
     if message.endswith(" (at end of document)"):
         return (f"{path}:{len(text.splitlines())}: not valid TOML: "
                 f"{message.removesuffix(' (at end of document)')} (at the end of the file)")
     return f"{path}: not valid TOML: {message}"
 
 
+def _mode_hint(line: str) -> str:
+    """A mode written as a TOML number (0660 is not one): say how to write it."""
+    found = re.match(r"\s*([\w-]+)\s*=\s*(0[0-7]+)\s*(#.*)?$", line)
+    if not found:
+        return ""
+    return f": write a file mode as a string, {found[1]} = \"{found[2]}\""
+
+
 def _file_value(path: str, key: str, f: dataclasses.Field[Any], value: object) -> Any:
-    """One option's value from the file: its TOML type checked, then parsed and checked
-    as the same text on the command line would be."""
+    """One option's value from the file: its TOML type checked, then parsed as the same
+    text on the command line would be."""
     meta = f.metadata
     kind: Kind = meta["kind"]
     if meta["repeat"]:
         if not isinstance(value, list) or not all(kind.accepts(item) for item in value):
             raise ConfigError(f"{path}: key {key!r}: expected an array of {kind.many}, "
                               f"got {_toml_type(value)}")
-        items: list[object] = value
-    elif not kind.accepts(value):
+        return _parsed(f, [str(item) for item in value], f"{path}: key {key!r}")
+    if not kind.accepts(value):
         raise ConfigError(f"{path}: key {key!r}: expected {kind.one}, got {_toml_type(value)}")
-    parsed: Any
-    try:
-        parsed = (tuple(meta["parse"](str(item)) for item in items) if meta["repeat"]
-                  else meta["parse"](str(value)))
-        Config(**{f.name: parsed})  # the checks of __post_init__, blamed on this key
-    except ConfigError as exc:
-        message = str(exc).removeprefix(meta["flags"][-1]).removeprefix(":").strip()
-        raise ConfigError(f"{path}: key {key!r}: {message}") from None
-    return parsed
+    return _parsed(f, str(value), f"{path}: key {key!r}")
 
 
 def _toml_type(value: object) -> str:
@@ -211,7 +241,9 @@ def options_page() -> str:
         "Each option can be given on the command line, as an environment variable, or as a key\n"
         "of a TOML file named by `--config FILE` (or `SCGIKIT_CONFIG`). The command line wins\n"
         "over the environment, which wins over the file, which wins over the default.\n"
-        "Repeatable options take several values in their variable, separated by spaces.\n\n"
+        "Repeatable options take several values in their variable, separated by spaces; a\n"
+        "value that holds a space is quoted as in a shell:\n"
+        "`SCGIKIT_BIND='\"/srv/my app/app.sock\" 127.0.0.1:4000'`.\n\n"
         "## The configuration file\n\n"
         "A key is the option's long flag without its dashes (`max-requests`, never\n"
         "`max_requests`), and `app` names the app as TARGET does; a TARGET on the command line\n"

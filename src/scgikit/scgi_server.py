@@ -25,6 +25,7 @@ docs/porting.md has the rest, name by name.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import sys
@@ -72,7 +73,16 @@ class SCGIServer:
                 "workers": self.max_children} | options
 
     def config(self) -> Config:
-        return Config(**self.config_options())
+        """The ``Config`` of ``config_options()``; an error names the keyword it came from."""
+        options = self.config_options()
+        unknown = sorted(set(options) - {f.name for f in dataclasses.fields(Config)})
+        if unknown:
+            raise ConfigError(f"SCGIServer: unknown option {unknown[0]!r}: the options are "
+                              "the fields of scgikit.config.Config")
+        named = {"workers": "max_children", "bind": "host/port"}
+        sources = {name: f"SCGIServer {name if name in self.options else named.get(name, name)}"
+                   for name in options if name != "target"}
+        return Config(sources=sources, **options)
 
     def addresses(self) -> tuple[str, ...]:
         """Where ``serve()`` listens: the sockets systemd passed to this process when
@@ -113,12 +123,10 @@ class SCGIServer:
         self._run(config)
 
     def _run(self, config: Config) -> None:
-        from .master.arbiter import Arbiter
-        from .master.logs import setup_logging
+        from .master.command import run_server
 
-        setup_logging(config)
         try:
-            code = Arbiter(config, app=self.handler_class).run()
+            code = run_server(config, app=self.handler_class)
         except ConfigError as exc:  # an address that cannot be bound, say
             print(f"scgikit: {exc}", file=sys.stderr)
             code = 2

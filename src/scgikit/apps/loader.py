@@ -49,8 +49,21 @@ def _import(name: str, target: str) -> ModuleType:
         return importlib.import_module(name)
     except ModuleNotFoundError as exc:
         if exc.name and name.startswith(exc.name):
-            raise AppImportError(f"{target!r}: no module named {exc.name!r}") from exc
+            raise AppImportError(f"{target!r}: no module named {exc.name!r}"
+                                 f"{_attribute_hint(name, target)}") from exc
         raise
+
+
+def _attribute_hint(name: str, target: str) -> str:
+    """'good.app' where 'good' is a module: the dot was meant as MODULE:ATTRIBUTE."""
+    parent, dot, last = name.rpartition(".")
+    if not dot or ":" in target:
+        return ""
+    try:
+        found = importlib.util.find_spec(parent) is not None
+    except (ImportError, ValueError):
+        found = False
+    return f"; TARGET is MODULE:ATTRIBUTE: did you mean {parent}:{last}?" if found else ""
 
 
 def _import_file(path: str, target: str) -> ModuleType:

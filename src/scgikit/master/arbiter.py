@@ -58,7 +58,7 @@ from ..connection.metrics import StatsTable
 from ..connection.poller import drain
 from ..workers.base import Heartbeat
 from .boot import boot, prepare_process
-from .children import HANDLED_SIGNALS, collect_exits, exit_child, fork, kill, spawn_gateway
+from .children import HANDLED_SIGNALS, PidFile, collect_exits, exit_child, fork, kill, spawn_gateway
 from .heap import keep_heap
 from .listeners import Listener, open_listeners
 from .reload import Watcher, describe, watcher_for
@@ -103,6 +103,7 @@ class Arbiter:
         self.stats_server: StatsServer | None = None
         self.router: SessionRouter | None = None  # --session-affinity
         self.stop_pending = False  # the workers' stop waits for the router's hand-overs
+        self.pid_file = PidFile(config.pid_file)
 
     # --- setup -------------------------------------------------------------------------
 
@@ -113,17 +114,20 @@ class Arbiter:
         say) raises ``ConfigError`` before any worker starts: the caller reports it, as
         ``scgikit serve`` does in the one plain form of every option error.
         """
-        self._prepare()
+        try:
+            self._prepare()
+        except BaseException:
+            self._release()  # nothing left behind: no socket file, no pid file
+            raise
         try:
             self._loop()
         finally:
-            self._cleanup()
+            self._release()
+            log.info("Master %d stopped", os.getpid())
         return self.exit_code
 
     def _prepare(self) -> None:
         config = self.config
-        if (config.user or config.group) and os.geteuid() != 0:
-            raise ConfigError("--user/--group need the server to be started as root")
         if not config.target and self.app is None:
             raise ConfigError("no app to serve")
         prepare_process(config)
@@ -148,9 +152,7 @@ class Arbiter:
         signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
         for signum in HANDLED_SIGNALS:
             signal.signal(signum, self._record_signal)
-        if config.pid_file:
-            with open(config.pid_file, "w") as fh:
-                fh.write(f"{os.getpid()}\n")
+        self.pid_file.write()
         if self.stats_server is not None:
             log.info("Metrics at: %s (GET /metrics)", self.stats_server.name)
         # Logged last: tests and scripts take this line to mean "ready for signals".
@@ -580,18 +582,13 @@ class Arbiter:
         for record in list(records):
             kill(record.pid, signum)
 
-    def _cleanup(self) -> None:
+    def _release(self) -> None:
         if self.router is not None:
             self.router.close()
         for listener in self.listeners:
             listener.close(unlink=True)
         if self.stats_server is not None:
             self.stats_server.close()
-        if self.config.pid_file:
-            try:
-                os.unlink(self.config.pid_file)
-            except OSError:
-                pass
-        log.info("Master %d stopped", os.getpid())
+        self.pid_file.remove()
 
 

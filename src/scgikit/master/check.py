@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import stat
 import sys
 import sysconfig
 import traceback
@@ -39,7 +38,8 @@ from ..workers import choose_model
 from .boot import prepare_process
 from .command import build_config
 from .command import configure as configure_serve
-from .listeners import is_wildcard, socket_owner
+from .listeners import is_wildcard, passed_fd_count
+from .preflight import problems
 from .roster import APP_LOAD_ERROR
 
 HELP = "check the options, the config file and the app as serve would, without serving"
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = build_config(args)
     except ConfigError as exc:
-        print(f"scgikit check: {exc}", file=sys.stderr)
+        print(f"scgikit check: error: {exc}", file=sys.stderr)
         return CONFIG_ERROR
     report = check(config, os.environ)
     for label, value in report.found:
@@ -99,22 +99,13 @@ def check(config: Config, environ: Mapping[str, str]) -> Report:
     report = Report()
     if config.config_file:
         report.found.append(("config file", config.config_file))
-    _check_settings(config, report)
-    _prepare_process(config, report)  # before the addresses: a relative path follows --chdir
+    unusable = problems(config)  # what serve refuses before it binds: all of it
+    report.errors.extend((CONFIG_ERROR, str(error)) for error in unusable)
+    if not any(error.option == "chdir" for error in unusable):
+        _prepare_process(config, report)  # before the addresses: a relative path follows --chdir
     _check_addresses(config, environ, report)
     _check_app(config, report)
     return report
-
-
-def _check_settings(config: Config, report: Report) -> None:
-    """What ``serve`` refuses before it binds: --user without root, unknown owners."""
-    if (config.user or config.group) and os.geteuid() != 0:
-        report.errors.append((CONFIG_ERROR, "--user/--group need the server to be started "
-                                            "as root"))
-    try:
-        socket_owner(config)
-    except ConfigError as exc:
-        report.errors.append((CONFIG_ERROR, str(exc)))
 
 
 def _prepare_process(config: Config, report: Report) -> None:
@@ -207,8 +198,8 @@ def _app_frame(exc: BaseException) -> traceback.FrameSummary | None:
 
 
 def _check_addresses(config: Config, environ: Mapping[str, str], report: Report) -> None:
-    if not config.bind and environ.get("LISTEN_FDS", "").isdigit():
-        count = int(environ["LISTEN_FDS"])
+    count = passed_fd_count(environ)
+    if not config.bind and count:
         report.found.append(("listen at", f"the {count} socket(s) systemd passes "
                                            "(LISTEN_FDS)"))
         return
@@ -221,7 +212,7 @@ def _check_addresses(config: Config, environ: Mapping[str, str], report: Report)
 def _address_warnings(address: Address, config: Config,
                       listening: set[tuple[int, str, int | str]]) -> list[str]:
     if address.fd is not None:
-        return _fd_warnings(address.fd)
+        return []  # preflight's
     if address.path is not None:
         return _unix_warnings(address.path, listening)
     assert address.host is not None and address.port is not None
@@ -240,28 +231,11 @@ def _address_warnings(address: Address, config: Config,
 
 
 def _unix_warnings(path: str, listening: set[tuple[int, str, int | str]]) -> list[str]:
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        if not os.path.isdir(folder):
-            return [f"unix:{path}: the folder {folder} does not exist"]
-        if not os.access(folder, os.W_OK | os.X_OK):
-            return [f"unix:{path}: this user cannot create files in {folder}"]
-        return []
-    if not stat.S_ISSOCK(mode):
-        return [f"unix:{path} exists and is not a socket; serve would not replace it"]
+    """A socket file some running server holds (a missing folder, a file in the way are
+    preflight's errors)."""
     if (socket.AF_UNIX, os.path.abspath(path), 0) in listening:
         return [f"unix:{path} is in use by a running server; serve would refuse it"]
     return []
-
-
-def _fd_warnings(fd: int) -> list[str]:
-    try:
-        mode = os.fstat(fd).st_mode
-    except OSError as exc:
-        return [f"fd://{fd}: {exc.strerror or exc}; serve would fail"]
-    return [] if stat.S_ISSOCK(mode) else [f"fd://{fd} is not a socket; serve would fail"]
 
 
 def _tcp_in_use(address: Address, listening: set[tuple[int, str, int | str]]) -> bool:

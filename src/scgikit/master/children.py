@@ -16,7 +16,9 @@ import signal
 from collections.abc import Callable
 from typing import NoReturn
 
-__all__ = ["HANDLED_SIGNALS", "collect_exits", "exit_child", "fork", "kill",
+from ..config import ConfigError
+
+__all__ = ["HANDLED_SIGNALS", "PidFile", "collect_exits", "exit_child", "fork", "kill",
            "spawn_gateway", "undo_master_signals"]
 
 log = logging.getLogger("scgikit")
@@ -115,3 +117,30 @@ def spawn_gateway(listen: str, to: str, forget: Callable[[], None]) -> int:
         return 0
 
     exit_child(run, "HTTP gateway")
+
+
+class PidFile:
+    """``--pid FILE``: the master's process id, written at start and removed at the end
+    (only if this master wrote it: a failed start leaves another server's file alone)."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self.written = False
+
+    def write(self) -> None:
+        if self.path is None:
+            return
+        try:
+            with open(self.path, "w") as fh:
+                fh.write(f"{os.getpid()}\n")
+        except OSError as exc:
+            raise ConfigError(f"{self.path}: cannot write it: {exc.strerror or exc}",
+                              "pid_file") from None
+        self.written = True
+
+    def remove(self) -> None:
+        if self.written and self.path is not None:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Any
 
 from ..config import Config, ConfigError
 from ..options import add_arguments, from_arguments
@@ -63,13 +64,21 @@ def build_config(args: argparse.Namespace) -> Config:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    return run_server(build_config(args))
+
+
+def run_server(config: Config, app: Any = None) -> int:
+    """Check ``config`` against this machine, open the logs, and serve until stopped
+    (``scgikit serve``, and ``SCGIServer.serve``).  Raises ``ConfigError`` before
+    anything is bound or written when the settings are unusable."""
     from .arbiter import Arbiter
     from .logs import setup_logging
+    from .preflight import ensure_startable
 
-    config = build_config(args)
+    ensure_startable(config)
     try:
         setup_logging(config)
     except OSError as exc:
-        raise ConfigError(f"--access-log: cannot write {config.access_log}: "
-                          f"{exc.strerror or exc}") from None
-    return Arbiter(config).run()
+        raise ConfigError(f"{config.access_log}: cannot write it: {exc.strerror or exc}",
+                          "access_log") from None
+    return Arbiter(config, app=app).run()

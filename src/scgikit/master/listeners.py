@@ -331,10 +331,10 @@ def inherited_listener(fd: int, name: str) -> Listener:
         sock = socket.socket(fileno=fd)
     except OSError as exc:
         raise ConfigError(f"{name}: not an open socket: {exc.strerror or exc}") from None
-    if sock.type != socket.SOCK_STREAM:
-        raise ConfigError(f"{name}: not a stream socket")
-    if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
-        raise ConfigError(f"{name}: socket is not listening")
+    problem = listening_problem(sock)
+    if problem:
+        sock.detach()  # not ours to close: the error is the operator's to fix
+        raise ConfigError(f"{name}: {problem}")
     os.set_inheritable(fd, False)
     local = sock.getsockname()
     if isinstance(local, tuple):
@@ -342,6 +342,15 @@ def inherited_listener(fd: int, name: str) -> Listener:
     elif local:
         name = f"{name} (unix:{local})"
     return Listener(sock, name, inherited=True)
+
+
+def listening_problem(sock: socket.socket) -> str | None:
+    """Why ``sock`` cannot be served on (not a stream socket, not listening), or None."""
+    if sock.type != socket.SOCK_STREAM:
+        return "not a stream socket"
+    if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        return "socket is not listening"
+    return None
 
 
 def systemd_listeners(environ: Mapping[str, str]) -> list[Listener]:
