@@ -24,7 +24,6 @@ from frontends import FrontEnd, available
 from servers import ServerProcess, child_env
 
 from scgikit import client
-from scgikit.addresses import ADDRESS_FORMS
 
 ROOT = Path(__file__).resolve().parent.parent
 HELLO = b"Hello from scgikit!\n"  # examples/hello.py's answer
@@ -197,17 +196,19 @@ def test_bind_to_a_dot_slash_path_listens_on_a_unix_socket_in_the_working_direct
 @pytest.mark.parametrize(("address", "why"), [
     ("999.1.1.1:80", "cannot listen on 999.1.1.1:80: '999.1.1.1' is not an IP address or a "
                      "known host name"),
-    ("/no-such-folder-x/app.sock", "cannot listen on unix:/no-such-folder-x/app.sock: "
-                                   "No such file or directory"),
-    ("::1:80", "'::1:80': write IPv6 addresses in brackets"),
+    ("/no-such-folder-x/app.sock", "/no-such-folder-x/app.sock: the folder /no-such-folder-x "
+                                   "does not exist"),
+    ("::1:80", "'::1:80': write IPv6 addresses in brackets, as [::1]:4000"),
     ("127.0.0.1:70000", "'127.0.0.1:70000': port must be a number from 0 to 65535"),
+    ("app.sock:x", "'app.sock:x': port must be a number from 0 to 65535"),
+    ("app/x.sock", "'app/x.sock': 'app/x.sock' is not a host name or an IP address (a unix "
+                   "socket path starts with /, ./ or ../, or unix:)"),
 ])
-def test_a_bind_error_is_one_plain_line_naming_the_option_and_the_forms_expected(address, why):
+def test_a_bind_error_is_one_plain_line_naming_the_option_and_what_is_wrong(address, why):
     result = scgikit("serve", "wsgi_apps:hello", "--bind", address)
     assert result.returncode == 2
     line = one_plain_line(result.stderr)
     assert line.startswith(f"scgikit serve: --bind: {why}")
-    assert line.endswith(f"; expected {ADDRESS_FORMS}")
 
 
 def test_a_port_in_use_is_the_same_plain_line():
@@ -226,8 +227,8 @@ def test_an_unwritable_access_log_is_a_plain_option_error(tmp_path):
                      "--access-log", str(tmp_path / "missing" / "access.log"))
     assert result.returncode == 2
     assert one_plain_line(result.stderr) == (
-        f"scgikit serve: --access-log: cannot write {tmp_path}/missing/access.log: "
-        "No such file or directory")
+        f"scgikit serve: --access-log: {tmp_path}/missing/access.log: the folder "
+        f"{tmp_path}/missing does not exist")
 
 
 def test_http_gateway_without_h11_refuses_to_start_with_the_install_hint():
@@ -261,8 +262,8 @@ def test_serve_help_states_each_default_once():
 def test_an_unknown_option_is_reported_by_the_subcommand(command):
     result = scgikit(*command, "--no-such-option")
     assert result.returncode == 2
-    assert f"scgikit {command[0]}: error: unrecognized arguments: --no-such-option" in (
-        result.stderr)
+    assert result.stderr == (f"scgikit {command[0]}: unrecognized arguments: --no-such-option "
+                             f"(see scgikit {command[0]} --help)\n")
     assert "scgikit: error" not in result.stderr
 
 

@@ -187,7 +187,7 @@ def test_an_unknown_access_log_field_is_a_one_line_error_naming_it():
 def test_an_unknown_log_format_is_a_one_line_error():
     result = serve_argv("--log-format", "yaml")
     assert result.returncode == 2
-    assert result.stderr == "scgikit serve: --log-format 'yaml': expected text or json\n"
+    assert result.stderr == "scgikit serve: --log-format: 'yaml': expected text or json\n"
 
 
 @pytest.mark.parametrize("text, message", [

@@ -108,11 +108,12 @@ def _size(text: str) -> int:
     return int(number) * scale
 
 
+_DECIMAL = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+
+
 def _positive_float(text: str) -> float:
-    try:
-        value = float(text) if len(text) <= 40 else math.nan
-    except ValueError:
-        value = math.nan
+    # Decimal digits only: float() would also take "1_0", "nan", "inf" and other scripts' digits.
+    value = float(text) if len(text) <= 40 and _DECIMAL.fullmatch(text.strip()) else math.nan
     if not math.isfinite(value):
         raise ConfigError(f"{text!r} is not a number of seconds such as 30 or 0.5")
     return value

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..addresses import Address
+from ..arguments import one_line
 from ..config import Config, ConfigError
 from ..workers import choose_model
 from .boot import prepare_process
@@ -80,15 +81,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = build_config(args)
     except ConfigError as exc:
-        print(f"scgikit check: error: {exc}", file=sys.stderr)
+        print(f"scgikit check: error: {one_line(str(exc))}", file=sys.stderr)
         return CONFIG_ERROR
     report = check(config, os.environ)
     for label, value in report.found:
         print(f"{label}: {value}")
     for message in report.warnings:
-        print(f"scgikit check: warning: {message}", file=sys.stderr)
+        print(f"scgikit check: warning: {one_line(message)}", file=sys.stderr)
     for _, message in report.errors:
-        print(f"scgikit check: error: {message}", file=sys.stderr)
+        print(f"scgikit check: error: {one_line(message)}", file=sys.stderr)
     if not report.errors:
         print("ok")
     return report.status
@@ -203,7 +204,7 @@ def _check_addresses(config: Config, environ: Mapping[str, str], report: Report)
         report.found.append(("listen at", f"the {count} socket(s) systemd passes "
                                            "(LISTEN_FDS)"))
         return
-    listening = _listening_sockets()
+    listening = _listening_sockets({address.family for address in config.addresses})
     for address in config.addresses:
         report.found.append(("listen at", str(address)))
         report.warnings.extend(_address_warnings(address, config, listening))
@@ -256,18 +257,22 @@ def _unprivileged_port_start() -> int:
         return 1024
 
 
-def _listening_sockets() -> set[tuple[int, str, int | str]]:
-    """(family, host or path, port or 0) of every listening socket the kernel shows us.
+def _listening_sockets(families: set[int]) -> set[tuple[int, str, int | str]]:
+    """(family, host or path, port or 0) of every listening socket of ``families`` the
+    kernel shows us.
 
-    Read from /proc/net (Linux; elsewhere nothing is found): looking, not binding.
+    Read from /proc/net (Linux; elsewhere nothing is found): looking, not binding.  Only
+    the tables of the families asked for: a busy machine's TCP table is long.
     """
     found: set[tuple[int, str, int | str]] = set()
     for name, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        if family not in families:
+            continue
         for fields in _proc_net(name):
             if len(fields) > 3 and fields[3] == "0A":  # TCP_LISTEN
                 host, _, port = fields[1].partition(":")
                 found.add((family, _proc_host(host, family), int(port, 16)))
-    for fields in _proc_net("unix"):
+    for fields in _proc_net("unix") if socket.AF_UNIX in families else ():
         # Flags 00010000 is __SO_ACCEPTCON: a listening socket.
         if len(fields) > 7 and int(fields[3], 16) & 0x10000:
             found.add((socket.AF_UNIX, os.path.abspath(fields[7]), 0))

@@ -7,6 +7,7 @@ import os
 import sys
 from typing import Any
 
+from ..arguments import one_line
 from ..config import Config, ConfigError
 from ..options import add_arguments, from_arguments
 
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _serve(args)
     except ConfigError as exc:
-        print(f"scgikit serve: {exc}", file=sys.stderr)
+        print(f"scgikit serve: {one_line(str(exc))}", file=sys.stderr)
         return 2
 
 
