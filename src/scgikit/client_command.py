@@ -295,17 +295,18 @@ def check_port(flag: str, text: str) -> int:
 def check_host(flag: str, text: str, shown: str | None = None) -> str:
     """A host name (letters, digits, '-', '_', '.'), an IPv4 address, or an IPv6 address
     (bare or in brackets, with an optional %zone)."""
-    host = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    bracketed = text.startswith("[") and text.endswith("]")
+    host = text[1:-1] if bracketed else text
     if ":" in host:
-        address, _, zone = host.partition("%")
+        address, percent, zone = host.partition("%")
         try:
             ipaddress.IPv6Address(address)
         except ValueError:
             pass
         else:
-            if not zone or _ZONE.fullmatch(zone):
+            if not percent or _ZONE.fullmatch(zone):
                 return host
-    elif len(host) <= 253 and _HOST_NAME.fullmatch(host):
+    elif not bracketed and len(host) <= 253 and _HOST_NAME.fullmatch(host):
         return host
     raise _bad(flag, text if shown is None else shown,
                "a host name (letters, digits, '-', '.'), an IPv4 address or an [IPv6] address")
@@ -341,7 +342,7 @@ def check_address(flag: str, text: str) -> str:
     if not text.isascii():  # parse_address takes any digit, '٣' too
         raise _bad(flag, text, expected)
     assert address.host is not None
-    check_host(flag, address.host, shown=text)
+    check_host(flag, f"[{address.host}]" if text.startswith("[") else address.host, shown=text)
     if not address.port:
         raise _bad(flag, text, "a port number from 1 to 65535 after the host")
     return text
