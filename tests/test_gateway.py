@@ -183,6 +183,30 @@ def test_backend_down_gives_502_bad_gateway_saying_so_in_one_line(tmp_path):
     assert "nobody.sock" in proc.log  # the log says which server, the client is not told
 
 
+@pytest.mark.parametrize(("answer", "status_line", "said"), [
+    (None, "HTTP/1.1 504 Gateway Timeout", b"the SCGI server did not answer in time"),
+    (b"garbage without a colon\r\n\r\n", "HTTP/1.1 502 Bad Gateway",
+     b"the SCGI server's answer is not a CGI response"),
+], ids=["silent", "garbled"])
+def test_a_silent_or_garbled_scgi_server_gets_its_status_in_one_plain_line(
+        answer, status_line, said):
+    from rogue import RogueServer
+    from servers import free_port
+    port = free_port()
+    with RogueServer(answer) as rogue:
+        proc = ServerProcess([
+            "python3", "-m", "scgikit", "gateway", "--listen", f"127.0.0.1:{port}",
+            "--to", rogue.address, "--timeout", "0.5"]).start(ready=r"HTTP gateway")
+        try:
+            raw = exchange_raw("127.0.0.1", port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        finally:
+            proc.stop()
+    line, headers, body = error_answer_parts(raw)
+    assert line == status_line
+    assert_one_line_plain_text(line, headers, body)
+    assert body.endswith(b": " + said + b"\n")
+
+
 def test_the_gateway_listens_on_tcp_only_and_says_so_in_one_line(tmp_path):
     import subprocess
     import sys
