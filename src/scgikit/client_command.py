@@ -1,23 +1,30 @@
 """``scgikit request`` (curl's habits, over SCGI) and ``scgi-test`` (the classic raw tool).
 
-Exit codes are curl's where curl has one: 6 unknown host, 7 connection refused,
-8 malformed answer (an HTTP server's too: the address is not SCGI), 22 HTTP status
->= 400 with ``--fail``, 23 output write error, 26 body file unreadable, 28 timeout,
-52 empty answer, 56 connection lost.
+Every value on the command line is checked before anything connects (``check_*``
+below, one per kind of value, shared by both commands): a wrong one is a
+``UsageError``, one line naming the flag, the value and what it takes, exit 2.
+
+Exit codes are curl's where curl has one: 2 a wrong value, 6 unknown host, 7 connection
+refused, 8 malformed answer (an HTTP server's too: the address is not SCGI), 22 HTTP
+status >= 400 with ``--fail``, 23 output write error, 26 body file unreadable,
+28 timeout, 52 empty answer, 56 connection lost.
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
+import re
 import socket
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import IO
 
 from . import client
-from .addresses import DEFAULT_PORT
-from .arguments import ArgumentParser
+from .addresses import DEFAULT_PORT, AddressError, parse_address
+from .arguments import ArgumentParser, one_line
 
 HELP = "send one SCGI request and print the answer (like curl)"
 DESCRIPTION = (
@@ -43,19 +50,26 @@ read the -d file, 28 timeout, 52 empty answer.
 DEFAULT_ADDRESS = f"localhost:{DEFAULT_PORT}"
 
 
-class UsageError(client.ClientError):
-    """The command line asks for something that cannot be sent."""
+class CommandError(Exception):
+    """A failure on this side of the exchange (the command line, the ``-d`` file, the
+    ``-o`` file), not the server's; ``exit_code`` is curl's for the same failure."""
+
+    exit_code = 1
+
+
+class UsageError(CommandError):
+    """A value on the command line that cannot be sent: the operator's to fix."""
 
     exit_code = 2
 
 
-class BodyReadError(client.ClientError):
+class BodyReadError(CommandError):
     """The file named by ``-d @file`` cannot be read."""
 
     exit_code = 26
 
 
-class OutputError(client.ClientError):
+class OutputError(CommandError):
     """The answer cannot be written where ``-o`` says."""
 
     exit_code = 23
@@ -82,9 +96,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="show the variables sent and the response head on stderr")
     parser.add_argument("-o", "--output", metavar="FILE", help="write the body to FILE")
-    parser.add_argument("-m", "--timeout", type=float, default=client.DEFAULT_TIMEOUT,
-                        metavar="SECONDS",
-                        help="longest wait for connecting or for any data (default %(default)s)")
+    parser.add_argument("-m", "--timeout", metavar="SECONDS",
+                        help="longest wait for connecting or for any data, from "
+                             f"{MIN_TIMEOUT:g} to {MAX_TIMEOUT:g} (default {DEFAULT_TIMEOUT:g})")
     parser.add_argument("-f", "--fail", action="store_true",
                         help="exit 22, writing no body, when the status is 400 or more")
     parser.add_argument("-w", "--timing", action="store_true",
@@ -98,25 +112,61 @@ def run(args: argparse.Namespace) -> int:
         # stdout was closed (piped into head, say): stop quietly, as curl does.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 23
-    except client.ClientError as exc:
-        print(f"scgikit request: {exc}", file=sys.stderr)
-        return exc.exit_code
+    except (CommandError, client.ClientError) as exc:
+        return _failed("scgikit request", exc)
+
+
+def _failed(prog: str, exc: CommandError | client.ClientError) -> int:
+    print(f"{prog}: {one_line(str(exc))}", file=sys.stderr)
+    return exc.exit_code
+
+
+@dataclass
+class _Request:
+    """A command line's request, every value checked."""
+
+    address: str
+    uri: str
+    method: str
+    headers: list[tuple[str, str]]
+    env: dict[str, str]
+    timeout: float
+    output: str | None  # None: stdout
+
+
+def _checked(args: argparse.Namespace) -> _Request:
+    if len(args.target) > 2:
+        raise UsageError("expected [ADDRESS] URI, got " + " ".join(map(repr, args.target)))
+    address, uri = args.target if len(args.target) == 2 else (DEFAULT_ADDRESS, args.target[0])
+    if args.head and args.data:
+        raise UsageError("-I/--head sends HEAD, which has no body: leave out -d/--data")
+    for item in args.data:
+        check_data("-d/--data", item)
+    env: dict[str, str] = {}
+    for text in args.env:
+        name, value = check_variable("-e/--env", text)
+        env[name] = value
+    return _Request(
+        address=check_address("ADDRESS", address),
+        uri=check_uri("URI", uri),
+        method=check_method("-X/--request", args.method) if args.method is not None
+        else "HEAD" if args.head else "POST" if args.data else "GET",
+        headers=[check_header("-H/--header", text) for text in args.headers],
+        env=env,
+        timeout=check_timeout("-m/--timeout", args.timeout),
+        output=check_output("-o/--output", args.output),
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
-    if len(args.target) > 2:
-        raise UsageError("expected [ADDRESS] URI, got " + " ".join(args.target))
-    address, uri = args.target if len(args.target) == 2 else (DEFAULT_ADDRESS, args.target[0])
-    if not uri.startswith("/"):
-        raise UsageError(f"the URI must start with '/': {uri!r}")
-    headers = [_header(text) for text in args.headers]
-    env = dict(_variable(text) for text in args.env)
+    request = _checked(args)
     body = b"&".join(_data(item) for item in args.data) if args.data else b""
-    method = args.method or ("HEAD" if args.head else "POST" if args.data else "GET")
+    headers = request.headers
+    check_fixed_headers("-H/--header", args.headers, len(body))
     if args.data and not any(name.lower() == "content-type" for name, _ in headers):
         headers.append(("Content-Type", "application/x-www-form-urlencoded"))  # as curl does
     try:
-        environ_sent = client.build_environ(uri, method, headers, env)
+        environ_sent = client.build_environ(request.uri, request.method, headers, request.env)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if args.verbose:
@@ -125,18 +175,19 @@ def _run(args: argparse.Namespace) -> int:
             _err(f"> {name}={environ_sent[name]}")
         _err(">")
 
-    with client.stream(address, uri, method, headers, body, env, args.timeout) as answer:
+    with client.stream(request.address, request.uri, request.method, headers, body,
+                       request.env, request.timeout) as answer:
         head = _format_head(answer)
         if args.verbose:
             for line in head.decode("latin-1").splitlines():
                 _err(f"< {line}")
         failed = args.fail and answer.status >= 400
         out = sys.stdout.buffer
-        if args.output and not failed:
+        if request.output is not None and not failed:
             try:
-                out = open(args.output, "wb")
+                out = open(request.output, "wb")
             except OSError as exc:
-                raise OutputError(f"cannot write {args.output}: {exc.strerror}") from None
+                raise OutputError(f"cannot write {request.output}: {exc.strerror}") from None
         try:
             if (args.include or args.head) and not failed:
                 out.write(head)
@@ -173,27 +224,10 @@ def _write(out: IO[bytes], data: bytes) -> None:
         raise OutputError(f"cannot write the answer: {exc.strerror}") from None
 
 
-def _header(text: str) -> tuple[str, str]:
-    name, value = _pair(text, ":", "header must be 'Name: value'", bare_name=True)
-    return name, value.strip()
-
-
-def _variable(text: str) -> tuple[str, str]:
-    return _pair(text, "=", "variable must be NAME=VALUE")
-
-
-def _pair(text: str, separator: str, rule: str, bare_name: bool = False) -> tuple[str, str]:
-    """``text`` split at its first ``separator``: a name (without blanks around it, where
-    ``bare_name``), and a value."""
-    name, sep, value = text.partition(separator)
-    if sep and name and (name == name.strip() or not bare_name):
-        return name, value
-    raise UsageError(f"{rule}, not {text!r}")
-
-
 def _data(item: str) -> bytes:
+    """``-d``'s bytes: text as the command line carried it, or a file's, or stdin's."""
     if not item.startswith("@"):
-        return item.encode("utf-8")
+        return item.encode("utf-8", "surrogateescape")
     path = item[1:]
     if path == "-":
         return sys.stdin.buffer.read()
@@ -201,11 +235,213 @@ def _data(item: str) -> bytes:
         with open(path, "rb") as file:
             return file.read()
     except OSError as exc:
-        raise BodyReadError(f"cannot read {path}: {exc.strerror}") from None
+        raise BodyReadError(f"-d/--data: cannot read {path!r}: {exc.strerror}") from None
 
 
 def _err(line: str) -> None:
     print(line, file=sys.stderr)
+
+
+# --- the values each flag takes ---------------------------------------------------------
+#
+# One check per kind of value, for both commands.  Each returns the value as it will be
+# used, or raises a UsageError naming the flag, the value (repr: a control character or
+# an undecodable byte shows escaped) and what the flag takes.
+
+DEFAULT_TIMEOUT = client.DEFAULT_TIMEOUT
+MIN_TIMEOUT = 0.001  # finer than a millisecond means nothing to a socket wait
+MAX_TIMEOUT = 86400.0  # a day: past it, a typo
+_DECIMAL = re.compile(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110's token (a method)
+_HEADER_NAME = re.compile(r"[0-9A-Za-z-]+")  # the names nginx passes on as HTTP_*
+_HOST_NAME = re.compile(r"[0-9A-Za-z_](?:[0-9A-Za-z_.-]*[0-9A-Za-z_.])?")
+_ZONE = re.compile(r"[0-9A-Za-z_.-]+")
+_SUN_PATH = 108  # bytes in sockaddr_un's sun_path (Linux)
+_VARIABLE_NAME = re.compile(r"[!-<>-~]+")  # printable ASCII but '=' and space
+_FIXED_VARIABLES = ("CONTENT_LENGTH", "SCGI")  # encode_request writes them itself
+
+
+def _bad(flag: str, value: str, expected: str) -> UsageError:
+    return UsageError(f"{flag} {value!r}: expected {expected}")
+
+
+def _undecodable(text: str) -> bool:
+    """Whether ``text`` holds surrogates: bytes that were not UTF-8 on the command line."""
+    return any("\ud800" <= ch <= "\udfff" for ch in text)
+
+
+def _controls(text: str, allowed: str = "") -> bool:
+    return any((ch < " " or ch == "\x7f") and ch not in allowed for ch in text)
+
+
+def check_timeout(flag: str, text: str | None) -> float:
+    """Seconds, a decimal number from MIN_TIMEOUT to MAX_TIMEOUT; None is the default."""
+    if text is None:
+        return DEFAULT_TIMEOUT
+    if _DECIMAL.fullmatch(text):
+        seconds = float(text)
+        if MIN_TIMEOUT <= seconds <= MAX_TIMEOUT:
+            return seconds
+    raise _bad(flag, text, f"a number of seconds from {MIN_TIMEOUT:g} to {MAX_TIMEOUT:g}")
+
+
+def check_port(flag: str, text: str) -> int:
+    """A TCP port a client can connect to: 1 to 65535, in ASCII digits."""
+    if 0 < len(text) <= 5 and text.isascii() and text.isdigit() and 1 <= int(text) <= 65535:
+        return int(text)
+    raise _bad(flag, text, "a port number from 1 to 65535")
+
+
+def check_host(flag: str, text: str, shown: str | None = None) -> str:
+    """A host name (letters, digits, '-', '_', '.'), an IPv4 address, or an IPv6 address
+    (bare or in brackets, with an optional %zone)."""
+    bracketed = text.startswith("[") and text.endswith("]")
+    host = text[1:-1] if bracketed else text
+    if ":" in host:
+        address, percent, zone = host.partition("%")
+        try:
+            ipaddress.IPv6Address(address)
+        except ValueError:
+            pass
+        else:
+            if not percent or _ZONE.fullmatch(zone):
+                return host
+    elif not bracketed and len(host) <= 253 and _HOST_NAME.fullmatch(host):
+        return host
+    raise _bad(flag, text if shown is None else shown,
+               "a host name (letters, digits, '-', '.'), an IPv4 address or an [IPv6] address")
+
+
+def check_unix_path(flag: str, path: str, shown: str | None = None) -> str:
+    """A unix socket's path: not empty, no NUL, at most 108 bytes."""
+    try:
+        size = len(os.fsencode(path))
+    except UnicodeEncodeError:
+        size = -1
+    if 0 < size <= _SUN_PATH and "\0" not in path:
+        return path
+    raise _bad(flag, path if shown is None else shown,
+               f"a unix socket path, without NUL, of 1 to {_SUN_PATH} bytes")
+
+
+def check_address(flag: str, text: str) -> str:
+    """An SCGI server's address: HOST:PORT, [IPv6]:PORT, or a unix socket path."""
+    expected = "an SCGI address: HOST:PORT, [IPv6]:PORT, or a unix socket as /path or unix:PATH"
+    if "://" in text and not text.startswith("fd://"):
+        raise UsageError(f"{flag} {text!r}: an SCGI address is HOST:PORT or a unix path, "
+                         "not a URL")
+    try:
+        address = parse_address(text)
+    except (AddressError, ValueError):
+        raise _bad(flag, text, expected) from None
+    if address.fd is not None:
+        raise _bad(flag, text, expected + " (fd://N is a server's inherited socket)")
+    if address.path is not None:
+        check_unix_path(flag, address.path, shown=text)
+        return text
+    if not text.isascii():  # parse_address takes any digit, '٣' too
+        raise _bad(flag, text, expected)
+    assert address.host is not None
+    check_host(flag, f"[{address.host}]" if text.startswith("[") else address.host, shown=text)
+    if not address.port:
+        raise _bad(flag, text, "a port number from 1 to 65535 after the host")
+    return text
+
+
+def check_uri(flag: str, text: str) -> str:
+    """A request URI: a path starting with '/', without spaces or control characters."""
+    if not text.startswith("/"):
+        raise _bad(flag, text, "a path starting with '/'")
+    if " " in text or _controls(text):
+        raise _bad(flag, text, "a URI without spaces or control characters (write %20 for "
+                               "a space)")
+    if _undecodable(text):
+        raise _bad(flag, text, "UTF-8 text (the URI holds bytes that are not)")
+    return text
+
+
+def check_method(flag: str, text: str) -> str:
+    """A request method: an HTTP token (letters, digits and !#$%&'*+-.^_`|~)."""
+    if _TOKEN.fullmatch(text):
+        return text
+    raise _bad(flag, text, "a method: letters, digits and !#$%&'*+-.^_`|~, no spaces")
+
+
+def check_header(flag: str, text: str) -> tuple[str, str]:
+    """'Name: value': a name nginx passes on, a value of UTF-8 text without control
+    characters but tab; the blanks around the value are dropped."""
+    name, sep, value = text.partition(":")
+    if not sep or not _HEADER_NAME.fullmatch(name):
+        raise _bad(flag, text, "'Name: value', the name of letters, digits and '-' "
+                               "(nginx drops other names)")
+    value = value.strip(" \t")
+    if _controls(value, allowed="\t"):
+        raise _bad(flag, text, "a header value without CR, LF, NUL or other control "
+                               "characters")
+    if _undecodable(value):
+        raise _bad(flag, text, "a header value of UTF-8 text (it holds bytes that are not)")
+    return name, value
+
+
+def check_fixed_headers(flag: str, texts: Sequence[str], body_length: int) -> None:
+    """Host and Content-Length at most once (nginx answers 400 to a request with two), and
+    a Content-Length given by hand must be the body's length, which SCGI sends anyway."""
+    seen: dict[str, str] = {}
+    for text in texts:
+        name, value = check_header(flag, text)
+        lower = name.lower()
+        if lower in ("host", "content-length") and lower in seen:
+            raise _bad(flag, text, f"one {name} header, not two (after {seen[lower]!r})")
+        seen[lower] = text
+        if lower == "content-length" and value != str(body_length):
+            raise _bad(flag, text, f"the body's length, {body_length}, or no Content-Length "
+                                   "(CONTENT_LENGTH is always the body's length)")
+
+
+def check_data(flag: str, text: str) -> str:
+    """Text (sent as the bytes the command line carried), @FILE or @-."""
+    if text.startswith("@") and (text == "@" or "\0" in text):
+        raise _bad(flag, text, "text, @FILE (a file name without NUL) or @- (stdin)")
+    return text
+
+
+def check_variable(flag: str, text: str) -> tuple[str, str]:
+    """NAME=VALUE: a NAME of printable ASCII without '=' (not CONTENT_LENGTH or SCGI,
+    which the protocol sets), a VALUE of UTF-8 text without NUL (the netstring's
+    separator)."""
+    name, sep, value = text.partition("=")
+    if not sep or not _VARIABLE_NAME.fullmatch(name):
+        raise _bad(flag, text, "NAME=VALUE, the NAME of printable ASCII without spaces")
+    if name in _FIXED_VARIABLES:
+        raise _bad(flag, text, "a variable other than CONTENT_LENGTH (always the body's "
+                               "length; -d gives the body) and SCGI (always 1)")
+    if "\0" in value:
+        raise _bad(flag, text, "a VALUE without NUL, which ends each value in SCGI")
+    if _undecodable(value):
+        raise _bad(flag, text, "a VALUE of UTF-8 text (it holds bytes that are not)")
+    return name, value
+
+
+def check_output(flag: str, path: str | None) -> str | None:
+    """A file to create or replace in a folder that exists; '-' (or None) is stdout."""
+    if path is None or path == "-":
+        return None
+    try:
+        name_bytes = os.fsencode(os.path.basename(path))
+    except UnicodeEncodeError:
+        name_bytes = b""
+    if not name_bytes or "\0" in path:
+        raise _bad(flag, path, "a file name without NUL, or - for stdout")
+    folder = os.path.dirname(path) or "."
+    if os.path.isdir(path):
+        raise _bad(flag, path, "a file, not a folder")
+    if not os.path.isdir(folder):
+        raise _bad(flag, path, f"a file in a folder that exists (there is no {folder!r})")
+    if len(name_bytes) > os.pathconf(folder, "PC_NAME_MAX"):
+        raise _bad(flag, path, "a shorter file name")
+    if not os.access(folder, os.W_OK):
+        raise _bad(flag, path, f"a file in a folder you can write in (not {folder!r})")
+    return path
 
 
 # --- scgi-test -----------------------------------------------------------------------
@@ -229,24 +465,27 @@ def scgi_test(argv: Sequence[str] | None = None) -> int:
         epilog=SCGI_TEST_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("uri", metavar="URI", help="the request URI, starting with '/'")
-    parser.add_argument("--host", default="localhost", help="server host (default localhost)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT,
-                        help=f"server port (default {DEFAULT_PORT})")
+    parser.add_argument("--host", help="server host (default localhost)")
+    parser.add_argument("--port", help=f"server port, 1 to 65535 (default {DEFAULT_PORT})")
     parser.add_argument("--unix", metavar="PATH", help="connect to a unix socket instead")
-    parser.add_argument("-m", "--timeout", type=float, default=client.DEFAULT_TIMEOUT,
-                        metavar="SECONDS", help="longest wait for any step")
+    parser.add_argument("-m", "--timeout", metavar="SECONDS",
+                        help=f"longest wait for any step, from {MIN_TIMEOUT:g} to "
+                             f"{MAX_TIMEOUT:g} (default {DEFAULT_TIMEOUT:g})")
     args = parser.parse_args(argv)
-    if args.unix:
-        address = f"unix:{args.unix}"
-    elif ":" in args.host:
-        address = f"[{args.host}]:{args.port}"
-    else:
-        address = f"{args.host}:{args.port}"
     try:
-        return _raw_exchange(address, args.uri, args.timeout)
-    except client.ClientError as exc:
-        print(f"scgi-test: {exc}", file=sys.stderr)
-        return exc.exit_code
+        uri = check_uri("URI", args.uri)
+        timeout = check_timeout("-m/--timeout", args.timeout)
+        host = "localhost" if args.host is None else check_host("--host", args.host)
+        port = DEFAULT_PORT if args.port is None else check_port("--port", args.port)
+        if args.unix is not None:
+            address = f"unix:{check_unix_path('--unix', args.unix)}"
+        elif ":" in host:
+            address = f"[{host}]:{port}"
+        else:
+            address = f"{host}:{port}"
+        return _raw_exchange(address, uri, timeout)
+    except (CommandError, client.ClientError) as exc:
+        return _failed("scgi-test", exc)
     except KeyboardInterrupt:
         return 130
 
@@ -254,8 +493,6 @@ def scgi_test(argv: Sequence[str] | None = None) -> int:
 def _raw_exchange(address: str, uri: str, timeout: float) -> int:
     from .protocol import encode_request
 
-    if not uri.startswith("/"):
-        raise UsageError(f"the URI must start with '/': {uri!r}")
     environ = client.build_environ(uri)
     sock = client.connect(address, timeout)
     start = bytearray()  # the answer's head, to tell an HTTP server's refusal

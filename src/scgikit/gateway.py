@@ -18,15 +18,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import socket
 import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
+from http import HTTPStatus
 from typing import IO, Any
 
 from . import client
 from .addresses import AddressError, AddressLike, parse_address
+from .arguments import one_line
 from .protocol import Response as ResponseHead
 from .protocol import ResponseParser, encode_request, reason_phrase
 from .variables import http_variables
@@ -55,6 +58,7 @@ _HOP_BY_HOP = frozenset({
 })
 _SPOOL_IN_MEMORY = 1024 * 1024
 _CHUNK = 256 * 1024
+_MAX_HEAD = 16 * 1024  # a request's head longer than this is answered 431
 DEFAULT_LISTEN = "127.0.0.1:8000"
 
 
@@ -120,7 +124,7 @@ class _Connection:
         self.server_name = server_name
         self.server_port = server_port
         self.timeout = timeout
-        self.conn = h11.Connection(h11.SERVER)
+        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEAD)
         sock.settimeout(timeout)
 
     def run(self) -> None:
@@ -139,7 +143,8 @@ class _Connection:
                 else:
                     return
         except h11.RemoteProtocolError as exc:
-            self._fail(exc.error_status_hint, f"bad HTTP request: {exc}")
+            status = exc.error_status_hint
+            self._fail(status, _what_was_wrong(status, exc), f"bad HTTP request: {exc}")
         except (OSError, h11.LocalProtocolError) as exc:
             log.debug("connection from %s ended: %s", self.peer, exc)
         finally:
@@ -162,16 +167,17 @@ class _Connection:
         if data:
             self.sock.sendall(data)
 
-    def _fail(self, status: int, why: str) -> None:
-        log.info("%s: answering %d: %s", self.peer[0] if self.peer else "-", status, why)
+    def _fail(self, status: int, said: str, detail: str | None = None) -> None:
+        """Answer ``status`` and close: ``said`` goes to the client, ``detail`` (which may
+        name the backend or quote the request) to the log only."""
+        log.info("%s: answering %d: %s", self.peer[0] if self.peer else "-", status,
+                 detail or said)
         h11 = self.h11
         if self.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return  # the head is out: all we can do is close
-        body = f"{status} {reason_phrase(status)}\n".encode("ascii")
+        reason, headers, body = error_answer(status, said)
         try:
-            self._send(h11.Response(status_code=status, headers=[
-                ("Content-Type", "text/plain; charset=utf-8"),
-                ("Content-Length", str(len(body))), ("Connection", "close")]))
+            self._send(h11.Response(status_code=status, headers=headers, reason=reason))
             self._send(h11.Data(data=body))
             self._send(h11.EndOfMessage())
         except (OSError, h11.LocalProtocolError):
@@ -203,7 +209,7 @@ class _Connection:
             backend = client.connect(self.backend, self.timeout)
         except client.ClientError as exc:
             self._drain_body(spool)
-            self._fail(502, f"backend {self.backend}: {exc}")
+            self._fail(502, "the SCGI server cannot be reached", f"backend {self.backend}: {exc}")
             return
         with backend:
             try:
@@ -216,7 +222,8 @@ class _Connection:
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the backend answered early (413, say): relay that answer
             except TimeoutError:
-                self._fail(504, f"backend {self.backend} did not read the request")
+                self._fail(504, "the SCGI server did not read the request in time",
+                           f"backend {self.backend} did not read the request")
                 return
             finally:
                 if spool is not None:
@@ -252,19 +259,22 @@ class _Connection:
         try:
             head = next(events)
         except client.RequestTimeout as exc:
-            self._fail(504, f"backend {self.backend}: {exc}")
+            self._fail(504, "the SCGI server did not answer in time",
+                       f"backend {self.backend}: {exc}")
             return
         except client.ClientError as exc:
-            self._fail(502, f"backend {self.backend}: {exc}")
+            self._fail(502, "the SCGI server's answer is not a CGI response",
+                       f"backend {self.backend}: {exc}")
             return
         assert isinstance(head, ResponseHead)
         headers = [(name, value) for name, value in head.headers
                    if name.lower().encode("latin-1") not in _HOP_BY_HOP]
         try:
             self._send(h11.Response(status_code=head.status, headers=headers,
-                                    reason=head.reason.encode("latin-1")))
+                                    reason=(head.reason or _reason(head.status)).encode("latin-1")))
         except h11.LocalProtocolError as exc:
-            self._fail(502, f"backend {self.backend} sent an answer HTTP cannot carry: {exc}")
+            self._fail(502, "the SCGI server's answer cannot be carried over HTTP",
+                       f"backend {self.backend} sent an answer HTTP cannot carry: {exc}")
             return
         no_body = head_only or head.status in (204, 304) or head.status < 200
         try:
@@ -275,6 +285,39 @@ class _Connection:
             log.warning("backend %s: answer cut short: %s", self.backend, exc)
             raise OSError("backend answer cut short") from None
         self._send(h11.EndOfMessage())
+
+
+def error_answer(status: int, said: str) -> tuple[bytes, list[tuple[str, str]], bytes]:
+    """The gateway's own answer for ``status``: its reason phrase, its headers and a body of
+    one line of plain text, ``said`` after the status (``400 Bad Request: ...``)."""
+    reason = _reason(status)
+    body = f"{status} {reason}: {one_line(said)}\n".encode("ascii", "backslashreplace")
+    headers = [("Content-Type", "text/plain; charset=utf-8"),
+               ("Content-Length", str(len(body))), ("Connection", "close")]
+    return reason.encode("ascii"), headers, body
+
+
+def _reason(status: int) -> str:
+    """The reason phrase for ``status``: the protocol core's, else the standard library's."""
+    phrase = reason_phrase(status)
+    if not phrase:
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = ""
+    return phrase
+
+
+# h11 quotes the bytes it could not parse ("illegal header line: bytearray(b'...')"):
+# the client is told what was wrong, not its bytes echoed back.
+_QUOTED = re.compile(r":? (?:b'|b\"|bytearray\().*", re.DOTALL)
+
+
+def _what_was_wrong(status: int, exc: Exception) -> str:
+    if status == 431:  # h11 says "Receive buffer too long"
+        return f"the request's head is longer than {_MAX_HEAD} bytes"
+    said = _QUOTED.sub("", str(exc)).strip() or "malformed request"
+    return f"not an HTTP/1.1 request the gateway can read ({said})"[:200]
 
 
 def _response_events(parser: ResponseParser, sock: socket.socket,
