@@ -17,15 +17,17 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ADDRESS_FORMS", "Address", "AddressError", "parse_address", "DEFAULT_PORT"]
+__all__ = ["ADDRESS_FORMS", "Address", "AddressError", "check_host", "check_unix_path",
+           "parse_address", "DEFAULT_PORT"]
 
 DEFAULT_PORT = 4000
 #: The forms ``parse_address`` takes, for error messages that say what was expected.
 ADDRESS_FORMS = "HOST:PORT, [IPv6]:PORT, a unix socket as /path, ./path or unix:PATH, or fd://N"
 _PATH_PREFIXES = ("/", "./", "../")
-#: The longest unix socket path the kernel takes, in bytes (sun_path, less its NUL).
-MAX_PATH_BYTES = 107
+#: The longest unix socket path the kernel takes, in bytes (Linux's sun_path).
+MAX_PATH_BYTES = 108
 _HOST_NAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_.])?")
+_ZONE = re.compile(r"[0-9A-Za-z_.-]+")
 
 
 class AddressError(ValueError):
@@ -87,9 +89,9 @@ def parse_address(value: AddressLike, default_port: int = DEFAULT_PORT) -> Addre
             path = path[2:]
         if not path:
             raise AddressError(f"{value!r}: unix socket path is empty")
-        return Address(path=_path(path, value))
+        return Address(path=check_unix_path(path, value))
     if value.startswith(_PATH_PREFIXES):
-        return Address(path=_path(value, value))
+        return Address(path=check_unix_path(value))
     if value.startswith("fd://"):
         digits = value[5:]
         if not (digits.isascii() and digits.isdigit()) or int(digits) > 2**31 - 1:
@@ -101,7 +103,7 @@ def parse_address(value: AddressLike, default_port: int = DEFAULT_PORT) -> Addre
         host, sep, rest = value[1:].partition("]")
         if not sep or not host:
             raise AddressError(f"{value!r}: IPv6 address is missing its closing ']'")
-        _ipv6(host, value)
+        check_host(f"[{host}]", value)
         if not rest:
             return Address(host=host, port=default_port)
         if not rest.startswith(":"):
@@ -113,32 +115,49 @@ def parse_address(value: AddressLike, default_port: int = DEFAULT_PORT) -> Addre
     if not sep:
         if value.isdigit():
             return Address(host="127.0.0.1", port=_port(value, value))
-        return Address(host=_host(value, value), port=default_port)
-    return Address(host=_host(host, value) if host else "127.0.0.1", port=_port(port, value))
+        return Address(host=check_host(value), port=default_port)
+    return Address(host=check_host(host, value) if host else "127.0.0.1",
+                   port=_port(port, value))
 
 
-def _path(path: str, whole: str) -> str:
+def check_unix_path(path: str, whole: str | None = None) -> str:
+    """``path`` if the kernel can bind or connect to it (no NUL, at most 108 bytes), else
+    an ``AddressError`` showing ``whole`` (the address it came from)."""
+    shown = repr(path if whole is None else whole)
+    if not path:
+        raise AddressError(f"{shown}: unix socket path is empty")
     if "\0" in path:
-        raise AddressError(f"{whole!r}: a unix socket path cannot hold a NUL byte")
-    size = len(os.fsencode(path))
+        raise AddressError(f"{shown}: a unix socket path cannot hold a NUL byte")
+    try:
+        size = len(os.fsencode(path))
+    except UnicodeEncodeError:  # a lone surrogate no bytes decode to
+        raise AddressError(f"{shown}: not a file name the system can encode") from None
     if size > MAX_PATH_BYTES:
-        raise AddressError(f"{whole!r}: the unix socket path is {size} bytes, and the kernel "
+        raise AddressError(f"{shown}: the unix socket path is {size} bytes, and the kernel "
                            f"takes at most {MAX_PATH_BYTES}: choose a shorter one")
     return path
 
 
-def _host(host: str, whole: str) -> str:
-    if not (host.isascii() and _HOST_NAME.fullmatch(host)):
-        raise AddressError(f"{whole!r}: {host!r} is not a host name or an IP address (a unix "
+def check_host(host: str, whole: str | None = None) -> str:
+    """``host`` without its brackets if it is a host name (letters, digits, '-', '_',
+    '.'), an IPv4 address or an IPv6 address (bare or in brackets, with a %zone), else an
+    ``AddressError`` showing ``whole``."""
+    shown = repr(host if whole is None else whole)
+    bracketed = host.startswith("[") and host.endswith("]")
+    bare = host[1:-1] if bracketed else host
+    if ":" in bare:
+        address, percent, zone = bare.partition("%")
+        try:
+            socket.inet_pton(socket.AF_INET6, address)
+        except (OSError, ValueError):
+            raise AddressError(f"{shown}: {bare!r} is not an IPv6 address") from None
+        if percent and not _ZONE.fullmatch(zone):
+            raise AddressError(f"{shown}: {zone!r} is not an IPv6 zone") from None
+        return bare
+    if bracketed or not (bare.isascii() and len(bare) <= 253 and _HOST_NAME.fullmatch(bare)):
+        raise AddressError(f"{shown}: {bare!r} is not a host name or an IP address (a unix "
                            "socket path starts with /, ./ or ../, or unix:)")
-    return host
-
-
-def _ipv6(host: str, whole: str) -> None:
-    try:
-        socket.inet_pton(socket.AF_INET6, host.partition("%")[0])
-    except (OSError, ValueError):
-        raise AddressError(f"{whole!r}: {host!r} is not an IPv6 address") from None
+    return bare
 
 
 def _port(text: str, whole: str) -> int:

@@ -12,10 +12,24 @@ a wrong flag reads the same way as a wrong value.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from typing import NoReturn
 
-__all__ = ["ArgumentParser", "one_line"]
+__all__ = ["ArgumentParser", "decimal", "one_line"]
+
+_DECIMAL = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+
+
+def decimal(text: str) -> float | None:
+    """``text`` as a finite decimal number (``30``, ``0.5``, ``1e3``, ``-1``), else None.
+
+    ``float()`` alone would also take ``1_0``, ``nan``, ``inf`` and other scripts' digits.
+    """
+    if len(text) > 40 or not _DECIMAL.fullmatch(text):
+        return None
+    value = float(text)
+    return value if value not in (float("inf"), float("-inf")) else None
 
 
 def one_line(text: str) -> str:

@@ -13,7 +13,6 @@ status >= 400 with ``--fail``, 23 output write error, 26 body file unreadable,
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import re
 import socket
@@ -22,9 +21,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO
 
-from . import client
+from . import addresses, client
 from .addresses import DEFAULT_PORT, AddressError, parse_address
-from .arguments import ArgumentParser, one_line
+from .arguments import ArgumentParser, decimal, one_line
 
 HELP = "send one SCGI request and print the answer (like curl)"
 DESCRIPTION = (
@@ -251,12 +250,8 @@ def _err(line: str) -> None:
 DEFAULT_TIMEOUT = client.DEFAULT_TIMEOUT
 MIN_TIMEOUT = 0.001  # finer than a millisecond means nothing to a socket wait
 MAX_TIMEOUT = 86400.0  # a day: past it, a typo
-_DECIMAL = re.compile(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110's token (a method)
 _HEADER_NAME = re.compile(r"[0-9A-Za-z-]+")  # the names nginx passes on as HTTP_*
-_HOST_NAME = re.compile(r"[0-9A-Za-z_](?:[0-9A-Za-z_.-]*[0-9A-Za-z_.])?")
-_ZONE = re.compile(r"[0-9A-Za-z_.-]+")
-_SUN_PATH = 108  # bytes in sockaddr_un's sun_path (Linux)
 _VARIABLE_NAME = re.compile(r"[!-<>-~]+")  # printable ASCII but '=' and space
 _FIXED_VARIABLES = ("CONTENT_LENGTH", "SCGI")  # encode_request writes them itself
 
@@ -278,10 +273,9 @@ def check_timeout(flag: str, text: str | None) -> float:
     """Seconds, a decimal number from MIN_TIMEOUT to MAX_TIMEOUT; None is the default."""
     if text is None:
         return DEFAULT_TIMEOUT
-    if _DECIMAL.fullmatch(text):
-        seconds = float(text)
-        if MIN_TIMEOUT <= seconds <= MAX_TIMEOUT:
-            return seconds
+    seconds = decimal(text)
+    if seconds is not None and MIN_TIMEOUT <= seconds <= MAX_TIMEOUT:
+        return seconds
     raise _bad(flag, text, f"a number of seconds from {MIN_TIMEOUT:g} to {MAX_TIMEOUT:g}")
 
 
@@ -292,58 +286,34 @@ def check_port(flag: str, text: str) -> int:
     raise _bad(flag, text, "a port number from 1 to 65535")
 
 
-def check_host(flag: str, text: str, shown: str | None = None) -> str:
+def check_host(flag: str, text: str) -> str:
     """A host name (letters, digits, '-', '_', '.'), an IPv4 address, or an IPv6 address
-    (bare or in brackets, with an optional %zone)."""
-    bracketed = text.startswith("[") and text.endswith("]")
-    host = text[1:-1] if bracketed else text
-    if ":" in host:
-        address, percent, zone = host.partition("%")
-        try:
-            ipaddress.IPv6Address(address)
-        except ValueError:
-            pass
-        else:
-            if not percent or _ZONE.fullmatch(zone):
-                return host
-    elif not bracketed and len(host) <= 253 and _HOST_NAME.fullmatch(host):
-        return host
-    raise _bad(flag, text if shown is None else shown,
-               "a host name (letters, digits, '-', '.'), an IPv4 address or an [IPv6] address")
+    (bare or in brackets, with an optional %zone): ``addresses.check_host``."""
+    try:
+        return addresses.check_host(text)
+    except AddressError as exc:
+        raise UsageError(f"{flag} {exc}") from None
 
 
-def check_unix_path(flag: str, path: str, shown: str | None = None) -> str:
+def check_unix_path(flag: str, path: str) -> str:
     """A unix socket's path: not empty, no NUL, at most 108 bytes."""
     try:
-        size = len(os.fsencode(path))
-    except UnicodeEncodeError:
-        size = -1
-    if 0 < size <= _SUN_PATH and "\0" not in path:
-        return path
-    raise _bad(flag, path if shown is None else shown,
-               f"a unix socket path, without NUL, of 1 to {_SUN_PATH} bytes")
+        return addresses.check_unix_path(path)
+    except AddressError as exc:
+        raise UsageError(f"{flag} {exc}") from None
 
 
 def check_address(flag: str, text: str) -> str:
-    """An SCGI server's address: HOST:PORT, [IPv6]:PORT, or a unix socket path."""
+    """An SCGI server's address: HOST:PORT, [IPv6]:PORT, or a unix socket path, checked
+    by ``addresses.parse_address`` as the server's are; a client has no fd:// and no port 0."""
     expected = "an SCGI address: HOST:PORT, [IPv6]:PORT, or a unix socket as /path or unix:PATH"
-    if "://" in text and not text.startswith("fd://"):
-        raise UsageError(f"{flag} {text!r}: an SCGI address is HOST:PORT or a unix path, "
-                         "not a URL")
     try:
         address = parse_address(text)
-    except (AddressError, ValueError):
-        raise _bad(flag, text, expected) from None
+    except AddressError as exc:
+        raise UsageError(f"{flag} {exc}") from None
     if address.fd is not None:
         raise _bad(flag, text, expected + " (fd://N is a server's inherited socket)")
-    if address.path is not None:
-        check_unix_path(flag, address.path, shown=text)
-        return text
-    if not text.isascii():  # parse_address takes any digit, '٣' too
-        raise _bad(flag, text, expected)
-    assert address.host is not None
-    check_host(flag, f"[{address.host}]" if text.startswith("[") else address.host, shown=text)
-    if not address.port:
+    if address.path is None and not address.port:
         raise _bad(flag, text, "a port number from 1 to 65535 after the host")
     return text
 

@@ -24,6 +24,7 @@ from typing import Any
 from .accesslog import DEFAULT_ACCESS_FORMAT, AccessFormatError, compile_access_format
 from .addresses import Address, AddressError, parse_address
 from .allow import AllowList, AllowListError
+from .arguments import decimal
 from .protocol import DEFAULT_MAX_HEADER_SIZE
 
 __all__ = ["INTERFACES", "MAX_WORKERS", "Config", "ConfigError", "Kind", "env_name", "file_key",
@@ -108,13 +109,9 @@ def _size(text: str) -> int:
     return int(number) * scale
 
 
-_DECIMAL = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
-
-
 def _positive_float(text: str) -> float:
-    # Decimal digits only: float() would also take "1_0", "nan", "inf" and other scripts' digits.
-    value = float(text) if len(text) <= 40 and _DECIMAL.fullmatch(text.strip()) else math.nan
-    if not math.isfinite(value):
+    value = decimal(text)
+    if value is None:
         raise ConfigError(f"{text!r} is not a number of seconds such as 30 or 0.5")
     return value
 
