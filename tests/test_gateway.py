@@ -215,7 +215,7 @@ def test_the_gateway_listens_on_tcp_only_and_says_so_in_one_line(tmp_path):
                             timeout=30)
     assert result.returncode == 2
     assert result.stderr == (
-        f"scgikit gateway: --listen needs HOST:PORT, not unix:{tmp_path}/http.sock\n")
+        f"scgikit gateway: the gateway listens on HOST:PORT, not unix:{tmp_path}/http.sock\n")
 
 
 def test_gateway_help_says_it_is_for_development():

@@ -458,3 +458,35 @@ def test_a_dotted_target_is_told_the_module_attribute_form(tmp_path):
     assert result.stderr == ("scgikit check: error: cannot load the app: 'wsgi_apps.hello': no "
                              "module named 'wsgi_apps.hello'; TARGET is MODULE:ATTRIBUTE: did "
                              "you mean wsgi_apps:hello?\n")
+
+
+def test_an_http_gateway_address_that_is_busy_fails_the_start_and_leaves_nothing(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = scgikit("serve", TARGET, "--bind", f"unix:{tmp_path}/scgi.sock", "--http",
+                         f"127.0.0.1:{port}", "--pid", f"{tmp_path}/app.pid")
+        assert result.returncode == 2
+        assert result.stderr.splitlines()[-1] == (
+            f"scgikit serve: --http: cannot listen on 127.0.0.1:{port}: Address already in use")
+        checked = scgikit("check", TARGET, "--bind", f"unix:{tmp_path}/scgi.sock", "--http",
+                          f"127.0.0.1:{port}")
+    assert list(tmp_path.iterdir()) == []
+    assert f"HTTP gateway at: 127.0.0.1:{port}\n" in checked.stdout
+    assert checked.stderr == (f"scgikit check: warning: --http 127.0.0.1:{port}: a socket of "
+                              "this machine already listens there; serve would fail to start, "
+                              "unless it stops first\n")
+
+
+@pytest.mark.parametrize(("http", "message"), [
+    ("unix:/tmp/gateway.sock", "--http: 'unix:/tmp/gateway.sock': the gateway speaks HTTP to a "
+                               "browser, over TCP: give HOST:PORT"),
+    ("127.0.0.1:{port}", "--http: '127.0.0.1:{port}' is also --bind: each needs its own socket"),
+])
+def test_an_http_gateway_address_that_cannot_be_the_gateways_is_refused(http, message):
+    port = free_port()
+    result = scgikit("serve", TARGET, "--bind", f"127.0.0.1:{port}", "--http",
+                     http.format(port=port))
+    assert result.returncode == 2
+    assert result.stderr == f"scgikit serve: {message.format(port=port)}\n"

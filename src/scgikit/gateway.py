@@ -76,27 +76,38 @@ def _h11() -> Any:
     return h11
 
 
-def serve_gateway(listen: AddressLike, to: AddressLike, *,
-                  ready: Callable[[str], object] | None = None,
-                  server_name: str = "localhost", timeout: float = 60.0,
-                  stop: threading.Event | None = None) -> None:
-    """Accept HTTP on ``listen`` and forward to the SCGI server at ``to`` until ``stop``."""
-    h11 = _h11()
+def listen_gateway(listen: AddressLike) -> socket.socket:
+    """The gateway's listening socket on ``listen`` (HOST:PORT); a ``GatewayError`` when
+    it cannot be had (``scgikit serve --http`` binds it before it starts anything)."""
     try:
         where = parse_address(listen, default_port=8000)
-        backend = parse_address(to)
     except AddressError as exc:
         raise GatewayError(str(exc)) from None
     if where.path is not None or where.fd is not None:
-        raise GatewayError(f"--listen needs HOST:PORT, not {where}")
+        raise GatewayError(f"the gateway listens on HOST:PORT, not {where}")
     sock = socket.socket(where.family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(where.sockaddr)
     except OSError as exc:
         sock.close()
-        raise GatewayError(f"cannot listen on {where}: {exc.strerror}") from None
+        raise GatewayError(f"cannot listen on {where}: {exc.strerror or exc}") from None
     sock.listen(128)
+    return sock
+
+
+def serve_gateway(listen: AddressLike | socket.socket, to: AddressLike, *,
+                  ready: Callable[[str], object] | None = None,
+                  server_name: str = "localhost", timeout: float = 60.0,
+                  stop: threading.Event | None = None) -> None:
+    """Accept HTTP on ``listen`` (an address, or a socket ``listen_gateway`` made) and
+    forward to the SCGI server at ``to`` until ``stop``."""
+    h11 = _h11()
+    try:
+        backend = parse_address(to)
+    except AddressError as exc:
+        raise GatewayError(str(exc)) from None
+    sock = listen if isinstance(listen, socket.socket) else listen_gateway(listen)
     sock.settimeout(0.5)
     host, port = sock.getsockname()[:2]
     bound = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..addresses import Address
+from ..addresses import Address, parse_address
 from ..arguments import one_line
 from ..config import Config, ConfigError
 from ..workers import choose_model
@@ -204,10 +204,17 @@ def _check_addresses(config: Config, environ: Mapping[str, str], report: Report)
         report.found.append(("listen at", f"the {count} socket(s) systemd passes "
                                            "(LISTEN_FDS)"))
         return
-    listening = _listening_sockets({address.family for address in config.addresses})
+    http = parse_address(config.http) if config.http else None
+    listening = _listening_sockets({address.family for address in (*config.addresses, http)
+                                    if address is not None})
     for address in config.addresses:
         report.found.append(("listen at", str(address)))
         report.warnings.extend(_address_warnings(address, config, listening))
+    if http is not None:
+        report.found.append(("HTTP gateway at", str(http)))
+        if _tcp_in_use(http, listening):
+            report.warnings.append(f"--http {http}: a socket of this machine already listens "
+                                   "there; serve would fail to start, unless it stops first")
 
 
 def _address_warnings(address: Address, config: Config,

@@ -99,9 +99,21 @@ def exit_child(body: Callable[[], int], what: str) -> NoReturn:
 
 def spawn_gateway(listen: str, to: str, forget: Callable[[], None]) -> int:
     """``--http``: a development HTTP gateway in front of the server, in a child process
-    (``forget`` closes what of the master's it holds); its pid."""
-    pid = fork()
+    (``forget`` closes what of the master's it holds); its pid.  Its socket is bound here,
+    first: an address it cannot have is the start's failure, a ``ConfigError``."""
+    from ..gateway import GatewayError, listen_gateway
+
+    try:
+        sock = listen_gateway(listen)
+    except GatewayError as exc:
+        raise ConfigError(str(exc), "http") from None
+    try:
+        pid = fork()
+    except BaseException:
+        sock.close()
+        raise
     if pid:
+        sock.close()  # the gateway's own now
         return pid
 
     def run() -> int:
@@ -109,7 +121,7 @@ def spawn_gateway(listen: str, to: str, forget: Callable[[], None]) -> int:
         from ..gateway import serve_gateway
 
         try:
-            serve_gateway(listen, to, ready=lambda address: log.info(
+            serve_gateway(sock, to, ready=lambda address: log.info(
                 "HTTP gateway (development only) at: http://%s -> %s", address, to))
         except Exception as exc:
             log.error("HTTP gateway failed: %s", exc)
