@@ -490,3 +490,17 @@ def test_an_http_gateway_address_that_cannot_be_the_gateways_is_refused(http, me
                      http.format(port=port))
     assert result.returncode == 2
     assert result.stderr == f"scgikit serve: {message.format(port=port)}\n"
+
+
+@pytest.mark.parametrize("mode", ["-1", "7777", "4660", "0o1000", "8", "0668"])
+@pytest.mark.parametrize("source", ["flag", "environment", "file"])
+def test_a_socket_mode_outside_0_to_0777_is_refused_from_every_source(mode, source, tmp_path):
+    args, env = given_as(FIELDS["socket_mode"], mode, source, tmp_path)
+    result = scgikit("serve", TARGET, *args, **env)
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1
+    where = {"flag": "--socket-mode", "environment": "SCGIKIT_SOCKET_MODE",
+             "file": f"{tmp_path}/scgikit.toml: key 'socket-mode'"}[source]
+    assert result.stderr.startswith(f"scgikit serve: {where}: ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == (
+        ["scgikit.toml"] if source == "file" else [])

@@ -7,11 +7,15 @@ variables, ``--config`` file), then the app is loaded by the workers' own code
 one) and the report says what was found: the app's kind, the worker model, the
 addresses.
 
-Nothing listens.  Addresses are only looked at: a port below the kernel's
-unprivileged start, a port some socket of this machine already listens on
-(from /proc/net), a unix socket's folder that is missing or not writable, a
-file that is in the way.  No socket is bound or connected to, so a check can
-run beside the server it checks.  The one side effect is the app's import: its
+The settings are checked by ``serve``'s own code: ``Config`` for each value and
+how they go together, then ``preflight.problems`` against this machine (users,
+folders, the pid file and the access log, unix socket folders, files in the way,
+``fd://N``).  Each is an error, as it would stop ``serve``.
+
+Nothing listens.  What depends on the moment is a warning only: a port below
+the kernel's unprivileged start (a capability may allow it), a port or a unix
+socket some server of this machine holds now (from /proc/net).  No socket is
+bound or connected to, so a check can run beside the server it checks.  The one side effect is the app's import: its
 module-level code runs, as in every worker, and so does a classic handler's
 ``__init__`` (or its factory); an ASGI app's lifespan startup is not run.
 
@@ -48,7 +52,8 @@ DESCRIPTION = """\
 Check what `scgikit serve` would do with the same options, without serving: build the
 configuration (options, SCGIKIT_* variables, --config file), load the app as a worker
 would, and report its kind, the worker model and the addresses it would listen at.
-Nothing is bound: addresses are only looked at, and problems with them are warnings.
+Every setting serve would refuse is an error here too. Nothing is bound: an address
+some server holds now, or a privileged port, is a warning.
 
 Exit status: 0 fine (warnings allowed), 2 an unusable setting, 4 an app that cannot
 be loaded (the codes of scgikit serve)."""
