@@ -504,3 +504,19 @@ def test_a_socket_mode_outside_0_to_0777_is_refused_from_every_source(mode, sour
     assert result.stderr.startswith(f"scgikit serve: {where}: ")
     assert sorted(p.name for p in tmp_path.iterdir()) == (
         ["scgikit.toml"] if source == "file" else [])
+
+
+@pytest.mark.parametrize(("keywords", "message"), [
+    ("max_children=0", "SCGIServer max_children: 0 is out of range: 1 to 1024"),
+    ("port=4000, timeout=float('nan')", "SCGIServer timeout: nan is out of range: 0 to 31536000"),
+    ("host='my host'", "SCGIServer host/port: 'my host:4000': 'my host' is not a host name or "
+                       "an IP address (a unix socket path starts with /, ./ or ../, or unix:)"),
+    ("bind=['/nonexistent-folder/x.sock']", "SCGIServer bind: /nonexistent-folder/x.sock: the "
+                                            "folder /nonexistent-folder does not exist"),
+])
+def test_the_classic_servers_keywords_are_checked_as_the_options_are(keywords, message):
+    code = f"from scgikit.scgi_server import SCGIServer\nSCGIServer({keywords}).serve()\n"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, env=child_env())
+    assert result.returncode == 2
+    assert result.stderr == f"scgikit: {message}\n"

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .apps.handler import SCGIHandler, handler_factory, read_env
+from .arguments import one_line
 from .config import Config, ConfigError
 from .systemd_socket import get_systemd_socket, sd_listen_fds
 from .util import log
@@ -108,27 +109,32 @@ class SCGIServer:
         if type(self).get_listening_socket is not SCGIServer.get_listening_socket:
             self.serve_on_socket(self.get_listening_socket())
             return
-        self._run(self.config())
+        self._run(self.config)
 
     def serve_on_socket(self, s: socket.socket) -> None:
         """Serve on the bound socket ``s`` (listening on it if it does not yet)."""
-        config = self.config()
-        s.listen(config.backlog)
-        fd = os.dup(s.fileno())  # the master's own, closed by it; ``s`` stays the caller's
-        try:
-            config = config.replace(bind=(f"fd://{fd}",))
-        except BaseException:
-            os.close(fd)
-            raise
-        self._run(config)
 
-    def _run(self, config: Config) -> None:
+        def on_socket() -> Config:
+            config = self.config()
+            s.listen(config.backlog)
+            fd = os.dup(s.fileno())  # the master's own, closed by it; ``s`` stays the caller's
+            try:
+                return config.replace(bind=(f"fd://{fd}",))
+            except BaseException:
+                os.close(fd)
+                raise
+
+        self._run(on_socket)
+
+    def _run(self, make_config: Callable[[], Config]) -> None:
+        """Serve with the ``Config`` ``make_config`` gives; a setting that is unusable (a
+        keyword's value, an address that cannot be bound) is one line and exit status 2."""
         from .master.command import run_server
 
         try:
-            code = run_server(config, app=self.handler_class)
-        except ConfigError as exc:  # an address that cannot be bound, say
-            print(f"scgikit: {exc}", file=sys.stderr)
+            code = run_server(make_config(), app=self.handler_class)
+        except ConfigError as exc:
+            print(f"scgikit: {one_line(str(exc))}", file=sys.stderr)
             code = 2
         if code:
             raise SystemExit(code)

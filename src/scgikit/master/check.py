@@ -15,9 +15,10 @@ folders, the pid file and the access log, unix socket folders, files in the way,
 Nothing listens.  What depends on the moment is a warning only: a port below
 the kernel's unprivileged start (a capability may allow it), a port or a unix
 socket some server of this machine holds now (from /proc/net).  No socket is
-bound or connected to, so a check can run beside the server it checks.  The one side effect is the app's import: its
-module-level code runs, as in every worker, and so does a classic handler's
-``__init__`` (or its factory); an ASGI app's lifespan startup is not run.
+bound or connected to, so a check can run beside the server it checks.  The one
+side effect is the app's import: its module-level code runs, as in every worker,
+and so does a classic handler's ``__init__`` (or its factory); an ASGI app's
+lifespan startup is not run.
 
 Exit status: 0 when ``serve`` would start (warnings may be printed), 2 when a
 setting is unusable (as ``serve``), 4 when the app cannot be loaded (as a
