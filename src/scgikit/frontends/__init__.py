@@ -113,12 +113,12 @@ def check(server: str, bind: Sequence[str], prefix: str, server_name: str | None
         raise FrontendError("front end", server, f"unknown; choose one of "
                             f"{', '.join(FRONT_ENDS)}")
     settings = Settings(
-        server, [values.backend("--bind", text) for text in bind or (DEFAULT_BIND,)],
+        server, [values.backend("--bind", text, server) for text in bind or (DEFAULT_BIND,)],
         values.prefix(prefix),
         None if server_name is None else values.server_name(server_name),
         None if listen is None else values.listen(str(listen)),
         None if fail_timeout is None else values.fail_timeout(fail_timeout),
-        [values.backend("--down", text) for text in down])
+        [values.backend("--down", text, server) for text in down])
     _check_backends(settings, list(bind), list(down))
     return settings
 
@@ -208,7 +208,10 @@ def _apache(settings: Settings) -> dict[str, str]:
                else f"unix:{address.path}|scgi://localhost")
     listen = settings.listen or Listen(80)
     vhost = f"*:{listen.port}" if listen.host is None else str(listen)
-    return {"url": backend + settings.prefix, "vhost": vhost}
+    hint = "\0" if settings.listen is None else (
+        f"# Apache listens on {listen} only if told: Listen {listen} "
+        f"(Debian: /etc/apache2/ports.conf)")
+    return {"url": backend + settings.prefix, "vhost": vhost, "listen_hint": hint}
 
 
 _LIGHTTPD_SCGI = """\

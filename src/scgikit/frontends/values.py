@@ -38,8 +38,10 @@ class FrontendError(ValueError):
         super().__init__(f"{option} {value!r}: {problem}")
 
 
-#: A unix socket path: sun_path holds 108 bytes, the last one a NUL.
-MAX_SOCKET_PATH = 107
+#: The longest unix socket path each front end reads: sun_path holds 108 bytes with the NUL
+#: (nginx); lighttpd keeps 2 more, Apache's worker record 96 (PROXY_WORKER_MAX_NAME_SIZE).
+MAX_SOCKET_PATH = {"nginx": 107, "lighttpd": 105, "apache": 95}
+_TITLES = {"nginx": "nginx", "lighttpd": "lighttpd", "apache": "Apache"}
 MAX_PREFIX = 1024
 MAX_FAIL_TIMEOUT = 3600
 
@@ -73,19 +75,24 @@ def _port(option: str, value: str, text: str, allowed: str) -> int:
 
 
 def _ip(option: str, value: str, host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    """``host``, an IPv4 or IPv6 literal (no %zone: it is no part of the address grammar)."""
+    """``host``, an IPv4 or IPv6 literal of one host (no %zone: no front end reads one)."""
     try:
-        return ipaddress.ip_address(host if "%" not in host else "%")
+        ip = ipaddress.ip_address(host if "%" not in host else "%")
     except ValueError:
         raise FrontendError(option, value, f"{host!r} is not an IPv4 or IPv6 address "
                             f"(a front end's address is written as IPV4:PORT or "
                             f"[IPV6]:PORT)") from None
+    if ip.is_multicast or (ip.version == 4 and ip.is_reserved):
+        raise FrontendError(option, value, f"{host!r} is a multicast, broadcast or reserved "
+                            f"address, which no TCP socket listens on; give one host's address")
+    return ip
 
 
 # --- --bind and --down: where the front end reaches the backend ---------------------------
 
-def backend(option: str, value: str) -> Address:
-    """A backend address for ``--bind``/``--down``: an IP address and port, or a unix path."""
+def backend(option: str, value: str, server: str) -> Address:
+    """A backend address for ``--bind``/``--down``: an IP address and port, or a unix path
+    (of at most the length ``server`` reads)."""
     try:
         address = parse_address(value)
     except (AddressError, ValueError):  # ValueError: int() refuses some str.isdigit() text
@@ -94,22 +101,25 @@ def backend(option: str, value: str) -> Address:
         raise FrontendError(option, value, "a front end connects to a host:port or a unix "
                             "socket, not an inherited fd://")
     if address.path is not None:
-        return Address(path=_socket_path(option, value, address.path))
+        return Address(path=_socket_path(option, value, address.path, server))
     return _tcp_backend(option, value, address)
 
 
-def _socket_path(option: str, value: str, path: str) -> str:
+def _socket_path(option: str, value: str, path: str, server: str) -> str:
     if not path.startswith("/"):
         raise FrontendError(option, value, "a relative socket path would be read from the "
                             "front end's own folder; allowed: an absolute path")
+    if path.endswith("/"):
+        raise FrontendError(option, value, "a socket path names a file, not a folder ending "
+                            "in '/'")
     stray = _stray(path, _PATH_CHARS)
     if stray is not None:
         raise FrontendError(option, value, f"{stray!r} cannot appear in a socket path "
                             f"written into a front end's configuration; allowed: "
                             f"{_PATH_ALLOWED}")
-    if len(path) > MAX_SOCKET_PATH:
-        raise FrontendError(option, value, f"a unix socket path holds at most "
-                            f"{MAX_SOCKET_PATH} bytes, this one {len(path)}")
+    if len(path) > MAX_SOCKET_PATH[server]:
+        raise FrontendError(option, value, f"{_TITLES[server]} reads a unix socket path of at "
+                            f"most {MAX_SOCKET_PATH[server]} bytes, this one is {len(path)}")
     return path
 
 
