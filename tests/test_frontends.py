@@ -138,6 +138,10 @@ def test_the_docs_show_exactly_what_the_command_prints(server):
     assert render(server) in DOCS.read_text()
 
 
+def test_the_docs_show_exactly_what_lighttpd_prints_with_listen_and_server_name():
+    assert render("lighttpd", listen="8080", server_name="example.org") in DOCS.read_text()
+
+
 def test_deploy_docs_show_exactly_what_the_command_prints_for_three_hosts():
     deploy = DOCS.parent / "deploy.md"
     three = ["10.0.0.1:4000", "10.0.0.2:4000", "10.0.0.3:4000"]
