@@ -82,6 +82,9 @@ def _ip(option: str, value: str, host: str) -> ipaddress.IPv4Address | ipaddress
         raise FrontendError(option, value, f"{host!r} is not an IPv4 or IPv6 address "
                             f"(a front end's address is written as IPV4:PORT or "
                             f"[IPV6]:PORT)") from None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        raise FrontendError(option, value, f"{host!r} is an IPv4 address in IPv6 form, on "
+                            f"which nginx cannot listen; write it as {ip.ipv4_mapped}")
     if ip.is_multicast or (ip.version == 4 and ip.is_reserved):
         raise FrontendError(option, value, f"{host!r} is a multicast, broadcast or reserved "
                             f"address, which no TCP socket listens on; give one host's address")
