@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 from pathlib import Path
 
 from servers import free_port, wait_until
@@ -69,15 +70,57 @@ def _lighttpd_harness(folder: Path, port: int, snippet: str) -> list[str]:
 HARNESSES = {"nginx": _nginx_harness, "apache": _apache_harness, "lighttpd": _lighttpd_harness}
 
 
+def _check_argv(name: str, folder: Path) -> list[str]:
+    """The front end's own syntax check of the harness in ``folder``, with what it read."""
+    if name == "nginx":  # -T: test, then dump the files it read
+        return [BINARIES[name], "-T", "-p", str(folder), "-c", str(folder / "nginx.conf")]
+    if name == "apache":  # the virtual hosts as parsed: address, port and name
+        return [BINARIES[name], "-t", "-D", "DUMP_VHOSTS", "-f", str(folder / "httpd.conf")]
+    return [BINARIES[name], "-tt", "-f", str(folder / "lighttpd.conf")]
+
+
+def syntax_check(name: str, snippet: str) -> tuple[bool, str]:
+    """Whether the real front end accepts ``snippet`` in its harness, and what it said.
+
+    On success the message holds what the front end read: nginx's dump of its files
+    (``nginx -T``), Apache's virtual hosts (``-D DUMP_VHOSTS``), or lighttpd's
+    configuration as it parsed it (``lighttpd -p``).
+    """
+    with tempfile.TemporaryDirectory(prefix=f"scgikit-{name}-check-") as path:
+        folder = Path(path)
+        HARNESSES[name](folder, 80, snippet)
+        runs = [_check_argv(name, folder)]
+        if name == "lighttpd":
+            runs.append([BINARIES[name], "-p", "-f", str(folder / "lighttpd.conf")])
+        said = []
+        for argv in runs:
+            done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
+                                  timeout=30)
+            said.append((done.stdout + done.stderr).decode(errors="replace"))
+            if done.returncode != 0 and not _elsewhere(name, said[-1]):
+                return False, "".join(said)
+    return True, "".join(said)
+
+
+def _elsewhere(name: str, said: str) -> bool:
+    """nginx -t binds its listen addresses: one that is not this machine's is no error of
+    the configuration's (its syntax is ok), only of where the check runs."""
+    emergencies = [line for line in said.splitlines() if "[emerg]" in line]
+    return name == "nginx" and " syntax is ok" in said and bool(emergencies) and all(
+        "bind() to " in line and "(99: Cannot assign requested address)" in line
+        for line in emergencies)
+
+
 class FrontEnd:
     """One front end process on 127.0.0.1:``port``, configured by ``render(...)``."""
 
     def __init__(self, name: str, folder: Path, bind: list[str], prefix: str = "/",
-                 scgi_params: dict[str, str] | None = None) -> None:
+                 scgi_params: dict[str, str] | None = None, server_name: str | None = None,
+                 listen: str | None = None) -> None:
         self.name = name
         self.folder = folder
         self.port = free_port()
-        self.snippet = render(name, bind, prefix=prefix)
+        self.snippet = render(name, bind, prefix=prefix, server_name=server_name, listen=listen)
         if scgi_params:  # nginx: variables added to its scgi_params, for an app that needs them
             assert name == "nginx", "scgi_params= is for nginx"
             lines = "".join(f'        scgi_param {key} "{value}";\n'

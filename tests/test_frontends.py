@@ -99,18 +99,20 @@ def test_lighttpd_at_the_root_fixes_script_name():
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (("iis",), "unknown front end"),
-    (("nginx", ["nowhere:port"]), "port"),
-    (("nginx", ["fd://3"]), "fd://"),
-    (("apache", ["127.0.0.1:1", "127.0.0.1:2"]), "only the nginx config"),
-    (("nginx", ["127.0.0.1:1"], "/", "localhost", 80, 3), "--fail-timeout is for an nginx "
-                                                           "upstream"),
-    (("nginx", ["127.0.0.1:1", "127.0.0.1:2"], "/", "localhost", 80, 0), "1..3600"),
-    (("nginx", ["127.0.0.1:1", "127.0.0.1:2"], "/", "localhost", 80, 10, ["127.0.0.1:3"]),
-     "--down 127.0.0.1:3: not one of the --bind backends"),
-    (("nginx", ["127.0.0.1:1", "127.0.0.1:2"], "/", "localhost", 80, 10,
-      ["127.0.0.1:1", "127.0.0.1:2"]), "every backend"),
-    (("nginx", ["127.0.0.1:1"], "/", "localhost", 80, 10, ["127.0.0.1:1"]), "of an upstream"),
+    (("iis",), "front end 'iis': unknown; choose one of nginx, apache, lighttpd"),
+    (("nginx", ["nowhere:port"]), r"--bind 'nowhere:port': not an address"),
+    (("nginx", ["fd://3"]), "--bind 'fd://3': .* not an inherited fd://"),
+    (("apache", ["127.0.0.1:1", "127.0.0.1:2"]), "--bind '127.0.0.1:2': several backends: "
+                                                 "only the nginx config"),
+    (("nginx", ["127.0.0.1:1", "127.0.0.1:1"]), "--bind '127.0.0.1:1': named twice"),
+    (("nginx", ["127.0.0.1:1"], "/", None, None, 3), "--fail-timeout 3: only for an nginx "
+                                                     "upstream"),
+    (("nginx", ["127.0.0.1:1", "127.0.0.1:2"], "/", None, None, 0), "from 1 to 3600"),
+    (("nginx", ["127.0.0.1:1", "127.0.0.1:2"], "/", None, None, None, ["127.0.0.1:3"]),
+     "--down '127.0.0.1:3': not one of the --bind backends"),
+    (("nginx", ["127.0.0.1:1", "127.0.0.1:2"], "/", None, None, None,
+      ["127.0.0.1:1", "127.0.0.1:2"]), "the last backend up"),
+    (("nginx", ["127.0.0.1:1"], "/", None, None, None, ["127.0.0.1:1"]), "of an nginx upstream"),
 ])
 def test_impossible_configurations_are_refused(args, message):
     with pytest.raises(FrontendError, match=message):
@@ -118,7 +120,7 @@ def test_impossible_configurations_are_refused(args, message):
 
 
 def test_prefix_must_start_with_a_slash():
-    with pytest.raises(FrontendError, match="must start with '/'"):
+    with pytest.raises(FrontendError, match="--prefix 'app': must start with '/'"):
         render("nginx", prefix="app")
 
 
@@ -134,6 +136,10 @@ def test_command_prints_the_config_and_fails_in_one_line():
 @pytest.mark.parametrize("server", ["nginx", "apache", "lighttpd"])
 def test_the_docs_show_exactly_what_the_command_prints(server):
     assert render(server) in DOCS.read_text()
+
+
+def test_the_docs_show_exactly_what_lighttpd_prints_with_listen_and_server_name():
+    assert render("lighttpd", listen="8080", server_name="example.org") in DOCS.read_text()
 
 
 def test_deploy_docs_show_exactly_what_the_command_prints_for_three_hosts():

@@ -11,13 +11,17 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+import textwrap
 from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib import resources
 from string import Template
 
-from ..addresses import Address, AddressError, parse_address
+from ..addresses import Address
+from . import values
+from .values import FrontendError, Listen
 
-__all__ = ["FRONT_ENDS", "FrontendError", "render"]
+__all__ = ["FRONT_ENDS", "FrontendError", "check", "render"]
 
 FRONT_ENDS = ("nginx", "apache", "lighttpd")
 
@@ -39,78 +43,110 @@ examples:
 """
 
 
-class FrontendError(ValueError):
-    """The configuration asked for cannot be written (unknown server, bad address...)."""
-
-
 #: How long nginx leaves out a backend that failed, before it tries it again (nginx's default).
 FAIL_TIMEOUT = 10
+DEFAULT_BIND = "127.0.0.1:4000"
 
 
-def render(server: str, bind: Sequence[str] = ("127.0.0.1:4000",), prefix: str = "/",
-           server_name: str = "localhost", listen: int | str = 80,
-           fail_timeout: int = FAIL_TIMEOUT, down: Sequence[str] = ()) -> str:
+@dataclass(frozen=True)
+class Settings:
+    """The options of one configuration, each checked (values.py) and in its written form."""
+
+    server: str
+    addresses: list[Address]
+    prefix: str
+    server_name: str | None  # None: not given (nginx and Apache write localhost)
+    listen: Listen | None  # None: not given (nginx and Apache write port 80)
+    fail_timeout: int | None
+    down: list[Address]
+
+    @property
+    def command(self) -> str:
+        """The ``scgikit config`` command line that prints this configuration."""
+        argv = [self.server]
+        if [str(a) for a in self.addresses] != [DEFAULT_BIND]:
+            argv += [word for a in self.addresses for word in ("--bind", str(a))]
+        if self.prefix != "/":
+            argv += ["--prefix", self.prefix]
+        if self.server_name is not None:
+            argv += ["--server-name", self.server_name]
+        if self.listen is not None:
+            argv += ["--listen", str(self.listen)]
+        if self.fail_timeout is not None:
+            argv += ["--fail-timeout", str(self.fail_timeout)]
+        argv += [word for a in self.down for word in ("--down", str(a))]
+        return "scgikit config " + " ".join(shlex.quote(word) for word in argv)
+
+
+def render(server: str, bind: Sequence[str] = (DEFAULT_BIND,), prefix: str = "/",
+           server_name: str | None = None, listen: int | str | None = None,
+           fail_timeout: int | str | None = None, down: Sequence[str] = ()) -> str:
     """The configuration snippet for ``server`` in front of the scgikit server(s) at ``bind``.
 
     Several ``bind`` addresses (nginx only) are several backends, one per host: an
     ``upstream`` block with failover, and one ``scgikit serve`` line per backend in the hint.
     ``down`` names backends nginx sends nothing new to (marked ``down``), to restart them.
+    Every value is checked first (values.py): a FrontendError names the one at fault.
     """
-    if server not in FRONT_ENDS:
-        raise FrontendError(f"unknown front end {server!r}: choose one of {', '.join(FRONT_ENDS)}")
-    prefix = _prefix(prefix)
-    try:
-        addresses = [parse_address(text) for text in bind or ("127.0.0.1:4000",)]
-    except AddressError as exc:
-        raise FrontendError(str(exc)) from None
-    if any(a.fd is not None for a in addresses):
-        raise FrontendError("a front end needs a host:port or unix: address, not fd://")
-    if len(addresses) > 1 and server != "nginx":
-        raise FrontendError(f"several --bind addresses: only the nginx config balances them; "
-                            f"run one {server} ProxyPass/scgi.server entry per backend")
-    if fail_timeout != FAIL_TIMEOUT and len(addresses) < 2:
-        raise FrontendError("--fail-timeout is for an nginx upstream of several --bind backends")
-    if not 1 <= fail_timeout <= 3600:
-        raise FrontendError(f"--fail-timeout must be 1..3600 seconds, not {fail_timeout}")
-    drained = _down(addresses, down)
-    command = "scgikit config " + " ".join(shlex.quote(a) for a in _argv(
-        server, bind, prefix, server_name, listen, fail_timeout, down))
-    script_name = f" --script-name {prefix}" if prefix != "/" and server != "lighttpd" else ""
+    settings = check(server, bind, prefix, server_name, listen, fail_timeout, down)
+    script_name = f" --script-name {settings.prefix}" if (
+        settings.prefix != "/" and server != "lighttpd") else ""
+    first = settings.addresses[0]
+    listening = settings.listen or Listen(80)
     values = {
-        "command": command, "start": _start_hint(addresses, script_name),
-        "serve": f"scgikit serve APP --bind {addresses[0]}{script_name}",
-        "server_name": server_name, "listen": str(listen), "prefix": prefix,
+        "command": settings.command, "start": _start_hint(settings.addresses, script_name),
+        "serve": f"scgikit serve APP --bind {first}{script_name}",
+        "server_name": settings.server_name or "localhost", "listen": str(listening),
+        "prefix": settings.prefix,
     }
-    values.update(_BUILDERS[server](addresses, prefix, fail_timeout, drained))
+    values.update(_BUILDERS[server](settings))
     text = Template(resources.files(__package__).joinpath(f"{server}.conf").read_text())
     lines = text.substitute(values).splitlines()
     return "\n".join(line for line in lines if line != "\0") + "\n"
 
 
-def _prefix(prefix: str) -> str:
-    if not prefix.startswith("/"):
-        raise FrontendError(f"--prefix must start with '/': {prefix!r}")
-    if prefix != "/":
-        prefix = prefix.rstrip("/")
-    if any(c in prefix for c in " \t\"';{}"):
-        raise FrontendError(f"--prefix {prefix!r} holds characters a config file would misread")
-    return prefix
+def check(server: str, bind: Sequence[str], prefix: str, server_name: str | None,
+          listen: int | str | None, fail_timeout: int | str | None,
+          down: Sequence[str]) -> Settings:
+    """Each value checked on its own, then together; FrontendError names the first at fault."""
+    if server not in FRONT_ENDS:
+        raise FrontendError("front end", server, f"unknown; choose one of "
+                            f"{', '.join(FRONT_ENDS)}")
+    settings = Settings(
+        server, [values.backend("--bind", text, server) for text in bind or (DEFAULT_BIND,)],
+        values.prefix(prefix),
+        None if server_name is None else values.server_name(server_name),
+        None if listen is None else values.listen(str(listen)),
+        None if fail_timeout is None else values.fail_timeout(fail_timeout),
+        [values.backend("--down", text, server) for text in down])
+    _check_backends(settings, list(bind), list(down))
+    return settings
 
 
-def _down(addresses: list[Address], down: Sequence[str]) -> set[Address]:
-    """The backends named by ``--down``: each must be one of ``--bind``, and one must stay up."""
-    drained = set()
-    for text in down:
-        try:
-            address = parse_address(text)
-        except AddressError as exc:
-            raise FrontendError(f"--down: {exc}") from None
-        if address not in addresses or len(addresses) < 2:
-            raise FrontendError(f"--down {text}: not one of the --bind backends of an upstream")
-        drained.add(address)
-    if drained and len(drained) == len(addresses):
-        raise FrontendError("--down names every backend: nginx would have none to send to")
-    return drained
+def _check_backends(settings: Settings, bind: list[str], down: list[str]) -> None:
+    """Several backends are an nginx upstream; --fail-timeout and --down need one."""
+    addresses = settings.addresses
+    for i, address in enumerate(addresses):
+        if address in addresses[:i]:
+            raise FrontendError("--bind", bind[i], "named twice; give each backend once")
+    if len(addresses) > 1 and settings.server != "nginx":
+        raise FrontendError("--bind", bind[1], f"several backends: only the nginx config "
+                            f"balances them; write one {settings.server} "
+                            f"{_ENTRY[settings.server]} entry per backend")
+    upstream = len(addresses) > 1
+    if settings.fail_timeout is not None and not upstream:
+        raise FrontendError("--fail-timeout", settings.fail_timeout,
+                            "only for an nginx upstream of several --bind backends")
+    for text, address in zip(down, settings.down):
+        if not upstream or address not in addresses:
+            raise FrontendError("--down", text, "not one of the --bind backends of an "
+                                "nginx upstream")
+    if settings.down and set(settings.down) == set(addresses):
+        raise FrontendError("--down", down[-1], "names the last backend up: nginx would "
+                            "have none to send to")
+
+
+_ENTRY = {"apache": "ProxyPass", "lighttpd": "scgi.server"}
 
 
 def _start_hint(addresses: list[Address], script_name: str) -> str:
@@ -145,13 +181,13 @@ _UPSTREAM_OPTIONS = """\
 """
 
 
-def _nginx(addresses: list[Address], prefix: str, fail_timeout: int,
-           down: set[Address]) -> dict[str, str]:
+def _nginx(settings: Settings) -> dict[str, str]:
+    addresses, prefix = settings.addresses, settings.prefix
     options = ""
     if len(addresses) > 1:
-        limits = f"max_fails=1 fail_timeout={fail_timeout}s"
-        servers = "".join(f"    server {_nginx_target(a)} {limits}{' down' * (a in down)};\n"
-                          for a in addresses)
+        limits = f"max_fails=1 fail_timeout={settings.fail_timeout or FAIL_TIMEOUT}s"
+        servers = "".join(f"    server {_nginx_target(a)} {limits}"
+                          f"{' down' * (a in settings.down)};\n" for a in addresses)
         upstream = ("# A backend that fails a request is left out for fail_timeout, then tried "
                     "again.\n"
                     f"upstream scgikit_app {{\n{servers}}}\n")
@@ -166,61 +202,83 @@ def _nginx(addresses: list[Address], prefix: str, fail_timeout: int,
             "location": prefix if prefix == "/" else prefix + "/", "failover": options}
 
 
-def _apache(addresses: list[Address], prefix: str, fail_timeout: int,
-            down: set[Address]) -> dict[str, str]:
-    address = addresses[0]
+def _apache(settings: Settings) -> dict[str, str]:
+    address = settings.addresses[0]
     backend = (f"scgi://{address}" if address.path is None
                else f"unix:{address.path}|scgi://localhost")
-    return {"url": backend + prefix}
+    listen = settings.listen or Listen(80)
+    vhost = f"*:{listen.port}" if listen.host is None else str(listen)
+    hint = "\0" if settings.listen is None else (
+        f"# Apache listens on {listen} only if told: Listen {listen} "
+        f"(Debian: /etc/apache2/ports.conf)")
+    return {"url": backend + settings.prefix, "vhost": vhost, "listen_hint": hint}
 
 
-def _lighttpd(addresses: list[Address], prefix: str, fail_timeout: int,
-              down: set[Address]) -> dict[str, str]:
-    address = addresses[0]
+_LIGHTTPD_SCGI = """\
+scgi.server = (
+    "$prefix" => ((
+$backend
+        "check-local" => "disable",$fix_root
+    )),
+)"""
+
+
+def _lighttpd(settings: Settings) -> dict[str, str]:
+    address = settings.addresses[0]
     if address.path is not None:
         backend = f'        "socket" => "{address.path}",'
     else:
         backend = f'        "host" => "{address.host}",\n        "port" => {address.port},'
     # At "/", lighttpd would put the whole path in SCRIPT_NAME; this puts it in PATH_INFO.
-    fix_root = '\n        "fix-root-scriptname" => "enable",' if prefix == "/" else ""
-    return {"backend": backend, "fix_root": fix_root}
+    fix_root = '\n        "fix-root-scriptname" => "enable",' if settings.prefix == "/" else ""
+    block = Template(_LIGHTTPD_SCGI).substitute(prefix=settings.prefix, backend=backend,
+                                                fix_root=fix_root)
+    return {"scgi_server": _lighttpd_conditions(settings, block)}
+
+
+def _lighttpd_conditions(settings: Settings, block: str) -> str:
+    """``block`` inside lighttpd's conditions on the socket and the host, when given.
+
+    ``$SERVER["socket"]`` also makes lighttpd listen on that socket; ``$HTTP["host"]`` is
+    the request's host name, in lowercase and without its port.
+    """
+    conditions, said = [], []
+    if settings.listen is not None:
+        listen = settings.listen
+        socket = f":{listen.port}" if listen.host is None else str(listen)
+        conditions.append(f'$SERVER["socket"] == "{socket}"')
+        said.append(f"on {socket} (lighttpd listens there too)")
+    if settings.server_name is not None:
+        conditions.append(f'$HTTP["host"] == "{settings.server_name}"')
+        said.append(f"for the host {settings.server_name}")
+    if not conditions:
+        return block
+    text = block
+    for condition in reversed(conditions):
+        text = condition + " {\n" + textwrap.indent(text, "    ") + "\n}"
+    return f"# The app answers only {' and '.join(said)}.\n{text}"
 
 
 _BUILDERS = {"nginx": _nginx, "apache": _apache, "lighttpd": _lighttpd}
 
 
-def _argv(server: str, bind: Sequence[str], prefix: str, server_name: str,
-          listen: int | str, fail_timeout: int, down: Sequence[str]) -> list[str]:
-    argv = [server]
-    if list(bind) != ["127.0.0.1:4000"]:
-        for address in bind:
-            argv += ["--bind", address]
-    if prefix != "/":
-        argv += ["--prefix", prefix]
-    if server_name != "localhost":
-        argv += ["--server-name", server_name]
-    if str(listen) != "80":
-        argv += ["--listen", str(listen)]
-    if fail_timeout != FAIL_TIMEOUT:
-        argv += ["--fail-timeout", str(fail_timeout)]
-    for address in down:
-        argv += ["--down", address]
-    return argv
-
-
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("server", choices=FRONT_ENDS, help="the front end")
     parser.add_argument("--bind", action="append", metavar="ADDRESS",
-                        help="where scgikit serve listens (default 127.0.0.1:4000); repeated, "
-                        "one backend per host behind an nginx upstream with failover")
+                        help="where scgikit serve listens (default 127.0.0.1:4000): IPV4:PORT, "
+                        "[IPV6]:PORT or an absolute unix socket path; repeated, one backend "
+                        "per host behind an nginx upstream with failover")
     parser.add_argument("--prefix", default="/", help="mount the app under this path "
                         "(default /)")
-    parser.add_argument("--server-name", default="localhost",
-                        help="the front end's server name (default %(default)s)")
-    parser.add_argument("--listen", default="80", help="the front end's HTTP port (default 80)")
-    parser.add_argument("--fail-timeout", type=int, default=FAIL_TIMEOUT, metavar="SECONDS",
-                        help="nginx upstream: how long a failed backend is left out before it "
-                        "is tried again (default %(default)s)")
+    parser.add_argument("--server-name", metavar="NAME",
+                        help="the front end's server name, a DNS name (nginx and Apache: "
+                        "default localhost; lighttpd: any host unless given)")
+    parser.add_argument("--listen", metavar="[HOST:]PORT",
+                        help="the front end's HTTP port, or IPV4:PORT or [IPV6]:PORT (nginx "
+                        "and Apache: default 80; lighttpd: its server.port unless given)")
+    parser.add_argument("--fail-timeout", metavar="SECONDS",
+                        help=f"nginx upstream: how long a failed backend is left out before it "
+                        f"is tried again, 1..{values.MAX_FAIL_TIMEOUT} (default {FAIL_TIMEOUT})")
     parser.add_argument("--down", action="append", default=[], metavar="ADDRESS",
                         help="nginx upstream: mark this --bind backend down, so that nginx "
                         "sends it nothing new while it restarts (repeatable)")
@@ -228,7 +286,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        text = render(args.server, args.bind or ["127.0.0.1:4000"], args.prefix,
+        text = render(args.server, args.bind or [DEFAULT_BIND], args.prefix,
                       args.server_name, args.listen, args.fail_timeout, args.down)
     except FrontendError as exc:
         print(f"scgikit config: {exc}", file=sys.stderr)
