@@ -136,10 +136,10 @@ def _load_toml(path: str) -> dict[str, Any]:
             text = fh.read().decode("utf-8")
     except OSError as exc:
         raise ConfigError(f"--config {path}: {exc.strerror or exc}") from None
-    except ValueError:  # a NUL in the path
-        raise ConfigError(f"--config {path!r}: not a file name") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not valid TOML: the file is not UTF-8") from None
+    except ValueError:  # a NUL in the path
+        raise ConfigError(f"--config {path!r}: not a file name") from None
     try:
         data: dict[str, Any] = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
