@@ -327,14 +327,18 @@ async def body_messages(scope, receive, send):
 
 
 async def chunks(scope, receive, send):
-    """Three chunks, 0.4 s apart, no Content-Length."""
+    """Three chunks, no Content-Length; the second and third only once the file named by
+    the query string exists (the test creates it when it has read the first)."""
     if scope["type"] != "http":
         return
+    gate = scope["query_string"].decode()
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"text/plain")]})
     for number in range(3):
         if number:
-            await asyncio.sleep(0.4)
+            deadline = time.monotonic() + 30
+            while not os.path.exists(gate) and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
         await send({"type": "http.response.body", "body": f"part {number}\n".encode(),
                     "more_body": True})
     await send({"type": "http.response.body", "body": b""})
