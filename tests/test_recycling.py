@@ -77,6 +77,7 @@ def test_workers_past_max_memory_or_max_lifetime_are_replaced_losing_no_request(
     for server, reason, others in ((grows, "max_memory", "max_lifetime"),
                                    (ages, "max_lifetime", "max_memory")):
         counted = exits(server.stats)
+        assert counted[reason] >= 1, counted
         assert counted[others] == counted["crashed"] == counted["boot_failed"] == 0, counted
         assert counted["stopped"] == counted["recycled"] == 0, counted
         answered = samples(server.stats)
