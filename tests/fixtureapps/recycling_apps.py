@@ -1,8 +1,8 @@
 """Apps for the recycling and health tests: a worker that grows, a request the test holds,
 an app that loads when the test says.
 
-``/grow?MIB`` keeps MIB mebibytes more in the worker (written, so resident) and answers
-how many it holds.  ``/hold?FIFO`` waits in the app until the test writes to the named
+``/grow?MIB`` keeps MIB mebibytes more in the worker (written, so resident; up to 64 MiB
+in all) and answers how many it holds.  ``/hold?FIFO`` waits in the app until the test writes to the named
 pipe FIFO (stats_apps.py).  Anything else answers ``ok``.  ``gated(GATE)`` loads the app
 once the file GATE exists: a worker that boots as slowly as the test wants.
 """
@@ -13,11 +13,13 @@ import time
 import stats_apps
 
 KEPT = []  # what /grow keeps, for the worker's life
+MOST = 64  # MiB: /grow keeps no more than this
 
 
 def _answer(path, query):
     if path == "/grow":
-        KEPT.append(b"\x01" * (int(query) << 20))
+        if len(KEPT) * int(query) < MOST:
+            KEPT.append(b"\x01" * (int(query) << 20))
         return f"holding {sum(map(len, KEPT)) >> 20} MiB".encode()
     if path == "/hold":
         return stats_apps._hold(query)
