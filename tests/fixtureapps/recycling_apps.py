@@ -2,9 +2,10 @@
 an app that loads when the test says.
 
 ``/grow?MIB`` keeps MIB mebibytes more in the worker (written, so resident; up to 64 MiB
-in all) and answers how many it holds.  ``/hold?FIFO`` waits in the app until the test writes to the named
-pipe FIFO (stats_apps.py).  Anything else answers ``ok``.  ``gated(GATE)`` loads the app
-once the file GATE exists: a worker that boots as slowly as the test wants.
+in all) and answers how many it holds.  ``/hold?FIFO`` waits in the app until the test
+writes to the named pipe FIFO (stats_apps.py).  Anything else answers ``ok``.
+``gated(GATE)`` loads the app once the file GATE exists: a worker that boots as slowly as
+the test wants.
 """
 
 import os
