@@ -56,6 +56,8 @@ ASGI_TWINS = {
     "wsgi_apps:factory": "asgi_apps:factory",
     "resource_apps:leak_descriptors": "asgi_apps:leak_descriptors",
     "stats_apps:app": "stats_apps:asgi_app",
+    "recycling_apps:app": "recycling_apps:asgi_app",
+    "recycling_apps:gated": "recycling_apps:asgi_gated",
     "session_apps:app": "session_apps:asgi_app",
     "unread_apps:app": "asgi_apps:unread",
     "boot_apps:crash_soon_after_ready": "asgi_apps:crash_soon_after_ready",

@@ -70,12 +70,14 @@ CASES = [
     ("unread_apps:app", "/partial", b"p" * 300_000),
     ("unread_apps:app", "/read", b"r" * 300_000),
     ("systemd_apps:environ_report", "/", b""),
+    ("recycling_apps:app", "/grow?1", b""),
+    ("recycling_apps:app", "/", b""),
 ]
 
 
 # Targets that are factories (called as ``target(...)``), of a WSGI app and its twin.
 FACTORIES = {"wsgi_apps:factory", "boot_apps:crash_soon_after_ready", "systemd_apps:gated",
-             "systemd_apps:breakable"}
+             "systemd_apps:breakable", "recycling_apps:gated"}
 
 
 @pytest.fixture(scope="module")

@@ -37,6 +37,8 @@ MAX_WORKERS = 1024
 MAX_SECONDS = 365 * 24 * 3600
 #: The largest size an option takes: 1 TiB.
 MAX_SIZE = 1 << 40
+#: The smallest --max-memory (but 0, never): a Python process alone is larger.
+MIN_MEMORY = 1 << 20
 #: The session cookie the scgi package's session_server looks for (Quixote's).
 SESSION_ID_PATTERN = r'session="(?P<id>[A-Za-z0-9\\/_=+-]+)"'
 #: What ``--interface`` takes: ``auto`` tells the app's kind from the app (``apps.loader``).
@@ -249,6 +251,18 @@ class Config:
         ["--max-requests-jitter"], "add 0..N at random to --max-requests per worker, so "
         "workers do not all restart at once", default=0, parse=_count, metavar="N",
         limits=(0, 10**9))
+    max_memory: int = _option(
+        ["--max-memory"], "recycle a worker whose resident memory (RSS, read about once a "
+        "second) is over this size (0: never): a new worker starts, and once it is ready the "
+        "old one finishes what it holds and exits; one worker at a time",
+        default=0, parse=_size, metavar="SIZE", shown="0")
+    max_lifetime: float = _option(
+        ["--max-lifetime"], "recycle a worker once it has run this long (0: never), as "
+        "--max-memory does", default=0.0, parse=_positive_float, metavar="SECONDS")
+    max_lifetime_jitter: float = _option(
+        ["--max-lifetime-jitter"], "add 0..SECONDS at random to --max-lifetime per worker, so "
+        "workers do not all restart at once", default=0.0, parse=_positive_float,
+        metavar="SECONDS")
     timeout: float = _option(
         ["-t", "--timeout"], "kill and replace a worker busy with one request for longer "
         "than this (0: never)", default=30.0, parse=_positive_float, metavar="SECONDS")
@@ -397,6 +411,7 @@ class Config:
                 if getattr(self, name):
                     raise ConfigError("applies only with --reload", name)
         _check_sessions(self)
+        _check_recycling(self)
         if self.allow_from:
             try:
                 AllowList(self.allow_from)
@@ -504,6 +519,15 @@ def _check_addresses(config: Config) -> None:
 
 def _given(value: str | None) -> tuple[str, ...]:
     return () if value is None else (value,)
+
+
+def _check_recycling(config: Config) -> None:
+    """--max-memory is a size no Python process is under; the jitter goes with a lifetime."""
+    if 0 < config.max_memory < MIN_MEMORY:
+        raise ConfigError(f"{config.max_memory} bytes: every worker is over that as it starts; "
+                          "give a size such as 512m (0: never)", "max_memory")
+    if config.max_lifetime_jitter and not config.max_lifetime:
+        raise ConfigError("applies only with --max-lifetime", "max_lifetime_jitter")
 
 
 def _check_sessions(config: Config) -> None:

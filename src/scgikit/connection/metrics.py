@@ -41,7 +41,8 @@ BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 
           10.0, 30.0)
 MODELS = ("sync", "threads", "asyncio")
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "other", "none")
-EXIT_REASONS = ("recycled", "timed_out", "crashed", "stopped", "boot_failed")
+EXIT_REASONS = ("recycled", "max_memory", "max_lifetime", "timed_out", "crashed", "stopped",
+                "boot_failed")
 
 # One worker's region: word offsets.
 MODEL = 0  # 1 + index in MODELS; 0 until the worker has said

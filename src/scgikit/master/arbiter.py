@@ -7,10 +7,11 @@ Between signals the loop reaps dead workers, kills those stuck on one request
 past ``--timeout`` (their heartbeat slot in a shared array says since when),
 and starts workers until the current generation has ``workers`` of them.
 
-The same loop answers metrics scrapes (``--stats``: ``stats.py``), reports to
-systemd (``systemd.py``: READY, RELOADING, STOPPING, STATUS, and the watchdog's
-pings, from this loop so that a master that hangs stops pinging) and, with
-``--reload``, polls the app's files (``reload.py``).
+The same loop answers metrics and health checks (``--stats``: ``stats.py``), replaces
+workers past --max-memory or --max-lifetime (``recycling.py``), reports to systemd
+(``systemd.py``: READY, RELOADING, STOPPING, STATUS, and the watchdog's pings, from this
+loop so that a master that hangs stops pinging) and, with ``--reload``, polls the app's
+files (``reload.py``).
 
 A reload (SIGHUP) starts a new generation; the old workers keep serving until
 every new one has loaded the app and said so on the ready pipe, then they are
@@ -61,6 +62,7 @@ from .boot import boot, prepare_process
 from .children import HANDLED_SIGNALS, PidFile, collect_exits, exit_child, fork, kill, spawn_gateway
 from .heap import keep_heap
 from .listeners import Listener, open_listeners
+from .recycling import Recycler
 from .reload import Watcher, describe, watcher_for
 from .roster import (
     APP_LOAD_ERROR,
@@ -76,7 +78,7 @@ from .roster import (
     status_line,
 )
 from .sessions import SessionRouter
-from .stats import StatsServer, open_stats_listener
+from .stats import StatsServer, open_stats_listener, pages
 from .systemd import Notifier, forget_systemd_environ
 
 log = logging.getLogger("scgikit")
@@ -104,6 +106,7 @@ class Arbiter:
         self.router: SessionRouter | None = None  # --session-affinity
         self.stop_pending = False  # the workers' stop waits for the router's hand-overs
         self.pid_file = PidFile(config.pid_file)
+        self.recycler = Recycler(config)  # --max-memory, --max-lifetime
 
     # --- setup -------------------------------------------------------------------------
 
@@ -154,7 +157,7 @@ class Arbiter:
             signal.signal(signum, self._record_signal)
         self.pid_file.write()
         if self.stats_server is not None:
-            log.info("Metrics at: %s (GET /metrics)", self.stats_server.name)
+            log.info("Metrics at: %s (GET /metrics, /healthz, /readyz)", self.stats_server.name)
         # Logged last: tests and scripts take this line to mean "ready for signals".
         for listener in self.listeners:
             log.info("Listening at: %s", listener.name)
@@ -177,7 +180,7 @@ class Arbiter:
                 bound.close(unlink=True)
             raise
         self.stats = StatsTable(MAX_WORKERS)
-        self.stats_server = StatsServer(listener, self._render_stats)
+        self.stats_server = StatsServer(listener, pages(self._render_stats, self.state))
 
     def _render_stats(self) -> str:
         assert self.stats is not None
@@ -209,6 +212,7 @@ class Arbiter:
                 self._murder_stuck()
                 self._kill_slow_boots()
                 self._reload_on_changes()
+                self.recycler.check(state, self._stop_workers)  # before _manage replaces
                 self._manage()
             self.notifier.report(self.state)
             self._wait(self._sleep_time())
@@ -423,7 +427,6 @@ class Arbiter:
         log.log(level, "Worker %d %s; replacing it%s%s", record.pid, how(code), after(delay),
                 f" ({'; '.join(said)})" if said else "")
 
-
     def _abandon_reload(self) -> None:
         state = self.state
         state.generation = state.live_generation
@@ -464,8 +467,7 @@ class Arbiter:
         state = self.state
         if state.waiting_for_change:
             return
-        current = [w for w in state.workers.values()
-                   if w.generation == state.generation and w.stopping_since is None]
+        current = state.current()
         wanted = state.wanted
         if (self.watcher is not None and not any(w.ready for w in current)
                 and (state.generation != state.live_generation or not state.ever_ready)):
@@ -524,7 +526,9 @@ class Arbiter:
         if ends is not None and self.router is not None:
             ends[1].close()
             self.router.add(pid, ends[0])
-        self.state.workers[pid] = WorkerRecord(pid, slot, generation, started=time.monotonic())
+        now = time.monotonic()
+        self.state.workers[pid] = WorkerRecord(pid, slot, generation, started=now,
+                                               retire_at=self.recycler.lifetime(now))
         if self.stats is not None:
             self.stats.starts += 1
         log.debug("Started worker %d (generation %d)", pid, generation)

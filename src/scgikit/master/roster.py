@@ -1,7 +1,7 @@
 """What the master knows of its workers, and how it says it.
 
 Each worker process has a ``WorkerRecord``: its generation (a reload starts a new
-one), whether it has said "ready", and whether the master stops or killed it.
+one), whether it has said "ready", and whether the master replaces, stops or killed it.
 ``MasterState`` holds them with the master's own state.  The rest are the words
 for the log, the metrics and ``systemctl status``: why a worker ended, and how
 the workers are doing.
@@ -34,6 +34,8 @@ class WorkerRecord:
     stopping_since: float | None = None
     boot_timed_out: bool = False  # killed by us for not getting ready in time
     timed_out: bool = False  # killed by us for a request longer than --timeout
+    retire_at: float = 0.0  # --max-lifetime: replaced from this time.monotonic() on (0: never)
+    retiring: str = ""  # why it is being replaced (max_memory, max_lifetime): recycling.py
 
 
 # Restart backoff: the first unexpected death is replaced at once; each further one
@@ -74,6 +76,12 @@ class MasterState:
         self.respawn_after = max(self.respawn_after, now + self.backoff)
         return self.backoff
 
+    def current(self) -> list[WorkerRecord]:
+        """The workers of the current generation that are neither stopping nor retiring:
+        the ones the master counts against ``wanted``."""
+        return [w for w in self.workers.values() if w.generation == self.generation
+                and w.stopping_since is None and not w.retiring]
+
     def free_slot(self, slots: int) -> int:
         """The first heartbeat slot no worker holds."""
         used = {w.slot for w in self.workers.values()}
@@ -88,7 +96,7 @@ def exit_reason(record: WorkerRecord, code: int, stopping: bool) -> str:
     if record.timed_out:
         return "timed_out"
     if record.stopping_since is not None or stopping:
-        return "stopped"
+        return record.retiring or "stopped"
     if not record.ready:
         return "boot_failed"
     return "recycled" if code == 0 else "crashed"

@@ -1,5 +1,7 @@
 """``--stats ADDRESS``: the master serves the workers' figures (``connection/metrics.py``)
-as Prometheus metrics.
+as Prometheus metrics, and its health checks (``health.py``).
+
+The pages are a table, path -> what answers it (``pages``); each is rendered when asked.
 
 The HTTP side (``StatsServer``) runs in the master's own loop, not in a thread:
 the master forks, and a thread holding a lock (the logging module's, say) at
@@ -13,13 +15,15 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from ..addresses import parse_address
 from ..config import Config, ConfigError
+from .health import Page, health, readiness
 from .listeners import Listener, open_address, socket_owner
+from .roster import MasterState
 
-__all__ = ["StatsServer", "open_stats_listener"]
+__all__ = ["StatsServer", "open_stats_listener", "pages"]
 
 #: A stats client that has not sent its request and read the answer by then is dropped.
 CLIENT_DEADLINE = 5.0
@@ -30,7 +34,16 @@ MAX_CLIENTS = 32
 #: After a failed accept, the stats listener rests this long.
 ACCEPT_PAUSE = 0.5
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+TEXT = "text/plain; charset=utf-8"
 
+Pages = Mapping[bytes, Callable[[], Page]]
+
+
+def pages(metrics: Callable[[], str], state: MasterState) -> Pages:
+    """What the ``--stats`` listener serves: the metrics text, and the master's health."""
+    return {b"/metrics": lambda: ("200 OK", CONTENT_TYPE, metrics()),
+            b"/healthz": lambda: health(state),
+            b"/readyz": lambda: readiness(state)}
 
 
 def open_stats_listener(config: Config) -> Listener:
@@ -61,11 +74,12 @@ class _Client:
 
 
 class StatsServer:
-    """Plain HTTP/1.0 GET /metrics, answered from the master's loop without ever blocking it."""
+    """Plain HTTP/1.0 GET of its ``pages``, answered from the master's loop without ever
+    blocking it."""
 
-    def __init__(self, listener: Listener, render: Callable[[], str]) -> None:
+    def __init__(self, listener: Listener, pages: Pages) -> None:
         self.listener = listener
-        self.render = render
+        self.pages = pages
         self.clients: dict[int, _Client] = {}
         self.accept_paused_until = 0.0  # after a failed accept (out of descriptors)
 
@@ -132,23 +146,26 @@ class StatsServer:
         if end >= 0:
             self._answer(client, *self._respond(client.data[:end]))
         elif len(client.data) > MAX_REQUEST:
-            self._answer(client, "431 Request Header Fields Too Large", "request too large\n")
+            self._answer(client, ("431 Request Header Fields Too Large", TEXT,
+                                  "request too large\n"))
 
-    def _respond(self, head: bytes) -> tuple[str, str, bool]:
-        """The status and body for a request head; whether to send the body (not for HEAD)."""
+    def _respond(self, head: bytes) -> tuple[Page, bool]:
+        """The page for a request head; whether to send its body (not for HEAD)."""
         parts = head.split(b"\r\n", 1)[0].split(b"\n", 1)[0].split()
         if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
-            return "400 Bad Request", "expected GET /metrics HTTP/1.x\n", True
+            return ("400 Bad Request", TEXT, "expected GET /metrics HTTP/1.x\n"), True
         method, target = parts[0], parts[1]
         if method not in (b"GET", b"HEAD"):
-            return "405 Method Not Allowed", "only GET and HEAD\n", True
-        if target.split(b"?", 1)[0] != b"/metrics":
-            return "404 Not Found", "the metrics are at /metrics\n", method == b"GET"
-        return "200 OK", self.render(), method == b"GET"
+            return ("405 Method Not Allowed", TEXT, "only GET and HEAD\n"), True
+        page = self.pages.get(target.split(b"?", 1)[0])
+        if page is None:
+            known = ", ".join(path.decode() for path in self.pages)
+            return ("404 Not Found", TEXT, f"the pages are {known}\n"), method == b"GET"
+        return page(), method == b"GET"
 
-    def _answer(self, client: _Client, status: str, body: str, with_body: bool = True) -> None:
+    def _answer(self, client: _Client, page: Page, with_body: bool = True) -> None:
+        status, kind, body = page
         payload = body.encode()
-        kind = CONTENT_TYPE if status.startswith("200") else "text/plain; charset=utf-8"
         head = (f"HTTP/1.0 {status}\r\nContent-Type: {kind}\r\n"
                 f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n").encode()
         client.answer = memoryview(head + payload if with_body else head)
