@@ -43,7 +43,7 @@ def test_no_subcommand_prints_help_and_fails():
     (["--max-body-size", "lots"], "is not a size"),
     (["--script-name", "app/"], "must start with '/'"),
     (["--log-level", "loud"], "'loud': expected debug, info, warning, error or critical"),
-    (["--env", "NOVALUE"], "--env takes KEY=VALUE"),
+    (["--env", "NOVALUE"], "--env: expected KEY=VALUE, not 'NOVALUE'"),
 ])
 def test_bad_option_is_one_clear_line(args, message):
     result = scgikit("serve", "wsgi_apps:hello", *args)

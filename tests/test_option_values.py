@@ -31,8 +31,9 @@ from servers import child_env, free_port
 
 import scgikit.master.arbiter  # noqa: F401 - imported once here, not in every child
 import scgikit.master.check  # noqa: F401
-from scgikit import cli
-from scgikit.config import MAX_SECONDS, MAX_SIZE, env_name, file_key, option_fields
+from scgikit import cli, option_kinds
+from scgikit.config import env_name, file_key, option_fields
+from scgikit.option_kinds import MAX_SECONDS, MAX_SIZE
 
 TARGET = "wsgi_apps:hello"
 FIELDS = {f.name: f for f in option_fields()}
@@ -160,11 +161,11 @@ for _f in option_fields():
     _meta = _f.metadata
     if _f.name in WRONG:
         continue
-    if _meta["parse"].__name__ == "_count":
+    if _meta["parse"] is option_kinds.count:
         WRONG[_f.name] = counts(*map(int, _meta["limits"]))
-    elif _meta["parse"].__name__ == "_positive_float":
+    elif _meta["parse"] is option_kinds.seconds:
         WRONG[_f.name] = durations()
-    elif _meta["parse"].__name__ == "_size":
+    elif _meta["parse"] is option_kinds.size:
         WRONG[_f.name] = sizes()
 
 #: Options that only mean something with another: given with it, so that the value is at fault.

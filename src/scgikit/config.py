@@ -24,7 +24,18 @@ from typing import Any
 from .accesslog import DEFAULT_ACCESS_FORMAT, AccessFormatError, compile_access_format
 from .addresses import Address, AddressError, parse_address
 from .allow import AllowList, AllowListError
-from .arguments import decimal
+from .option_kinds import BOOLEAN as _BOOLEAN
+from .option_kinds import KINDS as _KINDS
+from .option_kinds import MAX_SIZE, Kind
+from .option_kinds import STRING as _STRING
+from .option_kinds import count as _count
+from .option_kinds import env_pair as _env_pair
+from .option_kinds import limits_of as _limits
+from .option_kinds import lower as _lower
+from .option_kinds import octal as _octal
+from .option_kinds import seconds as _positive_float
+from .option_kinds import size as _size
+from .option_kinds import switch as _switch
 from .protocol import DEFAULT_MAX_HEADER_SIZE
 
 __all__ = ["INTERFACES", "MAX_WORKERS", "Config", "ConfigError", "Kind", "env_name", "file_key",
@@ -33,10 +44,6 @@ __all__ = ["INTERFACES", "MAX_WORKERS", "Config", "ConfigError", "Kind", "env_na
 DEFAULT_BIND = "127.0.0.1:4000"
 #: The most worker processes a master runs (--workers, and SIGTTIN adding one).
 MAX_WORKERS = 1024
-#: The longest duration an option takes, in seconds: a year.
-MAX_SECONDS = 365 * 24 * 3600
-#: The largest size an option takes: 1 TiB.
-MAX_SIZE = 1 << 40
 #: The smallest --max-memory (but 0, never): a Python process alone is larger.
 MIN_MEMORY = 1 << 20
 #: The session cookie the scgi package's session_server looks for (Quixote's).
@@ -94,101 +101,8 @@ def _shown(default: Any) -> str:
     return str(default)
 
 
-def _octal(text: str) -> int:
-    digits = text.removeprefix("0o")
-    if not (digits and len(digits) <= 4 and all(ch in "01234567" for ch in digits)):
-        raise ConfigError(f"{text!r} is not an octal file mode such as 0660")
-    return int(digits, 8)
-
-
-def _size(text: str) -> int:
-    units = {"k": 1024, "m": 1024**2, "g": 1024**3}
-    lowered = text.strip().lower().removesuffix("b").removesuffix("i")
-    scale = units.get(lowered[-1:], 1)
-    number = lowered[:-1] if lowered[-1:] in units else lowered
-    if not (number.isascii() and number.isdigit()) or len(number) > 20:
-        raise ConfigError(f"{text!r} is not a size such as 65536, 64k or 10m")
-    return int(number) * scale
-
-
-def _positive_float(text: str) -> float:
-    value = decimal(text)
-    if value is None:
-        raise ConfigError(f"{text!r} is not a number of seconds such as 30 or 0.5")
-    return value
-
-
-def _count(text: str) -> int:
-    if not (text.isascii() and text.isdigit()) or len(text) > 20:
-        raise ConfigError(f"{text!r} is not a whole number")
-    return int(text)
-
-
-def _limits(parse: Callable[[str], Any], given: tuple[float, float] | None,
-            ) -> tuple[float, float] | None:
-    """The range a number takes: as given, else by its kind (durations, sizes, modes)."""
-    if given is not None:
-        return given
-    by_kind: dict[Callable[[str], Any], tuple[float, float]] = {
-        _positive_float: (0, MAX_SECONDS), _size: (0, MAX_SIZE), _octal: (0, 0o777)}
-    return by_kind.get(parse)
-
-
-def _lower(text: str) -> str:
-    return text.lower()
-
-
-def _env_pair(text: str) -> tuple[str, str]:
-    name, sep, value = text.partition("=")
-    if not sep or not name:
-        raise ConfigError(f"--env takes KEY=VALUE, not {text!r}")
-    return name, value
-
-
-def _switch(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("1", "yes", "true", "on"):
-        return True
-    if value in ("0", "no", "false", "off", ""):
-        return False
-    raise ConfigError(f"{text!r}: expected 1 or 0")
-
-
 def _default_workers() -> int:
     return os.cpu_count() or 1
-
-
-@dataclass(frozen=True)
-class Kind:
-    """What a configuration file gives for an option, by the option's parser."""
-
-    one: str  # "an integer": for error messages
-    many: str  # "integers": for arrays of them
-    types: tuple[type, ...]
-
-    def accepts(self, value: object) -> bool:
-        # A TOML boolean is a Python int too: true is not a count of workers.
-        return not isinstance(value, bool) and isinstance(value, self.types)
-
-
-_STRING = Kind("a string", "strings", (str,))
-
-
-class _Boolean(Kind):
-    def accepts(self, value: object) -> bool:
-        return isinstance(value, bool)
-
-
-_BOOLEAN = _Boolean("true or false", "booleans", (bool,))
-_KINDS: dict[Callable[[str], Any], Kind] = {
-    _count: Kind("an integer", "integers", (int,)),
-    _positive_float: Kind("a number of seconds", "numbers of seconds", (int, float)),
-    _size: Kind('an integer or a string such as "64k"', 'integers or strings such as "64k"',
-                 (int, str)),
-    # A TOML integer 660 would be the decimal 660: modes are written as strings.
-    _octal: Kind('a string of octal digits such as "0660"', "strings of octal digits", (str,)),
-    _env_pair: Kind('a string "KEY=VALUE"', 'strings "KEY=VALUE"', (str,)),
-}
 
 
 @dataclass(frozen=True)

@@ -102,8 +102,8 @@ def _parsed(f: dataclasses.Field[Any], raw: Any, where: str | None) -> Any:
         if meta["repeat"]:
             return tuple(meta["parse"](item) for item in raw)
         return meta["parse"](raw)
-    except ConfigError as exc:
-        raise ConfigError(exc.message, f.name).blamed(where) from None
+    except ValueError as exc:  # ConfigError too
+        raise ConfigError(getattr(exc, "message", str(exc)), f.name).blamed(where) from None
 
 
 def read_config_file(path: str) -> tuple[dict[str, Any], str]:
