@@ -3,11 +3,11 @@
 With ``--preload`` the master imports the app once, after ``--env`` and ``--chdir``
 (``boot.prepare_process``) and before it binds a socket, and every worker forks
 with it already loaded, and with the module of its worker model: a faster start,
-and the memory of both shared copy-on-write with the workers.  It is loaded by the workers' own code (``apps.loader.load_target``,
-``app_kind`` with ``--interface``, ``workers.choose_model``), so what a worker would
-refuse is refused here.  What each worker makes of the app is still made in each
-worker: a classic handler (its class or factory is called there), an ASGI app's
-lifespan.
+and the memory of both shared copy-on-write with the workers.  It is loaded by the
+workers' own code (``apps.loader.load_target``, ``app_kind`` with ``--interface``,
+``workers.choose_model``), so what a worker would refuse is refused here.  What each
+worker makes of the app is still made in each worker: a classic handler (its class
+or factory is called there), an ASGI app's lifespan.
 
 An app that cannot be loaded is one line (``load_failure``, the words of ``scgikit
 check``) and exit status 4 (a worker's ``APP_LOAD_ERROR``), before anything is bound.
