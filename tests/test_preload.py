@@ -7,6 +7,7 @@ is still made there: its ASGI lifespan runs, a classic handler factory is called
 """
 
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -32,22 +33,30 @@ def pids(server, uri="/"):
 
 def start(serve, tmp_path, transport, *args):
     """Two workers of preload_apps:app (its twin on asyncio), run from ``tmp_path``
-    (--chdir), logging each import to imports.log there (--env: a relative path)."""
+    (--chdir), logging each import to imports.log there (--env: a relative path), started
+    as systemd starts a service, with NOTIFY_SOCKET (a socket the test holds)."""
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
     server = serve("preload_apps:app", "--workers", "2", "--log-level", "debug",
                    "--chdir", str(tmp_path), "--env", "IMPORT_LOG=imports.log", *args,
-                   bind=[transport])
+                   bind=[transport], env=child_env(NOTIFY_SOCKET=str(tmp_path / "notify")))
     server.wait_for_log(READY, count=2, timeout=30)
+    notify.close()
     return server
 
 
 def imports(tmp_path):
-    return [int(line) for line in (tmp_path / "imports.log").read_text().split()]
+    """The pid of each import of the app, each having seen no NOTIFY_SOCKET."""
+    lines = [line.split() for line in (tmp_path / "imports.log").read_text().splitlines()]
+    assert all(notify == "-" for _, notify in lines), lines
+    return [int(pid) for pid, _ in lines]
 
 
 def test_with_preload_the_app_is_imported_once_in_the_master_after_env_and_chdir(
         serve, model, transport, tmp_path):
     server = start(serve, tmp_path, transport, "--preload")
-    assert imports(tmp_path) == [server.pid]  # --env and --chdir applied before the import
+    # --env and --chdir applied before the import, and systemd's variables gone
+    assert imports(tmp_path) == [server.pid]
     server.wait_for_log(r"Loaded preload_apps:\S+ in the master \(--preload\)")
     workers = worker_pids(server.pid)
     for _ in range(6):

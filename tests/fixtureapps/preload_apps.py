@@ -3,9 +3,9 @@
 Each answers ``IMPORTED SERVING``: the pid of the process that imported this module, then
 the pid of the one that made the app ready to serve: the worker answering (WSGI), the one
 that ran the lifespan startup (ASGI), the one that made the handler (a classic handler
-factory).  With IMPORT_LOG set, the import appends its pid to that file (a path relative
-to the current folder, which --chdir sets), so the file says how often, and where, the
-module was imported.
+factory).  With IMPORT_LOG set, the import appends a line to that file (a path relative
+to the current folder, which --chdir sets): its pid, and the NOTIFY_SOCKET it sees (- for
+none), so the file says how often, and where, the module was imported, and with what.
 """
 
 import os
@@ -15,7 +15,7 @@ from scgikit.scgi_server import SCGIHandler, handler_factory
 IMPORTED_IN = os.getpid()
 if os.environ.get("IMPORT_LOG"):
     with open(os.environ["IMPORT_LOG"], "a") as imports:
-        imports.write(f"{IMPORTED_IN}\n")
+        imports.write(f"{IMPORTED_IN} {os.environ.get('NOTIFY_SOCKET', '-')}\n")
 
 
 def app(environ, start_response):
