@@ -135,6 +135,23 @@ def test_an_app_that_cannot_load_with_preload_is_one_line_and_status_4_nothing_b
     assert list(tmp_path.iterdir()) == []  # no socket file, no pid file
 
 
+@pytest.mark.parametrize(("target", "args", "message"), [
+    ("boot_apps:exit_on_load()", (), "cannot load the app 'boot_apps:exit_on_load()': it "
+                                     "exited: DATABASE_URL not set"),
+    ("no_such_module:app", (), "cannot load the app: 'no_such_module:app': no module named "
+                               "'no_such_module'"),
+    ("wsgi_apps:hello", ("--worker", "asyncio"), "cannot load the app: --worker asyncio "
+                                                 "serves ASGI apps; this is a wsgi app"),
+], ids=["sys.exit", "no-module", "wrong-model"])
+def test_with_preload_every_way_an_app_fails_to_load_is_one_line_and_status_4(
+        target, args, message, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "scgikit", "serve", target, "--preload",
+                             "--bind", f"unix:{tmp_path}/scgi.sock", *args], env=child_env(),
+                            capture_output=True, text=True, timeout=30)
+    assert (result.returncode, result.stderr) == (4, f"scgikit serve: {message}\n")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_preload_is_refused_with_reload_in_one_line_and_status_2():
     result = subprocess.run([sys.executable, "-m", "scgikit", "serve", "wsgi_apps:hello",
                              "--preload", "--reload"], env=child_env(), capture_output=True,
@@ -172,5 +189,6 @@ def test_a_server_given_its_handler_loaded_says_a_hup_keeps_the_code(model, tmp_
         imported, made = pids(server)
         assert imported == server.pid and made in worker_pids(server.pid)
         server.send_signal(signal.SIGHUP)
-        server.wait_for_log(r"Reload: the app was given to the server loaded: the new workers "
-                            r"run the code loaded at start; restart the server to load new code")
+        server.wait_for_log(r"Reload: the app was given to the server as an object: the new "
+                            r"workers run the code loaded at start; restart the server to load "
+                            r"new code")

@@ -64,7 +64,8 @@ def code_kept(config: Config, app: Any) -> str | None:
     """What a reload does not do when the master holds the app; None when it imports afresh."""
     if app is None:
         return None
-    how = "loaded in the master (--preload)" if config.preload else "given to the server loaded"
+    how = ("loaded in the master (--preload)" if config.preload
+           else "given to the server as an object")
     return (f"Reload: the app was {how}: the new workers run the code loaded at start; "
             "restart the server to load new code")
 
