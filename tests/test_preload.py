@@ -6,6 +6,8 @@ is one import, the master's; without, one per worker.  What each worker makes of
 is still made there: its ASGI lifespan runs, a classic handler factory is called.
 """
 
+import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -24,7 +26,7 @@ READY = r"Worker \d+ ready \(generation 0\)"
 
 
 def pids(server, uri="/"):
-    """(importing pid, serving pid) as the app answers them."""
+    """The two numbers the app answers: (importing pid, serving pid), or (uid, uid)."""
     answer = request(server.address, uri)
     assert answer.status == 200, answer
     imported, serving = answer.body.decode().split()
@@ -83,6 +85,15 @@ def test_with_preload_a_handler_factory_is_still_called_in_each_worker(serve, mo
     workers = worker_pids(server.pid)
     imported, made = pids(server)
     assert imported == server.pid and made in workers
+
+
+@pytest.mark.models("sync", reason="the user the import runs as is the master's on any model")
+def test_with_preload_the_app_is_imported_as_the_masters_user_and_served_as_user(
+        serve, model, transport):
+    if os.geteuid() != 0:
+        pytest.skip("--user needs root")
+    server = serve("preload_apps:uids", "--preload", "--user", "nobody", bind=[transport])
+    assert pids(server) == (0, pwd.getpwnam("nobody").pw_uid)
 
 
 def test_a_hup_with_preload_replaces_the_workers_losing_nothing_and_says_the_code_stays(

@@ -13,6 +13,7 @@ import os
 from scgikit.scgi_server import SCGIHandler, handler_factory
 
 IMPORTED_IN = os.getpid()
+IMPORTED_AS = os.getuid()
 if os.environ.get("IMPORT_LOG"):
     with open(os.environ["IMPORT_LOG"], "a") as imports:
         imports.write(f"{IMPORTED_IN} {os.environ.get('NOTIFY_SOCKET', '-')}\n")
@@ -21,6 +22,12 @@ if os.environ.get("IMPORT_LOG"):
 def app(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [f"{IMPORTED_IN} {os.getpid()}".encode()]
+
+
+def uids(environ, start_response):
+    """The user id that imported this module, and the one that serves."""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [f"{IMPORTED_AS} {os.getuid()}".encode()]
 
 
 _started_in = None
