@@ -64,6 +64,7 @@ ASGI_TWINS = {
     "systemd_apps:environ_report": "asgi_apps:environ_report",
     "systemd_apps:gated": "asgi_apps:systemd_gated",
     "systemd_apps:breakable": "asgi_apps:systemd_breakable",
+    "preload_apps:app": "preload_apps:asgi_app",
 }
 
 

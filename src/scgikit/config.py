@@ -261,6 +261,11 @@ class Config:
     http: str | None = _option(
         ["--http"], "development only: also accept HTTP/1.1 on ADDRESS and forward it over "
         "SCGI to this server (needs scgikit[http])", default=None, metavar="ADDRESS")
+    preload: bool = _option(
+        ["--preload"], "load the app once, in the master, before the workers fork: a faster "
+        "start, and the app's memory shared by the workers; a HUP (or --max-requests) then "
+        "replaces the workers but not the code: restart the server for new code",
+        default=False, switch=True, shown="off")
     reload: bool = _option(
         ["--reload"], "development only: reload the workers (as on SIGHUP) when a watched "
         "file is created, changed or deleted; every --workers is replaced",
@@ -320,6 +325,9 @@ class Config:
         ):
             raise ConfigError(f"{self.script_name!r} must start with '/' and not end with it",
                               "script_name")
+        if self.preload and self.reload:
+            raise ConfigError("cannot go with --reload: the app is loaded once, in the master, "
+                              "so a reload would start workers with the old code", "preload")
         if not self.reload:
             for name in ("reload_dir", "reload_include", "reload_exclude"):
                 if getattr(self, name):

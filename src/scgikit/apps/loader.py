@@ -7,7 +7,8 @@
     path/to/file.py:attr    loaded from a file; its folder goes on sys.path
     module                  looks for ``application``, then ``app``
 
-Loading happens in each worker after the fork, so a reload imports afresh.
+Loading happens in each worker after the fork, so a reload imports afresh; with
+``--preload`` the master loads the app once, before the fork, by the same code.
 """
 
 from __future__ import annotations

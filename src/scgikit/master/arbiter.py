@@ -30,7 +30,7 @@ capped exponential backoff, as is a failed ``fork()``.
 
     SIGTERM, SIGINT   graceful stop: workers finish their requests (--graceful-timeout)
     SIGQUIT           immediate stop
-    SIGHUP            graceful reload: new workers load the app afresh
+    SIGHUP            graceful reload: new workers load the app afresh (--preload: not)
     SIGTTIN, SIGTTOU  one worker more, one fewer
 
 With ``--reload`` (development) a burst of changes reloads as SIGHUP does; a
@@ -62,6 +62,7 @@ from .boot import boot, prepare_process
 from .children import HANDLED_SIGNALS, PidFile, collect_exits, exit_child, fork, kill, spawn_gateway
 from .heap import keep_heap
 from .listeners import Listener, open_listeners
+from .preload import code_kept, preload
 from .recycling import Recycler
 from .reload import Watcher, describe, watcher_for
 from .roster import (
@@ -134,18 +135,20 @@ class Arbiter:
         if not config.target and self.app is None:
             raise ConfigError("no app to serve")
         prepare_process(config)
+        # Read from self.environ, and gone from the environment of the app (--preload) and
+        # of every child: the app must not take itself for the process systemd started.
+        forget_systemd_environ(os.environ)
         if config.reload:
             if self.app is not None:
                 raise ConfigError("--reload needs a TARGET that the workers import: an app "
                                   "object already loaded cannot be loaded afresh")
             self.watcher = watcher_for(config, os.getcwd())
+        if config.preload and self.app is None:
+            self.app = preload(config)  # before anything is bound
         self.listeners = open_listeners(config, self.environ)
         if config.session_affinity:
             self.router = SessionRouter(config, [listener.sock for listener in self.listeners])
-        # Read once, then gone from the environment every child inherits: the app
-        # must not take itself for the process systemd started (sd_listen_fds(1)).
         self.notifier = Notifier.from_environ(self.environ)
-        forget_systemd_environ(os.environ)
         if config.stats:
             self._open_stats()
         self.slots_map = mmap.mmap(-1, 8 * MAX_WORKERS)
@@ -173,12 +176,8 @@ class Arbiter:
             log.debug("malloc's thresholds left as they are (not glibc, or set by MALLOC_*_)")
 
     def _open_stats(self) -> None:
-        try:
-            listener = open_stats_listener(self.config)
-        except BaseException:
-            for bound in self.listeners:
-                bound.close(unlink=True)
-            raise
+        # (A --stats address that cannot be bound fails _prepare: run() releases the rest.)
+        listener = open_stats_listener(self.config)
         self.stats = StatsTable(MAX_WORKERS)
         self.stats_server = StatsServer(listener, pages(self._render_stats, self.state))
 
@@ -340,6 +339,8 @@ class Arbiter:
             self._stop_booting(booting)
         state.generation += 1
         log.info("Reload: starting %d new workers (generation %d)", state.wanted, state.generation)
+        if kept := code_kept(self.config, self.app):
+            log.info("%s", kept)
         self.notifier.reloading(status_line(self.state))
 
     def handle_ttin(self) -> None:

@@ -24,10 +24,10 @@ from ..config import Config, ConfigError
 from ..workers import make_worker
 from ..workers.base import Heartbeat
 from .listeners import Listener
+from .preload import exit_text
 from .roster import APP_LOAD_ERROR, WORKER_BOOT_ERROR
 
 log = logging.getLogger("scgikit")
-
 
 
 def boot(config: Config, listeners: Sequence[Listener], app: Any, heartbeat: Heartbeat,
@@ -47,7 +47,7 @@ def boot(config: Config, listeners: Sequence[Listener], app: Any, heartbeat: Hea
         return APP_LOAD_ERROR
     except SystemExit as exc:
         # An app refusing to start (sys.exit("DATABASE_URL not set")): its message is the cause.
-        log.error("Cannot load the app %s: it exited: %s", _name(config, app), _exit_text(exc))
+        log.error("Cannot load the app %s: it exited: %s", _name(config, app), exit_text(exc))
         return APP_LOAD_ERROR
     except KeyboardInterrupt:
         raise
@@ -63,12 +63,6 @@ def boot(config: Config, listeners: Sequence[Listener], app: Any, heartbeat: Hea
 
 def _name(config: Config, app: Any) -> str:
     return repr(config.target) if config.target else repr(app)
-
-
-def _exit_text(exc: SystemExit) -> str:
-    if exc.code is None or isinstance(exc.code, int):
-        return f"sys.exit({'' if exc.code is None else exc.code})"
-    return str(exc.code)
 
 
 def prepare_process(config: Config) -> None:

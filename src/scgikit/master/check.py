@@ -2,10 +2,11 @@
 
 The ``Config`` is built as ``serve`` builds it (command line, ``SCGIKIT_*``
 variables, ``--config`` file), then the app is loaded by the workers' own code
-(``apps.loader.load_target`` and ``app_kind`` with ``--interface``,
-``workers.choose_model``; a classic handler is made, as each worker makes its
-one) and the report says what was found: the app's kind, the worker model, the
-addresses.
+(``preload.load_app``: ``apps.loader.load_target`` and ``app_kind`` with
+``--interface``, ``workers.choose_model``; a classic handler is made, as each worker
+makes its one) and the report says what was found: the app's kind, the worker model,
+whether the master preloads it (``--preload``), the addresses.  A failure is told in
+the words ``serve --preload`` uses (``preload.load_failure``).
 
 The settings are checked by ``serve``'s own code: ``Config`` for each value and
 how they go together, then ``preflight.problems`` against this machine (users,
@@ -31,8 +32,6 @@ import argparse
 import os
 import socket
 import sys
-import sysconfig
-import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,12 +39,12 @@ from pathlib import Path
 from ..addresses import Address, parse_address
 from ..arguments import one_line
 from ..config import Config, ConfigError
-from ..workers import choose_model
 from .boot import prepare_process
 from .command import build_config
 from .command import configure as configure_serve
 from .listeners import is_wildcard, passed_fd_count
 from .preflight import problems
+from .preload import load_app, load_failure
 from .roster import APP_LOAD_ERROR
 
 HELP = "check the options, the config file and the app as serve would, without serving"
@@ -127,34 +126,27 @@ def _prepare_process(config: Config, report: Report) -> None:
 
 
 def _check_app(config: Config, report: Report) -> None:
-    from ..apps.loader import AppImportError, app_kind, load_target, make_handler
+    from ..apps.loader import make_handler
 
     try:
-        app = load_target(config.target)
-        kind = app_kind(app, config.interface)
-        model = choose_model(config, kind)
+        app, kind, model = load_app(config)
         if kind == "handler":
             make_handler(app)  # as each worker makes its handler: a factory is called
         if model == "asyncio":
             from ..workers.asyncio import new_event_loop
 
             new_event_loop(config.loop).close()  # --loop uvloop without uvloop
-    except AppImportError as exc:
-        report.errors.append((APP_LOAD_ERROR, f"cannot load the app: {exc}"))
-        return
-    except SystemExit as exc:
-        report.errors.append((APP_LOAD_ERROR, f"cannot load the app {config.target!r}: "
-                                              f"it exited: {_exit_text(exc)}"))
-        return
     except KeyboardInterrupt:
         raise
     except BaseException as exc:
-        report.errors.append((APP_LOAD_ERROR, f"cannot load the app {config.target!r}: "
-                                              f"{_one_line(exc)}"))
+        report.errors.append((APP_LOAD_ERROR, load_failure(exc, config.target)))
         return
     named = "" if config.interface == "auto" else f", --interface {config.interface}"
     report.found.append(("app", f"{config.target} ({_kind_name(kind, app)}{named})"))
     report.found.append(("worker model", _model_text(config, model)))
+    if config.preload:
+        report.found.append(("preloaded", "in the master, before the workers fork (--preload); "
+                                          "a HUP replaces the workers, not the code"))
     if kind == "asgi" and config.threads > 1:
         report.warnings.append(
             f"--threads {config.threads} is ignored: an ASGI app runs on the asyncio model, "
@@ -174,31 +166,6 @@ def _model_text(config: Config, model: str) -> str:
     threads = f" of {config.threads} threads each" if model == "threads" else ""
     return f"{model}, {config.workers} worker process{'es' if config.workers > 1 else ''}" \
         + threads
-
-
-def _exit_text(exc: SystemExit) -> str:
-    if exc.code is None or isinstance(exc.code, int):
-        return f"sys.exit({'' if exc.code is None else exc.code})"
-    return str(exc.code)
-
-
-def _one_line(exc: BaseException) -> str:
-    """``Type: message (at file, line N)``: where the app's own code failed."""
-    summary = f"{type(exc).__name__}: {exc}".splitlines()[0]
-    if isinstance(exc, SyntaxError) and exc.filename:
-        return f"{summary} (at {exc.filename}, line {exc.lineno})"
-    where = _app_frame(exc)
-    return f"{summary} (at {where.filename}, line {where.lineno})" if where else summary
-
-
-def _app_frame(exc: BaseException) -> traceback.FrameSummary | None:
-    """The innermost frame outside Python's library and scgikit, else the innermost."""
-    frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if not f.filename.startswith("<")]
-    outside = (sysconfig.get_paths()["stdlib"], str(Path(__file__).parent.parent))
-    own = [f for f in frames if not f.filename.startswith(outside)]
-    chosen = own or frames
-    return chosen[-1] if chosen else None
 
 
 # --- the addresses -----------------------------------------------------------------------

@@ -26,7 +26,8 @@ their dashes, and "app" names TARGET): the command line wins over SCGIKIT_* vari
 which win over the file.
 
 Signals to the master: TERM/INT graceful stop, QUIT immediate stop, HUP graceful
-reload (new workers load the app afresh), TTIN/TTOU one worker more/fewer."""
+reload (new workers load the app afresh; with --preload the master loaded it once,
+before the fork, and new workers run that code), TTIN/TTOU one worker more/fewer."""
 EPILOG = """\
 examples:
   scgikit serve myapp:app
@@ -47,12 +48,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Serve until stopped.  Every start-up error of the operator's is one plain line,
-    ``scgikit serve: --OPTION...: what is wrong``, and exit status 2."""
+    ``scgikit serve: --OPTION...: what is wrong``, and exit status 2; an app that cannot
+    be loaded with --preload is one line too, with exit status 4."""
+    from .preload import AppLoadFailure
+    from .roster import APP_LOAD_ERROR
+
     try:
         return _serve(args)
     except ConfigError as exc:
         print(f"scgikit serve: {one_line(str(exc))}", file=sys.stderr)
         return 2
+    except AppLoadFailure as exc:  # --preload: before anything was bound
+        print(f"scgikit serve: {one_line(str(exc))}", file=sys.stderr)
+        return APP_LOAD_ERROR
 
 
 def build_config(args: argparse.Namespace) -> Config:
@@ -71,7 +79,8 @@ def _serve(args: argparse.Namespace) -> int:
 def run_server(config: Config, app: Any = None) -> int:
     """Check ``config`` against this machine, open the logs, and serve until stopped
     (``scgikit serve``, and ``SCGIServer.serve``).  Raises ``ConfigError`` before
-    anything is bound or written when the settings are unusable."""
+    anything is bound or written when the settings are unusable, and ``AppLoadFailure``
+    when --preload cannot load the app."""
     from .arbiter import Arbiter
     from .logs import setup_logging
     from .preflight import ensure_startable

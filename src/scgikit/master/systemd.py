@@ -14,8 +14,9 @@ Every message goes out in one non-blocking datagram from a socket made for it
 (as sd_notify does): nothing is left open for the forked workers to inherit, and
 a full or vanished socket costs one warning in the log, never a wait or a crash.
 
-The master removes systemd's variables from its environment before any worker
-starts (as ``sd_listen_fds(1)`` and ``sd_notify(1)`` do): an app, or a program an
+The master removes systemd's variables from its environment before it loads the
+app (``--preload``) or starts any worker (as ``sd_listen_fds(1)`` and
+``sd_notify(1)`` do): an app, or a program an
 app runs, must not take itself for the service systemd started.
 """
 

@@ -7,7 +7,7 @@
 The model comes from ``--worker``, else from the app's kind (``--interface``, or told
 from the app: ``apps.loader.app_kind``): an ASGI app runs on asyncio,
 any other on threads with ``--threads`` above 1, else on sync.  Each model module
-is imported only by the worker that runs it.
+is imported only by the worker that runs it (and, with ``--preload``, by the master).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from ..apps.loader import AppImportError
 from ..config import Config
 from .base import Heartbeat
 
-__all__ = ["MODELS", "WorkerModel", "choose_model", "make_worker"]
+__all__ = ["MODELS", "WorkerModel", "choose_model", "make_worker", "model_class"]
 
 #: Each model's class, as module:name.
 MODELS = {
@@ -61,6 +61,13 @@ def choose_model(config: Config, kind: str) -> str:
     return model
 
 
+def model_class(model: str) -> Any:
+    """The class of ``model`` (a key of MODELS), its module imported: by the worker that
+    runs it, and by a master that preloads the app (``--preload``), to share its pages."""
+    module_name, _, class_name = MODELS[model].partition(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
 def make_worker(config: Config, listeners: Sequence[socket.socket], app: Any,
                 heartbeat: Heartbeat, ppid: int) -> WorkerModel:
     """The worker for ``app`` (loaded from ``config.target`` when None), of the model it needs."""
@@ -71,8 +78,7 @@ def make_worker(config: Config, listeners: Sequence[socket.socket], app: Any,
         app = load_target(config.target)
     kind = app_kind(app, config.interface)
     model = choose_model(config, kind)
-    module_name, _, class_name = MODELS[model].partition(":")
-    worker_class = getattr(importlib.import_module(module_name), class_name)
+    worker_class = model_class(model)
     if model == "asyncio":
         worker: WorkerModel = worker_class(config, listeners, app, heartbeat, ppid)
         return worker
