@@ -62,7 +62,10 @@ def queue_seconds(variables: dict[str, str], accepted: float) -> float | None:
     start = stamp_seconds(text)
     if start is None:
         return None
-    queued = time.time() - (time.monotonic() - accepted) - start
+    queued = _wall() - (_monotonic() - accepted) - start
     if not -MAX_SKEW <= queued <= MAX_SKEW:  # (NaN too)
         return None
     return queued if queued > 0.0 else 0.0
+
+
+_wall, _monotonic = time.time, time.monotonic
