@@ -46,7 +46,7 @@ def _nginx_harness(folder: Path, port: int, snippet: str, host: str = "127.0.0.1
 
 def _apache_harness(folder: Path, port: int, snippet: str) -> list[str]:
     modules = "".join(f"LoadModule {name}_module {APACHE_MODULES}/mod_{name}.so\n"
-                      for name in ("mpm_event", "authz_core", "proxy", "proxy_scgi"))
+                      for name in ("mpm_event", "authz_core", "proxy", "proxy_scgi", "headers"))
     (folder / "httpd.conf").write_text(
         f"ServerRoot {folder}\nListen 127.0.0.1:{port}\n{modules}"
         f"PidFile {folder}/httpd.pid\nErrorLog {folder}/error.log\nLogLevel info\n"

@@ -294,3 +294,27 @@ def test_only_apache_refuses_an_http_status_line_from_the_backend(name):
             front.stop()
     # Why scgikit always answers "Status: 200 OK": Apache turns the other form into a 500.
     assert (status, body) == ((500, body) if name == "apache" else (200, b"hi"))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_nginx_and_apache_stamp_the_request_for_the_queue_time(name, tmp_path):
+    """The generated config's stamp (nginx: REQUEST_START, Apache: X-Request-Start) gives
+    the access log a queue time, whatever X-Request-Start the client sent (nginx's variable
+    comes first, Apache replaces the header); lighttpd has none to give, and passes the
+    client's on (docs/frontends.md)."""
+    log = tmp_path / "access.log"
+    backend = _serve(APP, "--access-log", str(log), "--access-log-format",
+                     "{uri} queue={queue_ms}")
+    front = _front(name, [backend.address])
+    try:
+        status, _, _ = fetch(front, "GET", "/head", headers=[("X-Request-Start", "t=1")])
+    finally:
+        front.stop()
+        backend.stop()
+    assert status == 200
+    (queued,) = [line.split(" queue=")[1] for line in log.read_text().splitlines()
+                 if line.startswith("/head ")]
+    if name == "lighttpd":
+        assert queued == "-"  # the client's t=1 (1970) is no usable stamp
+    else:
+        assert float(queued) >= 0.0

@@ -72,6 +72,7 @@ class Recorder:
     def __init__(self):
         self.slots = memoryview(bytearray(16)).cast("d")
         self.answered, self.records, self.logged, self.busy_since, self.started = [], [], [], [], []
+        self.recorded_variables = []
 
     def answer(self, conn, data, variables, length, start):
         self.busy_since.append(self.slots[1])
@@ -79,8 +80,9 @@ class Recorder:
         conn.sendall(b"Status: 200 OK\r\n\r\nok")
         return "200 OK", 20
 
-    def record(self, status, sent, length, accepted):
+    def record(self, status, sent, length, accepted, variables):
         self.records.append((status, sent, length, accepted))
+        self.recorded_variables.append(variables)
 
     def log_access(self, variables, status, sent, accepted, model):
         self.logged.append((variables["REQUEST_URI"], status, sent, accepted, model))
@@ -91,7 +93,8 @@ class Recorder:
         conn.close()
 
     def forget(self):
-        for kept in (self.answered, self.records, self.logged, self.busy_since, self.started):
+        for kept in (self.answered, self.records, self.logged, self.busy_since, self.started,
+                     self.recorded_variables):
             kept.clear()
 
 
@@ -156,6 +159,8 @@ def test_serve_answers_each_whole_request_counts_logs_and_closes_it(kind, listen
     assert [r[:3] for r in seen.records] == [("200 OK", 20, 0), ("200 OK", 20, 4),
                                              ("200 OK", 20, 30000)]
     assert [entry[0] for entry in seen.logged] == ["/a", "/b", "/c"]
+    # The metrics get the request's variables too (a front end's stamp: queue_time.py).
+    assert [v["REQUEST_URI"] for v in seen.recorded_variables] == ["/a", "/b", "/c"]
     assert {entry[4] for entry in seen.logged} == {"sync"}
     accepted = [r[3] for r in seen.records]
     assert before <= accepted[0] <= accepted[1] <= accepted[2] <= after  # time.monotonic()'s

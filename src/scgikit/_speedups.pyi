@@ -62,7 +62,7 @@ class QueueLoop:
                  max_header_size: int, body_limit: int, buffer_size: int = 0,
                  slots: Any = None, slot: int = 0,
                  answer: Callable[..., tuple[str, int]] | None = None,
-                 record: Callable[[str, int, int, float], None] | None = None,
+                 record: Callable[[str, int, int, float, dict[str, str]], None] | None = None,
                  log_access: Callable[..., None] | None = None, model: str = "",
                  start: Callable[..., None] | None = None) -> None: ...
     def serve(self) -> Any: ...

@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
+from .queue_time import queue_seconds
+
 __all__ = [
     "ACCESS_FIELDS", "ACCESS_PRESETS", "DEFAULT_ACCESS_FORMAT", "Access", "AccessFormatError",
     "AccessFormatter", "access_fields_table", "access_log", "compile_access_format", "iso8601",
@@ -148,6 +150,16 @@ def _request_time(access: Access, now: float, pid: int) -> float:
     return round(time.monotonic() - access.started, 6)
 
 
+def _queue_ms(access: Access, now: float, pid: int) -> float | None:
+    queued = queue_seconds(access.variables, access.started)
+    return None if queued is None else round(queued * 1000.0, 3)
+
+
+def _queue_ms_text(access: Access, now: float, pid: int) -> str:
+    queued = queue_seconds(access.variables, access.started)
+    return "-" if queued is None else f"{queued * 1000.0:.3f}"
+
+
 def _pid(access: Access, now: float, pid: int) -> int:
     return pid
 
@@ -221,6 +233,11 @@ ACCESS_FIELDS: dict[str, tuple[Field, str]] = {
                               f"{time.monotonic() - access.started:.6f}"),
                      "seconds from the connection's accept to the end of the answer, "
                      "to the microsecond"),
+    "queue_ms": (lambda: (_queue_ms, _queue_ms_text),
+                 "milliseconds from the front end's stamp (`REQUEST_START`, else the "
+                 "X-Request-Start header: what `scgikit config` sets up for nginx and Apache) "
+                 "to the connection's accept, to the microsecond; `-` without a stamp, or "
+                 "with one that is not a time or is more than an hour off"),
     "pid": (lambda: (_pid, lambda access, now, pid: str(pid)), "the worker's process id"),
     "worker": (lambda: (_worker, _worker), "the worker model: sync, threads or asyncio"),
 }

@@ -13,9 +13,9 @@
  *   (parse.c), and answer a request whose body came whole (readiness() says WHOLE)
  *   with answer(conn, data, variables, length, start) -> (status, sent); count it
  *   (count_start, handled), keep slots[slot] (a buffer of doubles: the heartbeat) at
- *   the time it was accepted while it runs, call record(status, sent, length, accepted)
- *   and log_access(variables, status, sent, accepted, model) where they are given, and
- *   close it;
+ *   the time it was accepted while it runs, call record(status, sent, length, accepted,
+ *   variables) and log_access(variables, status, sent, accepted, model) where they are
+ *   given, and close it;
  *
  *   take() (the asyncio model): the same accept, receive and parse, and a request that
  *   is ready (WHOLE or STREAM) goes to start(conn, data, parsed, accepted, accepted);
@@ -309,8 +309,8 @@ record_answer(QueueLoop *loop, PyObject *variables, PyObject *length, PyObject *
     PyObject *when = PyFloat_FromDouble(accepted);
     int failed = when == NULL;
     if (!failed && loop->record != NULL) {
-        PyObject *call[4] = {status, sent, length, when};
-        PyObject *done = PyObject_Vectorcall(loop->record, call, 4, NULL);
+        PyObject *call[5] = {status, sent, length, when, variables};
+        PyObject *done = PyObject_Vectorcall(loop->record, call, 5, NULL);
         failed = done == NULL;
         Py_XDECREF(done);
     }

@@ -79,7 +79,7 @@ def run_app(conn: Connection, adapter: Adapter, config: Config, data: bytes | by
         status, sent = adapter(conn, variables, length, body)
         unread = body.unread
     if stats is not None:
-        stats.record(status, sent, length, accepted)
+        stats.record(status, sent, length, accepted, variables)
     if logging_access():
         log_access(variables, status, sent, accepted, model)
     return Ending(conn, unread, config) if unread else None

@@ -12,7 +12,9 @@ and two threads could lose one of two increments.
 
 The cost per request is a few stores into the region (the status class, a
 histogram bucket, the duration sum, the bytes): about one percent of a hello
-request's backend CPU (``bench/stats_cost.py`` measures it on the machine at hand).  A
+request's backend CPU (``bench/stats_cost.py`` measures it on the machine at hand).
+Where the front end stamped the request, its queue time (``queue_time.py``) adds
+a bucket and a sum, and the stamp's parse: about half a microsecond more.  A
 server without ``--stats`` pays one ``is not None`` check.  The sync model
 keeps no in-flight count at all: it runs one request at a time and already
 marks it in its heartbeat slot, which the master reads instead.
@@ -34,9 +36,12 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from ..queue_time import queue_seconds
+
 __all__ = ["BOUNDS", "LockedWorkerStats", "StatsTable", "WorkerStats"]
 
-#: Upper bounds (seconds) of the request duration histogram's buckets (+Inf follows).
+#: Upper bounds (seconds) of the request duration and queue time histograms' buckets
+#: (+Inf follows).
 BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
           10.0, 30.0)
 MODELS = ("sync", "threads", "asyncio")
@@ -52,15 +57,18 @@ BYTES_IN = STATUS + len(STATUS_CLASSES)
 BYTES_OUT = BYTES_IN + 1
 DURATION_SUM = BYTES_OUT + 1  # a float (the region's 'd' view)
 BUCKETS = DURATION_SUM + 1  # len(BOUNDS) + 1 counters, the last for +Inf
-WORDS = 32
-assert BUCKETS + len(BOUNDS) + 1 <= WORDS
+QUEUE_SUM = BUCKETS + len(BOUNDS) + 1  # a float: the queue times' sum
+QUEUE_BUCKETS = QUEUE_SUM + 1  # len(BOUNDS) + 1 counters, as BUCKETS
+WORDS = 48
+assert QUEUE_BUCKETS + len(BOUNDS) + 1 <= WORDS
+_SUMS = (DURATION_SUM, QUEUE_SUM)
 
 _OTHER = STATUS + STATUS_CLASSES.index("other")
 _NONE = STATUS + STATUS_CLASSES.index("none")
 # The status line's first character -> its counter.
 _CLASS = {str(n): STATUS + n - 1 for n in range(1, 6)}
-# Counters folded into the retired totals (all but MODEL and IN_FLIGHT; the sum apart).
-_COUNTERS = [i for i in range(STATUS, WORDS) if i != DURATION_SUM]
+# Counters folded into the retired totals (all but MODEL and IN_FLIGHT; the sums apart).
+_COUNTERS = [i for i in range(STATUS, WORDS) if i not in _SUMS]
 
 
 
@@ -83,8 +91,10 @@ class WorkerStats:
     def set_in_flight(self, count: int) -> None:
         self.counts[IN_FLIGHT] = count
 
-    def record(self, status: str, sent: int, received: int, accepted: float) -> None:
-        """A request answered: ``sent`` bytes out (0: none), ``received`` body bytes in."""
+    def record(self, status: str, sent: int, received: int, accepted: float,
+               variables: dict[str, str]) -> None:
+        """A request answered: ``sent`` bytes out (0: none), ``received`` body bytes in;
+        ``variables``, its SCGI variables, may hold the front end's stamp."""
         elapsed = time.monotonic() - accepted
         counts = self.counts
         counts[_CLASS.get(status[:1], _OTHER) if sent else _NONE] += 1
@@ -93,6 +103,10 @@ class WorkerStats:
         if received:
             counts[BYTES_IN] += received
         counts[BYTES_OUT] += sent
+        queued = queue_seconds(variables, accepted)
+        if queued is not None:
+            counts[QUEUE_BUCKETS + bisect.bisect_left(BOUNDS, queued)] += 1
+            self.floats[QUEUE_SUM] += queued
 
     def refused(self, status: int) -> None:
         """A request the server answered itself (400, 408, 413, 431); 0: closed unanswered."""
@@ -112,9 +126,10 @@ class LockedWorkerStats(WorkerStats):
         with self.lock:
             self.counts[IN_FLIGHT] = count
 
-    def record(self, status: str, sent: int, received: int, accepted: float) -> None:
+    def record(self, status: str, sent: int, received: int, accepted: float,
+               variables: dict[str, str]) -> None:
         with self.lock:
-            super().record(status, sent, received, accepted)
+            super().record(status, sent, received, accepted, variables)
 
     def refused(self, status: int) -> None:
         with self.lock:
@@ -127,12 +142,15 @@ class _Figures:
 
     counters: list[int] = field(default_factory=lambda: [0] * WORDS)
     duration: float = 0.0
+    queued: float = 0.0
     in_flight: int = 0
 
-    def add(self, counts: memoryview[int] | list[int], duration: float) -> None:
+    def add(self, counts: memoryview[int] | list[int], floats: memoryview[float]) -> None:
+        """Add one region's counters and sums (``floats``: that region's float view)."""
         for index in _COUNTERS:
             self.counters[index] += counts[index]
-        self.duration += duration
+        self.duration += floats[DURATION_SUM]
+        self.queued += floats[QUEUE_SUM]
 
 
 class StatsTable:
@@ -159,12 +177,12 @@ class StatsTable:
         if region[MODEL]:
             model = MODELS[region[MODEL] - 1]
             figures = self.retired.setdefault(model, _Figures())
-            figures.add(region, self.floats[start + DURATION_SUM])
+            figures.add(region, self.floats[start:start + WORDS])
         self.map[8 * start:8 * (start + WORDS)] = bytes(8 * WORDS)
 
     def figures(self, live: Mapping[int, float]) -> dict[str, _Figures]:
         """Each model's totals: retired plus the live slots (slot -> heartbeat)."""
-        totals = {model: _Figures(list(f.counters), f.duration)
+        totals = {model: _Figures(list(f.counters), f.duration, f.queued)
                   for model, f in self.retired.items()}
         for slot, heartbeat in live.items():
             start = slot * WORDS
@@ -173,7 +191,7 @@ class StatsTable:
                 continue
             model = MODELS[region[MODEL] - 1]
             figures = totals.setdefault(model, _Figures())
-            figures.add(region, self.floats[start + DURATION_SUM])
+            figures.add(region, self.floats[start:start + WORDS])
             figures.in_flight += region[IN_FLIGHT] if model != "sync" else int(heartbeat != 0.0)
         return totals
 
@@ -187,7 +205,13 @@ class StatsTable:
                  for m, f in models for i, c in enumerate(STATUS_CLASSES)], "_total")
         _family(out, "requests_in_flight", "gauge", "Requests the app is running now.",
                 [(f'{{model="{m}"}}', f.in_flight) for m, f in models])
-        _histogram(out, models)
+        _histogram(out, "request_duration_seconds", "Time from a connection's accept to the "
+                   "end of its answer.", [(m, f.counters[BUCKETS:], f.duration)
+                                          for m, f in models])
+        _histogram(out, "request_queue_seconds", "Time from the front end's stamp "
+                   "(REQUEST_START or X-Request-Start) to the connection's accept, for the "
+                   "requests that had one.", [(m, f.counters[QUEUE_BUCKETS:], f.queued)
+                                              for m, f in models])
         _family(out, "request_body_bytes", "counter", "Request body bytes received "
                 "(CONTENT_LENGTH of the requests given to the app).",
                 [(f'{{model="{m}"}}', f.counters[BYTES_IN]) for m, f in models], "_total")
@@ -207,15 +231,16 @@ def _family(out: list[str], name: str, kind: str, help: str,
     out.extend(f"scgikit_{name}{suffix}{labels} {value}\n" for labels, value in samples)
 
 
-def _histogram(out: list[str], models: list[tuple[str, _Figures]]) -> None:
-    name = "scgikit_request_duration_seconds"
-    out.append(f"# HELP {name} Time from a connection's accept to the end of its answer.\n"
-               f"# TYPE {name} histogram\n")
-    for model, figures in models:
+def _histogram(out: list[str], name: str, help: str,
+               models: list[tuple[str, list[int], float]]) -> None:
+    """One histogram per model: (model, its bucket counters from the first on, its sum)."""
+    name = f"scgikit_{name}"
+    out.append(f"# HELP {name} {help}\n# TYPE {name} histogram\n")
+    for model, buckets, total_time in models:
         total = 0
         for index, bound in enumerate((*BOUNDS, float("inf"))):
-            total += figures.counters[BUCKETS + index]
+            total += buckets[index]
             le = "+Inf" if bound == float("inf") else repr(bound)
             out.append(f'{name}_bucket{{model="{model}",le="{le}"}} {total}\n')
-        out.append(f'{name}_sum{{model="{model}"}} {figures.duration!r}\n'
+        out.append(f'{name}_sum{{model="{model}"}} {total_time!r}\n'
                    f'{name}_count{{model="{model}"}} {total}\n')

@@ -232,7 +232,7 @@ class Channel:
             log_access(self.variables, status, sent, self.accepted, "asyncio")
         stats = self.worker.stats
         if stats is not None:
-            stats.record(status, sent, self.length, self.accepted)
+            stats.record(status, sent, self.length, self.accepted, self.variables)
         self.worker.end(self.conn, unread, cut)
 
     def served(self) -> None:

@@ -45,7 +45,7 @@ Left: TypeAlias = "None | OSError | tuple[Connection, bytes | OSError, float]"
 Taken = tuple[Connection, bytes, ParsedHead, float]
 
 Answer = Callable[[Connection, "bytes | bytearray", dict[str, str], int, int], tuple[str, int]]
-Record = Callable[[str, int, int, float], None]
+Record = Callable[[str, int, int, float, dict[str, str]], None]
 LogAccess = Callable[[dict[str, str], str, int, float, str], None]
 Start = Callable[[Connection, "bytes | bytearray", ParsedHead, float, float], None]
 
@@ -149,7 +149,7 @@ class PureQueueLoop:
                 slots[slot] = 0.0
                 state.handled += 1
             if record is not None:
-                record(status, sent, length, accepted)
+                record(status, sent, length, accepted, variables)
             if log_access is not None:
                 log_access(variables, status, sent, accepted, model)
             close_now(conn)
