@@ -155,6 +155,8 @@ WRONG: dict[str, st.SearchStrategy[str]] = {
                                                                 "no", "false", "off")),
     "session_affinity": GARBAGE.filter(lambda t: t.strip().lower() not in (
         "1", "yes", "true", "on", "0", "no", "false", "off")),
+    "front_end_buffering": GARBAGE.filter(lambda t: t.strip().lower() not in (
+        "1", "yes", "true", "on", "0", "no", "false", "off")),
 }
 for _f in option_fields():
     _meta = _f.metadata
