@@ -54,6 +54,8 @@ ASGI_TWINS = {
     "wsgi_apps:exc_info_replaces": "asgi_apps:exc_info_replaces",
     "wsgi_apps:closing": "asgi_apps:closing",
     "wsgi_apps:factory": "asgi_apps:factory",
+    "wsgi_apps:answer_kinds": "asgi_apps:answer_kinds",
+    "wsgi_apps:gated_stream": "asgi_apps:gated_stream",
     "resource_apps:leak_descriptors": "asgi_apps:leak_descriptors",
     "stats_apps:app": "stats_apps:asgi_app",
     "recycling_apps:app": "recycling_apps:asgi_app",

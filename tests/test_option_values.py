@@ -152,12 +152,6 @@ WRONG: dict[str, st.SearchStrategy[str]] = {
     "stats": addresses(),
     "session_pattern": st.one_of(st.sampled_from(["(", "session=(?P<sid>.*)", "[a-", "x"]),
                                  with_control("(?P<id>x)")),
-    "reload": GARBAGE.filter(lambda t: t.strip().lower() not in ("1", "yes", "true", "on", "0",
-                                                                "no", "false", "off")),
-    "session_affinity": GARBAGE.filter(lambda t: t.strip().lower() not in (
-        "1", "yes", "true", "on", "0", "no", "false", "off")),
-    "preload": GARBAGE.filter(lambda t: t.strip().lower() not in (
-        "1", "yes", "true", "on", "0", "no", "false", "off")),
 }
 for _f in option_fields():
     _meta = _f.metadata
@@ -169,6 +163,9 @@ for _f in option_fields():
         WRONG[_f.name] = durations()
     elif _meta["parse"] is option_kinds.size:
         WRONG[_f.name] = sizes()
+    elif _meta["switch"]:  # a switch's variable or key: anything but a yes or a no
+        WRONG[_f.name] = GARBAGE.filter(lambda t: t.strip().lower() not in (
+            "1", "yes", "true", "on", "0", "no", "false", "off"))
 
 #: Options that only mean something with another: given with it, so that the value is at fault.
 COMPANIONS = {"reload_dir": ["--reload"], "reload_include": ["--reload"],

@@ -349,7 +349,17 @@ def test_quixotes_wsgi_adapter_under_scgikit_serve_answers_the_demo_as_the_origi
     pages = demo_pages(scgi(original))
     wsgi = sites.wsgi(family)
     check_the_pages_are_the_demos(pages, scgi(wsgi))
-    assert_same(pages, scgi(original), scgi(wsgi), wsgi_masks())
+    assert_same(pages, scgi(original), without_no_buffering(scgi(wsgi)), wsgi_masks())
+
+
+def without_no_buffering(fetch):
+    """``fetch`` with the X-Accel-Buffering: no line taken out of the head of an answer that
+    streams (/extras/chunked, a generator), which scgikit adds for nginx and the original
+    does not (tests/test_streaming_header.py)."""
+    def fetched(request):
+        head, blank, body = fetch(request).partition(b"\r\n\r\n")
+        return head.replace(b"\r\nX-Accel-Buffering: no", b"", 1) + blank + body
+    return fetched
 
 
 def test_the_original_server_dies_of_quixotes_max_children_option(tmp_path):

@@ -44,6 +44,7 @@ from servers import ServerProcess, child_env
 
 from scgikit.apps import asgi, wsgi
 from scgikit.apps.request import c_header_pairs, header_pairs_pure, merge_cookie
+from scgikit.apps.streaming import answer_heads
 from scgikit.connection.sockets import timeval
 from scgikit.protocol import DEFAULT_MAX_HEADER_SIZE, encode_request, parse_head_pure
 
@@ -544,6 +545,11 @@ def adapter(app=None, timeout=None):
                             timeout)
 
 
+def streaming_head(status, headers):
+    """The head of an answer that streams (with X-Accel-Buffering: no, apps/streaming.py)."""
+    return answer_heads(wsgi.encode_head(status, headers), headers, False)[0]
+
+
 @pytest.fixture(params=["pure", "c"])
 def new_exchange(request):
     """Each exchange class, whichever the import chose."""
@@ -593,7 +599,7 @@ def test_a_response_without_body_chunks_sends_the_head_alone_at_finish(new_excha
     exchange.start_response("204 No Content", [])
     exchange.respond(iter([b"", bytearray()]))
     exchange.finish()  # again: nothing more
-    assert records(packets[1]) == [wsgi.encode_head("204 No Content", [])]
+    assert records(packets[1]) == [streaming_head("204 No Content", [])]
 
 
 @pytest.mark.parametrize("result, body", [
@@ -767,7 +773,7 @@ def test_a_memoryview_chunk_is_sent_as_the_pure_write_sends_it(new_exchange, pac
     exchange = new_exchange(packets[0], adapter(), None)
     exchange.start_response("200 OK", [])
     exchange.write(memoryview(b"abc"))
-    assert records(packets[1]) == [wsgi.encode_head("200 OK", []) + b"abc"]
+    assert records(packets[1]) == [streaming_head("200 OK", []) + b"abc"]
 
 
 @pytest.mark.parametrize("status,headers,message", [
@@ -796,7 +802,7 @@ def test_exc_info_replaces_the_head_until_something_is_sent(new_exchange, packet
     except KeyError:
         exchange.start_response("500 Oops", [], sys.exc_info())
     exchange.finish()
-    assert records(packets[1]) == [wsgi.encode_head("500 Oops", [])]
+    assert records(packets[1]) == [streaming_head("500 Oops", [])]
     assert exchange.status == "500 Oops"
 
 
@@ -818,17 +824,20 @@ def test_a_repeated_head_is_taken_from_the_adapter_cache_until_it_changes(new_ex
     first = new_exchange(stream[0], shared, None)
     first.start_response("200 OK", list(HEADERS))
     cached = shared.last_head
-    assert cached == ("200 OK", HEADERS, wsgi.encode_head("200 OK", HEADERS))
+    assert cached == ("200 OK", HEADERS, streaming_head("200 OK", HEADERS),
+                      wsgi.encode_head("200 OK", HEADERS))
     second = new_exchange(stream[0], shared, None)
     second.start_response("200 OK", list(HEADERS))
-    assert shared.last_head is cached and second.head is cached[2]
+    assert shared.last_head is cached
+    assert second.head is cached[2] and second.whole_head is cached[3]
     third = new_exchange(stream[0], shared, None)
     third.start_response("200 OK", HEADERS[:1])
-    assert shared.last_head == ("200 OK", HEADERS[:1], wsgi.encode_head("200 OK", HEADERS[:1]))
+    assert shared.last_head == ("200 OK", HEADERS[:1], streaming_head("200 OK", HEADERS[:1]),
+                                wsgi.encode_head("200 OK", HEADERS[:1]))
     assert third.head == shared.last_head[2] and third.head is not cached[2]
     fourth = new_exchange(stream[0], shared, None)
     fourth.start_response("404 Not Found", HEADERS[:1])
-    assert fourth.head == wsgi.encode_head("404 Not Found", HEADERS[:1])
+    assert fourth.head == streaming_head("404 Not Found", HEADERS[:1])
 
 
 def test_the_attributes_read_and_write_as_the_pure_ones(new_exchange, stream):
@@ -850,7 +859,7 @@ def test_sendfile_sends_the_head_then_the_file(new_exchange, stream, tmp_path):
     exchange.start_response("200 OK", [])
     with open(path, "rb") as file:
         file.seek(3)
-        exchange.sendfile(wsgi.FileWrapper(file))
+        wsgi.answer_file(exchange, wsgi.FileWrapper(file))  # a file: known whole
     head = wsgi.encode_head("200 OK", [])
     assert stream[1].recv(100) == head + b"3456789" and exchange.sent == len(head) + 7
 
@@ -917,7 +926,7 @@ def invalid(environ, start_response):
 
 @pytest.mark.parametrize("app,answer", [
     (hello, ("200 OK", b"Status: 200 OK\r\nContent-Type: text/plain\r\n\r\nhello /p")),
-    (fails_late, ("200 OK", b"Status: 200 OK\r\n\r\npart")),
+    (fails_late, ("200 OK", b"Status: 200 OK\r\nX-Accel-Buffering: no\r\n\r\npart")),
     (invalid, ("500", None)),
 ], ids=lambda v: getattr(v, "__name__", ""))
 def test_the_adapter_answers_alike_with_either_implementation(monkeypatch, stream, app, answer):

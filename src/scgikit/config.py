@@ -196,6 +196,10 @@ class Config:
         ["--body-buffer-size"], "a body up to this size is received whole before the app "
         "starts, so a slow client never holds the app; larger ones stream to the app",
         default=256 * 1024, parse=_size, metavar="BYTES", shown="256k")
+    front_end_buffering: bool = _option(
+        ["--front-end-buffering"], "let nginx buffer answers that stream (do not send "
+        "X-Accel-Buffering: no with an answer whose body is not known whole as its head "
+        "goes out, nor with text/event-stream)", default=False, switch=True, shown="off")
     max_pending: int = _option(
         ["--max-pending"], "connections a worker keeps waiting for their header or buffered "
         "body; beyond this the oldest is dropped", default=4096, parse=_count, metavar="N",

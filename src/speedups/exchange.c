@@ -3,7 +3,7 @@
  * Exchange is one request's response state, as apps.wsgi._Exchange: start_response,
  * write and the loop over the app's result.  C does the common case (bytes and
  * bytearray chunks on a real socket; start_response without exc_info) and calls the
- * pure pieces setup_wsgi() gave it for the rest (encode_head, _send_rest, and
+ * pure pieces setup_wsgi() gave it for the rest (new_heads, _send_rest, and
  * _Exchange's own methods with an Exchange as self).
  *
  * Safety: a send holds its chunk as a buffer, the head and the socket object as
@@ -19,7 +19,7 @@ static speedups_state *
 exchange_state(Exchange *self)
 {
     speedups_state *state = (speedups_state *)PyType_GetModuleState(Py_TYPE(self));
-    return set_up(state, state->encode_head, "setup_wsgi");
+    return set_up(state, state->new_heads, "setup_wsgi");
 }
 
 /* func(self, *args, **kwargs) for a vectorcall's arguments: the pure method on this object. */
@@ -352,7 +352,12 @@ sk_exchange_respond(Exchange *self, PyObject *result)
     if (state == NULL) {
         return NULL;
     }
-    if (self->closing && (PyList_CheckExact(result) || PyTuple_CheckExact(result))) {
+    int whole = PyList_CheckExact(result) || PyTuple_CheckExact(result);
+    if (whole && IS_SET(self->head) && IS_SET(self->whole_head)) {
+        /* Known whole: the head without X-Accel-Buffering (wsgi.known_whole). */
+        Py_XSETREF(self->head, Py_NewRef(self->whole_head));
+    }
+    if (self->closing && whole) {
         if (respond_closing(state, self, result) < 0) {
             return NULL;
         }
@@ -389,9 +394,11 @@ equal(PyObject *a, PyObject *b)
     return truth;
 }
 
-/* The encoded head for (status, headers): the adapter's last one if they are the same
- * (most apps answer most requests with the same head), else encode_head's, which checks
- * them (InvalidResponse), stored as the adapter's last.  Sets self->head and status. */
+/* The encoded heads for (status, headers): the adapter's last ones if they are the same
+ * (most apps answer most requests with the same head), else new_heads', which checks
+ * them (InvalidResponse) and stores them as the adapter's last.  last and what new_heads
+ * gives are (status, headers, streaming, whole): self->head becomes the streaming one,
+ * self->whole_head the one for a result known whole.  Sets them and self->status. */
 static int
 take_head(speedups_state *state, Exchange *self, PyObject *status, PyObject *headers,
           PyObject *last)
@@ -403,26 +410,25 @@ take_head(speedups_state *state, Exchange *self, PyObject *status, PyObject *hea
     if (same < 0) {
         return -1;
     }
-    if (same) {
-        Py_XSETREF(self->head, Py_NewRef(PyTuple_GET_ITEM(last, 2)));
-        Py_XSETREF(self->status, Py_NewRef(status));
-        return 0;
+    PyObject *entry = Py_NewRef(last);
+    if (!same) {
+        Py_SETREF(entry, PyObject_CallFunctionObjArgs(
+            state->new_heads, self->adapter == NULL ? Py_None : self->adapter, status, headers,
+            NULL));
+        if (entry == NULL) {
+            return -1;
+        }
+        if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 4) {
+            Py_DECREF(entry);
+            PyErr_SetString(PyExc_TypeError, "new_heads() must return a tuple of 4");
+            return -1;
+        }
     }
-    PyObject *head = PyObject_CallFunctionObjArgs(state->encode_head, status, headers, NULL);
-    if (head == NULL) {
-        return -1;
-    }
-    Py_XSETREF(self->head, Py_NewRef(head));
+    Py_XSETREF(self->head, Py_NewRef(PyTuple_GET_ITEM(entry, 2)));
+    Py_XSETREF(self->whole_head, Py_NewRef(PyTuple_GET_ITEM(entry, 3)));
     Py_XSETREF(self->status, Py_NewRef(status));
-    PyObject *copy = PySequence_List(headers);
-    PyObject *entry = copy == NULL ? NULL : PyTuple_Pack(3, status, copy, head);
-    int failed = entry == NULL
-                 || PyObject_SetAttr(self->adapter == NULL ? Py_None : self->adapter,
-                                     state->names[N_LAST_HEAD], entry) < 0;
-    Py_XDECREF(copy);
-    Py_XDECREF(entry);
-    Py_DECREF(head);
-    return failed ? -1 : 0;
+    Py_DECREF(entry);
+    return 0;
 }
 
 static PyObject *
@@ -454,7 +460,7 @@ exchange_start_response(Exchange *self, PyObject *const *args, Py_ssize_t nargs,
     if (last == NULL) {
         return NULL;
     }
-    if (!PyTuple_CheckExact(last) || PyTuple_GET_SIZE(last) != 3) {
+    if (!PyTuple_CheckExact(last) || PyTuple_GET_SIZE(last) != 4) {
         Py_DECREF(last);
         return call_pure(state->pure_start_response, self, args, nargs, kwnames);
     }
@@ -500,7 +506,7 @@ exchange_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     return sk_make_exchange(type, sock, adapter, timeout);
 }
 
-#define EXCHANGE_OBJECTS(X) X(sock) X(adapter) X(timeout) X(status) X(head)
+#define EXCHANGE_OBJECTS(X) X(sock) X(adapter) X(timeout) X(status) X(head) X(whole_head)
 
 static PyMethodDef exchange_methods[] = {
     {"start_response", (PyCFunction)(void (*)(void))exchange_start_response,
@@ -522,6 +528,7 @@ static PyMemberDef exchange_members[] = {
     {"timeout", T_OBJECT, offsetof(Exchange, timeout), 0, NULL},
     {"status", T_OBJECT, offsetof(Exchange, status), 0, NULL},
     {"head", T_OBJECT, offsetof(Exchange, head), 0, NULL},
+    {"whole_head", T_OBJECT, offsetof(Exchange, whole_head), 0, NULL},
     {"sent", T_PYSSIZET, offsetof(Exchange, sent), 0, NULL},
     {"closing", T_BOOL, offsetof(Exchange, closing), 0, NULL},
     {"waited", T_BOOL, offsetof(Exchange, waited), 0, NULL},

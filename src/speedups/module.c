@@ -154,7 +154,7 @@ setup_scope(PyObject *module, PyObject *args, PyObject *kwargs)
 static PyObject *
 setup_wsgi(PyObject *module, PyObject *args, PyObject *kwargs)
 {
-    static char *keywords[] = {"environ_pure", "split_path", "merge_cookie", "encode_head",
+    static char *keywords[] = {"environ_pure", "split_path", "merge_cookie", "new_heads",
                                "send_rest", "client_gone", "pure_exchange", "socket_type",
                                "buffered_body", "file_wrapper", "answer_file", NULL};
     speedups_state *state = get_state(module);
@@ -195,7 +195,7 @@ setup_wsgi(PyObject *module, PyObject *args, PyObject *kwargs)
     Py_XSETREF(state->environ_pure, Py_NewRef(given[0]));
     Py_XSETREF(state->split_path, Py_NewRef(given[1]));
     Py_XSETREF(state->merge_cookie, Py_NewRef(given[2]));
-    Py_XSETREF(state->encode_head, Py_NewRef(given[3]));
+    Py_XSETREF(state->new_heads, Py_NewRef(given[3]));
     Py_XSETREF(state->send_rest, Py_NewRef(given[4]));
     Py_XSETREF(state->client_gone, Py_NewRef(given[5]));
     Py_XSETREF(state->socket_type, Py_NewRef(given[7]));
@@ -270,7 +270,7 @@ PyDoc_STRVAR(setup_scope_doc,
 "SERVER_PROTOCOL table (a dict) that builder reads.");
 
 PyDoc_STRVAR(setup_wsgi_doc,
-"setup_wsgi($module, /, *, environ_pure, split_path, merge_cookie, encode_head,\n"
+"setup_wsgi($module, /, *, environ_pure, split_path, merge_cookie, new_heads,\n"
 "           send_rest, client_gone, pure_exchange, socket_type, buffered_body,\n"
 "           file_wrapper, answer_file)\n"
 "--\n"
@@ -391,7 +391,7 @@ speedups_exec(PyObject *module)
 
 /* Every object the state holds, once each: what traverse visits and clear drops. */
 #define STATE_OBJECTS(X) \
-    X(fallback) X(environ_pure) X(split_path) X(merge_cookie) X(encode_head) X(send_rest) \
+    X(fallback) X(environ_pure) X(split_path) X(merge_cookie) X(new_heads) X(send_rest) \
     X(client_gone) X(socket_type) X(pure_start_response) X(pure_write) X(pure_sendfile) \
     X(buffered_body) X(file_wrapper) X(answer_file) X(checked_socket_type) \
     X(header_pairs_pure) X(pairs_merge_cookie) X(http_scope_pure) X(http_versions) \

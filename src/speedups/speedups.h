@@ -95,7 +95,8 @@ typedef struct {
     PyObject *environ_pure;       /* environ_pure(base, variables, body, script_name) */
     PyObject *split_path;         /* request.split_path(variables, script_name) */
     PyObject *merge_cookie;       /* request.merge_cookie(value, variables) */
-    PyObject *encode_head;        /* encode_head(status, headers), raises InvalidResponse */
+    PyObject *new_heads;          /* new_heads(adapter, status, headers): a last_head entry
+                                   * (status, headers, streaming, whole); InvalidResponse */
     PyObject *send_rest;          /* _send_rest(sock, head, data, sent, timeout) */
     PyObject *client_gone;        /* the ClientGone exception */
     PyObject *socket_type;        /* _socket.socket: what the C send may write to */
@@ -155,6 +156,8 @@ typedef struct {
     PyObject *timeout;   /* per send call, once one cannot finish at once */
     PyObject *status;    /* the app's status; NULL or None before start_response */
     PyObject *head;      /* the encoded head not yet sent; NULL or None once sent */
+    PyObject *whole_head;  /* the head to send instead if the result is known whole (a list
+                            * or tuple: without X-Accel-Buffering, apps/streaming.py) */
     Py_ssize_t sent;     /* bytes sent so far, head included */
     char closing;        /* the connection closes once the answer is sent: its last bytes
                           * may wait in the kernel for the close (answer_whole) */

@@ -442,3 +442,61 @@ async def without_lifespan(scope, receive, send):
     """An app written for http only, as many are: any other scope is an error."""
     assert scope["type"] == "http", f"unsupported scope {scope['type']}"
     await _answer(send, b"served without lifespan")
+
+
+async def answer_kinds(scope, receive, send):
+    """wsgi_apps.answer_kinds: a streaming result is body messages with more_body, a list
+    one body message, write() a first message with more_body, a file pathsend."""
+    if scope["type"] != "http":
+        return
+    kind = scope["query_string"].decode()
+    plain = [("Content-Type", "text/plain")]
+
+    async def stream(headers):
+        await _start(send, 200, headers)
+        await send({"type": "http.response.body", "body": b"one ", "more_body": True})
+        await send({"type": "http.response.body", "body": b"two", "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    if kind == "generator":
+        await stream(plain)
+    elif kind == "write":
+        await _start(send, 200, plain)
+        await send({"type": "http.response.body", "body": b"one ", "more_body": True})
+        await send({"type": "http.response.body", "body": b"two"})
+    elif kind == "sized":
+        await stream([*plain, ("Content-Length", "7")])
+    elif kind == "events":
+        await _plain(send, b"data: one\n\n", "text/event-stream")
+    elif kind == "own":
+        await stream([*plain, ("X-Accel-Buffering", "yes")])
+    elif kind == "own_no":
+        await _start(send, 200, [*plain, ("X-Accel-Buffering", "no")])
+        await send({"type": "http.response.body", "body": b"one two"})
+    elif kind == "file":
+        with tempfile.NamedTemporaryFile() as handle:
+            handle.write(b"one two")
+            handle.flush()
+            await _start(send, 200, plain)
+            await send({"type": "http.response.pathsend", "path": handle.name})
+    else:
+        await _plain(send, b"one two")
+
+
+async def gated_stream(scope, receive, send):
+    """wsgi_apps.gated_stream: FOLDER/sent once the first chunk is sent, then the second
+    once FOLDER/release exists (up to 30 s), waiting without holding the loop."""
+    if scope["type"] != "http":
+        return
+    folder = scope["query_string"].decode()
+    await _start(send, 200, [("Content-Type", "text/plain")])
+    await send({"type": "http.response.body", "body": b"first chunk\n", "more_body": True})
+    open(os.path.join(folder, "sent"), "w").close()
+    deadline = time.monotonic() + 30
+    while not os.path.exists(os.path.join(folder, "release")):
+        if time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.01)
+    else:
+        await send({"type": "http.response.body", "body": b"second chunk\n", "more_body": True})
+    await send({"type": "http.response.body", "body": b""})

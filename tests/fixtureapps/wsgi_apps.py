@@ -200,3 +200,59 @@ def big_file(environ, start_response):
     handle.truncate(64 << 20)
     start_response("200 OK", [("Content-Type", "application/octet-stream")])
     return environ["wsgi.file_wrapper"](handle)
+
+
+def answer_kinds(environ, start_response):
+    """One answer of each kind that X-Accel-Buffering depends on, chosen by QUERY_STRING:
+    generator, write (the write() callable), list, sized (a generator with
+    Content-Length), events (text/event-stream, a list), own (the app's own "yes", a
+    generator), own_no (the app's own "no", a list), file (wsgi.file_wrapper)."""
+    kind = environ.get("QUERY_STRING", "")
+    plain = [("Content-Type", "text/plain")]
+    if kind == "generator":
+        start_response("200 OK", plain)
+        return iter([b"one ", b"two"])
+    if kind == "write":
+        start_response("200 OK", plain)(b"one ")
+        return [b"two"]
+    if kind == "sized":
+        start_response("200 OK", [*plain, ("Content-Length", "7")])
+        return iter([b"one ", b"two"])
+    if kind == "events":
+        start_response("200 OK", [("Content-Type", "text/event-stream")])
+        return [b"data: one\n\n"]
+    if kind == "own":
+        start_response("200 OK", [*plain, ("X-Accel-Buffering", "yes")])
+        return iter([b"one ", b"two"])
+    if kind == "own_no":
+        start_response("200 OK", [*plain, ("X-Accel-Buffering", "no")])
+        return [b"one two"]
+    if kind == "file":
+        handle = tempfile.TemporaryFile()
+        handle.write(b"one two")
+        handle.seek(0)
+        start_response("200 OK", plain)
+        return environ["wsgi.file_wrapper"](handle)
+    start_response("200 OK", plain)
+    return [b"one two"]
+
+
+def gated_stream(environ, start_response):
+    """A stream whose first chunk goes at once and whose second waits until the test
+    releases it: QUERY_STRING is a folder; once the first chunk is sent (the server asks
+    for the next one only then) the app makes FOLDER/sent, then waits (up to 30 s) for
+    FOLDER/release to exist."""
+    folder = environ["QUERY_STRING"]
+    start_response("200 OK", [("Content-Type", "text/plain")])
+
+    def body():
+        yield b"first chunk\n"
+        open(os.path.join(folder, "sent"), "w").close()
+        deadline = time.monotonic() + 30
+        while not os.path.exists(os.path.join(folder, "release")):
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.01)
+        yield b"second chunk\n"
+
+    return body()

@@ -40,4 +40,4 @@ def make_adapter(kind: str, app: Any, config: Config, listeners: Sequence[socket
 
     name, port = local_name(listeners)
     return WSGIAdapter(app, config.script_name, name, str(port), config.header_timeout or None,
-                       multithread=multithread)
+                       multithread=multithread, front_end_buffering=config.front_end_buffering)

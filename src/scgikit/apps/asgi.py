@@ -20,6 +20,8 @@ the response is over).  It knows nothing of sockets or event loops.
   ``http.disconnect`` at once, as uvicorn does.
 - The head is checked as the WSGI adapter checks it and held back until the first
   body bytes, which it goes out with in one system call (the CGI ``Status:`` form).
+  It carries ``X-Accel-Buffering: no`` when the answer streams: decided at the first
+  ``http.response.body`` (``streaming.py``).
 - ``send()`` after the front end is gone raises ``ClientDisconnected``, an
   ``OSError``, as ASGI spec 2.4 asks (and uvicorn does since 0.27).
 - An app that fails before any byte went out is answered 500 (408 after its body
@@ -42,6 +44,7 @@ from ..accelerator import speedups
 from ..protocol import error_response, reason_phrase
 from .loader import AppImportError
 from .request import header_pairs, is_https, raw_path, request_target, split_path
+from .streaming import answer_heads
 from .wsgi import InvalidResponse, encode_head
 
 __all__ = ["ASGIAdapter", "Channel", "ClientDisconnected", "Cycle", "DeadlinePassed",
@@ -169,14 +172,16 @@ class ASGIAdapter:
     """Runs an ASGI app for each request a worker model hands it."""
 
     def __init__(self, app: ASGIApp, script_name: str, server: tuple[str, int],
-                 body_timeout: float, state: dict[str, Any] | None = None) -> None:
+                 body_timeout: float, state: dict[str, Any] | None = None,
+                 front_end_buffering: bool = False) -> None:
         self.app = app
         self.script_name = script_name
         self.server = server
         self.body_timeout = body_timeout
         self.state = state if state is not None else {}
+        self.front_end_buffering = front_end_buffering
         # Most apps answer most requests with the same head: reuse it, checked and encoded.
-        self.last_head: tuple[Any, Any, str, bytes] = (None, None, "", b"")
+        self.last_head: tuple[Any, Any, str, bytes, bytes] = (None, None, "", b"", b"")
 
     def run(self, channel: Channel, variables: dict[str, str], length: int,
             prefix: bytes, deadline: float) -> Coroutine[Any, Any, None]:
@@ -189,11 +194,12 @@ class ASGIAdapter:
         scope = http_scope(variables, self.script_name, self.server, self.state)
         return cycle.run(self.app, scope)
 
-    def head(self, status: Any, headers: Any) -> tuple[str, bytes]:
-        """The status line and the encoded head; ``InvalidResponse`` if they are bad."""
+    def head(self, status: Any, headers: Any) -> tuple[str, bytes, bytes]:
+        """The status line and the encoded heads for an answer that streams and for one
+        known whole (``streaming.answer_heads``); ``InvalidResponse`` if they are bad."""
         last = self.last_head
         if status == last[0] and headers == last[1]:
-            return last[2], last[3]
+            return last[2], last[3], last[4]
         if type(status) is not int:
             raise InvalidResponse(f"invalid status {status!r}: ASGI wants an int")
         line = f"{status} {reason_phrase(status)}".rstrip()
@@ -204,16 +210,18 @@ class ASGIAdapter:
                 raise InvalidResponse(f"header {name!r}: {value!r} is not a pair of bytes")
             checked.append((bytes(name), bytes(value)))
             pairs.append((name.decode("latin-1"), value.decode("latin-1")))
-        encoded = encode_head(line, pairs)
-        self.last_head = (status, checked, line, encoded)
-        return line, encoded
+        streaming, whole = answer_heads(encode_head(line, pairs), pairs,
+                                        self.front_end_buffering)
+        self.last_head = (status, checked, line, streaming, whole)
+        return line, streaming, whole
 
 
 class Cycle:
     """One request's ASGI exchange: the app's ``receive`` and ``send``, and its end."""
 
     __slots__ = ("channel", "adapter", "variables", "length", "left", "prefix", "deadline",
-                 "status", "head", "sent", "complete", "disconnected", "broken", "expired")
+                 "status", "head", "whole_head", "sent", "complete", "disconnected", "broken",
+                 "expired")
 
     def __init__(self, channel: Channel, adapter: ASGIAdapter, variables: dict[str, str],
                  length: int, prefix: bytes, deadline: float) -> None:
@@ -226,6 +234,8 @@ class Cycle:
         self.deadline = deadline
         self.status = ""
         self.head: bytes | None = None  # encoded and not yet sent
+        # The head for an answer known whole, until the first body message says which.
+        self.whole_head: bytes | None = None
         self.sent = 0  # bytes sent, head included
         self.complete = False  # the response is over (sent, or given up on)
         self.disconnected = False  # receive() has reported http.disconnect
@@ -291,6 +301,10 @@ class Cycle:
             if not self.status:
                 raise RuntimeError("http.response.body sent before http.response.start")
             more = message.get("more_body", False)
+            if self.whole_head is not None:  # the first body message: streams, or whole
+                if not more:
+                    self.head = self.whole_head
+                self.whole_head = None
             rest = self._write(message.get("body", b""), more, not more and not self.left)
             if rest is not None:
                 await rest
@@ -299,8 +313,8 @@ class Cycle:
         elif kind == "http.response.start":
             if self.status:
                 raise RuntimeError("http.response.start sent twice")
-            self.status, self.head = self.adapter.head(message["status"],
-                                                       message.get("headers", ()))
+            self.status, self.head, self.whole_head = self.adapter.head(
+                message["status"], message.get("headers", ()))
         elif kind == "http.response.pathsend":
             if not self.status:
                 raise RuntimeError("http.response.pathsend sent before http.response.start")
@@ -345,6 +359,8 @@ class Cycle:
         # Opening is the app's business: a missing file is an app error (a 500).
         with open(path, "rb") as file:
             size = os.fstat(file.fileno()).st_size
+            if self.whole_head is not None:  # a file is known whole
+                self.head, self.whole_head = self.whole_head, None
             rest = self._write(b"", False)  # the head
             if rest is not None:
                 await rest

@@ -7,7 +7,10 @@ as SCRIPT_NAME, lighttpd sends both.  When PATH_INFO is absent it is derived
 from REQUEST_URI (else DOCUMENT_URI), percent-decoded, minus ``--script-name``.
 
 The head is held back until the first non-empty body chunk (or the end), and
-sent with it in one system call.
+sent with it in one system call.  Two heads are ready for it (``new_heads``): one
+with ``X-Accel-Buffering: no`` for an answer that streams, sent unless the result
+turns out to be known whole (a list or tuple, a ``wsgi.file_wrapper``:
+``streaming.py``).
 
 The environ build and the exchange (``start_response``, ``write``, the loop over
 the app's result) have a C twin in ``scgikit._speedups``, used where the
@@ -39,6 +42,7 @@ from ..connection.sockets import (
 from ..connection.streams import Body, BufferedBody, whole_body
 from ..protocol import ProtocolError, error_response, format_response_head
 from .request import is_https, merge_cookie, split_path
+from .streaming import answer_heads
 
 log = logging.getLogger("scgikit")
 
@@ -104,6 +108,30 @@ def encode_head(status: str, headers: list[tuple[str, str]]) -> bytes:
         raise InvalidResponse(f"headers of {status!r} are not latin-1") from None
 
 
+HeadEntry = tuple[Any, Any, bytes, bytes]
+
+
+def new_heads(adapter: WSGIAdapter, status: str, headers: list[tuple[str, str]]) -> HeadEntry:
+    """Check and encode a head the adapter has not cached: ``(status, headers, streaming,
+    whole)``, the heads to send when the answer streams and when its body is known whole
+    (``streaming.answer_heads``), kept as the adapter's ``last_head``.
+
+    The pure exchange and the C one (on a cache miss) both call it.
+    """
+    head = encode_head(status, headers)
+    streaming, whole = answer_heads(head, headers, adapter.front_end_buffering)
+    entry = (status, list(headers), streaming, whole)
+    adapter.last_head = entry
+    return entry
+
+
+def known_whole(exchange: Exchange) -> None:
+    """The app's result is known whole (a list, a tuple, a file): the head still to be sent
+    becomes the one without ``X-Accel-Buffering`` (``streaming.py``)."""
+    if exchange.head is not None and exchange.whole_head is not None:
+        exchange.head = exchange.whole_head
+
+
 def environ_pure(base: dict[str, Any], variables: dict[str, str], body: Body,
                  script_name: str) -> dict[str, Any]:
     """The WSGI environ: ``base`` updated with the front end's ``variables``.
@@ -138,6 +166,7 @@ class Exchange(Protocol):
     timeout: float | None
     status: str | None
     head: bytes | None
+    whole_head: bytes | None
     sent: int
     closing: bool
     waited: bool
@@ -153,13 +182,16 @@ class Exchange(Protocol):
 class _Exchange:
     """One request's response state: ``start_response`` and ``write`` live here."""
 
-    __slots__ = ("sock", "timeout", "status", "head", "sent", "adapter", "closing", "waited")
+    __slots__ = ("sock", "timeout", "status", "head", "whole_head", "sent", "adapter", "closing",
+                 "waited")
 
     def __init__(self, sock: Connection, adapter: WSGIAdapter, timeout: float | None) -> None:
         self.sock = sock
         self.timeout = timeout  # per send call, once one cannot finish at once
         self.status: str | None = None
         self.head: bytes | None = None  # encoded head not yet sent
+        # The head to send instead if the result is known whole (``known_whole``).
+        self.whole_head: bytes | None = None
         self.sent = 0  # bytes sent so far, head included
         self.adapter = adapter  # its last_head: (status, headers, head) of a previous response
         # The connection closes once the answer is sent (the body came whole): the last
@@ -185,12 +217,11 @@ class _Exchange:
         last = self.adapter.last_head  # read once: threads replace it whole, never change it
         if status == last[0] and headers == last[1]:
             # Most apps answer most requests with the same head: reuse it, checked and encoded.
-            self.head = last[2]
+            self.head, self.whole_head = last[2], last[3]
             self.status = status
             return self.write
-        self.head = encode_head(status, headers)
+        _, _, self.head, self.whole_head = new_heads(self.adapter, status, headers)
         self.status = status
-        self.adapter.last_head = (status, list(headers), self.head)
         return self.write
 
     def write(self, data: bytes) -> None:
@@ -207,7 +238,10 @@ class _Exchange:
         alone) goes with ``MSG_MORE``.  The kernel then holds its last partial segment
         for the close, and over TCP the data and the FIN leave in one segment, which the
         front end acknowledges once.  (A list has no ``close()`` to run in between.)
+        A list or tuple is known whole: its head is the one for whole answers.
         """
+        if type(result) in (list, tuple):
+            known_whole(self)
         if self.closing and type(result) in (list, tuple):
             chunks: Sequence[bytes] = result  # type: ignore[assignment]
             if len(chunks) == 1 and self.head is not None:
@@ -327,11 +361,13 @@ class WSGIAdapter:
     raw = False
 
     def __init__(self, app: WSGIApp, script_name: str, server_name: str, server_port: str,
-                 timeout: float | None = None, multithread: bool = False) -> None:
+                 timeout: float | None = None, multithread: bool = False,
+                 front_end_buffering: bool = False) -> None:
         self.app = app
         self.timeout = timeout  # what a send that cannot finish at once may wait, per call
         self.script_name = script_name
-        self.last_head: tuple[Any, Any, bytes] = (None, None, b"")
+        self.front_end_buffering = front_end_buffering
+        self.last_head: HeadEntry = (None, None, b"", b"")
         self.base: dict[str, Any] = {
             "REQUEST_METHOD": "GET",
             "SCRIPT_NAME": script_name,
@@ -409,7 +445,10 @@ class WSGIAdapter:
 
 
 def answer_file(exchange: Exchange, result: FileWrapper) -> None:
-    """Send a ``wsgi.file_wrapper`` result: with sendfile if it wraps a real file."""
+    """Send a ``wsgi.file_wrapper`` result: with sendfile if it wraps a real file.
+
+    A file is known whole: nginx may buffer it (``streaming.py``)."""
+    known_whole(exchange)
     if _fileno(result) is not None:
         exchange.sendfile(result)
     else:
@@ -447,7 +486,7 @@ def c_pieces(c: ModuleType) -> tuple[EnvironBuilder, ExchangeFactory,
     Called at import where the accelerator runs; tests call it to compare the two.
     """
     c.setup_wsgi(environ_pure=environ_pure, split_path=split_path,
-                 merge_cookie=merge_cookie, encode_head=encode_head,
+                 merge_cookie=merge_cookie, new_heads=new_heads,
                  send_rest=_send_rest, client_gone=ClientGone, pure_exchange=_Exchange,
                  socket_type=Connection, buffered_body=BufferedBody,
                  file_wrapper=FileWrapper, answer_file=answer_file)

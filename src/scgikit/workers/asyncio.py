@@ -285,7 +285,8 @@ class AsyncioWorker(Worker):
         self.lifespan = Lifespan(self.app, self.config.lifespan, self.config.graceful_timeout)
         self.loop.run_until_complete(self.lifespan.startup())
         self.adapter = ASGIAdapter(self.app, self.config.script_name, self.server,
-                                   self.config.body_timeout, self.lifespan.state)
+                                   self.config.body_timeout, self.lifespan.state,
+                                   self.config.front_end_buffering)
         # Before "ready", as every descriptor the worker holds for good: none on the way later.
         self.loops = {sock: self._queue_loop(sock) for sock in self.listeners}
         # Held until the loop runs, from before the handlers are installed: uvloop reads
