@@ -4,6 +4,7 @@ import hashlib
 import http.client
 import json
 import socket
+import sys
 
 import pytest
 from servers import ServerProcess
@@ -168,7 +169,7 @@ def test_backend_down_gives_502_bad_gateway_saying_so_in_one_line(tmp_path):
     from servers import free_port
     port = free_port()
     proc = ServerProcess([
-        "python3", "-m", "scgikit", "gateway", "--listen", f"127.0.0.1:{port}",
+        sys.executable, "-m", "scgikit", "gateway", "--listen", f"127.0.0.1:{port}",
         "--to", f"unix:{tmp_path}/nobody.sock"]).start(ready=r"HTTP gateway")
     try:
         answers = [exchange_raw("127.0.0.1", port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -195,7 +196,7 @@ def test_a_silent_or_garbled_scgi_server_gets_its_status_in_one_plain_line(
     port = free_port()
     with RogueServer(answer) as rogue:
         proc = ServerProcess([
-            "python3", "-m", "scgikit", "gateway", "--listen", f"127.0.0.1:{port}",
+            sys.executable, "-m", "scgikit", "gateway", "--listen", f"127.0.0.1:{port}",
             "--to", rogue.address, "--timeout", "0.5"]).start(ready=r"HTTP gateway")
         try:
             raw = exchange_raw("127.0.0.1", port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -209,7 +210,6 @@ def test_a_silent_or_garbled_scgi_server_gets_its_status_in_one_plain_line(
 
 def test_the_gateway_listens_on_tcp_only_and_says_so_in_one_line(tmp_path):
     import subprocess
-    import sys
     result = subprocess.run([sys.executable, "-m", "scgikit", "gateway", "--listen",
                              f"unix:{tmp_path}/http.sock"], capture_output=True, text=True,
                             timeout=30)
@@ -220,7 +220,6 @@ def test_the_gateway_listens_on_tcp_only_and_says_so_in_one_line(tmp_path):
 
 def test_gateway_help_says_it_is_for_development():
     import subprocess
-    import sys
     result = subprocess.run([sys.executable, "-m", "scgikit", "gateway", "--help"],
                             capture_output=True, text=True, timeout=30)
     assert "DEVELOPMENT" in result.stdout and "examples:" in result.stdout

@@ -7,6 +7,7 @@ directly by `scgikit.client`; the three sets must agree.
 
 import json
 import socket
+import sys
 import tempfile
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def sites():
     nginx = FrontEnd("nginx", Path(tempfile.mkdtemp(prefix="scgikit-nginx-")),
                      [backend.address]).start()
     port = free_port()
-    gateway = ServerProcess(["python3", "-m", "scgikit", "gateway", "--listen",
+    gateway = ServerProcess([sys.executable, "-m", "scgikit", "gateway", "--listen",
                              f"127.0.0.1:{port}", "--to", backend.address]).start(
         ready="HTTP gateway")
     yield backend.address, nginx.port, port
