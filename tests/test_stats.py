@@ -22,6 +22,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from scgi_raw import connect, exchange_raw, request
 from servers import child_env, wait_until
+from stats_pages import http_get
 
 from scgikit.protocol import encode_request
 
@@ -45,19 +46,6 @@ def stats_server(serve, transport, tmp_path, model):
 
 
 # --- reading the metrics -------------------------------------------------------------------
-
-
-def http_get(address, path="/metrics", method="GET"):
-    """A plain HTTP/1.0 exchange: (status, headers, body)."""
-    with connect(address, timeout=10) as sock:
-        sock.sendall(f"{method} {path} HTTP/1.0\r\nHost: test\r\n\r\n".encode())
-        raw = b""
-        while chunk := sock.recv(65536):
-            raw += chunk
-    head, _, body = raw.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
-    return int(lines[0].split()[1]), headers, body
 
 
 class Metrics:
