@@ -155,9 +155,10 @@ BODY_MASKS = [
     (re.compile(rb"((?:object|Topping|Upload) at )(?:0x)?[0-9a-f]{6,16}"), rb"\1(address)"),
 ]
 # Through nginx, besides: the environment dumps (/dumpreq, /error, the form's result) show
-# REMOTE_PORT, the test client's ephemeral port, new for each connection; and the port and
-# the folder (DOCUMENT_ROOT: its prefix's html/) of each server's own nginx.
-_NGINX_VARIABLES = rb"(?:REMOTE_PORT|SERVER_PORT|DOCUMENT_ROOT)"
+# REMOTE_PORT, the test client's ephemeral port, new for each connection; the port and
+# the folder (DOCUMENT_ROOT: its prefix's html/) of each server's own nginx; and
+# REQUEST_START, the time nginx passed the request on (the config's queue-time stamp).
+_NGINX_VARIABLES = rb"(?:REMOTE_PORT|SERVER_PORT|DOCUMENT_ROOT|REQUEST_START)"
 NGINX_BODY_MASKS = [
     (re.compile(rb"(<th>" + _NGINX_VARIABLES + rb"</th><td>)[^<]*"), rb"\1(nginx's)"),
     (re.compile(rb"(\n" + _NGINX_VARIABLES + rb" +)[^\n]*"), rb"\1(nginx's)"),
