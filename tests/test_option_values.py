@@ -368,6 +368,8 @@ def scgikit(*args, cwd=None, **env):
     (["--http", "127.0.0.1:4000"], {},
      "--http: '127.0.0.1:4000' is also --bind: each needs its own socket"),
     (["--timeout", "nan"], {}, "--timeout: 'nan' is not a number of seconds such as 30 or 0.5"),
+    (["--max-requests-jitter", "10"], {}, "--max-requests-jitter: applies only with "
+                                          "--max-requests"),
 ])
 def test_the_mistakes_users_made_are_one_line_and_status_2(command, args, env, message):
     result = scgikit(command, TARGET, *args, **env)

@@ -448,12 +448,14 @@ def _given(value: str | None) -> tuple[str, ...]:
 
 
 def _check_recycling(config: Config) -> None:
-    """--max-memory is a size no Python process is under; the jitter goes with a lifetime."""
+    """--max-memory is a size no Python process is under; each jitter goes with its limit."""
     if 0 < config.max_memory < MIN_MEMORY:
         raise ConfigError(f"{config.max_memory} bytes: every worker is over that as it starts; "
                           "give a size such as 512m (0: never)", "max_memory")
     if config.max_lifetime_jitter and not config.max_lifetime:
         raise ConfigError("applies only with --max-lifetime", "max_lifetime_jitter")
+    if config.max_requests_jitter and not config.max_requests:
+        raise ConfigError("applies only with --max-requests", "max_requests_jitter")
 
 
 def _check_sessions(config: Config) -> None:
