@@ -136,8 +136,9 @@ def test_a_reload_stops_workers_still_loading_with_sigterm_then_kills_them_after
     app.write_text(
         "import os, pathlib, signal, time\n"
         f"marks = pathlib.Path({str(marks)!r})\n"
-        "def noted(signum, frame):\n"
-        "    (marks / f'{os.getpid()}.signal').write_text(signal.Signals(signum).name)\n"
+        "def noted(signum, frame):\n"  # written whole, then named: never read half-written
+        "    (marks / f'{os.getpid()}.part').write_text(signal.Signals(signum).name)\n"
+        "    os.replace(marks / f'{os.getpid()}.part', marks / f'{os.getpid()}.signal')\n"
         "signal.signal(signal.SIGTERM, noted)\n"
         "(marks / f'{os.getpid()}.loading').touch()\n"
         "time.sleep(3600)\n")
