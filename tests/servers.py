@@ -59,6 +59,7 @@ ASGI_TWINS = {
     "resource_apps:leak_descriptors": "asgi_apps:leak_descriptors",
     "stats_apps:app": "stats_apps:asgi_app",
     "recycling_apps:app": "recycling_apps:asgi_app",
+    "timeout_apps:app": "timeout_apps:asgi_app",
     "recycling_apps:gated": "recycling_apps:asgi_gated",
     "session_apps:app": "session_apps:asgi_app",
     "unread_apps:app": "asgi_apps:unread",

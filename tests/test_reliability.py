@@ -16,6 +16,7 @@ import threading
 import time
 from collections import Counter
 
+import pytest
 from figures import record
 from floods import open_descriptors
 from scgi_raw import request
@@ -150,6 +151,8 @@ def test_sigkill_of_a_worker_under_load_loses_at_most_what_it_held(serve, transp
     assert max(failed[1:]) <= 2, load.failures
 
 
+@pytest.mark.models("sync", "asyncio", reason="threads ends the request past --timeout "
+                   "itself, not the worker (test_request_timeout.py)")
 def test_stuck_worker_is_killed_and_replaced_while_the_other_serves(serve, transport, model):
     server = serve("wsgi_apps:slow", "--workers", "2", "--timeout", "1", bind=[transport])
     before = two_workers(server)

@@ -197,6 +197,8 @@ def test_ttin_and_ttou_change_the_number_of_workers(pid_server):
     assert request(pid_server.address, "/").status == 200
 
 
+@pytest.mark.models("sync", "asyncio", reason="threads ends the request past --timeout "
+                   "itself, not the worker (test_request_timeout.py)")
 def test_worker_stuck_past_timeout_is_killed_and_replaced(serve):
     server = serve("wsgi_apps:slow", "--workers", "1", "--timeout", "1")
     stuck = {}

@@ -223,6 +223,8 @@ def test_counters_survive_recycled_workers_and_count_their_exits(stats_server, m
         assert metrics("scgikit_worker_exits_total", reason=reason) == 0
 
 
+@pytest.mark.models("sync", reason="threads and asyncio end the request past --timeout, not "
+                   "the worker (test_request_timeout.py)")
 def test_a_worker_killed_by_timeout_counts_as_timed_out(stats_server, model, gates):
     server = stats_server("--workers", "1", "--timeout", "1")
     fifo = gates("never-opened")

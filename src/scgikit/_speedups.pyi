@@ -50,6 +50,7 @@ def readiness(length: int, received: int, buffer_size: int, limit: int, /) -> in
 class WorkerState:
     stopping: bool
     drain_queue: bool
+    full: bool
     started: int
     handled: int
     max_requests: int

@@ -156,6 +156,10 @@ class Config:
         ["--loop"], "event loop of the asyncio model: auto (uvloop when installed), asyncio "
         "or uvloop", default="auto", parse=_lower, choices=("auto", "asyncio", "uvloop"),
         metavar="LOOP")
+    max_concurrency: int = _option(
+        ["--max-concurrency"], "requests each asyncio worker runs at once (0: no cap); at the "
+        "cap it stops accepting, and new connections wait in the listen queue for another "
+        "worker, or for this one", default=0, parse=_count, metavar="N", limits=(0, 10**6))
     max_requests: int = _option(
         ["--max-requests"], "recycle a worker after this many requests (0: never), counted as "
         "they reach the app; it first serves the connections it holds and those queued for it "
@@ -178,8 +182,11 @@ class Config:
         "workers do not all restart at once", default=0.0, parse=_positive_float,
         metavar="SECONDS")
     timeout: float = _option(
-        ["-t", "--timeout"], "kill and replace a worker busy with one request for longer "
-        "than this (0: never)", default=30.0, parse=_positive_float, metavar="SECONDS")
+        ["-t", "--timeout"], "end a request that runs longer than this (0: never): the sync "
+        "model kills and replaces its worker; threads answers it 504 (or cuts its answer "
+        "short) and replaces the worker once its other requests are over; asyncio cancels it "
+        "and answers 504 (or cuts), serving on", default=30.0, parse=_positive_float,
+        metavar="SECONDS")
     graceful_timeout: float = _option(
         ["--graceful-timeout"], "on stop or reload, time left to workers to finish their "
         "requests before they are killed", default=30.0, parse=_positive_float,
@@ -419,6 +426,9 @@ def _check_models(config: Config) -> None:
                "serves many requests at once on its event loop")
         raise ConfigError(f"{config.threads} needs --worker threads: the {config.worker} model "
                           f"{why}; drop --threads, or --worker", "threads")
+    if config.max_concurrency and config.worker in ("sync", "threads"):
+        raise ConfigError(f"applies to the asyncio model, not --worker {config.worker}",
+                          "max_concurrency")
 
 
 def _check_addresses(config: Config) -> None:

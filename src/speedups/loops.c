@@ -21,8 +21,8 @@
  *   is ready (WHOLE or STREAM) goes to start(conn, data, parsed, accepted, accepted);
  *
  * request after request until the queue is empty.  Signal handlers run between
- * requests (PyErr_CheckSignals), and the loop reads the state's stopping and
- * drain_queue before each accept.  Anything else is handed back to the Python loop,
+ * requests (PyErr_CheckSignals), and the loop reads the state's stopping,
+ * drain_queue and full before each accept.  Anything else is handed back to the Python loop,
  * with what came, the connection still open: see workers/loops.py.
  */
 
@@ -111,6 +111,8 @@ static PyMemberDef worker_state_members[] = {
      "no more accepts (but see drain_queue); end what we hold"},
     {"drain_queue", T_BOOL, offsetof(WorkerState, drain_queue), 0,
      "a full stop: serve what is in the listen queue first"},
+    {"full", T_BOOL, offsetof(WorkerState, full), 0,
+     "at --max-concurrency: no accepts until a request ends"},
     {"started", T_PYSSIZET, offsetof(WorkerState, started), 0,
      "requests given to the app: --max-requests counts these"},
     {"handled", T_PYSSIZET, offsetof(WorkerState, handled), 0, "requests whose app has returned"},
@@ -243,7 +245,7 @@ next_connection(PyObject *module, QueueLoop *loop, taken *next, PyObject **left)
         if (PyErr_CheckSignals() < 0) {
             return -1;
         }
-        if (state->stopping && !state->drain_queue) {
+        if ((state->stopping && !state->drain_queue) || state->full) {
             *left = Py_NewRef(Py_None);
             return 0;
         }

@@ -137,6 +137,7 @@ typedef struct {
     PyObject_HEAD
     char stopping;              /* no more accepts (but see drain_queue); end what we hold */
     char drain_queue;           /* a full stop: serve what is in the listen queue first */
+    char full;                  /* at --max-concurrency: no accepts until a request ends */
     Py_ssize_t started;         /* requests given to the app: --max-requests counts these */
     Py_ssize_t handled;         /* requests whose app has returned */
     Py_ssize_t max_requests;    /* 0: no limit */

@@ -98,6 +98,9 @@ class Channel(Protocol):
         """The response is over: log it, end the connection (``unread`` body bytes are
         still in the socket; ``cut``: close at once, the answer is incomplete)."""
 
+    #: The worker cancelled the app's run at --timeout: answered 504 if nothing was sent.
+    timed_out: bool
+
     def served(self) -> None:
         """The app's run is over, whatever its end: ``finish`` with ``cut`` if nothing has
         finished the response yet (a failure of ours, or the run cancelled)."""
@@ -402,6 +405,8 @@ class Cycle:
 
     def _log_failure(self, exc: BaseException) -> None:
         where = _where(self.variables)
+        if self.channel.timed_out and isinstance(exc, asyncio.CancelledError):
+            return  # the worker said so
         if self.disconnected and not self.sent:
             # Most likely the app's reaction to the client's going away, said above.
             log.info("App ended with %s on %s after the client went away", repr(exc), where)
@@ -420,7 +425,7 @@ class Cycle:
         if self.sent or self.broken:
             self.channel.finish(self.status or "500", self.sent, self.left, cut=True)
             return
-        status = 408 if self.expired else 500
+        status = 504 if self.channel.timed_out else 408 if self.expired else 500
         response = error_response(status)
         try:
             rest = self.channel.write(b"", response)

@@ -54,6 +54,9 @@ def choose_model(config: Config, kind: str) -> str:
         raise AppImportError(f"an ASGI app needs --worker asyncio, not --worker {model}")
     if kind != "asgi" and model == "asyncio":
         raise AppImportError(f"--worker asyncio serves ASGI apps; this is a {kind} app")
+    if config.max_concurrency and model != "asyncio":
+        raise AppImportError(f"--max-concurrency applies to the asyncio model (ASGI apps); "
+                             f"this {kind} app runs on {model}")
     if kind == "handler" and model == "threads":
         raise AppImportError(
             "a classic SCGIHandler swaps the process-wide stdin, stdout and os.environ "

@@ -24,9 +24,12 @@ would block.  A request whose bytes are all there makes the sync worker's system
 calls (accept, recv, send, close) and no others but the loop's wait, and the
 body is read only when the app asks for it: ASGI's flow control, for free.
 
-Heartbeat: the worker's slot holds the start time of the oldest request in flight
-(0.0 when none), so a request stuck past ``--timeout`` (say ``time.sleep`` in an
-async view, which blocks the whole loop) gets the worker killed and replaced.
+A request past ``--timeout`` is cancelled (one timer, at the oldest request's
+deadline): its cycle answers 504 if nothing was sent yet, else cuts the answer short,
+and the worker serves on.  Heartbeat: the worker's slot holds the start time of the
+oldest request in flight (0.0 when none), ``OVERRUN_GRACE`` later, so a request the loop
+cannot cancel (say ``time.sleep`` in an async view, which blocks the whole loop) gets
+the worker killed and replaced.
 """
 
 from __future__ import annotations
@@ -52,7 +55,14 @@ from ..connection.ending import Ending
 from ..connection.intake import RECV_SIZE, ParsedHead
 from ..connection.sockets import DONTWAIT, Connection, close_now, family_of, local_name
 from ..connection.waiting import WaitingRoom
-from .base import ACCEPT_PAUSE, STOP_REPORT, Heartbeat, Worker, raise_descriptor_limit
+from .base import (
+    ACCEPT_PAUSE,
+    OVERRUN_GRACE,
+    STOP_REPORT,
+    Heartbeat,
+    Worker,
+    raise_descriptor_limit,
+)
 from .loops import QueueLoop
 
 __all__ = ["AsyncioWorker", "Channel", "new_event_loop"]
@@ -103,7 +113,7 @@ class Channel:
     """One request's connection on the loop: the ``asgi.Channel`` its cycle uses."""
 
     __slots__ = ("worker", "loop", "conn", "fd", "variables", "length", "accepted", "started",
-                 "reading", "writing", "finished", "returned", "task")
+                 "reading", "writing", "finished", "returned", "task", "timed_out")
 
     def __init__(self, worker: AsyncioWorker, conn: Connection, variables: dict[str, str],
                  length: int, accepted: float, started: float) -> None:
@@ -120,6 +130,7 @@ class Channel:
         self.finished = False  # the response is over
         self.returned = False  # the app has returned
         self.task: asyncio.Task[None] | None = None  # the app's, until it has returned
+        self.timed_out = False  # cancelled at --timeout
 
     async def read(self, size: int, deadline: float) -> bytes:
         while not self.finished:
@@ -262,6 +273,10 @@ class AsyncioWorker(Worker):
         self.accept_paused = False
         self.timer: asyncio.TimerHandle | None = None  # at the waiting room's first deadline
         self.timer_at = _NO_DEADLINE
+        self.timeout = config.timeout
+        self.cap = config.max_concurrency  # 0: none
+        self.active = 0  # requests given to the app and not served yet
+        self.overrun_timer: asyncio.TimerHandle | None = None  # at the oldest's --timeout
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # start()
         self.lifespan: Lifespan | None = None
         self.adapter: ASGIAdapter | None = None
@@ -272,7 +287,11 @@ class AsyncioWorker(Worker):
                            on_deadline=self._deadline)
 
     def capacity(self) -> int:
-        return _MANY  # requests that wait on I/O cost the loop nothing: no session waits
+        # Requests that wait on I/O cost the loop nothing: no session waits, but the cap.
+        return self.cap or _MANY
+
+    def _may_accept(self) -> bool:
+        return not self.state.full
 
     # --- start and stop --------------------------------------------------------------
 
@@ -381,7 +400,7 @@ class AsyncioWorker(Worker):
 
     def _resume_accepting(self) -> None:
         self.accept_paused = False
-        if not self.state.stopping:
+        if not self.state.stopping and not self.state.full:
             self._listen()
 
     def _ready(self) -> None:
@@ -452,9 +471,18 @@ class AsyncioWorker(Worker):
         body_timeout = self.config.body_timeout
         deadline = now + body_timeout if body_timeout else _NO_DEADLINE
         channel = Channel(self, conn, variables, length, accepted, now)
+        self.active += 1
+        if self.cap and self.active >= self.cap and not self.state.full:
+            # At --max-concurrency: the queue loop stops at its next accept, and the
+            # listeners leave the wait; the connections queue in the kernel for the other
+            # workers, or for this one once a request is served.
+            self.state.full = True
+            self._unlisten()
         if not self.in_flight:
-            self.heartbeat.slots[self.heartbeat.index] = now
+            self.heartbeat.slots[self.heartbeat.index] = now + OVERRUN_GRACE
         self.in_flight.append(channel)
+        if self.overrun_timer is None and self.timeout:
+            self.overrun_timer = self.loop.call_later(self.timeout, self._overrun)
         if self.state.count_start():
             # No accept after this one; the retirement, with its last pass over the
             # listen queue, once this accept loop is done.
@@ -481,6 +509,27 @@ class AsyncioWorker(Worker):
         if self.stats is not None:
             self.stats.set_in_flight(len(self.tasks))
 
+    def _overrun(self) -> None:
+        """The timer at the oldest request's --timeout: cancel each request past it; the
+        timer then waits for the next (it may ring early: the oldest has ended)."""
+        self.overrun_timer = None
+        now = time.monotonic()
+        late = now - self.timeout
+        for channel in self.in_flight:  # oldest first
+            if channel.returned or channel.timed_out:
+                continue
+            if channel.started > late:
+                self.overrun_timer = self.loop.call_later(channel.started - late, self._overrun)
+                return
+            if channel.task is not None:
+                channel.timed_out = True
+                log.error("Request %s %s ran over --timeout (%gs): cancelled",
+                          channel.variables.get("REQUEST_METHOD", "?"),
+                          channel.variables.get("REQUEST_URI",
+                                                channel.variables.get("PATH_INFO", "?")),
+                          self.timeout)
+                channel.task.cancel()
+
     def end(self, conn: Connection, unread: int, cut: bool) -> None:
         """A response is over: close, or drain the unread body first (``Ending``)."""
         if cut or not unread:
@@ -491,11 +540,17 @@ class AsyncioWorker(Worker):
     def served(self, channel: Channel) -> None:
         """A request's app has returned (its response may have ended before)."""
         channel.returned = True
+        self.active -= 1
+        if self.state.full and self.active < self.cap:
+            self.state.full = False
+            if self.listening and not self.accept_paused and not self.state.stopping:
+                self.poller.add_listeners(self.listeners)
         in_flight = self.in_flight
         while in_flight and in_flight[0].returned:
             in_flight.popleft()
         # The oldest request still running is the one --timeout is about.
-        self.heartbeat.slots[self.heartbeat.index] = in_flight[0].started if in_flight else 0.0
+        self.heartbeat.slots[self.heartbeat.index] = (
+            in_flight[0].started + OVERRUN_GRACE if in_flight else 0.0)
         if channel.task is not None:
             self.tasks.discard(channel.task)
             channel.task = None

@@ -46,7 +46,7 @@ from ..connection.throttle import LogThrottle
 from ..connection.waiting import Request, WaitingRoom
 from .loops import Left, WorkerState
 
-__all__ = ["ACCEPT_GIVE_UP", "ACCEPT_PAUSE", "STOP_REPORT", "Heartbeat", "Worker"]
+__all__ = ["ACCEPT_GIVE_UP", "ACCEPT_PAUSE", "OVERRUN_GRACE", "STOP_REPORT", "Heartbeat", "Worker"]
 
 log = logging.getLogger("scgikit")
 
@@ -61,6 +61,10 @@ RETIRE_BUDGET = 64
 FINAL_WAIT = 0.05
 # A stopping worker says what it still waits for this often (until --graceful-timeout).
 STOP_REPORT = 2.0
+# The threads and asyncio models end a request past --timeout themselves: their heartbeat
+# holds its start this much later, so that the master kills the worker only when it
+# could not (an event loop the app blocks).
+OVERRUN_GRACE = 2.0
 _OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
@@ -69,8 +73,9 @@ class Heartbeat:
 
     The slot holds the start of the oldest request in the app, so the master finds a
     stuck request whether the worker runs one request at a time or many; each model
-    keeps it so (``slots[index] = since``).  With ``--stats``, ``stats`` is the
-    worker's region of the master's metrics.
+    keeps it so (``slots[index] = since``): the threads and asyncio models, which end
+    a request past --timeout themselves, ``OVERRUN_GRACE`` after its start.  With
+    ``--stats``, ``stats`` is the worker's region of the master's metrics.
     """
 
     __slots__ = ("slots", "index", "stats")

@@ -53,12 +53,13 @@ Start = Callable[[Connection, "bytes | bytearray", ParsedHead, float, float], No
 class PureWorkerState:
     """What a worker shares with its accept loop (``_speedups.WorkerState``'s twin)."""
 
-    __slots__ = ("stopping", "drain_queue", "started", "handled", "max_requests",
+    __slots__ = ("stopping", "drain_queue", "full", "started", "handled", "max_requests",
                  "accept_failing_since")
 
     def __init__(self, max_requests: int = 0) -> None:
         self.stopping = False  # no more accepts (but see drain_queue); end what we hold
         self.drain_queue = False  # a full stop: serve what is in the listen queue first
+        self.full = False  # at --max-concurrency: no accepts until a request ends
         self.started = 0  # requests given to the app: --max-requests counts these
         self.handled = 0  # requests whose app has returned
         self.max_requests = max_requests  # 0: no limit
@@ -107,7 +108,7 @@ class PureQueueLoop:
         and what it hands back is in ``left``."""
         state = self.state
         self.left: Left = None
-        if state.stopping and not state.drain_queue:
+        if (state.stopping and not state.drain_queue) or state.full:
             return None
         try:
             conn = self.accept()

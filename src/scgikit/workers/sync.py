@@ -126,6 +126,7 @@ class SyncWorker(Worker):
             now = time.monotonic()
             if room.next_deadline() <= now:
                 room.expire(now)
+            self._tick(now)
             if self.accept_paused_until and now >= self.accept_paused_until:
                 self.accept_paused_until = 0.0
                 if not state.stopping and self._may_accept():
@@ -140,6 +141,9 @@ class SyncWorker(Worker):
         if self.state.stopping and not self.room and self._idle():
             return 0.0
         return min(1.0, max(0.0, self.room.next_deadline() - time.monotonic()))
+
+    def _tick(self, now: float) -> None:
+        """Each turn of the loop (a model with a pool ends requests past --timeout)."""
 
     def _serves_inline(self) -> bool:
         """Whether the listen queues are served by a ``QueueLoop`` that answers whole

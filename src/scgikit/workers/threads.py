@@ -28,7 +28,6 @@ each new connection while another thread of the process holds the GIL.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import queue
@@ -37,6 +36,7 @@ import threading
 import time
 from collections.abc import Sequence
 
+from ..apps.wsgi import WSGIAdapter
 from ..config import Config
 from ..connection.answer import Adapter, run_app
 from ..connection.intake import ParsedHead
@@ -44,6 +44,7 @@ from ..connection.poller import drain
 from ..connection.sockets import Connection, close_now
 from ..connection.waiting import Waiting, WaitingRoom
 from .base import Heartbeat
+from .overrun import Request, Running, cut_loose, dead_socket, watch_start
 from .sync import SyncWorker
 
 __all__ = ["ThreadedWorker"]
@@ -79,31 +80,6 @@ class _PoolRoom(WaitingRoom):
             super().admit(waiting)
 
 
-class _Running:
-    """The requests the pool runs, by start time: the heartbeat slot holds the oldest's."""
-
-    def __init__(self, heartbeat: Heartbeat) -> None:
-        self.slots, self.index = heartbeat.slots, heartbeat.index
-        self.started: dict[int, float] = {}
-        self.lock = threading.Lock()
-        self.keys = itertools.count()
-
-    def begin(self) -> int:
-        """A request enters the app; returns the key that ``end`` takes."""
-        with self.lock:
-            key = next(self.keys)
-            self.started[key] = now = time.monotonic()
-            if len(self.started) == 1:
-                self.slots[self.index] = now
-        return key
-
-    def end(self, key: int) -> None:
-        with self.lock:
-            started = self.started.pop(key)
-            if started == self.slots[self.index]:
-                self.slots[self.index] = min(self.started.values(), default=0.0)
-
-
 class ThreadedWorker(SyncWorker):
     """A worker whose ready requests run in a pool of ``--threads`` threads."""
 
@@ -120,7 +96,13 @@ class ThreadedWorker(SyncWorker):
             # two increments at once could lose one.
             self.stats = self.room.stats = self.stats.locked()
         self.size = config.threads
-        self.running = _Running(heartbeat)
+        self.running = Running(heartbeat)
+        # --timeout ends a request, not the worker (overrun.py): a socket to swap in for a
+        # connection taken from its thread, and the app told apart before its answer starts.
+        self.dead = dead_socket() if config.timeout else None
+        self.abandoned = 0  # requests cut loose whose threads have not come back (the lock)
+        if self.dead is not None and isinstance(adapter, WSGIAdapter):
+            adapter.app = watch_start(adapter.app, self.running)
         self.tasks: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
         # Guards in_flight, full and the state's counts, and the pool threads' accepts:
         # the main thread stops them (listening) under it before it closes a listener.
@@ -148,8 +130,10 @@ class ThreadedWorker(SyncWorker):
         finally:
             for _ in self.pool:
                 self.tasks.put(None)
+            # A thread still stuck in a request cut loose is left behind (a daemon).
+            wait = 1.0 if self.abandoned else self.config.graceful_timeout
             for thread in self.pool:
-                thread.join(self.config.graceful_timeout)
+                thread.join(wait)
 
     # --- the main thread ---------------------------------------------------------------
 
@@ -178,7 +162,8 @@ class ThreadedWorker(SyncWorker):
         return self.size
 
     def _idle(self) -> bool:
-        return self.in_flight == 0 and self.room.inbox.empty()  # type: ignore[attr-defined]
+        return (self.in_flight == self.abandoned
+                and self.room.inbox.empty())  # type: ignore[attr-defined]
 
     def _holding(self) -> str:
         return f"{self.in_flight} in the app, {len(self.room)} connections"
@@ -211,6 +196,32 @@ class ThreadedWorker(SyncWorker):
         if free and self.listening and not self.state.stopping and not self.accept_paused_until:
             self.poller.add_listeners(self.listeners)
 
+    def _timeout(self) -> float:
+        wait = super()._timeout()
+        oldest = self.running.oldest()
+        if oldest and self.dead is not None:
+            wait = min(wait, max(0.0, oldest + self.config.timeout - time.monotonic()))
+        return wait
+
+    def _tick(self, now: float) -> None:
+        """Each turn of the main loop: cut loose the requests past --timeout."""
+        oldest = self.running.oldest()
+        if oldest and self.dead is not None and now - oldest >= self.config.timeout:
+            late = self.running.overdue(now - self.config.timeout + 1e-6, self._cut_loose)
+            if late:
+                with self.lock:
+                    self.abandoned += late
+                self.state.stopping = True  # recycled once its other requests are over
+
+    def _cut_loose(self, request: Request) -> None:
+        assert self.dead is not None
+        answered = cut_loose(request, self.dead)
+        log.error("Request %s %s ran over --timeout (%gs): %s; this worker is replaced once "
+                  "its other requests are over", request.variables.get("REQUEST_METHOD", "?"),
+                  request.variables.get("REQUEST_URI", request.variables.get("PATH_INFO", "?")),
+                  self.config.timeout,
+                  "answered 504" if answered else "its answer had begun, cut short")
+
     # --- a pool thread -----------------------------------------------------------------
 
     def _serve(self) -> None:
@@ -221,7 +232,7 @@ class ThreadedWorker(SyncWorker):
 
     def _answer(self, conn: Connection, data: bytes | bytearray, parsed: ParsedHead,
                 accepted: float) -> None:
-        key = self.running.begin()
+        key = self.running.begin(conn, time.monotonic(), parsed[0])
         ending = None
         try:
             ending = run_app(conn, self.adapter, self.config, data, parsed, accepted,
@@ -229,9 +240,13 @@ class ThreadedWorker(SyncWorker):
         except Exception:
             log.exception("Error serving a request")
         finally:
-            self.running.end(key)
+            ours = self.running.end(key)  # before the close: see overrun.Running.end
             self._finished(conn)
-        if ending is not None:
+        if not ours:  # cut loose meanwhile: the descriptor is the dead socket's duplicate
+            with self.lock:
+                self.abandoned -= 1
+            close_now(conn)
+        elif ending is not None:
             self.room.end(conn, ending, accepted)
         else:
             close_now(conn)
