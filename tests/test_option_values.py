@@ -370,6 +370,8 @@ def scgikit(*args, cwd=None, **env):
     (["--timeout", "nan"], {}, "--timeout: 'nan' is not a number of seconds such as 30 or 0.5"),
     (["--max-requests-jitter", "10"], {}, "--max-requests-jitter: applies only with "
                                           "--max-requests"),
+    (["--worker", "threads", "--max-concurrency", "64"], {},
+     "--max-concurrency: applies to the asyncio model, not --worker threads"),
 ])
 def test_the_mistakes_users_made_are_one_line_and_status_2(command, args, env, message):
     result = scgikit(command, TARGET, *args, **env)

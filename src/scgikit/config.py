@@ -157,9 +157,10 @@ class Config:
         "or uvloop", default="auto", parse=_lower, choices=("auto", "asyncio", "uvloop"),
         metavar="LOOP")
     max_concurrency: int = _option(
-        ["--max-concurrency"], "requests each asyncio worker runs at once (0: no cap); at the "
-        "cap it stops accepting, and new connections wait in the listen queue for another "
-        "worker, or for this one", default=0, parse=_count, metavar="N", limits=(0, 10**6))
+        ["--max-concurrency"], "connections each asyncio worker holds at once (requests in "
+        "the app, and those still arriving; 0: no cap); at the cap it stops accepting, and "
+        "new connections wait in the listen queue for another worker, or for this one",
+        default=0, parse=_count, metavar="N", limits=(0, 10**6))
     max_requests: int = _option(
         ["--max-requests"], "recycle a worker after this many requests (0: never), counted as "
         "they reach the app; it first serves the connections it holds and those queued for it "

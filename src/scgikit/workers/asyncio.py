@@ -293,6 +293,21 @@ class AsyncioWorker(Worker):
     def _may_accept(self) -> bool:
         return not self.state.full
 
+    def _check_cap(self) -> None:
+        """--max-concurrency: the connections this worker holds (requests in the app, and
+        those still arriving or draining) against the cap.  At the cap the queue loop
+        stops at its next accept and the listeners leave the wait: new connections queue
+        in the kernel for the other workers, or for this one once it holds fewer."""
+        held = self.active + len(self.room)
+        if not self.state.full:
+            if held >= self.cap:
+                self.state.full = True
+                self._unlisten()
+        elif held < self.cap:
+            self.state.full = False
+            if self.listening and not self.accept_paused and not self.state.stopping:
+                self.poller.add_listeners(self.listeners)
+
     # --- start and stop --------------------------------------------------------------
 
     def start(self) -> None:
@@ -410,6 +425,8 @@ class AsyncioWorker(Worker):
         for fd in self.poller.wait(0):
             if not room.readable(fd) and self.listening and fd in self.listener_fds:
                 self._take_queue(self.listener_fds[fd])
+        if self.cap:
+            self._check_cap()
         self._check_done()
 
     def _take_queue(self, listener: socket.socket) -> None:
@@ -425,7 +442,8 @@ class AsyncioWorker(Worker):
             self._accept_from(listener, None)
             return
         while self._took(loop.take()):
-            pass
+            if self.cap:
+                self._check_cap()
 
     def _queue_loop(self, listener: socket.socket) -> Any:
         if self.handoff is not None or (
@@ -453,6 +471,8 @@ class AsyncioWorker(Worker):
         room.expire(time.monotonic())
         if room.next_deadline() != _NO_DEADLINE:
             self._deadline(room.next_deadline())
+        if self.cap:
+            self._check_cap()
         self._check_done()
 
     # --- the app ---------------------------------------------------------------------
@@ -472,12 +492,8 @@ class AsyncioWorker(Worker):
         deadline = now + body_timeout if body_timeout else _NO_DEADLINE
         channel = Channel(self, conn, variables, length, accepted, now)
         self.active += 1
-        if self.cap and self.active >= self.cap and not self.state.full:
-            # At --max-concurrency: the queue loop stops at its next accept, and the
-            # listeners leave the wait; the connections queue in the kernel for the other
-            # workers, or for this one once a request is served.
-            self.state.full = True
-            self._unlisten()
+        if self.cap:
+            self._check_cap()
         if not self.in_flight:
             self.heartbeat.slots[self.heartbeat.index] = now + OVERRUN_GRACE
         self.in_flight.append(channel)
@@ -541,10 +557,8 @@ class AsyncioWorker(Worker):
         """A request's app has returned (its response may have ended before)."""
         channel.returned = True
         self.active -= 1
-        if self.state.full and self.active < self.cap:
-            self.state.full = False
-            if self.listening and not self.accept_paused and not self.state.stopping:
-                self.poller.add_listeners(self.listeners)
+        if self.cap:
+            self._check_cap()
         in_flight = self.in_flight
         while in_flight and in_flight[0].returned:
             in_flight.popleft()
