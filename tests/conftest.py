@@ -15,6 +15,23 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "models(*names, reason): run the test on these worker models only, for the "
         "reason given (a test about one adapter or model, not a server behaviour)")
+    config.addinivalue_line(
+        "markers", "one_path(reason): the pure-Python run (SCGIKIT_PURE=1) leaves these tests "
+        "out, for the reason given: their code has no C twin, or they run both paths themselves")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The suite runs twice (scripts/test): the second run, on the pure-Python path, leaves
+    out what the first already proved whatever the path (``one_path``)."""
+    if os.environ.get("SCGIKIT_PURE", "") in ("", "0"):
+        return
+    left = [item for item in items if item.get_closest_marker("one_path") is not None]
+    if left:
+        for item in left:
+            if not item.get_closest_marker("one_path").kwargs.get("reason"):
+                raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.one_path needs reason=")
+        config.hook.pytest_deselected(items=left)
+        items[:] = [item for item in items if item.get_closest_marker("one_path") is None]
 
 
 @pytest.fixture(params=["tcp", "unix"])

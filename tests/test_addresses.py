@@ -6,6 +6,8 @@ import pytest
 
 from scgikit.addresses import Address, AddressError, parse_address
 
+pytestmark = pytest.mark.one_path(reason="addresses are parsed by Python only")
+
 
 @pytest.mark.parametrize(("text", "expected"), [
     ("127.0.0.1:4000", Address(host="127.0.0.1", port=4000)),

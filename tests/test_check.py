@@ -9,6 +9,8 @@ import sys
 import pytest
 from servers import FIXTURES, child_env, free_port
 
+pytestmark = pytest.mark.one_path(reason="scgikit check loads and reports; it serves nothing")
+
 
 def check(*args, cwd=None, **env):
     return subprocess.run([sys.executable, "-m", "scgikit", "check", *args],

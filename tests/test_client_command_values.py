@@ -23,6 +23,8 @@ from servers import ServerProcess
 
 from scgikit.cli import main, scgi_test_main
 
+pytestmark = pytest.mark.one_path(reason="the client command's flags are checked in Python only")
+
 APP = "tests/fixtureapps/client_apps.py:app"
 NOWHERE_FOLDER = os.path.join(tempfile.gettempdir(), f"scgikit-nowhere-{uuid.uuid4().hex}")
 NOWHERE_PATH = os.path.join(NOWHERE_FOLDER, "s.sock")

@@ -9,6 +9,8 @@ from scgikit.addresses import Address
 from scgikit.config import Config, ConfigError, env_name, file_key
 from scgikit.options import add_arguments, from_arguments, options_page
 
+pytestmark = pytest.mark.one_path(reason="Config has no C twin")
+
 
 def build(argv, environ=None):
     parser = argparse.ArgumentParser()

@@ -14,6 +14,8 @@ from servers import ServerProcess, child_env, wait_until
 from scgikit.config import ConfigError
 from scgikit.options import EXAMPLE_FILE, add_arguments, from_arguments
 
+pytestmark = pytest.mark.one_path(reason="the configuration file is read by Python only")
+
 
 def build(tmp_path, text, argv=(), environ=None, target=None):
     path = tmp_path / "scgikit.toml"

@@ -25,6 +25,9 @@ from parse_heads import NOT_BUILT, _speedups
 from scgi_raw import connect, parse_answer, request
 from servers import ServerProcess, child_env, for_model
 
+pytestmark = pytest.mark.one_path(reason="it serves every request with the C and the pure "
+                                         "parse_head itself")
+
 HERE = Path(__file__).parent
 CORPUS = HERE / "corpus"
 MANIFEST = json.loads((CORPUS / "expected.json").read_text(encoding="utf-8"))

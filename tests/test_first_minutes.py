@@ -25,6 +25,8 @@ from servers import ServerProcess, child_env
 
 from scgikit import client
 
+pytestmark = pytest.mark.one_path(reason="the README's commands")
+
 ROOT = Path(__file__).resolve().parent.parent
 HELLO = b"Hello from scgikit!\n"  # examples/hello.py's answer
 

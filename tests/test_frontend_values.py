@@ -32,6 +32,9 @@ from servers import ServerProcess, free_port, wait_until
 
 from scgikit.cli import main
 
+pytestmark = pytest.mark.one_path(reason="scgikit config and the front ends' own checks have no "
+                                         "C twin")
+
 NAMES = ["nginx", "apache", "lighttpd"]
 APP = "tests/fixtureapps/frontend_apps.py:app"
 #: Characters that mean something in one of the three grammars, or in none (and so must be

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from servers import child_env
 
+pytestmark = pytest.mark.one_path(reason="the source's layout")
+
 SRC = Path(__file__).resolve().parent.parent / "src"
 PACKAGE = SRC / "scgikit"
 #: The longest a module may grow before it is split by concern.

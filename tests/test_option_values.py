@@ -35,6 +35,9 @@ from scgikit import cli, option_kinds
 from scgikit.config import env_name, file_key, option_fields
 from scgikit.option_kinds import MAX_SECONDS, MAX_SIZE
 
+pytestmark = pytest.mark.one_path(reason="option values are checked by Config and preflight, "
+                                         "which have no C twin")
+
 TARGET = "wsgi_apps:hello"
 FIELDS = {f.name: f for f in option_fields()}
 PURE = os.environ.get("SCGIKIT_PURE", "") not in ("", "0")

@@ -19,6 +19,8 @@ from servers import child_env
 
 import scgikit
 
+pytestmark = pytest.mark.one_path(reason="the release's packaging")
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:

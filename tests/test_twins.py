@@ -19,6 +19,9 @@ from servers import ASGI_TWINS, ServerProcess
 
 from scgikit.protocol import encode_request
 
+pytestmark = pytest.mark.one_path(reason="it compares apps' answers on the wire; the paths are "
+                                         "compared where they meet (test_speedups.py)")
+
 ROUTER = '''
 import importlib
 
