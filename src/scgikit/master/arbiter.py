@@ -2,7 +2,8 @@
 
 How it works.  Signal handlers only append the signal to a queue (no logging,
 no work: a handler can interrupt anything); the wake-up pipe makes the main
-loop's ``select`` return, and the loop dispatches each signal to a method.
+loop's ``poll`` return (``waiting.py``), and the loop dispatches each signal to a
+method.
 Between signals the loop reaps dead workers, kills those stuck on one request
 past ``--timeout`` (their heartbeat slot in a shared array says since when),
 and starts workers until the current generation has ``workers`` of them.
@@ -44,7 +45,6 @@ from __future__ import annotations
 import logging
 import mmap
 import os
-import select
 import signal
 import struct
 import sys
@@ -56,7 +56,6 @@ from ..accelerator import ACCELERATED
 from ..config import Config, ConfigError
 from ..connection.handoff import channel_pair
 from ..connection.metrics import StatsTable
-from ..connection.poller import drain
 from ..workers.base import Heartbeat
 from .boot import boot, prepare_process
 from .children import HANDLED_SIGNALS, PidFile, collect_exits, exit_child, fork, kill, spawn_gateway
@@ -81,6 +80,7 @@ from .roster import (
 from .sessions import SessionRouter
 from .stats import StatsServer, open_stats_listener, pages
 from .systemd import Notifier, forget_systemd_environ
+from .waiting import wait_for_events
 
 log = logging.getLogger("scgikit")
 
@@ -214,7 +214,8 @@ class Arbiter:
                 self.recycler.check(state, self._stop_workers)  # before _manage replaces
                 self._manage()
             self.notifier.report(self.state)
-            self._wait(self._sleep_time())
+            wait_for_events(self._sleep_time(), self.wake_r, self.ready_r, self.router,
+                            self.stats_server)
 
     def _sleep_time(self) -> float:
         """Up to TICK; less when a backed-off restart, a watchdog ping or a --reload
@@ -236,34 +237,6 @@ class Arbiter:
         if changed:
             log.info("Reload: changed: %s", describe(changed, os.path.realpath(os.getcwd())))
             self.handle_hup()
-
-    def _wait(self, seconds: float) -> None:
-        readers, writers = [self.wake_r, self.ready_r], []
-        if self.router is not None:
-            readers.append(self.router.fileno())
-        if self.stats_server is not None:
-            readers += self.stats_server.readers()
-            writers = self.stats_server.writers()
-        # poll, not select: select() fails on a descriptor above 1023, which a master
-        # holding many listeners or a high --workers count can reach.
-        waiting = select.poll()
-        for fd in readers:
-            waiting.register(fd, select.POLLIN)
-        for fd in writers:
-            waiting.register(fd, select.POLLOUT)
-        try:
-            events = waiting.poll(max(0.0, seconds) * 1000)  # (poll waits forever on < 0)
-        except InterruptedError:
-            return
-        writing = set(writers)  # (an error or a hang-up on one is for its send to find)
-        readable = [fd for fd, _ in events if fd not in writing]
-        writable = [fd for fd, _ in events if fd in writing]
-        if self.wake_r in readable:
-            drain(self.wake_r)
-        if self.stats_server is not None:
-            self.stats_server.handle(readable, writable)
-        if self.router is not None:
-            self.router.handle()
 
     def _handle_signals(self) -> None:
         while self.signals:
