@@ -31,7 +31,8 @@ capped exponential backoff, as is a failed ``fork()``.
 
     SIGTERM, SIGINT   graceful stop: workers finish their requests (--graceful-timeout)
     SIGQUIT           immediate stop
-    SIGHUP            graceful reload: new workers load the app afresh (--preload: not)
+    SIGHUP            graceful reload: new workers load the app afresh (--preload: not),
+                      with the --config file read again (``reconfigure.py``)
     SIGTTIN, SIGTTOU  one worker more, one fewer
 
 With ``--reload`` (development) a burst of changes reloads as SIGHUP does; a
@@ -62,6 +63,7 @@ from .children import HANDLED_SIGNALS, PidFile, collect_exits, exit_child, fork,
 from .heap import keep_heap
 from .listeners import Listener, open_listeners
 from .preload import code_kept, preload
+from .reconfigure import Origin, reconfigure
 from .recycling import Recycler
 from .reload import Watcher, describe, watcher_for
 from .roster import (
@@ -91,8 +93,10 @@ TICK = 0.5  # the loop's longest sleep: the precision of --timeout and --boot-ti
 class Arbiter:
     """Runs the master loop for one ``Config`` (and optionally an app object already loaded)."""
 
-    def __init__(self, config: Config, app: Any = None, environ: dict[str, str] | None = None):
+    def __init__(self, config: Config, app: Any = None, environ: dict[str, str] | None = None,
+                 origin: Origin | None = None):
         self.config = config
+        self.origin = origin if config.config_file else None  # a HUP re-reads the file
         self.app = app
         self.environ = dict(os.environ if environ is None else environ)
         self.state = MasterState(wanted=config.workers)
@@ -305,6 +309,9 @@ class Arbiter:
         # (Their "ready" may be waiting in the pipe: read it first, or a worker that
         # is already serving would be taken for one still loading.)
         self._read_ready()
+        if self.origin is not None:
+            self.config = reconfigure(self.config, self.origin, state, self.listeners)
+            self.recycler = Recycler(self.config)
         state.waiting_for_change = False
         booting = [w for w in state.workers.values() if not w.ready and w.stopping_since is None]
         if booting:
