@@ -236,7 +236,7 @@ def test_a_relative_path_in_the_file_is_not_taken_from_the_files_folder(tmp_path
         server.wait_for_log("Listening at: unix:./scgi.sock")
 
 
-def test_a_reload_loads_the_app_afresh_but_not_the_file(tmp_path):
+def test_a_reload_loads_the_app_afresh_and_reads_the_file_again(tmp_path):
     app = tmp_path / "reloaded.py"
     version = "import os\ndef app(e, s):\n    s('200 OK', [])\n" \
               "    return [b'version {} ' + os.environ['GREETING'].encode()]\n"
@@ -252,4 +252,4 @@ def test_a_reload_loads_the_app_afresh_but_not_the_file(tmp_path):
         server.wait_for_log(r"generation 1 ready", timeout=30)
         wait_until(lambda: request(server.address, "/").body.startswith(b"version 2"),
                    timeout=30, message="the reloaded app to answer")
-        assert request(server.address, "/").body == b"version 2 one"
+        assert request(server.address, "/").body == b"version 2 two"  # test_hup_config.py

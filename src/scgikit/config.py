@@ -80,11 +80,14 @@ def _option(
     repeat: bool = False, metavar: str | None = None, shown: str | None = None,
     env: str | None = None, in_file: bool = True, switch: bool = False,
     limits: tuple[float, float] | None = None, choices: tuple[str, ...] = (),
+    restart: bool | str = False,
 ) -> Any:
     # A switch (--reload) takes no value on the command line; its variable takes 1 or 0,
-    # a configuration file true or false.
+    # a configuration file true or false.  ``restart``: the master builds something from
+    # it once, at start, so a HUP that re-reads the --config file keeps its value
+    # (``master/reconfigure.py``); the name of a switch field: only when that is on.
     meta = {"flags": tuple(flags), "help": help, "parse": _switch if switch else parse,
-            "repeat": repeat, "metavar": metavar, "switch": switch,
+            "repeat": repeat, "metavar": metavar, "switch": switch, "restart": restart,
             "shown": shown if shown is not None else _shown(default),
             "env": env, "in_file": in_file, "limits": _limits(parse, limits), "choices": choices,
             "kind": _BOOLEAN if switch else _KINDS.get(parse, _STRING)}
@@ -121,13 +124,14 @@ class Config:
         ["-b", "--bind"], "address to listen on: HOST:PORT, [::1]:PORT, a unix socket as "
         "/path, ./path or unix:PATH, or fd://N; repeatable; without it, systemd's LISTEN_FDS "
         "sockets if any",
-        factory=tuple, repeat=True, metavar="ADDRESS", shown=DEFAULT_BIND)
+        factory=tuple, repeat=True, metavar="ADDRESS", shown=DEFAULT_BIND, restart=True)
     socket_mode: int = _option(
         ["--socket-mode"], "permissions of unix socket files, in octal", default=0o660,
-        parse=_octal, metavar="MODE", shown="0660")
+        parse=_octal, metavar="MODE", shown="0660", restart=True)
     backlog: int = _option(
         ["--backlog"], "listen queue length of each socket (1 to 65535; the kernel caps it "
-        "at net.core.somaxconn)", default=2048, parse=_count, metavar="N", limits=(1, 65535))
+        "at net.core.somaxconn)", default=2048, parse=_count, metavar="N", limits=(1, 65535),
+        restart=True)
     workers: int = _option(
         ["-w", "--workers"], f"worker processes (1 to {MAX_WORKERS})",
         factory=_default_workers, parse=_count, metavar="N", shown="number of CPUs",
@@ -139,7 +143,7 @@ class Config:
         "asgi or handler (a classic handler: "
         "an SCGIHandler subclass, or any callable that takes parent_fd and returns a handler, "
         "as the scgi package's SCGIServer takes it)", default="auto",
-        parse=_lower, choices=INTERFACES, metavar="KIND")
+        parse=_lower, choices=INTERFACES, metavar="KIND", restart="preload")
     worker: str = _option(
         ["-k", "--worker"], "worker model: sync (one request at a time per process), threads "
         "(--threads per process, WSGI) or asyncio (ASGI)", default="",
@@ -234,11 +238,12 @@ class Config:
     allow_from: tuple[str, ...] = _option(
         ["--allow-from"], "accept TCP connections only from these addresses or CIDR "
         "ranges (e.g. 127.0.0.1 10.0.0.0/8); repeatable; others are closed before a byte "
-        "is read", factory=tuple, repeat=True, metavar="NETWORK", shown="any")
+        "is read", factory=tuple, repeat=True, metavar="NETWORK", shown="any",
+        restart="session_affinity")
     socket_owner: str | None = _option(
         ["--socket-owner"], "USER[:GROUP] owning unix socket files", default=None,
         metavar="USER:GROUP", shown="--user and --group when given, else the user who "
-        "starts the server")
+        "starts the server", restart=True)
     script_name: str = _option(
         ["--script-name"], "URL prefix the app is mounted under, when the front end does "
         "not send PATH_INFO", default="", metavar="PREFIX")
@@ -247,7 +252,7 @@ class Config:
         parse=_lower, choices=("debug", "info", "warning", "error", "critical"), metavar="LEVEL")
     access_log: str | None = _option(
         ["--access-log"], "write an access log line per request to PATH, or - for stderr",
-        default=None, metavar="PATH")
+        default=None, metavar="PATH", restart=True)
     access_log_format: str = _option(
         ["--access-log-format"], "the access log line: text with {named} fields (the "
         "fields are listed in docs/server.md), or combined (nginx's) or json (every field "
@@ -258,63 +263,65 @@ class Config:
         "time, level, pid, logger, message and any exception)", default="text",
         parse=_lower, choices=("text", "json"), metavar="FORMAT")
     pid_file: str | None = _option(
-        ["--pid"], "write the master's process id to FILE", default=None, metavar="FILE")
+        ["--pid"], "write the master's process id to FILE", default=None, metavar="FILE",
+        restart=True)
     chdir: str | None = _option(
-        ["--chdir"], "change to DIR before loading the app", default=None, metavar="DIR")
+        ["--chdir"], "change to DIR before loading the app", default=None, metavar="DIR",
+        restart=True)
     env: tuple[tuple[str, str], ...] = _option(
         ["--env"], "set an environment variable for the app; repeatable", factory=tuple,
         parse=_env_pair, repeat=True, metavar="KEY=VALUE", shown="none")
     user: str | None = _option(
         ["--user"], "run workers as this user (when started as root)", default=None,
-        metavar="USER")
+        metavar="USER", restart=True)
     group: str | None = _option(
         ["--group"], "run workers as this group (when started as root)", default=None,
-        metavar="GROUP")
+        metavar="GROUP", restart=True)
     http: str | None = _option(
         ["--http"], "development only: also accept HTTP/1.1 on ADDRESS and forward it over "
-        "SCGI to this server (needs scgikit[http])", default=None, metavar="ADDRESS")
+        "SCGI to this server (needs scgikit[http])", default=None, metavar="ADDRESS", restart=True)
     preload: bool = _option(
         ["--preload"], "load the app once, in the master, before the workers fork: a faster "
         "start, and the app's memory shared by the workers; a HUP (or --max-requests) then "
         "replaces the workers but not the code: restart the server for new code",
-        default=False, switch=True, shown="off")
+        default=False, switch=True, shown="off", restart=True)
     reload: bool = _option(
         ["--reload"], "development only: reload the workers (as on SIGHUP) when a watched "
         "file is created, changed or deleted; every --workers is replaced",
-        default=False, switch=True, shown="off")
+        default=False, switch=True, shown="off", restart=True)
     reload_dir: tuple[str, ...] = _option(
         ["--reload-dir"], "with --reload, watch this folder instead; repeatable",
         factory=tuple, repeat=True, metavar="DIR", shown="the current folder after --chdir, "
-        "and the folder of a path/to/file.py TARGET")
+        "and the folder of a path/to/file.py TARGET", restart=True)
     reload_include: tuple[str, ...] = _option(
         ["--reload-include"], "with --reload, also watch files whose name matches GLOB (a "
         "GLOB with a / matches the path under the watched folder); repeatable",
         factory=tuple, repeat=True, metavar="GLOB",
-        shown="*.py only")
+        shown="*.py only", restart=True)
     reload_exclude: tuple[str, ...] = _option(
         ["--reload-exclude"], "with --reload, also skip files and folders whose name matches "
         "GLOB (a GLOB with a / matches the path under the watched folder); repeatable; an "
         "exclusion wins over an inclusion",
         factory=tuple, repeat=True, metavar="GLOB", shown="hidden files and folders, "
         "bytecode caches (.pyc files and their folders), virtual environments (a folder "
-        "holding pyvenv.cfg)")
+        "holding pyvenv.cfg)", restart=True)
     stats: str | None = _option(
         ["--stats"], "serve Prometheus metrics at http://ADDRESS/metrics (HOST:PORT or a unix "
-        "socket, as --bind), answered by the master", default=None, metavar="ADDRESS")
+        "socket, as --bind), answered by the master", default=None, metavar="ADDRESS", restart=True)
     session_affinity: bool = _option(
         ["--session-affinity"], "send the requests of one session to one worker process, in "
         "the order they came and one at a time, as the scgi package's session_server does: "
         "the master reads each request's head to find its session (--session-pattern on the "
         "cookie, else the client's address) and hands the connection over",
-        default=False, switch=True, shown="off")
+        default=False, switch=True, shown="off", restart=True)
     session_pattern: str = _option(
         ["--session-pattern"], "with --session-affinity, the regular expression searched in "
         "the Cookie header for the session; its group named id is the session",
-        default=SESSION_ID_PATTERN, metavar="REGEX")
+        default=SESSION_ID_PATTERN, metavar="REGEX", restart=True)
     session_queue: int = _option(
         ["--session-queue"], "with --session-affinity, the requests one session may have "
         "waiting behind the one it runs; beyond, a request is answered 503",
-        default=15, parse=_count, metavar="N", limits=(1, 10**6))
+        default=15, parse=_count, metavar="N", limits=(1, 10**6), restart=True)
 
     def __post_init__(self) -> None:
         try:

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from .config import Config, ConfigError, Kind, env_name, file_key, option_fields
+from .config import Config, ConfigError, Kind, env_name, file_key, flag, option_fields
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -207,7 +207,8 @@ def _key_hint(key: str, keys: Mapping[str, dataclasses.Field[Any]]) -> str:
 
 def options_table() -> str:
     """The options as a Markdown table, for the docs."""
-    rows = ["| option | environment | file key | default | meaning |", "|---|---|---|---|---|"]
+    rows = ["| option | environment | file key | on HUP | default | meaning |",
+            "|---|---|---|---|---|---|"]
     for f in option_fields():
         meta = f.metadata
         flag = meta["flags"][-1] + (f" {meta['metavar']}" if meta["metavar"] else "")
@@ -215,9 +216,20 @@ def options_table() -> str:
         key = (f"`{file_key(f)}`: " + (f"array of {kind.many}" if meta["repeat"] else
                                         kind.one.removeprefix("an ").removeprefix("a "))
                if meta["in_file"] else "none")
-        rows.append(f"| `{flag}` | `{env_name(f.name)}` | {key} | {meta['shown']} | "
-                    f"{meta['help']} |")
+        rows.append(f"| `{flag}` | `{env_name(f.name)}` | {key} | {_on_hup(f)} | "
+                    f"{meta['shown']} | {meta['help']} |")
     return "\n".join(rows)
+
+
+def _on_hup(f: dataclasses.Field[Any]) -> str:
+    """What a HUP does with the option's key of a changed file: re-read, or kept until a
+    restart (always, or with a switch on)."""
+    restart = f.metadata["restart"]
+    if not f.metadata["in_file"]:
+        return "-"
+    if restart is True:
+        return "restart"
+    return f"re-read; restart with `{flag(restart)}`" if restart else "re-read"
 
 
 #: The example of docs/options.md (a test builds a Config from it).
@@ -258,6 +270,16 @@ def options_page() -> str:
         "cannot be read stops `scgikit serve` with one line naming the file (and the key, or the\n"
         "line) and exit status 2. For example:\n\n"
         "```toml\n" + EXAMPLE_FILE + "```\n\n"
+        "A HUP to the master reads the file again, with the same command line and the\n"
+        "environment the server was started with, so a flag or a variable still wins over it.\n"
+        "The column *on HUP* says what becomes of a changed key: *re-read*, it takes effect\n"
+        "for the new workers and for the master's own decisions; *restart*, the master built\n"
+        "something from it at start (a socket, the pid file, a user switch...), so it logs\n"
+        "`Reload: --bind changed in FILE: takes a restart; keeping 127.0.0.1:4000` and keeps\n"
+        "the value in force. `app` is re-read, but with `--preload` takes a restart. A file\n"
+        "that no longer reads, parses or passes the checks changes nothing: the master logs one\n"
+        "error line naming the file and the problem (`Reload: keeping the settings in force:\n"
+        "FILE: key 'workers': 0 is out of range: 1 to 1024`), and still reloads the workers.\n\n"
         "## Options\n\n"
         + options_table() + "\n"
     )

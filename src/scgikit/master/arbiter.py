@@ -2,7 +2,8 @@
 
 How it works.  Signal handlers only append the signal to a queue (no logging,
 no work: a handler can interrupt anything); the wake-up pipe makes the main
-loop's ``select`` return, and the loop dispatches each signal to a method.
+loop's ``poll`` return (``waiting.py``), and the loop dispatches each signal to a
+method.
 Between signals the loop reaps dead workers, kills those stuck on one request
 past ``--timeout`` (their heartbeat slot in a shared array says since when),
 and starts workers until the current generation has ``workers`` of them.
@@ -30,7 +31,8 @@ capped exponential backoff, as is a failed ``fork()``.
 
     SIGTERM, SIGINT   graceful stop: workers finish their requests (--graceful-timeout)
     SIGQUIT           immediate stop
-    SIGHUP            graceful reload: new workers load the app afresh (--preload: not)
+    SIGHUP            graceful reload: new workers load the app afresh (--preload: not),
+                      with the --config file read again (``reconfigure.py``)
     SIGTTIN, SIGTTOU  one worker more, one fewer
 
 With ``--reload`` (development) a burst of changes reloads as SIGHUP does; a
@@ -44,7 +46,6 @@ from __future__ import annotations
 import logging
 import mmap
 import os
-import select
 import signal
 import struct
 import sys
@@ -56,13 +57,13 @@ from ..accelerator import ACCELERATED
 from ..config import Config, ConfigError
 from ..connection.handoff import channel_pair
 from ..connection.metrics import StatsTable
-from ..connection.poller import drain
 from ..workers.base import Heartbeat
 from .boot import boot, prepare_process
 from .children import HANDLED_SIGNALS, PidFile, collect_exits, exit_child, fork, kill, spawn_gateway
 from .heap import keep_heap
 from .listeners import Listener, open_listeners
 from .preload import code_kept, preload
+from .reconfigure import Origin, reconfigure
 from .recycling import Recycler
 from .reload import Watcher, describe, watcher_for
 from .roster import (
@@ -81,6 +82,7 @@ from .roster import (
 from .sessions import SessionRouter
 from .stats import StatsServer, open_stats_listener, pages
 from .systemd import Notifier, forget_systemd_environ
+from .waiting import wait_for_events
 
 log = logging.getLogger("scgikit")
 
@@ -91,8 +93,10 @@ TICK = 0.5  # the loop's longest sleep: the precision of --timeout and --boot-ti
 class Arbiter:
     """Runs the master loop for one ``Config`` (and optionally an app object already loaded)."""
 
-    def __init__(self, config: Config, app: Any = None, environ: dict[str, str] | None = None):
+    def __init__(self, config: Config, app: Any = None, environ: dict[str, str] | None = None,
+                 origin: Origin | None = None):
         self.config = config
+        self.origin = origin if config.config_file else None  # a HUP re-reads the file
         self.app = app
         self.environ = dict(os.environ if environ is None else environ)
         self.state = MasterState(wanted=config.workers)
@@ -214,7 +218,8 @@ class Arbiter:
                 self.recycler.check(state, self._stop_workers)  # before _manage replaces
                 self._manage()
             self.notifier.report(self.state)
-            self._wait(self._sleep_time())
+            wait_for_events(self._sleep_time(), self.wake_r, self.ready_r, self.router,
+                            self.stats_server)
 
     def _sleep_time(self) -> float:
         """Up to TICK; less when a backed-off restart, a watchdog ping or a --reload
@@ -236,34 +241,6 @@ class Arbiter:
         if changed:
             log.info("Reload: changed: %s", describe(changed, os.path.realpath(os.getcwd())))
             self.handle_hup()
-
-    def _wait(self, seconds: float) -> None:
-        readers, writers = [self.wake_r, self.ready_r], []
-        if self.router is not None:
-            readers.append(self.router.fileno())
-        if self.stats_server is not None:
-            readers += self.stats_server.readers()
-            writers = self.stats_server.writers()
-        # poll, not select: select() fails on a descriptor above 1023, which a master
-        # holding many listeners or a high --workers count can reach.
-        waiting = select.poll()
-        for fd in readers:
-            waiting.register(fd, select.POLLIN)
-        for fd in writers:
-            waiting.register(fd, select.POLLOUT)
-        try:
-            events = waiting.poll(max(0.0, seconds) * 1000)  # (poll waits forever on < 0)
-        except InterruptedError:
-            return
-        writing = set(writers)  # (an error or a hang-up on one is for its send to find)
-        readable = [fd for fd, _ in events if fd not in writing]
-        writable = [fd for fd, _ in events if fd in writing]
-        if self.wake_r in readable:
-            drain(self.wake_r)
-        if self.stats_server is not None:
-            self.stats_server.handle(readable, writable)
-        if self.router is not None:
-            self.router.handle()
 
     def _handle_signals(self) -> None:
         while self.signals:
@@ -332,6 +309,9 @@ class Arbiter:
         # (Their "ready" may be waiting in the pipe: read it first, or a worker that
         # is already serving would be taken for one still loading.)
         self._read_ready()
+        if self.origin is not None:
+            self.config = reconfigure(self.config, self.origin, state, self.listeners)
+            self.recycler = Recycler(self.config)
         state.waiting_for_change = False
         booting = [w for w in state.workers.values() if not w.ready and w.stopping_since is None]
         if booting:

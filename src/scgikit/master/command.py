@@ -9,7 +9,8 @@ from typing import Any
 
 from ..arguments import one_line
 from ..config import Config, ConfigError
-from ..options import add_arguments, from_arguments
+from ..options import add_arguments
+from .reconfigure import Origin
 
 HELP = "serve a WSGI or ASGI app or an SCGIHandler subclass over SCGI"
 DESCRIPTION = """\
@@ -27,7 +28,8 @@ which win over the file.
 
 Signals to the master: TERM/INT graceful stop, QUIT immediate stop, HUP graceful
 reload (new workers load the app afresh; with --preload the master loaded it once,
-before the fork, and new workers run that code), TTIN/TTOU one worker more/fewer."""
+before the fork, and new workers run that code; the --config file is read again,
+but for the settings that take a restart), TTIN/TTOU one worker more/fewer."""
 EPILOG = """\
 examples:
   scgikit serve myapp:app
@@ -65,22 +67,21 @@ def run(args: argparse.Namespace) -> int:
 
 def build_config(args: argparse.Namespace) -> Config:
     """The ``Config`` of ``serve`` and ``check``: options, environment, file; and an app."""
-    config = from_arguments(args, os.environ, target=args.target)
-    if not config.target:
-        raise ConfigError("no app to serve: give TARGET, or app = \"module:app\" in the "
-                          "--config file")
-    return config
+    return Origin(args, os.environ).config()
 
 
 def _serve(args: argparse.Namespace) -> int:
-    return run_server(build_config(args))
+    # The environment as it is now: a HUP re-reads the --config file with this one.
+    origin = Origin(args, dict(os.environ))
+    return run_server(origin.config(), origin=origin)
 
 
-def run_server(config: Config, app: Any = None) -> int:
+def run_server(config: Config, app: Any = None, origin: Origin | None = None) -> int:
     """Check ``config`` against this machine, open the logs, and serve until stopped
     (``scgikit serve``, and ``SCGIServer.serve``).  Raises ``ConfigError`` before
     anything is bound or written when the settings are unusable, and ``AppLoadFailure``
-    when --preload cannot load the app."""
+    when --preload cannot load the app.  With ``origin``, what ``config`` was built from,
+    a HUP re-reads its --config file (``reconfigure.py``)."""
     from .arbiter import Arbiter
     from .logs import setup_logging
     from .preflight import ensure_startable
@@ -91,4 +92,4 @@ def run_server(config: Config, app: Any = None) -> int:
     except OSError as exc:
         raise ConfigError(f"{config.access_log}: cannot write it: {exc.strerror or exc}",
                           "access_log") from None
-    return Arbiter(config, app=app).run()
+    return Arbiter(config, app=app, origin=origin).run()

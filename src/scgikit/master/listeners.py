@@ -405,8 +405,13 @@ def _number(text: str | None) -> int | None:
 
 def _prepare(sock: socket.socket, config: Config) -> None:
     sock.setblocking(False)
-    # Accepted sockets inherit these on Linux: a stalled client cannot hold a
-    # worker longer than --header-timeout per read.
     if config.header_timeout > 0:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(config.header_timeout))
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval(config.header_timeout))
+        set_timeouts(sock, config)
+
+
+def set_timeouts(sock: socket.socket, config: Config) -> None:
+    """--header-timeout as the listener's read and write timeouts (0: none): accepted
+    sockets inherit these on Linux, so a stalled client cannot hold a worker longer than
+    --header-timeout per read.  Set at start, and again by a HUP that changed it."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(config.header_timeout))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval(config.header_timeout))

@@ -14,7 +14,7 @@ import sys
 from ..accesslog import AccessFormatter, iso8601
 from ..config import Config
 
-__all__ = ["JsonFormatter", "setup_logging"]
+__all__ = ["JsonFormatter", "restyle_logging", "setup_logging"]
 
 TEXT_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
 TEXT_TIME = "%Y-%m-%d %H:%M:%S %z"
@@ -41,17 +41,24 @@ def setup_logging(config: Config) -> None:
     """Errors and events to stderr at --log-level in --log-format; the access log where
     --access-log says, in --access-log-format.  An unwritable access log raises OSError."""
     logger = logging.getLogger("scgikit")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if config.log_format == "json"
-                         else logging.Formatter(TEXT_FORMAT, TEXT_TIME))
-    logger.handlers[:] = [handler]
-    logger.setLevel(config.log_level.upper())
+    logger.handlers[:] = [logging.StreamHandler(sys.stderr)]
     access = logging.getLogger("scgikit.access")
     access.handlers[:] = []
     access.propagate = False
     if config.access_log:
-        target = (logging.StreamHandler(sys.stderr) if config.access_log == "-"
-                  else logging.FileHandler(config.access_log))
-        target.setFormatter(AccessFormatter(config.access_log_format))
-        access.addHandler(target)
+        access.addHandler(logging.StreamHandler(sys.stderr) if config.access_log == "-"
+                          else logging.FileHandler(config.access_log))
         access.setLevel(logging.INFO)
+    restyle_logging(config)
+
+
+def restyle_logging(config: Config) -> None:
+    """--log-level, --log-format and --access-log-format on the handlers already open (a
+    HUP that re-read the --config file: the workers it forks next log so)."""
+    logger = logging.getLogger("scgikit")
+    for handler in logger.handlers:
+        handler.setFormatter(JsonFormatter() if config.log_format == "json"
+                             else logging.Formatter(TEXT_FORMAT, TEXT_TIME))
+    logger.setLevel(config.log_level.upper())
+    for handler in logging.getLogger("scgikit.access").handlers:
+        handler.setFormatter(AccessFormatter(config.access_log_format))
