@@ -42,6 +42,7 @@ from ..config import Config, ConfigError
 from .boot import prepare_process
 from .command import build_config
 from .command import configure as configure_serve
+from .front_end import check_front_end, front_end_server
 from .listeners import is_wildcard, passed_fd_count
 from .preflight import problems
 from .preload import load_app, load_failure
@@ -80,6 +81,10 @@ class Report:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     configure_serve(parser)
+    parser.add_argument("--front-end", metavar="FILE", help="also read this nginx, Apache or "
+                        "lighttpd configuration (told apart by its content) and report each "
+                        "place it does not fit these settings, with its fix; nginx's is read "
+                        "with crossplane: pip install 'scgikit[frontend]'")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,7 +93,9 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"scgikit check: error: {one_line(str(exc))}", file=sys.stderr)
         return CONFIG_ERROR
-    report = check(config, os.environ)
+    given = getattr(args, "front_end", None)
+    front_end = (given, os.path.abspath(given)) if given else None  # before --chdir moves us
+    report = check(config, os.environ, front_end)
     for label, value in report.found:
         print(f"{label}: {value}")
     for message in report.warnings:
@@ -100,8 +107,11 @@ def run(args: argparse.Namespace) -> int:
     return report.status
 
 
-def check(config: Config, environ: Mapping[str, str]) -> Report:
-    """Check ``config`` as ``serve`` would start it: settings, addresses, then the app."""
+def check(config: Config, environ: Mapping[str, str],
+          front_end: tuple[str, str] | None = None) -> Report:
+    """Check ``config`` as ``serve`` would start it: settings, addresses, then the app; then
+    the configuration of the ``front_end`` (the file as given, and its absolute path)
+    against them (``front_end.check_front_end``)."""
     report = Report()
     if config.config_file:
         report.found.append(("config file", config.config_file))
@@ -111,6 +121,11 @@ def check(config: Config, environ: Mapping[str, str]) -> Report:
         _prepare_process(config, report)  # before the addresses: a relative path follows --chdir
     _check_addresses(config, environ, report)
     _check_app(config, report)
+    if front_end is not None:
+        found, errors, warnings = check_front_end(*front_end, front_end_server(config, environ))
+        report.found.extend(found)
+        report.errors.extend((CONFIG_ERROR, message) for message in errors)
+        report.warnings.extend(warnings)
     return report
 
 
