@@ -27,7 +27,12 @@ INSTALL_CROSSPLANE = ("reading an nginx configuration needs crossplane: "
 
 
 class ReadError(ValueError):
-    """A configuration file that cannot be read as its front end would read it."""
+    """A configuration file that cannot be read as its front end would read it (at
+    ``line``, when one is to blame)."""
+
+    def __init__(self, message: str, line: int | None = None) -> None:
+        super().__init__(message)
+        self.line = line
 
 
 @dataclass(frozen=True)
@@ -96,7 +101,9 @@ def read_nginx(path: str) -> tuple[Directive, ...]:
     payload = crossplane.parse(path, single=True, check_ctx=False, comments=False)
     for config in payload["config"]:
         for error in config["errors"]:
-            raise ReadError(f"not valid nginx: {error['error']}")
+            line = error.get("line")
+            message = str(error["error"]).removesuffix(f" in {path}:{line}")
+            raise ReadError(f"not valid nginx: {message}", line)
     return _nginx_tree(payload["config"][0]["parsed"])
 
 
@@ -130,21 +137,21 @@ def read_apache(text: str) -> tuple[Directive, ...]:
         if line.startswith("</"):
             name = line[2:].rstrip(">").strip()
             if not stack or stack[-1][0].lower() != name.lower():
-                raise ReadError(f"line {start}: </{name}> closes no <{name}> section")
+                raise ReadError(f"</{name}> closes no <{name}> section", start)
             section, args, opened, children = stack.pop()
             done = Directive(section, args, opened, tuple(children))
             (stack[-1][3] if stack else root).append(done)
             continue
         if line.startswith("<"):
             if not line.endswith(">"):
-                raise ReadError(f"line {start}: a section's '<' has no '>'")
+                raise ReadError("a section's '<' has no '>'", start)
             words = _apache_words(line[1:-1])
             stack.append((words[0], tuple(words[1:]), start, []))
             continue
         words = _apache_words(line)
         (stack[-1][3] if stack else root).append(Directive(words[0], tuple(words[1:]), start))
     if stack:
-        raise ReadError(f"line {stack[-1][2]}: <{stack[-1][0]}> is never closed")
+        raise ReadError(f"<{stack[-1][0]}> is never closed", stack[-1][2])
     return tuple(root)
 
 
@@ -179,7 +186,7 @@ def _lighttpd_tokens(text: str) -> list[tuple[str, str, int]]:
     while at < len(text):
         match = _LIGHTTPD_TOKEN.match(text, at)
         if match is None:
-            raise ReadError(f"line {line}: cannot read {text[at:at + 20]!r}")
+            raise ReadError(f"cannot read {text[at:at + 20]!r}", line)
         kind = match.lastgroup
         assert kind is not None
         if kind == "newline":
@@ -203,8 +210,8 @@ class _LighttpdReader:
     def take(self, text: str | None = None) -> tuple[str, str, int]:
         token = self.peek()
         if token[0] == "end" or (text is not None and token[1] != text):
-            raise ReadError(f"line {token[2]}: expected {text or 'more'}, found "
-                            f"{token[1] or 'the end'!r}")
+            raise ReadError(f"expected {text or 'more'}, found {token[1] or 'the end'!r}",
+                            token[2])
         self.at += 1
         return token
 
@@ -214,7 +221,7 @@ class _LighttpdReader:
             kind, text, line = self.peek()
             if kind == "end":
                 if closing is not None:
-                    raise ReadError(f"line {line}: a '{{' is never closed")
+                    raise ReadError("a '{' is never closed", line)
                 return found
             if text == closing and kind == "op":
                 self.take()
@@ -228,10 +235,10 @@ class _LighttpdReader:
                 self.take()
                 operator = self.take()[1]
                 if operator not in ("=", "+=", ":="):
-                    raise ReadError(f"line {line}: {text} {operator}: expected =, += or :=")
+                    raise ReadError(f"{text} {operator}: expected =, += or :=", line)
                 found.append(Directive(text, (operator,), line, value=self.value()))
             else:
-                raise ReadError(f"line {line}: unexpected {text!r}")
+                raise ReadError(f"unexpected {text!r}", line)
 
     def condition(self) -> Directive:
         words, line = [], self.peek()[2]
@@ -256,7 +263,7 @@ class _LighttpdReader:
         if kind == "name":
             return ("var", text)  # a variable (var.x, env.X): its value is not known here
         if text != "(":
-            raise ReadError(f"line {line}: expected a value, found {text!r}")
+            raise ReadError(f"expected a value, found {text!r}", line)
         items: list[tuple[str | None, Any]] = []
         while self.peek()[1] != ")":
             item = self.value()

@@ -41,7 +41,8 @@ def check_front_end(given: str, path: str, server: Server
     try:
         kind, findings = inspect(path, text, server)
     except ReadError as exc:
-        return [], [f"--front-end {given}: {exc}"], []
+        where = f"{given}:{exc.line}" if exc.line is not None else f"--front-end {given}"
+        return [], [f"{where}: {exc}"], []
     errors: list[str] = []
     warnings: list[str] = []
     for finding in findings:
