@@ -473,3 +473,21 @@ def test_the_lighttpd_reader_keeps_arrays_with_their_lines():
     with pytest.raises(ReadError, match="expected a value, found '='") as caught:
         read_lighttpd('a = 1\nb = = 2\n')
     assert caught.value.line == 2
+
+
+def test_the_docs_example_is_what_check_prints(short_dir, capsys, monkeypatch):
+    from pathlib import Path
+
+    docs = (Path(__file__).parent.parent / "docs" / "frontends.md").read_text()
+    command = ("scgikit check myapp:app --workers 2 --max-body-size 8m --front-end "
+               "nginx.conf")
+    shown = docs.split(f"$ {command}\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(short_dir)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    text = render("nginx").replace("include scgi_params;",
+                                   "include scgi_params;\n        scgi_read_timeout 10s;")
+    Path(short_dir, "nginx.conf").write_text(text)
+    args = command.replace("myapp:app", "wsgi_apps:hello").split()[2:]
+    assert main(["check", *args]) == 2
+    out, err = capsys.readouterr()
+    assert (out + err).replace("wsgi_apps:hello", "myapp:app") == shown

@@ -21,9 +21,13 @@ side effect is the app's import: its module-level code runs, as in every worker,
 and so does a classic handler's ``__init__`` (or its factory); an ASGI app's
 lifespan startup is not run.
 
+With ``--front-end FILE`` the nginx, Apache or lighttpd configuration in front of
+the server is read and compared with these settings (``front_end``): a mismatch that
+loses or breaks requests is an error, one of time or taste a warning.
+
 Exit status: 0 when ``serve`` would start (warnings may be printed), 2 when a
-setting is unusable (as ``serve``), 4 when the app cannot be loaded (as a
-worker's ``APP_LOAD_ERROR``); with both, 2.
+setting is unusable (as ``serve``) or the front end's configuration does not fit, 4
+when the app cannot be loaded (as a worker's ``APP_LOAD_ERROR``); with both, 2.
 """
 
 from __future__ import annotations
@@ -54,14 +58,16 @@ Check what `scgikit serve` would do with the same options, without serving: buil
 configuration (options, SCGIKIT_* variables, --config file), load the app as a worker
 would, and report its kind, the worker model and the addresses it would listen at.
 Every setting serve would refuse is an error here too. Nothing is bound: an address
-some server holds now, or a privileged port, is a warning.
+some server holds now, or a privileged port, is a warning. With --front-end FILE, the
+front end's configuration is compared with the settings too, each mismatch with its fix.
 
-Exit status: 0 fine (warnings allowed), 2 an unusable setting, 4 an app that cannot
-be loaded (the codes of scgikit serve)."""
+Exit status: 0 fine (warnings allowed), 2 an unusable setting or a front end that does
+not fit, 4 an app that cannot be loaded (the codes of scgikit serve)."""
 EPILOG = """\
 examples:
   scgikit check myapp:app --workers 4
-  scgikit check -c /etc/myapp/scgikit.toml"""
+  scgikit check -c /etc/myapp/scgikit.toml
+  scgikit check myapp:app --bind unix:/run/app.sock --front-end /etc/nginx/sites-enabled/app"""
 
 CONFIG_ERROR = 2
 
