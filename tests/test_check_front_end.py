@@ -470,6 +470,8 @@ def test_the_lighttpd_reader_keeps_arrays_with_their_lines():
     (scgi,) = condition.block
     hosts = scgi.value.get("/")
     assert hosts.items[0][1] == LighttpdArray(4, (("host", "127.0.0.1"), ("port", 4000)))
+    (include,) = read_lighttpd('include_shell "/usr/share/lighttpd/use-ipv6.pl " + server.port')
+    assert include.value == ("/usr/share/lighttpd/use-ipv6.pl ", ("var", "server.port"))
     with pytest.raises(ReadError, match="expected a value, found '='") as caught:
         read_lighttpd('a = 1\nb = = 2\n')
     assert caught.value.line == 2

@@ -230,7 +230,7 @@ class _LighttpdReader:
                 found.append(self.condition())
             elif kind == "name" and text in ("include", "include_shell"):
                 self.take()
-                found.append(Directive(text, (self.take()[1],), line))
+                found.append(Directive(text, (), line, value=self.value()))
             elif kind == "name":
                 self.take()
                 operator = self.take()[1]
