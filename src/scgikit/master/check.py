@@ -21,9 +21,13 @@ side effect is the app's import: its module-level code runs, as in every worker,
 and so does a classic handler's ``__init__`` (or its factory); an ASGI app's
 lifespan startup is not run.
 
+With ``--front-end FILE`` the nginx, Apache or lighttpd configuration in front of
+the server is read and compared with these settings (``front_end``): a mismatch that
+loses or breaks requests is an error, one of time or taste a warning.
+
 Exit status: 0 when ``serve`` would start (warnings may be printed), 2 when a
-setting is unusable (as ``serve``), 4 when the app cannot be loaded (as a
-worker's ``APP_LOAD_ERROR``); with both, 2.
+setting is unusable (as ``serve``) or the front end's configuration does not fit, 4
+when the app cannot be loaded (as a worker's ``APP_LOAD_ERROR``); with both, 2.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from ..config import Config, ConfigError
 from .boot import prepare_process
 from .command import build_config
 from .command import configure as configure_serve
+from .front_end import check_front_end, front_end_server
 from .listeners import is_wildcard, passed_fd_count
 from .preflight import problems
 from .preload import load_app, load_failure
@@ -53,14 +58,16 @@ Check what `scgikit serve` would do with the same options, without serving: buil
 configuration (options, SCGIKIT_* variables, --config file), load the app as a worker
 would, and report its kind, the worker model and the addresses it would listen at.
 Every setting serve would refuse is an error here too. Nothing is bound: an address
-some server holds now, or a privileged port, is a warning.
+some server holds now, or a privileged port, is a warning. With --front-end FILE, the
+front end's configuration is compared with the settings too, each mismatch with its fix.
 
-Exit status: 0 fine (warnings allowed), 2 an unusable setting, 4 an app that cannot
-be loaded (the codes of scgikit serve)."""
+Exit status: 0 fine (warnings allowed), 2 an unusable setting or a front end that does
+not fit, 4 an app that cannot be loaded (the codes of scgikit serve)."""
 EPILOG = """\
 examples:
   scgikit check myapp:app --workers 4
-  scgikit check -c /etc/myapp/scgikit.toml"""
+  scgikit check -c /etc/myapp/scgikit.toml
+  scgikit check myapp:app --bind unix:/run/app.sock --front-end /etc/nginx/sites-enabled/app"""
 
 CONFIG_ERROR = 2
 
@@ -80,6 +87,10 @@ class Report:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     configure_serve(parser)
+    parser.add_argument("--front-end", metavar="FILE", help="also read this nginx, Apache or "
+                        "lighttpd configuration (told apart by its content) and report each "
+                        "place it does not fit these settings, with its fix; nginx's is read "
+                        "with crossplane: pip install 'scgikit[frontend]'")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,7 +99,9 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"scgikit check: error: {one_line(str(exc))}", file=sys.stderr)
         return CONFIG_ERROR
-    report = check(config, os.environ)
+    given = getattr(args, "front_end", None)
+    front_end = (given, os.path.abspath(given)) if given else None  # before --chdir moves us
+    report = check(config, os.environ, front_end)
     for label, value in report.found:
         print(f"{label}: {value}")
     for message in report.warnings:
@@ -100,8 +113,11 @@ def run(args: argparse.Namespace) -> int:
     return report.status
 
 
-def check(config: Config, environ: Mapping[str, str]) -> Report:
-    """Check ``config`` as ``serve`` would start it: settings, addresses, then the app."""
+def check(config: Config, environ: Mapping[str, str],
+          front_end: tuple[str, str] | None = None) -> Report:
+    """Check ``config`` as ``serve`` would start it: settings, addresses, then the app; then
+    the configuration of the ``front_end`` (the file as given, and its absolute path)
+    against them (``front_end.check_front_end``)."""
     report = Report()
     if config.config_file:
         report.found.append(("config file", config.config_file))
@@ -111,6 +127,11 @@ def check(config: Config, environ: Mapping[str, str]) -> Report:
         _prepare_process(config, report)  # before the addresses: a relative path follows --chdir
     _check_addresses(config, environ, report)
     _check_app(config, report)
+    if front_end is not None:
+        found, errors, warnings = check_front_end(*front_end, front_end_server(config, environ))
+        report.found.extend(found)
+        report.errors.extend((CONFIG_ERROR, message) for message in errors)
+        report.warnings.extend(warnings)
     return report
 
 
