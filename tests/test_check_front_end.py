@@ -21,6 +21,8 @@ from scgikit.frontends.apache_rules import apache_seconds
 from scgikit.frontends.nginx_rules import nginx_seconds, nginx_size
 from scgikit.frontends.readers import LighttpdArray, ReadError, read_apache, read_lighttpd
 
+pytestmark = pytest.mark.one_path(reason="front-end files are read by Python only")
+
 
 @pytest.fixture
 def short_dir():
