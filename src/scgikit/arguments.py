@@ -16,7 +16,7 @@ import re
 import sys
 from typing import NoReturn
 
-__all__ = ["ArgumentParser", "decimal", "one_line"]
+__all__ = ["ArgumentParser", "decimal", "is_utf8", "one_line"]
 
 _DECIMAL = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 
@@ -30,6 +30,16 @@ def decimal(text: str) -> float | None:
         return None
     value = float(text)
     return value if value not in (float("inf"), float("-inf")) else None
+
+
+def is_utf8(text: str) -> bool:
+    """Whether ``text`` is UTF-8 text: Python keeps bytes of the command line or the
+    environment that were not as surrogates, which no encoding takes."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def one_line(text: str) -> str:

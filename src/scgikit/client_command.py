@@ -23,7 +23,7 @@ from typing import IO
 
 from . import addresses, client
 from .addresses import DEFAULT_PORT, AddressError, parse_address
-from .arguments import ArgumentParser, decimal, one_line
+from .arguments import ArgumentParser, decimal, is_utf8, one_line
 
 HELP = "send one SCGI request and print the answer (like curl)"
 DESCRIPTION = (
@@ -260,11 +260,6 @@ def _bad(flag: str, value: str, expected: str) -> UsageError:
     return UsageError(f"{flag} {value!r}: expected {expected}")
 
 
-def _undecodable(text: str) -> bool:
-    """Whether ``text`` holds surrogates: bytes that were not UTF-8 on the command line."""
-    return any("\ud800" <= ch <= "\udfff" for ch in text)
-
-
 def _controls(text: str, allowed: str = "") -> bool:
     return any((ch < " " or ch == "\x7f") and ch not in allowed for ch in text)
 
@@ -325,7 +320,7 @@ def check_uri(flag: str, text: str) -> str:
     if " " in text or _controls(text):
         raise _bad(flag, text, "a URI without spaces or control characters (write %20 for "
                                "a space)")
-    if _undecodable(text):
+    if not is_utf8(text):
         raise _bad(flag, text, "UTF-8 text (the URI holds bytes that are not)")
     return text
 
@@ -348,7 +343,7 @@ def check_header(flag: str, text: str) -> tuple[str, str]:
     if _controls(value, allowed="\t"):
         raise _bad(flag, text, "a header value without CR, LF, NUL or other control "
                                "characters")
-    if _undecodable(value):
+    if not is_utf8(value):
         raise _bad(flag, text, "a header value of UTF-8 text (it holds bytes that are not)")
     return name, value
 
@@ -387,7 +382,7 @@ def check_variable(flag: str, text: str) -> tuple[str, str]:
                                "length; -d gives the body) and SCGI (always 1)")
     if "\0" in value:
         raise _bad(flag, text, "a VALUE without NUL, which ends each value in SCGI")
-    if _undecodable(value):
+    if not is_utf8(value):
         raise _bad(flag, text, "a VALUE of UTF-8 text (it holds bytes that are not)")
     return name, value
 

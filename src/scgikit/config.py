@@ -24,6 +24,7 @@ from typing import Any
 from .accesslog import DEFAULT_ACCESS_FORMAT, AccessFormatError, compile_access_format
 from .addresses import Address, AddressError, parse_address
 from .allow import AllowList, AllowListError
+from .arguments import is_utf8
 from .option_kinds import BOOLEAN as _BOOLEAN
 from .option_kinds import KINDS as _KINDS
 from .option_kinds import MAX_SIZE, Kind
@@ -396,7 +397,7 @@ def _check_value(f: dataclasses.Field[Any], value: Any) -> None:
         named = [c for c in meta["choices"] if c]
         raise ConfigError(f"{value!r}: expected {', '.join(named[:-1])} or {named[-1]}", f.name)
     for text in _texts(value):
-        if any(not ch.isprintable() for ch in text) or not _is_utf8(text):
+        if any(not ch.isprintable() for ch in text) or not is_utf8(text):
             raise ConfigError(f"{text!r}: not printable UTF-8 text (a control character, "
                               "a newline or bytes that are not UTF-8)", f.name)
 
@@ -416,14 +417,6 @@ def _texts(value: Any) -> list[str]:
     if isinstance(value, tuple):
         return [text for item in value for text in _texts(item)]
     return []
-
-
-def _is_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # surrogates: bytes of argv or the environment that were not
-        return False
-    return True
 
 
 def _check_models(config: Config) -> None:
