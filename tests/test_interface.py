@@ -109,8 +109,8 @@ def test_serve_help_and_the_options_page_list_interface():
     assert "--interface KIND" in scgikit("serve", "--help").stdout
     from scgikit.options import options_page
 
-    assert "| `--interface KIND` | `SCGIKIT_INTERFACE` | `interface`: string | auto |" in (
-        options_page())
+    assert ("| `--interface KIND` | `SCGIKIT_INTERFACE` | `interface`: string | re-read; "
+            "restart with `--preload` | auto |") in options_page()
 
 
 # --- check agrees with serve ----------------------------------------------------------------

@@ -41,15 +41,21 @@ _ANSWER = error_response(504)
 
 
 class Request:
-    """One request a pool thread runs."""
+    """One request a pool thread runs; its app gets it as ``start_response`` (``watch_start``)."""
 
-    __slots__ = ("conn", "started", "begun", "variables")
+    __slots__ = ("conn", "started", "begun", "variables", "start_response")
 
     def __init__(self, conn: Connection, started: float, variables: dict[str, str]) -> None:
         self.conn = conn
         self.started = started
         self.begun = False  # the app has called start_response: its answer may be going out
         self.variables = variables
+        self.start_response: Callable[..., Any] | None = None  # the adapter's
+
+    def __call__(self, *args: Any) -> Any:
+        self.begun = True
+        assert self.start_response is not None
+        return self.start_response(*args)
 
 
 class Running:
@@ -113,13 +119,10 @@ def watch_start(app: Callable[..., Iterable[bytes]], running: Running
     def app_watched(environ: dict[str, Any], start_response: Callable[..., Any]
                     ) -> Iterable[bytes]:
         request = getattr(local, "request", None)
-
-        def start_noted(*args: Any) -> Any:
-            if request is not None:
-                request.begun = True
-            return start_response(*args)
-
-        return app(environ, start_noted)
+        if request is None:
+            return app(environ, start_response)
+        request.start_response = start_response
+        return app(environ, request)
 
     return app_watched
 
