@@ -41,6 +41,7 @@ ASGI_TWINS = {
     "wsgi_apps:hello": "asgi_apps:hello",
     "wsgi_apps:pid": "asgi_apps:pid",
     "wsgi_apps:slow": "asgi_apps:slow",
+    "wsgi_apps:together": "asgi_apps:together",
     "wsgi_apps:env_var": "asgi_apps:env_var",
     "wsgi_apps:heap": "asgi_apps:heap",
     "wsgi_apps:echo_hash": "asgi_apps:echo_hash",

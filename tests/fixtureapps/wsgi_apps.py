@@ -5,6 +5,7 @@ import json
 import os
 import sys
 import tempfile
+import threading
 import time
 from wsgiref.validate import validator
 
@@ -256,3 +257,22 @@ def gated_stream(environ, start_response):
         yield b"second chunk\n"
 
     return body()
+
+
+_TOGETHER = threading.Condition()
+_ARRIVED = [0]
+
+
+def together(environ, start_response):
+    """``/?N`` waits until N requests of this kind are in the app at once (at most 30 s),
+    then answers ``together`` (``alone`` if they never were); ``/?0`` answers at once.
+    What a test of concurrency waits on, instead of the clock."""
+    wanted = int(environ.get("QUERY_STRING") or "0")
+    met = True
+    if wanted:
+        with _TOGETHER:
+            _ARRIVED[0] += 1
+            _TOGETHER.notify_all()
+            met = _TOGETHER.wait_for(lambda: _ARRIVED[0] >= wanted, timeout=30)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"together" if met else b"alone"]
