@@ -7,10 +7,13 @@ and ends, so the order and the overlap of a session's requests are read from the
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import signal
 import socket
+import subprocess
+import termios
 import threading
 
 import pytest
@@ -39,6 +42,19 @@ def cookie(session: str) -> dict[str, str]:
 def get(address: str, uri: str, session: str | None = None) -> tuple[int, str]:
     answer = request(address, uri, env=cookie(session) if session else None)
     return answer.status, answer.body.decode()
+
+
+def read_by_peer(sock: socket.socket) -> bool:
+    """Whether the server has read all ``sock`` sent: a unix socket's unread bytes are in
+    its send queue (TIOCOUTQ); a TCP connection's, in the receive queue of the server's end
+    (ss), the client's own queue emptying as soon as the kernel acknowledges them."""
+    if sock.family == socket.AF_UNIX:
+        return fcntl.ioctl(sock, termios.TIOCOUTQ, b"\0\0\0\0") == b"\0\0\0\0"
+    here, there = sock.getsockname()[1], sock.getpeername()[1]
+    out = subprocess.run(["ss", "-tnH", "state", "established", f"( sport = :{there} and "
+                          f"dport = :{here} )"], capture_output=True, text=True, check=True)
+    lines = out.stdout.split("\n")
+    return bool(out.stdout.strip()) and all(line.split()[0] == "0" for line in lines if line)
 
 
 def send_only(address: str, uri: str, session: str) -> socket.socket:
@@ -87,8 +103,8 @@ def test_a_sessions_requests_run_one_at_a_time_in_arrival_order(serve, transport
     sockets = []
     for number in range(4):
         sockets.append(send_only(server.address, f"/slow?0.2&{number}", "ordered"))
-        # The next is sent once this one is in the app or queued behind it.
-        server.wait_for_log(r"start 0 ", timeout=10)
+        # The next is sent once the master has read this one: in the app or queued behind.
+        wait_until(lambda: read_by_peer(sockets[-1]), message=f"request {number} read")
     answers = [answer_of(sock) for sock in sockets]
     assert {status for status, _ in answers} == {200}
     assert len({pid for _, pid in answers}) == 1
