@@ -1,13 +1,19 @@
 """The apps every server in the benchmark runs: the same work, in each server's own API.
 
 Routes (by PATH_INFO, or DOCUMENT_URI for servers that derive no PATH_INFO):
-/hello (13 bytes), /echo (the body back), /1mb (1 MiB), /50mb (50 MiB in 64 KiB pieces).
+/hello (13 bytes), /echo (the body back), /1mb (1 MiB), /50mb (50 MiB in 64 KiB pieces),
+/sleep (hello after waiting 10 ms: time.sleep in WSGI, asyncio.sleep in ASGI; the I/O-bound
+workload, a request that waits on a database or another service).
 """
+
+import asyncio
+import time
 
 HELLO = b"Hello, world!"
 BLOCK = b"x" * 65536
 MEGABYTE = b"y" * (1 << 20)
 HEADERS_TEXT = [("Content-Type", "text/plain")]
+WAIT = 0.010  # /sleep's wait, in seconds
 
 
 def _route(environ):
@@ -30,6 +36,8 @@ def app(environ, start_response):
         start_response("200 OK", [("Content-Type", "application/octet-stream"),
                                   ("Content-Length", str(50 << 20))])
         return (BLOCK for _ in range(800))
+    if path == "/sleep":
+        time.sleep(WAIT)
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "13")])
     return [HELLO]
 
@@ -51,6 +59,8 @@ async def asgi_app(scope, receive, send):
         message = await receive()
         body += message.get("body", b"")
         more = message.get("more_body", False)
+    if path == "/sleep":
+        await asyncio.sleep(WAIT)
     if path == "/echo":
         chunks, kind = [body], b"application/octet-stream"
     elif path == "/1mb":

@@ -9,8 +9,12 @@ processes, on 127.0.0.1, one server at a time.  For every workload it measures:
   it served during that wrk run;
 * directly over SCGI, without nginx, with bench/scgi-load.c (C, threads): requests/s.
 
-The HTTP servers users would pick instead (gunicorn, uvicorn) run behind nginx's
-proxy_pass with a keepalive upstream, in a section of their own (--http-peers).
+The HTTP servers users would pick instead (gunicorn, uvicorn, granian) run behind nginx's
+proxy_pass with a keepalive upstream, in a section of their own (--http-peers).  Two more
+sections (bench/lineup.py holds their servers): the I/O-bound workload, a request that waits
+10 ms, on threaded and asyncio servers (--io-bound), and the frameworks, Django and FastAPI,
+on scgikit and the HTTP servers (--frameworks).  With --write, bench/chart.py draws
+scgikit's ratios as docs/performance.svg.
 
 and prints one table per workload with the ratio scgikit / peer for each figure.
 Timing never fails the run; a server that does not start or answers wrongly does.
@@ -39,10 +43,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import lineup
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 PEERS = ["scgi==2.2", "flup>=1.0.3", "aioscgi>=2.3", "uwsgi>=2.0", "uvloop>=0.19"]
-HTTP_PEERS = ["gunicorn>=22", "uvicorn>=0.30", "httptools>=0.6"]  # only for --http-peers
+# only for the sections that run them: the HTTP servers (--http-peers, --io-bound), the
+# frameworks (--frameworks) and the chart (--write)
+HTTP_PEERS = ["gunicorn>=22", "uvicorn>=0.30", "httptools>=0.6", "granian>=1.6"]
+FRAMEWORKS = ["django>=4.2", "fastapi>=0.110"]
+CHART = ["matplotlib>=3.7"]
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -65,6 +75,17 @@ WORKLOADS = [
     Workload("50mb", "GET", "/50mb", expect=50 << 20, connections=2, threads=2),
     Workload("classic-hello", "GET", "/hello", servers=("scgikit-classic", "scgi 2.2")),
 ]
+# Each request waits 10 ms (/sleep); its servers are bench/lineup.py's IO_BOUND.
+IO_WORKLOADS = [Workload("io-64", "GET", "/sleep", connections=64),
+                Workload("io-256", "GET", "/sleep", connections=256)]
+FRAMEWORK_WORKLOADS = [
+    Workload("django", "GET", "/row", expect=46, connections=64,
+             servers=tuple(s.name for s in lineup.FRAMEWORKS if "Django" in s.name)),
+    Workload("fastapi", "GET", "/json", expect=43, connections=64,
+             servers=tuple(s.name for s in lineup.FRAMEWORKS if "FastAPI" in s.name)),
+]
+# --only's names for a whole section
+SECTION_NAMES = {"io-bound": IO_WORKLOADS, "frameworks": FRAMEWORK_WORKLOADS}
 SERVERS = ["scgikit", "uWSGI", "scgi 2.2", "flup prefork", "flup threads", "aioscgi"]
 CLASSIC_SERVERS = ["scgikit-classic", "scgi 2.2"]
 STATS = "scgikit --stats"  # the same server counting Prometheus metrics (bench/run --stats)
@@ -84,23 +105,29 @@ ASYNC = "scgikit asyncio, ASGI (uvloop)"
 # uvicorn again, with nginx opening a connection per request as scgi_pass does: the
 # difference from the row above is what the connection per request costs.
 UVICORN_CLOSE = "uvicorn, a connection per request"
-HTTP_SERVERS = {"gunicorn sync": "scgikit", "gunicorn gthread ×4": "scgikit", "uvicorn": ASYNC,
-                UVICORN_CLOSE: ASYNC}
+HTTP_SERVERS = {"gunicorn sync": "scgikit", "gunicorn gthread ×4": "scgikit",
+                "granian WSGI": "scgikit", "uvicorn": ASYNC, UVICORN_CLOSE: ASYNC,
+                "granian ASGI": ASYNC}
 TRANSPORTS = ("tcp", "unix")
 
 
 # --- environment -----------------------------------------------------------------------------
 
-def find_python(args: argparse.Namespace, http_peers: bool = False) -> Path:
+def find_python(args: argparse.Namespace, http_peers: bool = False, frameworks: bool = False,
+                chart: bool = False) -> Path:
     """A Python that has scgikit and every peer: this one if it has, else bench/.venv.
 
-    The HTTP peers (gunicorn, uvicorn) are asked for only when the run includes them.
+    The HTTP peers (gunicorn, uvicorn, granian), the frameworks (Django, FastAPI) and
+    matplotlib are asked for only when the run includes what needs them.
     """
     probe = "import scgi.scgi_server, flup.server.scgi_fork, aioscgi, uvloop, scgikit"
-    peers = PEERS
-    if http_peers:
-        probe += ", gunicorn, uvicorn, httptools"
-        peers = PEERS + HTTP_PEERS
+    peers = list(PEERS)
+    for wanted, modules, packages in ((http_peers, "gunicorn, uvicorn, httptools, granian",
+                                       HTTP_PEERS), (frameworks, "django, fastapi", FRAMEWORKS),
+                                      (chart, "matplotlib", CHART)):
+        if wanted:
+            probe += ", " + modules
+            peers += packages
     here = Path(sys.executable)
     if not args.venv and _works(here, probe) and _tool(here, "uwsgi") and _tool(here, "aioscgi"):
         return here
@@ -207,9 +234,11 @@ def http_request(backend: str, method: str, path: str, body: bytes,
         conn.close()
 
 
-def start(argv: list[str], cwd: Path | None = None) -> subprocess.Popen[bytes]:
+def start(argv: list[str], cwd: Path | None = None,
+          env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     return subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+                            stderr=subprocess.DEVNULL, start_new_session=True,
+                            env={**os.environ, **env} if env else None)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -259,6 +288,8 @@ def server_argv(name: str, python: Path, backend: str, workers: int) -> tuple[li
         target, options = MODELS[name]
         return [py, "-m", "scgikit", "serve", target, "--workers", str(workers), "--bind",
                 backend, "--log-level", "warning", *options], REPO
+    if lineup.known(name):
+        return lineup.argv(name, python, _tool(python, "uwsgi") or "uwsgi", backend, workers)
     kind = {"scgi 2.2": "scgi22", "flup prefork": "flup-fork", "flup threads": "flup-threads"}
     return [py, str(HERE / "servers.py"), kind[name], short, str(workers)], HERE
 
@@ -458,14 +489,22 @@ def ratio(base: Row, row: Row, key: str) -> float | None:
     return base_value / value
 
 
+def speaks_http(name: str) -> bool:
+    """Whether nginx reaches ``name`` over HTTP (proxy_pass), not SCGI."""
+    return name in HTTP_SERVERS or (lineup.known(name) and lineup.SERVERS[name].over_http)
+
+
 def measure(name: str, python: Path, loader: Path, works: list[Workload], seconds: float,
-            workers: int, transport: str = "tcp") -> dict[str, Row]:
+            workers: int, transport: str = "tcp", direct: bool = True) -> dict[str, Row]:
+    """Each of ``works`` on server ``name``, through nginx (and with ``direct``, for an SCGI
+    server, straight to it with scgi-load)."""
     folder = Path(tempfile.mkdtemp(prefix="scgikit-bench-"))
     backend = (f"unix:{folder}/backend.sock" if transport == "unix"
                else f"127.0.0.1:{free_port()}")
     argv, cwd = server_argv(name, python, backend, workers)
-    over_http = name in HTTP_SERVERS
-    proc = start(argv, cwd)
+    over_http = speaks_http(name)
+    env = lineup.environment(name, folder) if lineup.known(name) else None
+    proc = start(argv, cwd, env)
     nginx = None
     rows: dict[str, Row] = {}
     try:
@@ -484,15 +523,16 @@ def measure(name: str, python: Path, loader: Path, works: list[Workload], second
             done = figures["requests"]
             figures["cpu_us"] = used / done * 1e6 if done else 0
             figures["nginx_us"] = front_used / done * 1e6 if done else 0
-            if not over_http:  # no SCGI load generator for an HTTP server: "-" in the table
+            if direct and not over_http:  # no SCGI load generator for an HTTP server: "-"
                 figures.update(run_direct(loader, backend, work, seconds, folder))
             if work.name == "50mb":
                 figures["peak_rss_mb"] = peak_rss(proc.pid) / (1 << 20)
             rows[work.name] = Row(name, figures)
-            direct = f"{figures['direct_rps']:9.0f}" if "direct_rps" in figures else f"{'-':>9}"
+            shown = f"{figures['direct_rps']:9.0f}" if "direct_rps" in figures else f"{'-':>9}"
             print(f"  {name:15} {transport:4} {work.name:14} {figures['rps']:9.0f} req/s  "
+                  f"p50 {figures['p50']:6.2f} p99 {figures['p99']:6.2f} ms  "
                   f"{figures['cpu_us']:7.1f} us/req  nginx {figures['nginx_us']:5.1f} us/req  "
-                  f"direct {direct} req/s  errors "
+                  f"direct {shown} req/s  errors "
                   f"{figures['errors']}/{figures.get('direct_errors', '-')}", file=sys.stderr)
     finally:
         if nginx is not None:
@@ -526,13 +566,16 @@ COLUMNS = [("rps", "req/s via nginx", "{:.0f}"), ("p50", "p50 ms", "{:.2f}"),
 
 
 def table(work: Workload, rows: list[Row], bases: list[Row | None] | None = None,
-          title: str = "", note: str = "") -> str:
-    """One workload's rows; each row's ratios are against its base (default: the first row)."""
+          title: str = "", note: str = "", keys: tuple[str, ...] = ()) -> str:
+    """One workload's rows; each row's ratios are against its base (default: the first row).
+    ``keys``: the figures to show (default: every one of COLUMNS)."""
     ours = rows[0]
     if bases is None:
         bases = [None] + [ours] * (len(rows) - 1)
     columns = COLUMNS + ([("peak_rss_mb", "peak RSS MB", "{:.0f}")] if work.name == "50mb"
                          else [])
+    if keys:
+        columns = [column for column in columns if column[0] in keys]
     head = "| server | " + " | ".join(t for _, t, _ in columns) + " |"
     lines = [f"### {title}{work.name}: {work.method} {work.path}"
              + (f" with a {len(work.body)}-byte body" if work.body else ""), "", head,
@@ -558,11 +601,80 @@ def table(work: Workload, rows: list[Row], bases: list[Row | None] | None = None
     return "\n".join(lines)
 
 
+def beside(results: Results, transport: str, work: Workload,
+           members: list[tuple[str, str]]) -> tuple[list[Row], list[Row | None]]:
+    """The rows of ``work``, each of scgikit's (a member whose base is "") followed by the
+    members compared with it, and the row each is compared with (None: scgikit's own)."""
+    rows: list[Row] = []
+    bases: list[Row | None] = []
+    for ours, base in members:
+        if base or (transport, ours) not in results or work.name not in results[transport, ours]:
+            continue
+        row = results[transport, ours][work.name]
+        label = "scgikit (sync, WSGI)" if ours == "scgikit" else ours
+        rows.append(Row(label, row.figures, row.rounds))
+        bases.append(None)
+        for name, kind in members:
+            if kind == ours and work.name in results.get((transport, name), {}):
+                rows.append(results[transport, name][work.name])
+                bases.append(row)
+    return rows, bases
+
+
+def io_tables(results: Results, works: list[Workload]) -> str:
+    """The I/O-bound workload's section: threaded WSGI and asyncio ASGI servers."""
+    members = [(server.name, server.base) for server in lineup.IO_BOUND]
+    parts = ["## I/O-bound: each request waits 10 ms (TCP)\n\n"
+             "The app waits 10 ms (`time.sleep` in WSGI, `asyncio.sleep` in ASGI), as for a "
+             "database or another service, then answers hello; wrk holds 64 (io-64) or 256 "
+             f"(io-256) connections through nginx. Each worker process waits on many requests "
+             f"at once: the WSGI servers with {lineup.THREADS} threads per worker "
+             f"(scgikit `--worker threads --threads {lineup.THREADS}`, uWSGI `--threads` "
+             f"behind `scgi_pass`; granian `--interface wsgi --blocking-threads "
+             f"{lineup.THREADS}` and gunicorn gthread behind `proxy_pass`), the ASGI servers "
+             "with an event loop on uvloop (scgikit asyncio behind `scgi_pass`; uvicorn, "
+             "granian `--interface asgi` behind `proxy_pass`). At most 64 (or 256) requests "
+             "wait at once, so 6,400 (or 25,600) requests/s is the ceiling; the CPU per "
+             "request is what serving one costs beside the wait."]
+    note = (f"Ratios in brackets are scgikit / that server, against scgikit's row of the same "
+            f"kind: the WSGI servers against scgikit threads ×{lineup.THREADS}, the ASGI ones "
+            "against scgikit asyncio (for req/s higher is better for scgikit; for latency and "
+            "CPU, lower).")
+    for work in works:
+        rows, bases = beside(results, "tcp", work, members)
+        parts.append(table(work, rows, bases, "", note, ("rps", "p50", "p99", "cpu_us",
+                                                         "nginx_us")))
+    return "\n\n".join(parts)
+
+
+def framework_tables(results: Results, works: list[Workload]) -> str:
+    """The frameworks' section: Django and FastAPI on scgikit and the HTTP servers."""
+    members = [(server.name, server.base) for server in lineup.FRAMEWORKS]
+    parts = ["## Frameworks: Django and FastAPI (TCP)\n\n"
+             "A Django view reading one row of a SQLite database through Django's connection "
+             "(kept open: `CONN_MAX_AGE` None) and answering it as JSON (bench/django_app.py), "
+             "and a FastAPI route answering a pydantic model as JSON (bench/fastapi_app.py), "
+             "through nginx with 64 wrk connections. Django runs on scgikit's sync model, on "
+             "gunicorn's sync workers, on granian `--interface wsgi` and on uvicorn through "
+             "Django's own ASGI handler; FastAPI on scgikit's asyncio model (uvloop), uvicorn, "
+             "granian `--interface asgi` and gunicorn with uvicorn's worker class. Same number "
+             "of worker processes; the HTTP servers behind `proxy_pass` with `keepalive 32`."]
+    note = ("Ratios in brackets are scgikit / that server (for req/s higher is better for "
+            "scgikit; for latency and CPU, lower).")
+    for work in works:
+        rows, bases = beside(results, "tcp", work, members)
+        parts.append(table(work, rows, bases, "", note, ("rps", "p50", "p99", "cpu_us",
+                                                         "nginx_us")))
+    return "\n\n".join(parts)
+
+
 def http_tables(results: Results, works: list[Workload], transports: tuple[str, ...]) -> str:
-    """The section on gunicorn and uvicorn, each beside scgikit's model of its kind."""
+    """The section on gunicorn, uvicorn and granian, each beside scgikit's model of its kind."""
     parts = ["## Against HTTP servers behind nginx (proxy_pass)\n\n"
-             "gunicorn (sync, and gthread with 4 threads per worker) and uvicorn (httptools, "
-             "uvloop) behind nginx's `proxy_pass` to an upstream with `keepalive 32` (HTTP/1.1), "
+             "gunicorn (sync, and gthread with 4 threads per worker), uvicorn (httptools, "
+             "uvloop) and granian (Rust; `--interface wsgi` with its default threads, and "
+             "`--interface asgi` on uvloop) behind nginx's `proxy_pass` to an upstream with "
+             "`keepalive 32` (HTTP/1.1), "
              "each beside scgikit's model of its kind behind `scgi_pass`: the prefork sync "
              "workers (WSGI) and the asyncio workers on uvloop (ASGI); same apps, same number "
              "of worker processes. No SCGI load generator speaks to an HTTP server: their "
@@ -572,21 +684,17 @@ def http_tables(results: Results, works: list[Workload], transports: tuple[str, 
              "close for every request, as with `scgi_pass`. Its difference from the uvicorn "
              "row is what the connection per request costs."]
     note = ("Ratios in brackets are scgikit / that server, against scgikit's row of the same "
-            "kind: gunicorn against scgikit (sync, WSGI), uvicorn against scgikit asyncio "
+            "kind: gunicorn and granian WSGI against scgikit (sync, WSGI), uvicorn and "
+            "granian ASGI against scgikit asyncio "
             "(for req/s higher is better for scgikit; for latency and CPU, lower).")
+    members = [("scgikit", ""), *((name, kind) for name, kind in HTTP_SERVERS.items()
+                                  if kind == "scgikit"),
+               (ASYNC, ""), *((name, kind) for name, kind in HTTP_SERVERS.items()
+                              if kind == ASYNC)]
     for transport in transports:
         where = "TCP" if transport == "tcp" else "unix socket"
         for work in works:
-            rows, bases = [], []
-            for ours in ("scgikit", ASYNC):
-                base = results[transport, ours][work.name]
-                rows.append(Row("scgikit (sync, WSGI)" if ours == "scgikit" else ours,
-                                base.figures, base.rounds))
-                bases.append(None)
-                for name, kind in HTTP_SERVERS.items():
-                    if kind == ours:
-                        rows.append(results[transport, name][work.name])
-                        bases.append(base)
+            rows, bases = beside(results, transport, work, members)
             parts.append(table(work, rows, bases, f"{where}, ", note))
     return "\n\n".join(parts)
 
@@ -616,7 +724,9 @@ def main(argv: list[str] | None = None) -> int:
                              "report each figure's median (default 3)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--only", action="append", metavar="WORKLOAD",
-                        help="run only these workloads: " + ", ".join(w.name for w in WORKLOADS))
+                        help="run only these workloads: " + ", ".join(
+                            w.name for w in WORKLOADS + IO_WORKLOADS + FRAMEWORK_WORKLOADS)
+                        + "; or these sections: " + ", ".join(SECTION_NAMES))
     parser.add_argument("--servers", metavar="NAME,NAME",
                         help="compare scgikit with only these servers: " + ", ".join(SERVERS[1:]))
     parser.add_argument("--transport", choices=("tcp", "unix", "both"), default="both",
@@ -626,12 +736,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http-peers", action=argparse.BooleanOptionalAction,
                         help="add gunicorn and uvicorn behind nginx's proxy_pass, on hello "
                              "and echo-64k (default: on, off with --smoke)")
+    parser.add_argument("--io-bound", action=argparse.BooleanOptionalAction,
+                        help="the I/O-bound workload (each request waits 10 ms) at 64 and 256 "
+                             "connections, on threaded and asyncio servers (default: on; with "
+                             "--smoke, 64 connections only; --only io-bound: this section alone)")
+    parser.add_argument("--frameworks", action=argparse.BooleanOptionalAction,
+                        help="Django and FastAPI on scgikit, gunicorn, uvicorn and granian "
+                             "(default: on; --only frameworks: this section alone)")
     parser.add_argument("--stats", action="store_true",
                         help="add scgikit with --stats beside scgikit: the cost of the metrics")
-    parser.add_argument("--write", action="store_true", help="write bench/RESULTS.md")
+    parser.add_argument("--write", action="store_true",
+                        help="write bench/RESULTS.md, and draw docs/performance.svg from it")
     parser.add_argument("--venv", action="store_true",
                         help="always use bench/.venv, even if this Python has the peers")
     args = parser.parse_args(argv)
+    every = {w.name for w in WORKLOADS + IO_WORKLOADS + FRAMEWORK_WORKLOADS} | set(SECTION_NAMES)
+    if unknown_works := set(args.only or ()) - every:
+        parser.error(f"unknown workloads: {', '.join(sorted(unknown_works))}")
     servers = SERVERS
     if args.servers is not None:  # --servers "": scgikit alone
         chosen = {name.strip() for name in args.servers.split(",") if name.strip()}
@@ -646,8 +767,13 @@ def main(argv: list[str] | None = None) -> int:
     plain = [w for w in works if not w.servers]
     want_http = args.http_peers if args.http_peers is not None else not args.smoke
     http_works = [w for w in plain if w.name in MODEL_WORKLOADS] if want_http else []
+    io_works = section(args, "io-bound", args.io_bound)
+    if args.smoke and args.io_bound is None:
+        io_works = io_works[:1]
+    framework_works = section(args, "frameworks", args.frameworks)
     need_debian_tools()
-    python = find_python(args, bool(http_works))
+    python = find_python(args, bool(http_works or io_works or framework_works),
+                         bool(framework_works), args.write)
     loader = Path(tempfile.gettempdir()) / "scgikit-scgi-load"
     subprocess.run(["gcc", "-O2", "-pthread", "-o", str(loader), str(HERE / "scgi-load.c")],
                    check=True)
@@ -664,7 +790,7 @@ def main(argv: list[str] | None = None) -> int:
             # Each round starts with another server: none is always the one measured
             # right after the previous round's last (and heaviest) runs.
             turn = number % len(servers)
-            for transport in transports:
+            for transport in transports if plain else ():
                 for name in servers[turn:] + servers[:turn]:
                     results[transport, name] = measure(name, python, loader, plain, seconds,
                                                        args.workers, transport)
@@ -681,13 +807,21 @@ def main(argv: list[str] | None = None) -> int:
                     if (transport, name) not in results:
                         results[transport, name] = measure(name, python, loader, http_works,
                                                            seconds, args.workers, transport)
+            for server in lineup.IO_BOUND if io_works else ():
+                results.setdefault(("tcp", server.name), {}).update(measure(
+                    server.name, python, loader, io_works, seconds, args.workers, direct=False))
+            for server in lineup.FRAMEWORKS:
+                mine = [w for w in framework_works if server.name in w.servers]
+                if mine:
+                    results.setdefault(("tcp", server.name), {}).update(measure(
+                        server.name, python, loader, mine, seconds, args.workers, direct=False))
             runs.append(results)
     except (RuntimeError, subprocess.CalledProcessError, OSError) as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
     results = medians(runs)
     sections = []
-    for transport in transports:
+    for transport in transports if works else ():
         sections.append(f"## Over {'TCP (127.0.0.1)' if transport == 'tcp' else 'a unix socket'}")
         for work in works:
             if work.servers and transport != "tcp":
@@ -709,6 +843,10 @@ def main(argv: list[str] | None = None) -> int:
             sections.append(table(work, rows))
     if http_works:
         sections.append(http_tables(results, http_works, transports))
+    if io_works:
+        sections.append(io_tables(results, io_works))
+    if framework_works:
+        sections.append(framework_tables(results, framework_works))
     command = "bench/run " + shlex.join(argv if argv is not None else sys.argv[1:])
     median = f"each figure the median of {rounds} rounds; " if rounds > 1 else ""
     report = (f"Run on {datetime.date.today()}, {machine()}; {args.workers} worker processes "
@@ -720,7 +858,20 @@ def main(argv: list[str] | None = None) -> int:
     print(report)
     if args.write:
         (HERE / "RESULTS.md").write_text("# Benchmark results\n\n" + report)
+        subprocess.run([str(python), str(HERE / "chart.py")], check=True)
     return 0
+
+
+def section(args: argparse.Namespace, name: str, wanted: bool | None) -> list[Workload]:
+    """The workloads of section ``name`` ("io-bound", "frameworks") this run measures: all
+    of them unless --only names others, or none with --no-SECTION."""
+    if wanted is False:
+        return []
+    works = SECTION_NAMES[name]
+    if not args.only or name in args.only or wanted:
+        chosen = [w for w in works if w.name in args.only] if args.only else []
+        return chosen or works
+    return [w for w in works if w.name in args.only]
 
 
 if __name__ == "__main__":
