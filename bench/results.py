@@ -14,7 +14,9 @@ column it needs is not there.
   bench/performance.md.in with its ``{{...}}`` figures filled in from the run, and every
   table of the run after it;
 - ``with_readme_table(readme, table)``: the README with its table replaced;
-- ``pages(results_text, template, readme)``: both pages at once.
+- ``pages(results_text, template, readme)``: both pages at once;
+- ``chart_panels(results)``: scgikit's requests/s over each peer's, per workload, per
+  section: what bench/chart.py draws as docs/performance.svg.
 
 It lives beside bench/run.py because it reads what run.py writes, with run.py's own column
 titles.  scripts/make-docs writes both pages; tests/test_docs.py checks that they are what
@@ -38,7 +40,13 @@ TEMPLATE = HERE / "performance.md.in"
 TITLES = {key: title for key, title, _ in COLUMNS} | {"peak_rss_mb": "peak RSS MB"}
 #: The sections of RESULTS.md, by the names a template gives them: how their headings begin.
 SECTIONS = {"tcp": "Over TCP", "unix": "Over a unix socket", "models": "Worker models",
-            "http": "Against HTTP servers"}
+            "http": "Against HTTP servers", "io": "I/O-bound", "frameworks": "Frameworks"}
+#: The sections the chart shows, with its title for each: scgikit against other servers (the
+#: worker models' section compares scgikit with itself).
+CHART_SECTIONS = {"tcp": "SCGI servers, TCP", "unix": "SCGI servers, unix socket",
+                  "http": "HTTP servers behind proxy_pass",
+                  "io": "I/O-bound: each request waits 10 ms",
+                  "frameworks": "Frameworks: Django, FastAPI"}
 #: The README's columns: (section, workload, label).
 README_COLUMNS = [("tcp", "hello", "hello, TCP"), ("unix", "hello", "hello, unix socket"),
                   ("tcp", "echo-64k", "64 KiB echo, TCP"),
@@ -352,3 +360,31 @@ def pages(results_text: str, template: str, readme: str) -> tuple[str, str]:
     results = parse(results_text)
     return (performance_page(results, template),
             with_readme_table(readme, readme_table(results)))
+
+
+# --- docs/performance.svg ------------------------------------------------------------------------
+
+@dataclass
+class Panel:
+    title: str
+    # (workload, [(peer, scgikit's req/s over the peer's)]), in the tables' order
+    groups: list[tuple[str, list[tuple[str, float]]]]
+
+
+def chart_panels(results: Results) -> list[Panel]:
+    """scgikit's requests/s over each peer's (the ratio of the tables' req/s column), per
+    workload, one panel per section of CHART_SECTIONS that the run has."""
+    title = TITLES["rps"]
+    panels = []
+    for key, name in CHART_SECTIONS.items():
+        groups = []
+        for table in results.tables:
+            if not table.section.startswith(SECTIONS[key]) or title not in table.columns:
+                continue
+            peers = [(server, float(cells[title].ratio.rstrip("×")))
+                     for server, cells in table.rows.items() if cells[title].ratio]
+            if peers:
+                groups.append((table.workload, peers))
+        if groups:
+            panels.append(Panel(name, groups))
+    return panels

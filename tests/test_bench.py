@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +11,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+import lineup  # noqa: E402
 import run as bench  # noqa: E402
 
 # A child that burns CPU up to each of these of its own seconds, and says how much it used.
@@ -69,3 +72,60 @@ def test_the_medians_of_the_rounds_keep_each_rounds_figures_for_the_ratios():
     row = bench.medians(runs)["tcp", "ours"]["hello"]
     assert row.figures == {"cpu_us": 2.0}
     assert row.rounds == [{"cpu_us": 3.0}, {"cpu_us": 1.0}, {"cpu_us": 2.0}]
+
+
+def sections(*only, io=None, frameworks=None, smoke=False):
+    """The I/O-bound and frameworks workloads bench/run would measure with these flags."""
+    args = argparse.Namespace(only=list(only) or None)
+    io_works = bench.section(args, "io-bound", io)
+    return ([w.name for w in io_works][:1 if smoke and io is None else None],
+            [w.name for w in bench.section(args, "frameworks", frameworks)])
+
+
+def test_the_io_bound_and_frameworks_sections_are_chosen_by_only_and_their_flags():
+    assert sections() == (["io-64", "io-256"], ["django", "fastapi"])
+    assert sections("io-bound") == (["io-64", "io-256"], [])
+    assert sections("frameworks", "io-256") == (["io-256"], ["django", "fastapi"])
+    assert sections("hello") == ([], [])
+    assert sections("hello", io=True) == (["io-64", "io-256"], [])
+    assert sections(io=False, frameworks=False) == ([], [])
+
+
+def test_each_io_bound_and_framework_server_is_compared_with_scgikits_row_of_its_kind():
+    scgikits = {lineup.SYNC, lineup.ASYNC} | {
+        s.name for s in lineup.SERVERS.values() if s.program == "scgikit"}
+    for server in [*lineup.IO_BOUND, *lineup.FRAMEWORKS, *lineup.GRANIAN]:
+        assert (server.base in scgikits) if server.base else (server.name in scgikits)
+        assert bench.speaks_http(server.name) == server.over_http
+    work = bench.IO_WORKLOADS[0]
+    results = {("tcp", s.name): {work.name: bench.Row(s.name, {"rps": float(n + 1)})}
+               for n, s in enumerate(lineup.IO_BOUND)}
+    members = [(s.name, s.base) for s in lineup.IO_BOUND]
+    rows, bases = bench.beside(results, "tcp", work, members)
+    assert [row.server for row in rows] == [s.name for s in lineup.IO_BOUND]
+    threads, asyncio = rows[0], rows[4]
+    assert bases == [None, threads, threads, threads, None, asyncio, asyncio]
+
+
+def test_servers_are_started_on_tcp_and_unix_sockets_with_the_same_workers(tmp_path):
+    argv, cwd = lineup.argv("granian ASGI", Path("py"), "uwsgi", "127.0.0.1:8123", 2)
+    assert argv == ["py", "-m", "granian", "--workers", "2", "--host", "127.0.0.1", "--port",
+                    "8123", "--log-level", "warning", "--no-ws", "--interface", "asgi",
+                    "--loop", "uvloop", "apps:asgi_app"]
+    assert cwd == lineup.HERE
+    argv, _ = lineup.argv("uWSGI threads ×128", Path("py"), "uwsgi", f"unix:{tmp_path}/s", 2)
+    assert argv[:3] == ["uwsgi", "--scgi-socket", f"{tmp_path}/s"]
+    assert argv[-2:] == ["--threads", "128"] and "--processes" in argv
+    argv, cwd = lineup.argv("scgikit sync, Django", Path("py"), "uwsgi", "127.0.0.1:8123", 2)
+    assert argv[:5] == ["py", "-m", "scgikit", "serve", "bench/django_app.py:application"]
+    assert cwd == lineup.REPO
+
+
+def test_a_django_server_gets_the_database_its_view_reads(tmp_path):
+    assert lineup.environment("granian WSGI, Django", tmp_path) == {
+        "BENCH_SQLITE": str(tmp_path / "bench.sqlite3")}
+    with sqlite3.connect(tmp_path / "bench.sqlite3") as db:
+        row = db.execute("SELECT text FROM greeting WHERE id = 42").fetchone()
+    db.close()
+    assert row == ("Hello, world number 042!",)
+    assert lineup.environment("granian ASGI, FastAPI", tmp_path) == {}

@@ -211,12 +211,32 @@ def test_the_latest_runs_tables_come_one_heading_level_down_with_each_note_once(
     assert tables.count("| uWSGI |") == 4
 
 
+def test_the_chart_shows_each_peers_requests_per_second_ratio_per_workload_and_section():
+    text = written()
+    text += "\n## Worker models (TCP)\n\n" + bench.table(
+        bench.WORKLOADS[0], [bench.Row("scgikit prefork", dict(FIGURES)),
+                             bench.Row("scgikit threads", dict(FIGURES))]) + "\n"
+    panels = results.chart_panels(results.parse(text))
+    # the worker models compare scgikit with itself: not in the chart
+    assert [panel.title for panel in panels] == ["SCGI servers, TCP", "SCGI servers, unix socket"]
+    assert panels[0].groups == [("hello", [("uWSGI", 2.0), ("aioscgi", 4.0)]),
+                                ("echo-64k", [("uWSGI", 2.0), ("aioscgi", 4.0)])]
+
+
+def test_the_chart_in_docs_is_drawn_from_the_latest_run():
+    # bench/chart.py writes RESULTS.md's "Run on" line as the SVG's description
+    run = results.parse(results.RESULTS.read_text()).run
+    svg = (ROOT / "docs" / "performance.svg").read_text()
+    assert f"<dc:description>{run}</dc:description>" in svg
+    assert "](performance.svg)" in PERFORMANCE.read_text()
+
+
 # --- scripts/make-docs ------------------------------------------------------------------------
 
 def tree_copy(tmp_path: Path) -> Path:
     copy = tmp_path / "tree"
     for part in ("scripts/make-docs", "README.md", "docs/options.md", "docs/performance.md",
-                 "bench/results.py", "bench/run.py", "bench/RESULTS.md",
+                 "bench/results.py", "bench/run.py", "bench/lineup.py", "bench/RESULTS.md",
                  "bench/performance.md.in"):
         (copy / part).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / part, copy / part)
