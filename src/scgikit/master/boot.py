@@ -21,7 +21,7 @@ from typing import Any
 
 from ..apps.loader import AppImportError
 from ..config import Config, ConfigError
-from ..workers import make_worker
+from ..workers import import_models, make_worker
 from ..workers.base import Heartbeat
 from .listeners import Listener
 from .preload import exit_text
@@ -68,7 +68,9 @@ def _name(config: Config, app: Any) -> str:
 def prepare_process(config: Config) -> None:
     """What the master does before it forks, and ``scgikit check`` before it loads the
     app: --env, --chdir, and the folder on sys.path, as 'python -m' would have it for
-    'module:app'.  Raises ``ConfigError`` for a --chdir that cannot be entered."""
+    'module:app'; with --user or --group, the modules the workers run on, imported while
+    the library can still be read.  Raises ``ConfigError`` for a --chdir that cannot be
+    entered."""
     for name, value in config.env:
         os.environ[name] = value
     if config.chdir:
@@ -78,6 +80,8 @@ def prepare_process(config: Config) -> None:
             raise ConfigError(f"--chdir {config.chdir}: {exc.strerror}") from None
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
+    if config.user is not None or config.group is not None:
+        import_models(config)  # before the workers drop privileges
 
 
 def _drop_privileges(config: Config) -> None:

@@ -7,7 +7,8 @@
 The model comes from ``--worker``, else from the app's kind (``--interface``, or told
 from the app: ``apps.loader.app_kind``): an ASGI app runs on asyncio,
 any other on threads with ``--threads`` above 1, else on sync.  Each model module
-is imported only by the worker that runs it (and, with ``--preload``, by the master).
+is imported only by the worker that runs it (and, with ``--preload``, by the master;
+and by a master whose workers drop privileges: ``import_models``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from ..apps.loader import AppImportError
 from ..config import Config
 from .base import Heartbeat
 
-__all__ = ["MODELS", "WorkerModel", "choose_model", "make_worker", "model_class"]
+__all__ = ["MODELS", "WorkerModel", "choose_model", "import_models", "make_worker",
+           "model_class"]
 
 #: Each model's class, as module:name.
 MODELS = {
@@ -69,6 +71,20 @@ def model_class(model: str) -> Any:
     runs it, and by a master that preloads the app (``--preload``), to share its pages."""
     module_name, _, class_name = MODELS[model].partition(":")
     return getattr(importlib.import_module(module_name), class_name)
+
+
+def import_models(config: Config) -> None:
+    """Import now what a worker of ``config`` runs on: its model's module (each model's,
+    when the app will say which) and the WSGI and handler adapters.
+
+    For a master whose workers drop privileges (--user, --group): a worker may then be
+    unable to read Python's own library (one installed in a home folder kept 0700), and
+    finds these, and the library's modules they need (asyncio for one), loaded already.
+    """
+    for model in [config.worker] if config.worker else MODELS:
+        model_class(model)
+    for adapter in ("scgikit.apps.wsgi", "scgikit.apps.handler"):
+        importlib.import_module(adapter)
 
 
 def make_worker(config: Config, listeners: Sequence[socket.socket], app: Any,
