@@ -68,9 +68,8 @@ def _name(config: Config, app: Any) -> str:
 def prepare_process(config: Config) -> None:
     """What the master does before it forks, and ``scgikit check`` before it loads the
     app: --env, --chdir, and the folder on sys.path, as 'python -m' would have it for
-    'module:app'; with --user or --group, the modules the workers run on, imported while
-    the library can still be read.  Raises ``ConfigError`` for a --chdir that cannot be
-    entered."""
+    'module:app'; and the modules the workers run on (``import_models``).  Raises
+    ``ConfigError`` for a --chdir that cannot be entered."""
     for name, value in config.env:
         os.environ[name] = value
     if config.chdir:
@@ -80,8 +79,7 @@ def prepare_process(config: Config) -> None:
             raise ConfigError(f"--chdir {config.chdir}: {exc.strerror}") from None
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    if config.user is not None or config.group is not None:
-        import_models(config)  # before the workers drop privileges
+    import_models(config)
 
 
 def _drop_privileges(config: Config) -> None:

@@ -7,8 +7,8 @@
 The model comes from ``--worker``, else from the app's kind (``--interface``, or told
 from the app: ``apps.loader.app_kind``): an ASGI app runs on asyncio,
 any other on threads with ``--threads`` above 1, else on sync.  Each model module
-is imported only by the worker that runs it (and, with ``--preload``, by the master;
-and by a master whose workers drop privileges: ``import_models``).
+is imported only by the worker that runs it, unless the master knows the model before
+it forks: with ``--preload`` or ``--worker`` (``import_models``).
 """
 
 from __future__ import annotations
@@ -74,17 +74,25 @@ def model_class(model: str) -> Any:
 
 
 def import_models(config: Config) -> None:
-    """Import now what a worker of ``config`` runs on: its model's module (each model's,
-    when the app will say which) and the WSGI and handler adapters.
+    """Import now what the workers of ``config`` run on: the WSGI adapter and the classic
+    handler's module (every model imports them: ``app_kind`` looks for a handler, the
+    ASGI adapter builds on the WSGI one), and the model's module when ``--worker`` names
+    it (asyncio, for that model).
 
-    For a master whose workers drop privileges (--user, --group): a worker may then be
-    unable to read Python's own library (one installed in a home folder kept 0700), and
-    finds these, and the library's modules they need (asyncio for one), loaded already.
+    The master does, before it forks, so that the workers share these pages: what a
+    worker imports after the fork is its own, and its allocations land in the holes of
+    the pages it shares with the master, which they copy.  Workers that drop privileges
+    (--user, --group) may then be unable to read Python's own library (one installed in
+    a home folder kept 0700): for them every model's module is imported, and the
+    library's modules they need (asyncio, say) with them.
     """
-    for model in [config.worker] if config.worker else MODELS:
-        model_class(model)
     for adapter in ("scgikit.apps.wsgi", "scgikit.apps.handler"):
         importlib.import_module(adapter)
+    if config.worker:
+        model_class(config.worker)
+    elif config.user is not None or config.group is not None:
+        for model in MODELS:
+            model_class(model)
 
 
 def make_worker(config: Config, listeners: Sequence[socket.socket], app: Any,
