@@ -12,11 +12,13 @@ socket in a temporary folder, with and without ``--preload``:
     hello-sync   tests/fixtureapps/wsgi_apps.py:hello, sync
     hello-thr    the same, --worker threads --threads 4
     hello-aio    tests/fixtureapps/asgi_apps.py:hello, asyncio
+    hello-aio-auto  the same without --worker asyncio: the model told from the app, which
+                 the master knows only with --preload, so the workers import asyncio
     uwsgi        wsgi_apps:hello on uWSGI (``--scgi-socket PATH --master --processes N
                  --disable-logging``), which loads the app in its master and forks, as
                  scgikit's --preload does; without --preload, with ``--lazy-apps``
 
-``--uwsgi`` runs the three hello cases and uWSGI, with 2 workers and 2,000 requests unless
+``--uwsgi`` runs the hello cases and uWSGI, with 2 workers and 2,000 requests unless
 told otherwise, and adds each scgikit figure's ratio to uWSGI's (uWSGI as it runs by
 default, the app loaded in its master): the median of the runs' own ratios, each run
 measuring every server one after the other.  ``--write`` puts that table into
@@ -38,6 +40,9 @@ Measured per run:
   shared library's pages are shared with every other process of the machine that maps
   it too (libpython with any other Python running), so other work moves PSS a little.
 
+Each server's Python finds its modules compiled (in a temporary PYTHONPYCACHEPREFIX that a
+first, uncounted run fills), as an installed package has them.
+
 Django, Flask and the others come from the test extras (pyproject.toml); Django must be
 importable by the Python running this script; uWSGI is bench/.venv's (``bench/run``
 installs it there), else the one on PATH, unless ``--uwsgi-binary`` names one.  Needs Linux (/proc).
@@ -46,6 +51,7 @@ installs it there), else the one on PATH, unless ``--uwsgi-binary`` names one.  
 from __future__ import annotations
 
 import argparse
+import atexit
 import datetime
 import os
 import platform
@@ -72,14 +78,20 @@ CASES = {
     "hello-sync": ("wsgi_apps:hello", ("--worker", "sync")),
     "hello-thr": ("wsgi_apps:hello", ("--worker", "threads", "--threads", "4")),
     "hello-aio": ("asgi_apps:hello", ("--worker", "asyncio")),
+    "hello-aio-auto": ("asgi_apps:hello", ()),
 }
 UWSGI = "uwsgi"
 UWSGI_BINARY = ""  # --uwsgi-binary
-HELLO = ("hello-sync", "hello-thr", "hello-aio")
+#: Every server's Python writes and reads its compiled modules here (PYTHONPYCACHEPREFIX),
+#: as an installed package has them, even where PYTHONDONTWRITEBYTECODE is set, and never
+#: in the trees it serves; ``measure`` warms it up first.
+PYCACHE = tempfile.mkdtemp(prefix="footprint-pycache-")
+atexit.register(shutil.rmtree, PYCACHE, True)
+HELLO = ("hello-sync", "hello-thr", "hello-aio", "hello-aio-auto")
 #: The rows of the RESULTS.md table, by case.
 NAMES = {"django": "scgikit sync, Django", "hello-sync": "scgikit sync",
          "hello-thr": "scgikit threads ×4", "hello-aio": "scgikit asyncio (ASGI)",
-         UWSGI: "uWSGI"}
+         "hello-aio-auto": "scgikit asyncio (ASGI), no --worker", UWSGI: "uWSGI"}
 SECTION = "## Footprint and start-up"
 RESULTS = ROOT / "bench" / "RESULTS.md"
 REQUEST = encode_request({"REQUEST_METHOD": "GET", "REQUEST_URI": "/", "PATH_INFO": "/",
@@ -134,15 +146,17 @@ def uwsgi_binary() -> str:
 def command(case: str, preload: bool, workers: int, path: str, src: Path) -> tuple[
         list[str], dict[str, str], str]:
     """The server's argv, its environment, and the pattern of a worker's "ready" line."""
+    base = {name: value for name, value in os.environ.items()
+            if name != "PYTHONDONTWRITEBYTECODE"} | {"PYTHONPYCACHEPREFIX": PYCACHE}
     if case == UWSGI:
         argv = [uwsgi_binary(), "--scgi-socket", path, "--pythonpath", str(FIXTURES),
                 "--module", "wsgi_apps:hello", "--master", "--processes", str(workers),
                 "--disable-logging", "--die-on-term", "--need-app"]
         if not preload:
-            return [*argv, "--lazy-apps"], dict(os.environ), r"WSGI app 0 .* ready"
-        return argv, dict(os.environ), r"spawned uWSGI worker \d+"
+            return [*argv, "--lazy-apps"], base, r"WSGI app 0 .* ready"
+        return argv, base, r"spawned uWSGI worker \d+"
     target, args = CASES[case]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+    env = dict(base, PYTHONPATH=os.pathsep.join(
         [str(src), str(FIXTURES), str(FIXTURES / "frameworks")]))
     argv = [sys.executable, "-m", "scgikit", "serve", target, "--bind", f"unix:{path}",
             "--workers", str(workers), "--log-level", "debug", *args]
@@ -223,7 +237,11 @@ def _load(path: str, requests: int, threads: int = 8) -> None:
 def measure(cases: list[str], runs: int, workers: int, requests: int,
             src: Path) -> dict[tuple[str, bool], list[Figures]]:
     """Every case with and without --preload, ``runs`` times: each run measures them all
-    one after the other, so that a change of the machine's load hits all of them."""
+    one after the other, so that a change of the machine's load hits all of them.  A first
+    run of each, not counted, compiles their modules into PYCACHE."""
+    for case in cases:
+        for preload in (False, True):
+            one_run(case, preload, workers, 16, src)
     measured: dict[tuple[str, bool], list[Figures]] = {}
     for _ in range(runs):
         for case in cases:
