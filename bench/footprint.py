@@ -23,7 +23,8 @@ told otherwise, and adds each scgikit figure's ratio to uWSGI's (uWSGI as it run
 default, the app loaded in its master): the median of the runs' own ratios, each run
 measuring every server one after the other.  ``--write`` puts that table into
 bench/RESULTS.md, as its section "Footprint and start-up" (scripts/make-docs then carries it
-into docs/performance.md).  ``--src`` serves another tree's scgikit (its src folder), to
+into docs/performance.md); ``bench/run --write`` rewrites that file whole, so run this after
+it.  ``--src`` serves another tree's scgikit (its src folder), to
 measure a change against the code before it.
 
 Measured per run:
@@ -141,6 +142,11 @@ def uwsgi_binary() -> str:
         sys.exit("footprint: no uwsgi in bench/.venv/bin or on PATH (bench/run installs "
                  "it); or give --uwsgi-binary")
     return found
+
+
+def uwsgi_version() -> str:
+    return subprocess.run([uwsgi_binary(), "--version"], capture_output=True, text=True,
+                          check=True).stdout.strip()
 
 
 def command(case: str, preload: bool, workers: int, path: str, src: Path) -> tuple[
@@ -295,7 +301,8 @@ def section(table: str, runs: int, command_line: str, load: tuple[float, float])
             f"Measured on {datetime.date.today()}, {os.cpu_count()} cores ({cpu}), Python "
             f"{platform.python_version()}, {platform.system()} {platform.release()}: "
             f"`{command_line}`; each figure the median of {runs} runs, load average "
-            f"{load[0]:.1f} at the start and {load[1]:.1f} at the end. The same hello app "
+            f"{load[0]:.1f} at the start and {load[1]:.1f} at the end; uWSGI {uwsgi_version()}. "
+            "The same hello app "
             "(tests/fixtureapps) on a unix socket, no front end; PSS: the proportional set "
             "size of the master and its workers added up (bench/footprint.py says how each "
             "figure is taken).\n\n"
