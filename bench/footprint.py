@@ -90,9 +90,10 @@ PYCACHE = tempfile.mkdtemp(prefix="footprint-pycache-")
 atexit.register(shutil.rmtree, PYCACHE, True)
 HELLO = ("hello-sync", "hello-thr", "hello-aio", "hello-aio-auto")
 #: The rows of the RESULTS.md table, by case.
-NAMES = {"django": "scgikit sync, Django", "hello-sync": "scgikit sync",
-         "hello-thr": "scgikit threads ×4", "hello-aio": "scgikit asyncio (ASGI)",
-         "hello-aio-auto": "scgikit asyncio (ASGI), no --worker", UWSGI: "uWSGI"}
+NAMES = {"django": "scgikit --worker sync, Django", "hello-sync": "scgikit --worker sync",
+         "hello-thr": "scgikit --worker threads --threads 4",
+         "hello-aio": "scgikit --worker asyncio (ASGI)",
+         "hello-aio-auto": "scgikit, ASGI app, no --worker", UWSGI: "uWSGI"}
 SECTION = "## Footprint and start-up"
 RESULTS = ROOT / "bench" / "RESULTS.md"
 REQUEST = encode_request({"REQUEST_METHOD": "GET", "REQUEST_URI": "/", "PATH_INFO": "/",
