@@ -11,23 +11,33 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from . import __version__
 from .accelerator import ACCELERATED
 from .arguments import ArgumentParser
 
-# subcommand -> module holding HELP, configure() and run()
+#: subcommand -> (the module holding its HELP, configure() and run(), that HELP): the list
+#: of commands (``scgikit --help``) comes from here, so that a command imports its own
+#: module only, not every other command's (``serve`` none of the client's, say).
+#: tests/test_cli.py checks that each HELP is its module's.
 SUBCOMMANDS = {
-    "serve": "scgikit.master.command",
-    "check": "scgikit.master.check",
-    "request": "scgikit.client_command",
-    "config": "scgikit.frontends",
-    "gateway": "scgikit.gateway",
+    "serve": ("scgikit.master.command",
+              "serve a WSGI or ASGI app or an SCGIHandler subclass over SCGI"),
+    "check": ("scgikit.master.check",
+              "check the options, the config file and the app as serve would, without serving"),
+    "request": ("scgikit.client_command",
+                "send one SCGI request and print the answer (like curl)"),
+    "config": ("scgikit.frontends",
+               "print a tested nginx, Apache or lighttpd configuration for an scgikit server"),
+    "gateway": ("scgikit.gateway",
+                "development only: an HTTP/1.1 gateway that forwards requests over SCGI"),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(configured: Iterable[str] = tuple(SUBCOMMANDS)) -> argparse.ArgumentParser:
+    """The parser of ``scgikit``, every subcommand listed; the ``configured`` ones (all, by
+    default) with their modules imported and their options added."""
     # Subcommands' parsers are of the same class: every usage error is one line.
     parser = ArgumentParser(
         prog="scgikit",
@@ -38,7 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version",
                         version=f"scgikit {__version__}\nC accelerator: {accelerator}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, module_name in SUBCOMMANDS.items():
+    configured = set(configured)
+    for name, (module_name, help_line) in SUBCOMMANDS.items():
+        if name not in configured:
+            commands.add_parser(name, help=help_line)
+            continue
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
@@ -55,8 +69,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def chosen_command(argv: Sequence[str]) -> list[str]:
+    """The subcommand ``argv`` names (the first word that is not an option), as a list of
+    none or one: the one whose module ``main`` imports."""
+    for word in argv:
+        if word == "--":
+            break
+        if not word.startswith("-"):
+            return [word] if word in SUBCOMMANDS else []
+    return []
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    parser = build_parser(chosen_command(argv))
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         # argparse would blame the top-level program ("scgikit: error:"); the options

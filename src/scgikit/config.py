@@ -23,7 +23,6 @@ from typing import Any
 
 from .accesslog import DEFAULT_ACCESS_FORMAT, AccessFormatError, compile_access_format
 from .addresses import Address, AddressError, parse_address
-from .allow import AllowList, AllowListError
 from .arguments import is_utf8
 from .option_kinds import BOOLEAN as _BOOLEAN
 from .option_kinds import KINDS as _KINDS
@@ -355,6 +354,8 @@ class Config:
         _check_sessions(self)
         _check_recycling(self)
         if self.allow_from:
+            from .allow import AllowList, AllowListError  # here: only --allow-from needs it
+
             try:
                 AllowList(self.allow_from)
             except AllowListError as exc:

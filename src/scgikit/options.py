@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import difflib
 import json
 import re
 import shlex
@@ -22,11 +21,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from .config import Config, ConfigError, Kind, env_name, file_key, flag, option_fields
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 
 __all__ = ["EXAMPLE_FILE", "FILE_TARGET_KEY", "add_arguments", "from_arguments", "options_page",
            "options_table", "read_config_file"]
@@ -140,6 +134,10 @@ def _load_toml(path: str) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: the file is not UTF-8") from None
     except ValueError:  # a NUL in the path
         raise ConfigError(f"--config {path!r}: not a file name") from None
+    if sys.version_info >= (3, 11):  # here: only a --config file needs it
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
     try:
         data: dict[str, Any] = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -201,6 +199,8 @@ def _key_hint(key: str, keys: Mapping[str, dataclasses.Field[Any]]) -> str:
     spelled = by_name.get(key.replace("-", "_"))
     if spelled:
         return f": keys are spelled as the long flags, here {spelled!r}"
+    import difflib  # here: only a misspelled key needs it
+
     close = difflib.get_close_matches(key, [*keys, FILE_TARGET_KEY], n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 

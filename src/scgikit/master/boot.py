@@ -21,7 +21,7 @@ from typing import Any
 
 from ..apps.loader import AppImportError
 from ..config import Config, ConfigError
-from ..workers import make_worker
+from ..workers import import_models, make_worker
 from ..workers.base import Heartbeat
 from .listeners import Listener
 from .preload import exit_text
@@ -68,7 +68,8 @@ def _name(config: Config, app: Any) -> str:
 def prepare_process(config: Config) -> None:
     """What the master does before it forks, and ``scgikit check`` before it loads the
     app: --env, --chdir, and the folder on sys.path, as 'python -m' would have it for
-    'module:app'.  Raises ``ConfigError`` for a --chdir that cannot be entered."""
+    'module:app'; and the modules the workers run on (``import_models``).  Raises
+    ``ConfigError`` for a --chdir that cannot be entered."""
     for name, value in config.env:
         os.environ[name] = value
     if config.chdir:
@@ -78,6 +79,7 @@ def prepare_process(config: Config) -> None:
             raise ConfigError(f"--chdir {config.chdir}: {exc.strerror}") from None
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
+    import_models(config)
 
 
 def _drop_privileges(config: Config) -> None:

@@ -20,9 +20,7 @@ caveat); ``code_kept`` is what the master logs on HUP.
 from __future__ import annotations
 
 import logging
-import sysconfig
 import traceback
-from pathlib import Path
 from typing import Any
 
 from ..apps.loader import AppImportError, app_kind, load_target
@@ -97,6 +95,9 @@ def _one_line(exc: BaseException) -> str:
 
 def _app_frame(exc: BaseException) -> traceback.FrameSummary | None:
     """The innermost frame outside Python's library and scgikit, else the innermost."""
+    import sysconfig  # here, with pathlib: only an app that fails to load needs them
+    from pathlib import Path
+
     frames = [f for f in traceback.extract_tb(exc.__traceback__)
               if not f.filename.startswith("<")]
     outside = (sysconfig.get_paths()["stdlib"], str(Path(__file__).parent.parent))

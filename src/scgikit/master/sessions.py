@@ -40,8 +40,8 @@ import re
 import socket
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from ..allow import AllowList
 from ..config import Config
 from ..connection.ending import Ending
 from ..connection.handoff import CAPACITY, DONE, HANDED, REPORT, RETIRING
@@ -51,6 +51,9 @@ from ..connection.sockets import DONTWAIT, Connection
 from ..connection.throttle import LogThrottle
 from ..connection.waiting import WaitingRoom
 from ..protocol import error_response
+
+if TYPE_CHECKING:
+    from ..allow import AllowList
 
 __all__ = ["DEFAULT_SESSION_ID", "MAX_AGE", "MAX_SESSIONS", "Session", "SessionRouter",
            "SessionTable"]
@@ -144,7 +147,11 @@ class SessionRouter:
         self.room = WaitingRoom(config, self.poller, self._ready, route=True)
         self.listeners = {sock.fileno(): sock for sock in listeners}
         self.poller.add_listeners(listeners)
-        self.allow = AllowList(config.allow_from) if config.allow_from else None
+        self.allow: AllowList | None = None
+        if config.allow_from:
+            from ..allow import AllowList  # here: only --allow-from needs it (and ipaddress)
+
+            self.allow = AllowList(config.allow_from)
         self.routes: dict[int, Route] = {}  # by pid
         self.channels: dict[int, Route] = {}  # by the channel's descriptor
         self.sessions = SessionTable()

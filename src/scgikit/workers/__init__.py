@@ -7,7 +7,8 @@
 The model comes from ``--worker``, else from the app's kind (``--interface``, or told
 from the app: ``apps.loader.app_kind``): an ASGI app runs on asyncio,
 any other on threads with ``--threads`` above 1, else on sync.  Each model module
-is imported only by the worker that runs it (and, with ``--preload``, by the master).
+is imported only by the worker that runs it, unless the master knows the model before
+it forks: with ``--preload`` or ``--worker`` (``import_models``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from ..apps.loader import AppImportError
 from ..config import Config
 from .base import Heartbeat
 
-__all__ = ["MODELS", "WorkerModel", "choose_model", "make_worker", "model_class"]
+__all__ = ["MODELS", "WorkerModel", "choose_model", "import_models", "make_worker",
+           "model_class"]
 
 #: Each model's class, as module:name.
 MODELS = {
@@ -69,6 +71,28 @@ def model_class(model: str) -> Any:
     runs it, and by a master that preloads the app (``--preload``), to share its pages."""
     module_name, _, class_name = MODELS[model].partition(":")
     return getattr(importlib.import_module(module_name), class_name)
+
+
+def import_models(config: Config) -> None:
+    """Import now what the workers of ``config`` run on: the WSGI adapter and the classic
+    handler's module (every model imports them: ``app_kind`` looks for a handler, the
+    ASGI adapter builds on the WSGI one), and the model's module when ``--worker`` names
+    it (asyncio, for that model).
+
+    The master does, before it forks, so that the workers share these pages: what a
+    worker imports after the fork is its own, and its allocations land in the holes of
+    the pages it shares with the master, which they copy.  Workers that drop privileges
+    (--user, --group) may then be unable to read Python's own library (one installed in
+    a home folder kept 0700): for them every model's module is imported, and the
+    library's modules they need (asyncio, say) with them.
+    """
+    for adapter in ("scgikit.apps.wsgi", "scgikit.apps.handler"):
+        importlib.import_module(adapter)
+    if config.worker:
+        model_class(config.worker)
+    elif config.user is not None or config.group is not None:
+        for model in MODELS:
+            model_class(model)
 
 
 def make_worker(config: Config, listeners: Sequence[socket.socket], app: Any,

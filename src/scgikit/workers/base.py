@@ -34,8 +34,8 @@ import socket
 import struct
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-from ..allow import AllowList
 from ..config import Config
 from ..connection.handoff import HandOff, is_channel
 from ..connection.intake import ParsedHead
@@ -45,6 +45,9 @@ from ..connection.sockets import Connection, acceptor, family_of, type_of
 from ..connection.throttle import LogThrottle
 from ..connection.waiting import Request, WaitingRoom
 from .loops import Left, WorkerState
+
+if TYPE_CHECKING:
+    from ..allow import AllowList
 
 __all__ = ["ACCEPT_GIVE_UP", "ACCEPT_PAUSE", "OVERRUN_GRACE", "STOP_REPORT", "Heartbeat", "Worker"]
 
@@ -104,7 +107,11 @@ class Worker:
         self.exit_code = 0
         self.state = WorkerState(config.max_requests + (
             random.randint(0, config.max_requests_jitter) if config.max_requests else 0))
-        self.allow = AllowList(config.allow_from) if config.allow_from else None
+        self.allow: AllowList | None = None
+        if config.allow_from:
+            from ..allow import AllowList  # here: only --allow-from needs it (and ipaddress)
+
+            self.allow = AllowList(config.allow_from)
         self.poller = Poller()
         self.listening = False  # the listeners are in the poller
         # Each listener's acceptor, made now: under a shortage of descriptors, the last
