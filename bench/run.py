@@ -857,9 +857,27 @@ def main(argv: list[str] | None = None) -> int:
               f"Command: `{command.strip()}`\n\n" + "\n\n".join(sections) + "\n")
     print(report)
     if args.write:
-        (HERE / "RESULTS.md").write_text("# Benchmark results\n\n" + report)
+        kept = kept_sections(HERE / "RESULTS.md")
+        (HERE / "RESULTS.md").write_text("# Benchmark results\n\n" + report + kept)
         subprocess.run([str(python), str(HERE / "chart.py")], check=True)
     return 0
+
+
+# Sections of RESULTS.md that other scripts write (bench/footprint.py --write): kept as they
+# are when bench/run --write replaces the rest.
+OTHERS_SECTIONS = ("## Footprint and start-up",)
+
+
+def kept_sections(path: Path) -> str:
+    """The sections of ``path`` that bench/run does not write, each whole, to go after its own."""
+    if not path.exists():
+        return ""
+    text, kept = path.read_text(), []
+    for heading in OTHERS_SECTIONS:
+        if heading in text:
+            part = heading + text.split(heading, 1)[1].split("\n## ", 1)[0]
+            kept.append("\n" + part.rstrip("\n") + "\n")
+    return "".join(kept)
 
 
 def section(args: argparse.Namespace, name: str, wanted: bool | None) -> list[Workload]:
