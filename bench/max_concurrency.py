@@ -4,9 +4,9 @@
 
 The app waits 50 ms (as on a database), then works about 2 ms of CPU, and answers its pid.
 ``--clients`` connections at a time (each one request, over a unix socket) until
-``--requests`` are answered.  Without a cap the worker that wakes first takes all it can
-from the listen queue and runs it as tasks, while the other may sit idle; with one, a
-worker at the cap stops accepting and the rest wait in the kernel's queue for the other.
+``--requests`` are answered.  Without a cap a worker takes all it can from the listen
+queue and runs it as tasks; with one, a worker at the cap stops accepting and the rest
+wait in the kernel's queue, for the other worker or for this one once it holds fewer.
 Printed: the split between the two workers, the most requests each had in its app at once,
 the latency p50/p99, the wall time.
 """
