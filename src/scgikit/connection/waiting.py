@@ -256,7 +256,14 @@ class WaitingRoom:
             conn.close()
             return True
         self._leave(waiting)
-        request, parsed = intake.request()
+        request: bytes | bytearray
+        if self.route:
+            # The master has only looked: every byte is still in the socket, and the head's
+            # offset stays what it is (a refusal drains the head and the body, no less).
+            assert intake.parsed is not None
+            request, parsed = b"".join(intake.chunks), intake.parsed
+        else:
+            request, parsed = intake.request()
         self.start(conn, request, parsed if self.parsed_out else None, waiting.accepted,
                    time.monotonic())
         return True

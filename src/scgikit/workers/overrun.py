@@ -140,7 +140,14 @@ def cut_loose(request: Request, dead: socket.socket) -> bool:
     fd = request.conn.fileno()
     if fd < 0:
         return False
-    kept = socket.socket(fileno=os.dup(fd))
+    try:
+        kept = socket.socket(fileno=os.dup(fd))
+    except OSError:  # out of descriptors: cut it, and let its thread end it
+        try:
+            request.conn.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        return False
     os.dup2(dead.fileno(), fd)
     answered = not request.begun  # read after the swap: nothing went out before it
     with kept:
