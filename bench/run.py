@@ -640,6 +640,12 @@ def io_tables(results: Results, works: list[Workload]) -> str:
             f"kind: the WSGI servers against scgikit threads ×{lineup.THREADS}, the ASGI ones "
             "against scgikit asyncio (for req/s higher is better for scgikit; for latency and "
             "CPU, lower).")
+    return tcp_tables(results, works, members, parts, note)
+
+
+def tcp_tables(results: Results, works: list[Workload], members: list[tuple[str, str]],
+               parts: list[str], note: str) -> str:
+    """A TCP-only section: its heading and text (``parts``), then a table per workload."""
     for work in works:
         rows, bases = beside(results, "tcp", work, members)
         parts.append(table(work, rows, bases, "", note, ("rps", "p50", "p99", "cpu_us",
@@ -661,11 +667,7 @@ def framework_tables(results: Results, works: list[Workload]) -> str:
              "of worker processes; the HTTP servers behind `proxy_pass` with `keepalive 32`."]
     note = ("Ratios in brackets are scgikit / that server (for req/s higher is better for "
             "scgikit; for latency and CPU, lower).")
-    for work in works:
-        rows, bases = beside(results, "tcp", work, members)
-        parts.append(table(work, rows, bases, "", note, ("rps", "p50", "p99", "cpu_us",
-                                                         "nginx_us")))
-    return "\n\n".join(parts)
+    return tcp_tables(results, works, members, parts, note)
 
 
 def http_tables(results: Results, works: list[Workload], transports: tuple[str, ...]) -> str:

@@ -134,6 +134,17 @@ def wait_until(condition: Callable[[], object], timeout: float = 10.0, interval:
         time.sleep(interval)
 
 
+def listen_queue(address: str) -> int:
+    """Connections waiting in the listen queue of ``address``, as the kernel counts them (ss):
+    0 once the server has accepted them all."""
+    if address.startswith("unix:"):
+        args, column = ["-lxH", "src", address[5:]], 2
+    else:
+        args, column = ["-ltnH", "sport", "=", f":{address.rpartition(':')[2]}"], 1
+    out = subprocess.run(["ss", *args], capture_output=True, text=True, check=True).stdout
+    return sum(int(line.split()[column]) for line in out.splitlines() if line.strip())
+
+
 def free_port() -> int:
     """A port that was free a moment ago (only for programs that cannot report theirs)."""
     with socket.socket() as sock:

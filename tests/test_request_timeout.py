@@ -7,13 +7,12 @@ test_reliability.py).  The apps wait on gate files the test creates (timeout_app
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 
 import pytest
 from scgi_raw import connect, read_all, request
-from servers import wait_until, worker_pids
+from servers import listen_queue, wait_until, worker_pids
 
 from scgikit.protocol import encode_request
 
@@ -107,17 +106,6 @@ def test_the_threads_worker_finishes_its_other_requests_before_it_is_replaced(
                message="the worker to leave once its other request was over")
 
 
-def _queued(address):
-    """Connections in the listen queue of ``address`` (the kernel's count, from ss)."""
-    if address.startswith("unix:"):
-        args = ["-lxH", "src", address[5:]]
-    else:
-        args = ["-ltnH", "sport", "=", f":{address.rpartition(':')[2]}"]
-    out = subprocess.run(["ss", *args], capture_output=True, text=True, check=True).stdout
-    return sum(int(line.split()[2 if address.startswith("unix:") else 1])
-               for line in out.splitlines() if line.strip())
-
-
 @pytest.mark.models("asyncio", reason="--max-concurrency is the asyncio model's")
 @pytest.mark.parametrize("cap", [0, 2])
 def test_at_max_concurrency_new_connections_wait_in_the_listen_queue(
@@ -128,7 +116,7 @@ def test_at_max_concurrency_new_connections_wait_in_the_listen_queue(
     server.wait_for_log("held request started", count=2)
     third, third_answer = _in_background(server.address, "/pid")
     if cap:  # not taken: it waits in the kernel's queue, unanswered, while the two run
-        wait_until(lambda: _queued(server.address) == 1, message="the connection queued")
+        wait_until(lambda: listen_queue(server.address) == 1, message="the connection queued")
         assert not third_answer
         gate.touch()
     third.join(30)

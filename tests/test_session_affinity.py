@@ -18,7 +18,7 @@ import threading
 
 import pytest
 from scgi_raw import connect, parse_answer, read_all, request
-from servers import ServerProcess, wait_until, worker_pids
+from servers import ServerProcess, listen_queue, wait_until, worker_pids
 
 from scgikit.master.sessions import SessionTable
 from scgikit.protocol import encode_request
@@ -146,16 +146,6 @@ def test_a_session_past_its_queue_is_answered_503(serve, transport):
     assert f"start {refused} " not in server.log
 
 
-def _listen_queue(address: str) -> int:
-    """Connections waiting in the listen queue of ``address`` (ss): 0 once all are accepted."""
-    if address.startswith("unix:"):
-        args, column = ["-lxH", "src", address[5:]], 2
-    else:
-        args, column = ["-ltnH", "sport", "=", f":{address.rpartition(':')[2]}"], 1
-    out = subprocess.run(["ss", *args], capture_output=True, text=True, check=True).stdout
-    return sum(int(line.split()[column]) for line in out.splitlines() if line.strip())
-
-
 def test_a_refused_request_that_waited_for_its_bytes_gets_its_503_whole(serve, transport):
     # The master only looks at a request (the worker reads it); one it refuses, it reads off
     # before the close, head and body: a request that waited for its bytes counted once
@@ -167,13 +157,13 @@ def test_a_refused_request_that_waited_for_its_bytes_gets_its_503_whole(serve, t
     server.wait_for_log(r"start 0 ", timeout=10)
     queued = send_only(server.address, "/slow?0&1", "greedy")
     # Accepted, then looked at and queued in the same pass of the master's accept loop.
-    wait_until(lambda: _listen_queue(server.address) == 0, message="the second accepted")
+    wait_until(lambda: listen_queue(server.address) == 0, message="the second accepted")
     variables = {"REQUEST_METHOD": "GET", "REQUEST_URI": "/slow?0&2", "QUERY_STRING": "0&2",
                  "SERVER_PROTOCOL": "HTTP/1.1", **cookie("greedy")}
     data = encode_request(variables, 0)
     late = connect(server.address)
     late.sendall(data[:5])  # accepted with 5 bytes: it waits in the master's room
-    wait_until(lambda: _listen_queue(server.address) == 0, message="the connection accepted")
+    wait_until(lambda: listen_queue(server.address) == 0, message="the connection accepted")
     late.sendall(data[5:])
     assert answer_of(late) == (503, "503 Service Unavailable\n")
     assert answer_of(running)[0] == answer_of(queued)[0] == 200
