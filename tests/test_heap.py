@@ -57,3 +57,19 @@ def test_every_worker_inherits_the_kept_heap(serve, transport, model):
     server = serve("wsgi_apps:heap", "--workers", "2", bind=[transport])
     answers = [request(server.address, "/heap") for _ in range(4)]
     assert [json.loads(answer.body) for answer in answers] == [{"mapped": False}] * 4
+
+
+def test_a_workers_threads_share_at_most_two_heaps():
+    assert in_a_fresh_process("import heap_probe, json\nfrom scgikit.master.heap import keep_heap\n"
+                              "keep_heap()\nprint(json.dumps(heap_probe.arenas()))") <= 2
+
+
+def test_without_the_cap_threads_holding_memory_at_once_get_heaps_of_their_own():
+    assert in_a_fresh_process("import heap_probe, json\n"
+                              "print(json.dumps(heap_probe.arenas()))") > 2
+
+
+def test_malloc_arena_max_in_the_environment_leaves_the_heaps_as_it_sets_them():
+    assert in_a_fresh_process("import heap_probe, json\nfrom scgikit.master.heap import keep_heap\n"
+                              "keep_heap()\nprint(json.dumps(heap_probe.arenas()))",
+                              MALLOC_ARENA_MAX="4") > 2

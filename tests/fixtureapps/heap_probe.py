@@ -39,3 +39,42 @@ def churn_faults(rounds: int = 50) -> float:
         for block in blocks:
             _free(block)
     return (resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before) / rounds
+
+
+def arenas(threads: int = 8) -> int:
+    """How many heaps (arenas) malloc has once ``threads`` threads each hold a block at
+    the same moment (glibc gives a thread that finds the others' arenas busy one of its
+    own, up to eight per core)."""
+    import os
+    import tempfile
+    import threading
+
+    held = threading.Barrier(threads + 1)
+    done = threading.Event()
+
+    def hold() -> None:
+        block = _malloc(64 * 1024)
+        held.wait()
+        done.wait()
+        _free(block)
+
+    pool = [threading.Thread(target=hold) for _ in range(threads)]
+    for thread in pool:
+        thread.start()
+    held.wait()
+    fopen, fclose = _libc.fopen, _libc.fclose
+    fopen.restype = ctypes.c_void_p
+    fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    fclose.argtypes = [ctypes.c_void_p]
+    _libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "info.xml")
+        stream = fopen(path.encode(), b"w")
+        _libc.malloc_info(0, stream)
+        fclose(stream)
+        with open(path) as info:
+            count = info.read().count("<heap nr=")
+    done.set()
+    for thread in pool:
+        thread.join()
+    return count

@@ -9,12 +9,17 @@ requests, and each time the pages it took back came fresh from the kernel, zeroe
 one page fault each: about six per 64 KiB echo on the asyncio model, a third of
 that request's CPU (``bench/run --only echo-64k`` shows the figure of the day).
 
-So the master sets both thresholds before it forks the workers (setting one fixes
-the other, which would then mmap and unmap every 128 KiB receive buffer): blocks
+And a worker's threads (the threads model's pool) share at most two heaps (arenas):
+glibc gives each thread that allocates while the others' are busy one of its own, up to
+eight per core, each keeping its own free memory; under the GIL they gain little.
+
+So the master sets both thresholds, and the arenas' cap, before it forks the workers
+(setting one fixes the other, which would then mmap and unmap every 128 KiB receive
+buffer): blocks
 below ``MMAP_THRESHOLD`` come from the heap, and up to ``TRIM_THRESHOLD`` of free
 heap top is kept.  ``MALLOC_TRIM_THRESHOLD_`` or ``MALLOC_MMAP_THRESHOLD_`` in the
-environment (glibc's own tunables) leave glibc's settings as they are; so does a C
-library other than glibc.
+environment (glibc's own tunables) leave glibc's settings as they are, as
+``MALLOC_ARENA_MAX`` does the cap; so does a C library other than glibc.
 """
 
 from __future__ import annotations
@@ -30,10 +35,13 @@ __all__ = ["keep_heap", "MMAP_THRESHOLD", "TRIM_THRESHOLD"]
 MMAP_THRESHOLD = 1 << 20
 #: The free top of the heap kept, at most, before the rest goes back to the kernel.
 TRIM_THRESHOLD = 8 << 20
+#: The heaps (arenas) a worker's threads share, at most.
+ARENA_MAX = 2
 
 # mallopt() parameters, from glibc's malloc.h.
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
 _TUNABLES = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")
 
 
@@ -50,5 +58,7 @@ def keep_heap() -> bool:
     mallopt = libc.mallopt
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
+    if "MALLOC_ARENA_MAX" not in os.environ:
+        mallopt(_M_ARENA_MAX, ARENA_MAX)
     return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
                 and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))

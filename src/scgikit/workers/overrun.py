@@ -26,6 +26,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -68,10 +69,11 @@ class Running:
         self.keys = itertools.count()
         self.local = threading.local()  # .request: the one this thread runs
 
-    def begin(self, conn: Connection, now: float, variables: dict[str, str]) -> int:
-        """A request enters the app; returns the key that ``end`` takes."""
-        request = self.local.request = Request(conn, now, variables)
-        with self.lock:
+    def begin(self, conn: Connection, variables: dict[str, str]) -> int:
+        """A request enters the app now; returns the key that ``end`` takes."""
+        with self.lock:  # (its start read under the lock: the set keeps them in order)
+            now = time.monotonic()
+            request = self.local.request = Request(conn, now, variables)
             key = next(self.keys)
             self.requests[key] = request
             if len(self.requests) == 1:
@@ -102,7 +104,8 @@ class Running:
         return len(late)
 
     def _oldest(self) -> None:
-        oldest = min((r.started for r in self.requests.values()), default=0.0)
+        # The requests are kept in the order they began: the first is the oldest.
+        oldest = next(iter(self.requests.values())).started if self.requests else 0.0
         self.slots[self.index] = oldest + OVERRUN_GRACE if oldest else 0.0
 
     def oldest(self) -> float:

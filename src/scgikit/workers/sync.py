@@ -128,14 +128,18 @@ class SyncWorker(Worker):
                 room.expire(now)
             self._tick(now)
             if self.accept_paused_until and now >= self.accept_paused_until:
-                self.accept_paused_until = 0.0
-                if not state.stopping and self._may_accept():
-                    poller.add_listeners(self.listeners)
+                self._resume_accepting()
             if now >= check_master_at:
                 check_master_at = now + 1.0
                 if self._master_gone():
                     break
         self._recycled()
+
+    def _resume_accepting(self) -> None:
+        """The pause after accepts failed (``_cannot_accept``) is over."""
+        self.accept_paused_until = 0.0
+        if not self.state.stopping and self._may_accept():
+            self.poller.add_listeners(self.listeners)
 
     def _timeout(self) -> float:
         if self.state.stopping and not self.room and self._idle():

@@ -1,40 +1,43 @@
 """The threads model: each worker process runs up to ``--threads`` WSGI requests at once.
 
-How it works.  The main thread does what the sync worker does (``sync.py``):
-accept, keep connections in the waiting room until their request has arrived,
-enforce deadlines, drain unread bodies before the close.  Only a ready request is handed to the
-pool, so a slow client costs a waiting descriptor, never a thread (as gunicorn's
-gthread and waitress do).  A pool thread runs the app and sends the answer;
-if the connection still has an unread body to drain, the thread hands it back
-to the main thread, whose waiting room holds it again.  Then, while the worker accepts, the
-thread takes the next connection waiting in the listen queue itself, as a sync
-worker would: a ready request runs on that thread at once, with no hand-over and
-no wake-up of the main thread; one still arriving goes to the main thread to
-wait.  It gives its place back when the queue is empty, or when a request that
-had to wait for its bytes is ready and waits for a thread: that one goes first.
-While every thread is busy the main thread stops watching the listeners: the
-connections wait in the shared listen queue, for the next thread that finishes
-or another worker process.  A thread wakes the main thread (a byte on a pipe)
-only when it has news for it: a connection to wait, a free thread while the
-listeners are unwatched, a stop or a recycle to finish.
+How it works.  The pool threads take the listen queue themselves, as uWSGI's threads
+do: the idle threads take turns (a lock, ``leader``), and the one whose turn it is
+waits on the listeners, accepts a connection and, if its request is all there, runs it
+itself, handing its turn to the next idle thread as it goes.  A thread that has
+answered a request takes the next connection waiting in the listen queue at once,
+without a wait.  So a request costs no hand-over and no wake-up of another thread
+beyond the turn's, and a pool whose threads are all busy waits on nothing: the
+connections wait in the shared listen queue, for the next thread that finishes or
+another worker process.
 
-Why the main thread watches the listeners, not the idle pool threads: with each
-pool thread waiting on an epoll of its own, the listeners in each with
-EPOLLEXCLUSIVE so that a connection wakes one idle thread, which then runs it, a
-hello-world request behind nginx cost about a third more CPU, with 3 thread
-switches per request instead of 2: the kernel wakes an idle thread for
-each new connection while another thread of the process holds the GIL.
+The main thread keeps what the sync worker does besides (``sync.py``): connections whose
+request has not fully arrived wait in its waiting room against their deadlines, as do
+the ends that must drain an unread body before the close, so a slow client costs a
+waiting descriptor, never a thread (as gunicorn's gthread and waitress do); the
+signals, the heartbeat, ``--timeout``.  A pool thread sends it a connection to wait
+(``inbox``, then a byte on a pipe); a request that became ready in the room comes back
+as a task (``tasks``, counted on an eventfd that the thread whose turn it is also
+waits on), and goes before the listen queue's next connection.
+
+Why the idle threads take turns, not all wait on the listeners: each idle thread
+woken by every connection (or each in an epoll of its own with EPOLLEXCLUSIVE, when
+a busy thread would take the connection itself) costs thread switches under the
+GIL; and why not the main thread (as before): handing each request from it to a pool
+thread cost a wake-up and a turn of its loop in Python for every request.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import queue
+import select
 import socket
 import threading
 import time
 from collections.abc import Sequence
+from typing import Literal
 
 from ..apps.wsgi import WSGIAdapter
 from ..config import Config
@@ -43,7 +46,7 @@ from ..connection.intake import ParsedHead
 from ..connection.poller import drain
 from ..connection.sockets import Connection, close_now
 from ..connection.waiting import Waiting, WaitingRoom
-from .base import Heartbeat
+from .base import ACCEPT_PAUSE, Heartbeat
 from .overrun import Request, Running, cut_loose, dead_socket, watch_start
 from .sync import SyncWorker
 
@@ -81,7 +84,7 @@ class _PoolRoom(WaitingRoom):
 
 
 class ThreadedWorker(SyncWorker):
-    """A worker whose ready requests run in a pool of ``--threads`` threads."""
+    """A worker whose pool of ``--threads`` threads takes the listen queue and runs the requests."""
 
     model = "threads"
     answers_inline = False
@@ -103,13 +106,30 @@ class ThreadedWorker(SyncWorker):
         self.abandoned = 0  # requests cut loose whose threads have not come back (the lock)
         if self.dead is not None and isinstance(adapter, WSGIAdapter):
             adapter.app = watch_start(adapter.app, self.running)
-        self.tasks: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
-        # Guards in_flight, full and the state's counts, and the pool threads' accepts:
-        # the main thread stops them (listening) under it before it closes a listener.
+        # Requests the main thread hands to the pool (ready after waiting, or at a stop;
+        # None: a thread's end), and as many counts on an eventfd: the thread whose turn
+        # it is waits on it, and a thread takes a task only after taking its count.
+        self.tasks: collections.deque[Task | None] = collections.deque()
+        self.pending = os.eventfd(0, os.EFD_SEMAPHORE | os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.leader = threading.Lock()  # held by the idle thread whose turn it is to wait
+        # Written once, when the worker stops accepting: wakes the thread waiting on the
+        # listeners (never drained: a thread that would wait on them again wakes at once).
+        self.stop_r, self.stop_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.watch_all = select.poll()  # the turn's wait while the worker accepts
+        self.watch_tasks = select.poll()  # and once it has stopped, or pauses
+        for watch in (self.watch_all, self.watch_tasks):
+            watch.register(self.pending, select.POLLIN)
+        self.watch_all.register(self.stop_r, select.POLLIN)
+        for sock in listeners:
+            self.watch_all.register(sock, select.POLLIN)
+        # Guards in_flight and the state's counts, and the pool threads' accepts: the
+        # main thread stops them (listening) under it before it closes a listener.
         self.lock = threading.Lock()
-        self.in_flight = 0  # pool threads busy with a request (or taking the next)
-        self.full = False  # listeners left out of the wait while the pool is full
+        self.in_flight = 0  # requests in the pool: running, or handed over and waiting
         self.turn = 0  # the listener a pool thread tries first, in turn
+        # The acceptor of the one listener, where the worker has one and no --allow-from.
+        self.accept_one = self.acceptors.get(self.listeners[0]) \
+            if len(self.listeners) == 1 and self.allow is None else None
         self.pool = [threading.Thread(target=self._serve, name=f"scgikit-{n}", daemon=True)
                      for n in range(self.size)]
 
@@ -119,8 +139,6 @@ class ThreadedWorker(SyncWorker):
 
     def start(self) -> None:
         super().start()
-        for thread in self.pool:
-            thread.start()
         self.wakers[self.done_r] = self._collect
         self.poller.watch(self.done_r)
 
@@ -129,29 +147,41 @@ class ThreadedWorker(SyncWorker):
             super().run()
         finally:
             for _ in self.pool:
-                self.tasks.put(None)
+                self._hand(None)
             # A thread still stuck in a request cut loose is left behind (a daemon).
             wait = 1.0 if self.abandoned else self.config.graceful_timeout
             for thread in self.pool:
-                thread.join(wait)
+                if thread.ident is not None:  # (started)
+                    thread.join(wait)
 
     # --- the main thread ---------------------------------------------------------------
 
     def handle(self, conn: Connection, data: bytes | bytearray, parsed: ParsedHead | None,
                accepted: float, now: float) -> None:
-        """A ready request goes to the pool."""
+        """A request that became ready in the main thread goes to the pool."""
         assert parsed is not None  # a handler that reads the socket itself runs on sync only
         with self.lock:
             self.in_flight += 1
             if self.stats is not None:
                 self.stats.set_in_flight(self.in_flight)
-            full = self.in_flight >= self.size
-            if full:
-                self.full = True  # cleared by _collect, once it has watched the listeners again
             self.state.count_start()
-        self.tasks.put((conn, data, parsed, accepted))
-        if full and self.listening:
-            self._unlisten()
+        self._hand((conn, data, parsed, accepted))
+
+    def _hand(self, task: Task | None) -> None:
+        self.tasks.append(task)
+        os.eventfd_write(self.pending, 1)
+
+    def _listen(self) -> None:
+        """The pool's threads wait on the listeners, not the main thread: they start now,
+        as the loop does (a worker answers nothing before the master has heard "ready")."""
+        self.listening = True
+        for thread in self.pool:
+            thread.start()
+        if self.handoff is not None:
+            self.handoff.offer(self.capacity())
+
+    def _resume_accepting(self) -> None:
+        """The pool's threads resume by themselves once the pause is over (``_wait``)."""
 
     def _may_accept(self) -> bool:
         # On a full stop the listen queue is served whatever the pool's load: the
@@ -171,6 +201,7 @@ class ThreadedWorker(SyncWorker):
     def _stop_accepting(self) -> None:
         with self.lock:  # no pool thread is in an accept, nor starts one
             self.listening = False
+        os.write(self.stop_w, b".")  # the thread waiting on the listeners leaves them
         super()._stop_accepting()
 
     def wake_main(self) -> None:
@@ -182,19 +213,19 @@ class ThreadedWorker(SyncWorker):
     def _cannot_accept(self, exc: OSError) -> None:
         if threading.get_ident() == self.main_thread:
             super()._cannot_accept(exc)
-        # A pool thread gives its place back instead; the main thread meets the error
-        # in its own accept, and backs off.
+            return
+        # A pool thread: the pool leaves the listeners for ACCEPT_PAUSE (_wait).
+        now = time.monotonic()
+        self.log_accept_error("Cannot accept a connection: %s", exc)
+        self.accept_paused_until = now + ACCEPT_PAUSE
+        if self._failing_too_long(exc, now):
+            self.state.stopping = True
+            self.wake_main()
 
     def _collect(self) -> None:
-        """News from the pool: let in the ends that must drain, watch the listeners again."""
+        """News from the pool: let in the connections that must wait."""
         drain(self.done_r)
         self.room.admit_sent()  # type: ignore[attr-defined]
-        with self.lock:
-            free = self.full and self.in_flight < self.size
-            if free:
-                self.full = False
-        if free and self.listening and not self.state.stopping and not self.accept_paused_until:
-            self.poller.add_listeners(self.listeners)
 
     def _timeout(self) -> float:
         wait = super()._timeout()
@@ -225,14 +256,14 @@ class ThreadedWorker(SyncWorker):
     # --- a pool thread -----------------------------------------------------------------
 
     def _serve(self) -> None:
-        task = self.tasks.get()
+        task = self._wait()
         while task is not None:
             self._answer(*task)
             task = self._next_task()
 
     def _answer(self, conn: Connection, data: bytes | bytearray, parsed: ParsedHead,
                 accepted: float) -> None:
-        key = self.running.begin(conn, time.monotonic(), parsed[0])
+        key = self.running.begin(conn, parsed[0])
         ending = None
         try:
             ending = run_app(conn, self.adapter, self.config, data, parsed, accepted,
@@ -252,50 +283,101 @@ class ThreadedWorker(SyncWorker):
             close_now(conn)
 
     def _next_task(self) -> Task | None:
-        """This thread's next request, once it has answered one.
-
-        While the worker accepts, the thread takes the next connection from the listen
-        queue itself and, if its request is all there, runs it.  When the queue is
-        empty it gives its place in the pool back, and waits for the main thread.
-        """
-        handled = 1
-        state = self.state
+        """This thread's next request, once it has answered one: a request handed over
+        first (a queue that new connections keep full must not pass over one that had
+        to wait for its bytes), then the next connection of the listen queue, taken
+        without a wait; else the thread leaves the requests in flight, and waits its turn."""
+        with self.lock:
+            self.state.handled += 1
+            self.in_flight -= 1
         while True:
-            with self.lock:
-                state.handled += handled
-                handled = 0
-                # A request the main thread has handed over (in_flight counts those
-                # too) goes first: a queue that new connections keep full must not
-                # pass over one that had to wait for its bytes.
-                conn = self._accept_here() if self.listening and self.in_flight <= self.size \
-                    and not (state.stopping or self.accept_paused_until) else None
-                if conn is None:
-                    self.in_flight -= 1
-                    if self.stats is not None:
-                        self.stats.set_in_flight(self.in_flight)
-                    news = (self.full and self.in_flight < self.size) or state.stopping
+            task = self._handed()
+            if task is not False:
+                return task
+            conn = self._accept_here()
             if conn is None:
-                if news:
-                    self.wake_main()
-                return self.tasks.get()
-            request = self._receive(conn)  # else waiting (in the main thread's room), or ended
-            if request is not None:
-                with self.lock:
-                    state.count_start()
-                data, parsed, accepted = request
-                assert parsed is not None
-                return conn, data, parsed, accepted
+                break
+            task = self._started(conn)
+            if task is not None:
+                return task
+        with self.lock:
+            if self.stats is not None:
+                self.stats.set_in_flight(self.in_flight)
+            stopping = self.state.stopping
+        if stopping:
+            self.wake_main()  # it may be the last request the stopping worker waits for
+        return self._wait()
+
+    def _wait(self) -> Task | None:
+        """Wait for this thread's turn, then for a request handed over or a connection
+        (``_next_task`` has just looked for both: the wait comes first)."""
+        with self.leader:
+            while True:
+                paused = self.accept_paused_until
+                if paused and paused <= time.monotonic():
+                    self.accept_paused_until = paused = 0.0
+                if self.listening and not paused and not self.state.stopping:
+                    self.watch_all.poll()
+                else:
+                    self.watch_tasks.poll(
+                        max(0, int((paused - time.monotonic()) * 1000) + 1) if paused else None)
+                task = self._handed()
+                if task is not False:
+                    return task
+                conn = self._accept_here()
+                if conn is not None:
+                    task = self._started(conn)
+                    if task is not None:
+                        return task
+
+    def _handed(self) -> Task | None | Literal[False]:
+        """A request the main thread handed over (None: the thread ends); False: none."""
+        if not self.tasks:  # (a task is in before its count: then its count comes)
+            return False
+        try:
+            os.eventfd_read(self.pending)
+        except BlockingIOError:
+            return False
+        return self.tasks.popleft()
+
+    def _started(self, conn: Connection) -> Task | None:
+        """A connection this thread accepted: its request, if it is all there (counted in
+        flight); else None (it waits in the main thread's room, or has ended)."""
+        request = self._receive(conn)
+        if request is None:
+            return None
+        with self.lock:
+            self.in_flight += 1
+            if self.stats is not None:
+                self.stats.set_in_flight(self.in_flight)
+            self.state.count_start()
+        data, parsed, accepted = request
+        assert parsed is not None
+        return conn, data, parsed, accepted
 
     def _accept_here(self) -> Connection | None:
-        """A connection from the listen queue, if one waits (the lock held)."""
-        listeners = self.listeners
-        self.turn = turn = (self.turn + 1) % len(listeners)
+        """A connection from the listen queue, if one waits and the worker accepts."""
         taken: list[Connection] = []
-        try:
-            for sock in listeners[turn:] + listeners[:turn]:
-                self._accept_from(sock, 1, final=True, take=taken.append)
-                if taken:
-                    return taken[0]
-        except OSError as exc:
-            log.debug("A pool thread could not accept: %s", exc)
-        return None
+        with self.lock:
+            if not self.listening or self.state.stopping or self.accept_paused_until \
+                    or self.in_flight >= self.size:
+                return None
+            accept_one = self.accept_one
+            if accept_one is None:
+                listeners = self.listeners
+                self.turn = turn = (self.turn + 1) % len(listeners)
+                for sock in listeners[turn:] + listeners[:turn]:
+                    self._accept_from(sock, 1, final=True, take=taken.append)
+                    if taken:
+                        return taken[0]
+                return None
+            try:
+                conn = accept_one()
+            except BlockingIOError:
+                return None
+            except OSError as exc:
+                self._accept_failed(exc)
+                return None
+            if conn is not None:
+                self.state.accept_failing_since = None
+            return conn
