@@ -1,8 +1,8 @@
 """A worker's accept loop (workers/loops.py): the C QueueLoop and its Python twin, alike.
 
 Every behaviour is tested on both implementations, over real listening sockets
-(TCP and unix): what ``serve()`` answers and what ``take()`` starts, what each
-hands back to the model's Python code, and how each reads and writes the
+(TCP and unix): what ``serve()`` answers, what ``take()`` starts and
+``take_one()`` returns, what each hands back to the model's Python code, and how each reads and writes the
 ``WorkerState`` it shares with the worker.  The readiness rule the C loops apply
 is compared with the Python one (``connection/intake.py``) on random sizes.
 """
@@ -168,7 +168,7 @@ def test_serve_answers_each_whole_request_counts_logs_and_closes_it(kind, listen
     assert seen.slots[1] == 0.0 and seen.slots[0] == 0.0
 
 
-@pytest.mark.parametrize("method", ["serve", "take"])
+@pytest.mark.parametrize("method", ["serve", "take", "take_one"])
 @pytest.mark.parametrize("case, sent", [
     ("partial head", scgi_request("/p")[:10]),
     ("partial body", scgi_request("/p", b"body")[:-2]),
@@ -196,7 +196,7 @@ def test_the_loops_hand_back_any_request_they_do_not_take(kind, listener, method
     assert seen.answered == seen.records == seen.logged == seen.started == []
 
 
-@pytest.mark.parametrize("method", ["serve", "take"])
+@pytest.mark.parametrize("method", ["serve", "take", "take_one"])
 def test_the_loops_hand_back_a_connection_that_sent_nothing_yet_with_the_receive_error(
         kind, listener, method):
     loop, _ = make_loop(kind, listener)
@@ -325,6 +325,42 @@ def test_take_raises_what_start_raised_and_takes_no_more(kind, listener):
     drop_queued(listener, clients[1:])
 
 
+# --- take_one(): the threads model's pool threads -------------------------------------------
+
+def test_take_one_returns_one_ready_request_with_its_head_parsed_and_leaves_the_rest(kind,
+                                                                                    listener):
+    loop, seen = make_loop(kind, listener, buffer_size=1000)
+    big = scgi_request("/big", b"z" * 5000)
+    clients = queued(listener, scgi_request("/a", b"body"), big[:200])
+    before = time.monotonic()
+    taken = [loop.take_one(), loop.take_one()]
+    after = time.monotonic()
+    assert loop.take_one() is None  # the queue is empty
+    try:
+        # A body over buffer_size is ready with what came: the rest is read as the app asks.
+        assert [(data, parsed[0]["REQUEST_URI"], parsed[1]) for _, data, parsed, _ in taken] \
+            == [(scgi_request("/a", b"body"), "/a", 4), (big[:200], "/big", 5000)]
+        assert all(type(conn) is _socket.socket and conn.fileno() >= 0 for conn, *_ in taken)
+        assert before <= taken[0][3] <= taken[1][3] <= after
+        assert seen.started == seen.answered == [] and loop.state.started == 0
+    finally:
+        for conn, *_ in taken:
+            conn.close()
+        for client in clients:
+            client.close()
+
+
+def test_take_one_takes_nothing_once_the_worker_stops_taking(kind, listener):
+    loop, _ = make_loop(kind, listener)
+    clients = queued(listener, scgi_request("/a"))
+    loop.state.stopping = True
+    assert loop.take_one() is None
+    loop.state.stopping = False
+    conn, *_ = loop.take_one()
+    conn.close()
+    clients[0].close()
+
+
 # --- the state and the rule they share with the worker ---------------------------------------
 
 def test_count_start_stops_the_accepts_at_max_requests_and_only_there(kind):
@@ -431,5 +467,27 @@ def test_the_c_loop_keeps_or_leaks_no_reference(listener, method):
                 other.sendall(request[:5])
                 conn, _, _ = run()
                 conn.close()
+
+    leak_check(once, loop, loop.state, seen.slots, rounds=1000)
+
+
+def test_the_c_take_one_keeps_or_leaks_no_reference(listener):
+    c = c_sockets()
+    loop, seen = make_loop((c.QueueLoop, c.WorkerState), listener)
+    address = listener.getsockname()
+    request = scgi_request("/a", b"body")
+
+    def once():
+        with socket.socket(listener.family) as client, \
+                socket.socket(listener.family) as other:
+            client.connect(address)
+            client.sendall(request)
+            other.connect(address)
+            other.sendall(request[:5])
+            for expected in (4, 3):  # the ready request, then the partial one handed back
+                taken = loop.take_one()
+                assert len(taken) == expected
+                taken[0].close()
+            assert loop.take_one() is None
 
     leak_check(once, loop, loop.state, seen.slots, rounds=1000)

@@ -414,6 +414,16 @@ queue_loop_serve(QueueLoop *loop, PyObject *Py_UNUSED(ignored))
     return left;
 }
 
+/* Whether take() and take_one() start a request: its body came whole, or it streams. */
+static int
+is_ready(QueueLoop *loop, taken *next)
+{
+    int state = next->start < 0 ? READY_WAIT
+        : readiness(next->length, next->got - next->start, loop->buffer_size,
+                    loop->body_limit);
+    return state == READY_WHOLE || state == READY_STREAM;
+}
+
 PyDoc_STRVAR(take_doc,
 "take($self, /)\n"
 "--\n"
@@ -435,10 +445,7 @@ queue_loop_take(QueueLoop *loop, PyObject *Py_UNUSED(ignored))
     PyObject *left = NULL;
     taken next;
     while (next_connection(module, loop, &next, &left) > 0) {
-        int state = next.start < 0 ? READY_WAIT
-            : readiness(next.length, next.got - next.start, loop->buffer_size,
-                        loop->body_limit);
-        int ready = state == READY_WHOLE || state == READY_STREAM;
+        int ready = is_ready(loop, &next);
         PyObject *started = NULL;
         if (ready) {
             PyObject *when = PyFloat_FromDouble(next.accepted);
@@ -458,6 +465,43 @@ queue_loop_take(QueueLoop *loop, PyObject *Py_UNUSED(ignored))
         }
     }
     return left;
+}
+
+PyDoc_STRVAR(take_one_doc,
+"take_one($self, /)\n"
+"--\n"
+"\n"
+"The next connection of the listen queue: (conn, data, parsed, accepted) where its\n"
+"request is ready, else what the loop hands back (workers/loops.py).");
+
+static PyObject *
+queue_loop_take_one(QueueLoop *loop, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *module = PyType_GetModule(Py_TYPE(loop));
+    if (module == NULL) {
+        return NULL;
+    }
+    PyObject *left = NULL;
+    taken next;
+    int got = next_connection(module, loop, &next, &left);
+    if (got <= 0) {
+        return got < 0 ? NULL : left;
+    }
+    PyObject *result;
+    if (is_ready(loop, &next)) {
+        PyObject *when = PyFloat_FromDouble(next.accepted);
+        result = when == NULL ? NULL
+            : PyTuple_Pack(4, next.conn, next.data, next.parsed, when);
+        Py_XDECREF(when);
+        if (result == NULL) {
+            close_on_error(next.conn);
+        }
+    }
+    else {
+        result = hand_back(next.conn, next.data, next.accepted);
+    }
+    drop_taken(&next);
+    return result;
 }
 
 /* A keyword argument that may be None (kept as NULL) or must be callable. */
@@ -544,6 +588,7 @@ queue_loop_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 static PyMethodDef queue_loop_methods[] = {
     {"serve", (PyCFunction)queue_loop_serve, METH_NOARGS, serve_doc},
     {"take", (PyCFunction)queue_loop_take, METH_NOARGS, take_doc},
+    {"take_one", (PyCFunction)queue_loop_take_one, METH_NOARGS, take_one_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -8,9 +8,14 @@ the head's parse, the readiness rule (``connection.intake.readiness``), and then
   recorded, logged and closed;
 - ``take()`` (the asyncio model): a request that is ready goes to ``start``;
 
-request after request until the queue is empty.  Anything else (a partial,
-malformed or too large request, a failed receive) is handed back to the model's
-Python code with what came, the connection still open, and the loop ends:
+request after request until the queue is empty; or
+
+- ``take_one()`` (the threads model's pool threads): one connection, returned as
+  ``(conn, data, parsed, accepted)`` where its request is ready.
+
+Anything else (a partial, malformed or too large request, a failed receive) is
+handed back to the model's Python code with what came, the connection still open,
+and the loop ends:
 
     None                      the queue is empty, or the worker stops taking
     OSError                   the accept failed
@@ -164,6 +169,12 @@ class PureQueueLoop:
             conn, data, parsed, accepted = taken
             start(conn, data, parsed, accepted, accepted)
         return self.left
+
+    def take_one(self) -> Taken | Left:
+        """The next connection: ``(conn, data, parsed, accepted)`` where its request is
+        ready, else what the loop hands back."""
+        taken = self._next(self.buffer_size, _TAKEN)
+        return self.left if taken is None else taken
 
 
 # What each loop takes itself: serve() a body that came whole, take() a ready request.

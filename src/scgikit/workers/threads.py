@@ -37,16 +37,17 @@ import socket
 import threading
 import time
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from ..apps.wsgi import WSGIAdapter
 from ..config import Config
 from ..connection.answer import Adapter, run_app
-from ..connection.intake import ParsedHead
+from ..connection.intake import RECV_SIZE, ParsedHead
 from ..connection.poller import drain
 from ..connection.sockets import Connection, close_now
 from ..connection.waiting import Waiting, WaitingRoom
 from .base import ACCEPT_PAUSE, Heartbeat
+from .loops import QueueLoop
 from .overrun import Request, Running, cut_loose, dead_socket, watch_start
 from .sync import SyncWorker
 
@@ -127,9 +128,7 @@ class ThreadedWorker(SyncWorker):
         self.lock = threading.Lock()
         self.in_flight = 0  # requests in the pool: running, or handed over and waiting
         self.turn = 0  # the listener a pool thread tries first, in turn
-        # The acceptor of the one listener, where the worker has one and no --allow-from.
-        self.accept_one = self.acceptors.get(self.listeners[0]) \
-            if len(self.listeners) == 1 and self.allow is None else None
+        self.takers: list[Any] = []  # each listener's QueueLoop (start)
         self.pool = [threading.Thread(target=self._serve, name=f"scgikit-{n}", daemon=True)
                      for n in range(self.size)]
 
@@ -139,6 +138,12 @@ class ThreadedWorker(SyncWorker):
 
     def start(self) -> None:
         super().start()
+        if self.handoff is None and self.allow is None:
+            config = self.config
+            self.takers = [QueueLoop(
+                state=self.state, listener=sock, recv_size=RECV_SIZE,
+                max_header_size=config.max_header_size, body_limit=config.body_limit,
+                buffer_size=config.body_buffer_size) for sock in self.listeners]
         self.wakers[self.done_r] = self._collect
         self.poller.watch(self.done_r)
 
@@ -181,7 +186,9 @@ class ThreadedWorker(SyncWorker):
             self.handoff.offer(self.capacity())
 
     def _resume_accepting(self) -> None:
-        """The pool's threads resume by themselves once the pause is over (``_wait``)."""
+        """The pause is over: the pool's threads take from the listeners again (the one
+        waiting its turn sees it, as its wait ends with the pause: ``_wait``)."""
+        self.accept_paused_until = 0.0
 
     def _may_accept(self) -> bool:
         # On a full stop the listen queue is served whatever the pool's load: the
@@ -290,16 +297,12 @@ class ThreadedWorker(SyncWorker):
         with self.lock:
             self.state.handled += 1
             self.in_flight -= 1
-        while True:
-            task = self._handed()
-            if task is not False:
-                return task
-            conn = self._accept_here()
-            if conn is None:
-                break
-            task = self._started(conn)
-            if task is not None:
-                return task
+        task = self._handed()
+        if task is not False:
+            return task
+        task = self._take_here()
+        if task is not None:
+            return task
         with self.lock:
             if self.stats is not None:
                 self.stats.set_in_flight(self.in_flight)
@@ -323,12 +326,10 @@ class ThreadedWorker(SyncWorker):
                         max(0, int((paused - time.monotonic()) * 1000) + 1) if paused else None)
                 task = self._handed()
                 if task is not False:
+                    return task  # (None: the thread ends)
+                task = self._take_here()
+                if task is not None:
                     return task
-                conn = self._accept_here()
-                if conn is not None:
-                    task = self._started(conn)
-                    if task is not None:
-                        return task
 
     def _handed(self) -> Task | None | Literal[False]:
         """A request the main thread handed over (None: the thread ends); False: none."""
@@ -340,44 +341,68 @@ class ThreadedWorker(SyncWorker):
             return False
         return self.tasks.popleft()
 
-    def _started(self, conn: Connection) -> Task | None:
-        """A connection this thread accepted: its request, if it is all there (counted in
-        flight); else None (it waits in the main thread's room, or has ended)."""
-        request = self._receive(conn)
-        if request is None:
-            return None
-        with self.lock:
-            self.in_flight += 1
-            if self.stats is not None:
-                self.stats.set_in_flight(self.in_flight)
-            self.state.count_start()
-        data, parsed, accepted = request
-        assert parsed is not None
-        return conn, data, parsed, accepted
+    def _take_here(self) -> Task | None:
+        """The next request of the listen queue, if one waits, is ready and the worker
+        accepts (counted in flight).  A connection whose request is not all there goes
+        to wait in the main thread's room, and the next one is tried."""
+        state = self.state
+        while True:
+            with self.lock:
+                if not self.listening or state.stopping or self.accept_paused_until:
+                    return None
+                try:
+                    left = self._take_one()
+                except OSError as exc:  # what no other accept would mend (_accept_failed)
+                    log.debug("A pool thread could not accept: %s", exc)
+                    return None
+                if type(left) is tuple and len(left) == 4:  # a ready request
+                    self._count_in()
+                    return left
+            if left is None:
+                return None
+            if isinstance(left, OSError):
+                try:
+                    if not self._accept_failed(left):
+                        return None
+                except OSError as exc:
+                    log.debug("A pool thread could not accept: %s", exc)
+                    return None
+                continue
+            conn, got, accepted = left
+            request = self.room.arrived(conn, got, accepted) if self.takers \
+                else self._receive(conn)
+            if request is not None:
+                with self.lock:
+                    self._count_in()
+                data, parsed, accepted = request
+                assert parsed is not None
+                return conn, data, parsed, accepted
 
-    def _accept_here(self) -> Connection | None:
-        """A connection from the listen queue, if one waits and the worker accepts."""
-        taken: list[Connection] = []
-        with self.lock:
-            if not self.listening or self.state.stopping or self.accept_paused_until \
-                    or self.in_flight >= self.size:
-                return None
-            accept_one = self.accept_one
-            if accept_one is None:
-                listeners = self.listeners
-                self.turn = turn = (self.turn + 1) % len(listeners)
-                for sock in listeners[turn:] + listeners[:turn]:
-                    self._accept_from(sock, 1, final=True, take=taken.append)
-                    if taken:
-                        return taken[0]
-                return None
-            try:
-                conn = accept_one()
-            except BlockingIOError:
-                return None
-            except OSError as exc:
-                self._accept_failed(exc)
-                return None
-            if conn is not None:
-                self.state.accept_failing_since = None
-            return conn
+    def _take_one(self) -> Any:
+        """What a ``QueueLoop`` of the listeners takes (``loops.py``), in turn; where the
+        worker has none (``--allow-from`` on TCP, a master that hands connections over),
+        a connection accepted in Python as ``(conn, b"", accepted)``, its first receive
+        to come (the lock held)."""
+        takers = self.takers
+        if len(takers) == 1:
+            return takers[0].take_one()
+        listeners = takers or self.listeners
+        self.turn = turn = (self.turn + 1) % len(listeners)
+        for taker in listeners[turn:] + listeners[:turn]:
+            if takers:
+                left = taker.take_one()
+                if left is not None:
+                    return left
+                continue
+            taken: list[Connection] = []
+            self._accept_from(taker, 1, final=True, take=taken.append)
+            if taken:
+                return taken[0], b"", time.monotonic()
+        return None
+
+    def _count_in(self) -> None:
+        """A request this thread took from the listen queue is in flight (the lock held)."""
+        self.in_flight += 1
+        if self.stats is not None:
+            self.stats.set_in_flight(self.in_flight)
+        self.state.count_start()
