@@ -2,9 +2,10 @@
 
 Every behaviour is tested on both implementations, over real listening sockets
 (TCP and unix): what ``serve()`` answers, what ``take()`` starts and
-``take_one()`` returns, what each hands back to the model's Python code, and how each reads and writes the
-``WorkerState`` it shares with the worker.  The readiness rule the C loops apply
-is compared with the Python one (``connection/intake.py``) on random sizes.
+``take_one()`` returns, what each hands back to the model's Python code, and how
+each reads and writes the ``WorkerState`` it shares with the worker.  The readiness
+rule the C loops apply is compared with the Python one (``connection/intake.py``) on
+random sizes.
 """
 
 from __future__ import annotations
