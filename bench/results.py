@@ -10,11 +10,15 @@ column it needs is not there.
 
 - ``parse(text)``: RESULTS.md's header and tables (``Results``);
 - ``readme_table(results)``: the README's table, scgikit against its SCGI peers;
+- ``peer_tables(results)``: the README's tables against the servers users would pick
+  instead (the HTTP servers, the I/O-bound and framework runs, the footprint), each left out
+  when its section is not in the run;
+- ``readme_block(results)``: both, as the README holds them between its markers;
 - ``performance_page(results, template)``: docs/performance.md, the hand-written
   bench/performance.md.in with its ``{{...}}`` figures filled in from the run, and every
   table of the run after it;
 - ``with_readme_table(readme, table)``: the README with its table replaced;
-- ``pages(results_text, template, readme)``: both pages at once;
+- ``pages(results_text, template, readme)``: docs/performance.md and the README at once;
 - ``chart_panels(results)``: scgikit's requests/s over each peer's, per workload, per
   section: what bench/chart.py draws as docs/performance.svg.
 
@@ -37,10 +41,12 @@ RESULTS = HERE / "RESULTS.md"
 TEMPLATE = HERE / "performance.md.in"
 
 #: The figures' column titles, by run.py's names for them (cpu_us: "CPU µs/req", ...).
-TITLES = {key: title for key, title, _ in COLUMNS} | {"peak_rss_mb": "peak RSS MB"}
+TITLES = {key: title for key, title, _ in COLUMNS} | {
+    "peak_rss_mb": "peak RSS MB", "pss_mib": "PSS MiB", "first_ms": "first answer ms"}
 #: The sections of RESULTS.md, by the names a template gives them: how their headings begin.
 SECTIONS = {"tcp": "Over TCP", "unix": "Over a unix socket", "models": "Worker models",
-            "http": "Against HTTP servers", "io": "I/O-bound", "frameworks": "Frameworks"}
+            "http": "Against HTTP servers", "io": "I/O-bound", "frameworks": "Frameworks",
+            "footprint": "Footprint and start-up"}
 #: The sections the chart shows, with its title for each: scgikit against other servers (the
 #: worker models' section compares scgikit with itself).
 CHART_SECTIONS = {"tcp": "SCGI servers, TCP", "unix": "SCGI servers, unix socket",
@@ -54,6 +60,27 @@ README_COLUMNS = [("tcp", "hello", "hello, TCP"), ("unix", "hello", "hello, unix
 #: The README's figures: (column, label, unit of scgikit's own figure).
 README_FIGURES = [("cpu_us", "CPU per request", " µs"), ("rps", "requests/s via nginx", "")]
 BASE = "scgikit"
+#: The README's tables against the servers users would pick instead, each from one section:
+#: the HTTP servers' (columns: its tables by workload, with their labels; a block of rows
+#: per figure), ...
+HTTP_COLUMNS = [("TCP, hello", "hello, TCP"), ("unix socket, hello", "hello, unix socket"),
+                ("TCP, echo-64k", "64 KiB echo, TCP"),
+                ("unix socket, echo-64k", "64 KiB echo, unix socket")]
+HTTP_FIGURES = [("rps", "requests/s"), ("cpu_us", "CPU per request")]
+#: ... the I/O-bound one's (a column per figure and workload), the frameworks' (a column
+#: per figure, the workloads' rows one after the other) ...
+IO_WORKLOADS = ["io-64", "io-256"]
+IO_FIGURES = [("rps", "req/s"), ("p99", "p99"), ("cpu_us", "CPU/req")]
+FRAMEWORK_WORKLOADS = ["django", "fastapi"]
+FRAMEWORK_FIGURES = [("rps", "requests/s"), ("p99", "p99")]
+#: ... and the footprint's: bench/footprint.py gives each scgikit row's ratio to this row's.
+FOOTPRINT_WORKLOAD = "hello"
+FOOTPRINT_BASE = "uWSGI"
+FOOTPRINT_FIGURES = [("pss_mib", "PSS"), ("first_ms", "first answer")]
+#: Each figure's unit beside scgikit's own, and the figures for which lower is better.
+UNITS = {"rps": "", "p50": " ms", "p99": " ms", "cpu_us": " µs", "nginx_us": " µs",
+         "direct_rps": "", "pss_mib": " MiB", "first_ms": " ms"}
+LOWER_IS_BETTER = {"cpu_us": "CPU", "p99": "p99", "pss_mib": "PSS", "first_ms": "first answer"}
 WIDTH = 96  # the README's prose lines
 BEGIN = ("<!-- speed table: made from bench/RESULTS.md by scripts/make-docs "
          "(bench/results.py); edit those, not this -->")
@@ -110,6 +137,10 @@ class Results:
     command: str              # the header's "Command: ..." line
     body: str                 # every section, from the first "## " heading on
     tables: list[Table] = field(default_factory=list)
+
+    def has(self, section: str) -> bool:
+        """Whether the run has the section named ``section`` (a key of SECTIONS)."""
+        return any(t.section.startswith(SECTIONS[section]) for t in self.tables)
 
     def table(self, section: str, workload: str) -> Table:
         """The table of ``workload`` in the section named ``section`` (a key of SECTIONS)."""
@@ -253,6 +284,125 @@ def with_readme_table(readme: str, table: str) -> str:
     return f"{before}{BEGIN}\n{table}{END}{after}"
 
 
+def readme_block(results: Results) -> str:
+    """What the README holds between its markers: the table against the SCGI peers, then,
+    when the run has their sections, the tables against the servers users would pick
+    instead."""
+    others = peer_tables(results)
+    return readme_table(results) + (f"\n{others}" if others else "")
+
+
+def peer_tables(results: Results) -> str:
+    """scgikit against the HTTP servers (behind nginx's proxy_pass), on I/O-bound work, under
+    Django and FastAPI, and in memory and start-up: a table for each of those sections that
+    the run has (none: ""), after a sentence that says how to read them."""
+    makers = {"http": (_http_table, HTTP_FIGURES), "io": (_io_table, IO_FIGURES),
+              "frameworks": (_framework_table, FRAMEWORK_FIGURES),
+              "footprint": (_footprint_table, FOOTPRINT_FIGURES)}
+    present = [key for key in makers if results.has(key)]
+    if not present:
+        return ""
+    against = []
+    if any(key != "footprint" for key in present):
+        against.append("the HTTP servers behind nginx's `proxy_pass`, each beside scgikit's "
+                       "model of its kind behind `scgi_pass` (WSGI: the sync workers, or "
+                       "threads when each request waits; ASGI: asyncio on uvloop)")
+    if "footprint" in present:
+        command = _footprint_command(results)
+        against.append(f"{FOOTPRINT_BASE} for memory and start-up, as it runs by default "
+                       "(the app loaded in its master" + (f"; `{command}`)" if command else ")"))
+    shown = {key for part in present for key, _ in makers[part][1]}
+    lower = [name for key, name in LOWER_IS_BETTER.items() if key in shown]
+    reading = (["above 1×, scgikit serves more requests/s"] if "rps" in shown else []) + (
+        [f"for {_listed(lower)}, lower is better"] if lower else [])
+    intro = ("Against the servers users would pick instead: " + "; and ".join(against)
+             + ". Bold rows give the figures themselves; every other cell is scgikit's figure "
+             "over the peer's" + (f" ({'; '.join(reading)})" if reading else "") + ".")
+    lines = [textwrap.fill(intro, WIDTH, break_on_hyphens=False)]
+    lines += [makers[key][0](results) for key in present]
+    return "\n\n".join(lines) + "\n"
+
+
+def _footprint_command(results: Results) -> str | None:
+    """The command that wrote the footprint section, as its first paragraph gives it."""
+    heading = "\n## " + SECTIONS["footprint"]
+    if heading not in "\n" + results.body:
+        return None
+    text = ("\n" + results.body).split(heading, 1)[1].split("\n### ", 1)[0]
+    said = re.search(r"`([^`]+)`", text)
+    return said.group(1) if said else None
+
+
+def _listed(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _line(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _rows(columns: list[tuple[Table, str]], figure: str = "") -> list[str]:
+    """A line per row of the first column's table: scgikit's rows (those compared with no
+    other) give their own figures, in bold, and each other row its ratios to the scgikit row
+    above it, as bench/run.py wrote them."""
+    first, key = columns[0]
+    lines = []
+    for server in first.rows:
+        if first.cell(server, key).ratio is None:
+            lines.append(_line([f"**{figure}{server}**"]
+                               + [_value(t, server, k) + UNITS[k] for t, k in columns]))
+        else:
+            lines.append(_line([f"vs {server}"] + [_ratio(t, server, k) for t, k in columns]))
+    return lines
+
+
+def _head(first: str, labels: list[str]) -> list[str]:
+    return [_line([first, *labels]), "|---" * (len(labels) + 1) + "|"]
+
+
+def _http_table(results: Results) -> str:
+    tables = [results.table("http", workload) for workload, _ in HTTP_COLUMNS]
+    lines = _head("HTTP servers, behind nginx", [label for _, label in HTTP_COLUMNS])
+    for key, name in HTTP_FIGURES:
+        lines += _rows([(table, key) for table in tables], f"{name}: ")
+    return "\n".join(lines)
+
+
+def _io_table(results: Results) -> str:
+    tables = [results.table("io", workload) for workload in IO_WORKLOADS]
+    columns = [(table, key) for key, _ in IO_FIGURES for table in tables]
+    labels = [f"{name}, {table.workload}" for _, name in IO_FIGURES for table in tables]
+    return "\n".join(_head("I/O-bound, each request waits 10 ms", labels) + _rows(columns))
+
+
+def _framework_table(results: Results) -> str:
+    lines = _head("Django and FastAPI", [name for _, name in FRAMEWORK_FIGURES])
+    for workload in FRAMEWORK_WORKLOADS:
+        table = results.table("frameworks", workload)
+        lines += _rows([(table, key) for key, _ in FRAMEWORK_FIGURES])
+    return "\n".join(lines)
+
+
+def _footprint_table(results: Results) -> str:
+    """The base's own figures (uWSGI's), then each scgikit row's ratio to them."""
+    table = results.table("footprint", FOOTPRINT_WORKLOAD)
+    first = FOOTPRINT_FIGURES[0][0]
+    ours = [server for server in table.rows if table.cell(server, first).ratio is not None]
+    if not ours:
+        raise ResultsError(f"bench/RESULTS.md: the table {table.where} has no row with a "
+                           f"ratio to {FOOTPRINT_BASE}'s figures")
+    detail = table.title.split(":", 1)[-1].strip()
+    lines = _head(f"{detail}: scgikit over {FOOTPRINT_BASE}",
+                  [name for _, name in FOOTPRINT_FIGURES])
+    lines.append(_line([f"**{FOOTPRINT_BASE}**"] + [_value(table, FOOTPRINT_BASE, key)
+                                                     + UNITS[key]
+                                                     for key, _ in FOOTPRINT_FIGURES]))
+    for server in ours:
+        lines.append(_line([server] + [_ratio(table, server, key)
+                                       for key, _ in FOOTPRINT_FIGURES]))
+    return "\n".join(lines)
+
+
 def _value(table: Table, server: str, key: str) -> str:
     value = table.cell(server, key).value
     if value is None:
@@ -359,7 +509,7 @@ def pages(results_text: str, template: str, readme: str) -> tuple[str, str]:
     """docs/performance.md and README.md as made from RESULTS.md's text."""
     results = parse(results_text)
     return (performance_page(results, template),
-            with_readme_table(readme, readme_table(results)))
+            with_readme_table(readme, readme_block(results)))
 
 
 # --- docs/performance.svg ------------------------------------------------------------------------

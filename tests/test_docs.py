@@ -19,6 +19,8 @@ pytestmark = pytest.mark.one_path(reason="documentation")
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
+import footprint  # noqa: E402
+import lineup  # noqa: E402
 import results  # noqa: E402
 import run as bench  # noqa: E402
 
@@ -45,7 +47,11 @@ def test_the_readmes_speed_table_is_made_from_bench_results():
 def test_the_readmes_speed_section_stays_short():
     text = README.read_text()
     section = text.split("\n## Speed\n", 1)[1].split("\n## ", 1)[0]
-    assert len(section.strip("\n").splitlines()) + 1 <= 40  # with its heading
+    block = section.split(results.BEGIN, 1)[1].split(results.END, 1)[0]
+    prose = section.replace(block, "")
+    assert len(prose.strip("\n").splitlines()) + 1 <= 14  # with its heading and markers
+    # the tables: a row per peer and scgikit model, a line per figure of the footprint
+    assert len(section.strip("\n").splitlines()) + 1 <= 100
     assert "(docs/performance.md)" in section
 
 
@@ -229,6 +235,192 @@ def test_the_chart_in_docs_is_drawn_from_the_latest_run():
     svg = (ROOT / "docs" / "performance.svg").read_text()
     assert f"<dc:description>{run}</dc:description>" in svg
     assert "](performance.svg)" in PERFORMANCE.read_text()
+
+
+# --- the README's tables against the servers users would pick instead ----------------------
+
+def bracketed(text: str, section: str, title: str, server: str, column: str) -> str:
+    """A cell of RESULTS.md found by splitting its text: the ratio in brackets, or the
+    figure where there is none."""
+    part = text.split(f"\n## {section}", 1)[1].split("\n## ", 1)[0]
+    table = part.split(f"\n### {title}", 1)[1].split("\n### ", 1)[0]
+    lines = [line for line in table.splitlines() if line.startswith("|")]
+    head = [cell.strip() for cell in lines[0].split("|")]
+    row = next(line for line in lines if line.startswith(f"| {server} |"))
+    cell = row.split("|")[head.index(column)].strip()
+    return cell.split("(", 1)[1].rstrip(")") if "(" in cell else cell
+
+
+def readme_cells(block: str, first: str, nth: int = 0) -> list[str]:
+    """The cells after the first one of the ``nth`` README line that begins with ``first``."""
+    line = [line for line in block.splitlines() if line.startswith(f"| {first} |")][nth]
+    return [cell.strip() for cell in line.strip("|").split("|")][1:]
+
+
+@pytest.mark.parametrize("first, nth, column, section, title, server, figure", [
+    ("vs gunicorn sync", 0, 0, "Against HTTP", "TCP, hello", "gunicorn sync",
+     "req/s via nginx"),
+    ("vs uvicorn", 0, 3, "Against HTTP", "unix socket, echo-64k", "uvicorn", "req/s via nginx"),
+    ("vs granian ASGI", 1, 3, "Against HTTP", "unix socket, echo-64k", "granian ASGI",
+     "CPU µs/req"),
+    ("vs granian WSGI", 1, 1, "Against HTTP", "unix socket, hello", "granian WSGI",
+     "CPU µs/req"),
+    ("vs gunicorn gthread ×128", 0, 3, "I/O-bound", "io-256", "gunicorn gthread ×128",
+     "p99 ms"),
+    ("vs uvicorn", 2, 4, "I/O-bound", "io-64", "uvicorn", "CPU µs/req"),
+    ("**scgikit threads ×128**", 0, 1, "I/O-bound", "io-256", "scgikit threads ×128",
+     "req/s via nginx"),
+    ("vs uvicorn, Django (its ASGI handler)", 0, 0, "Frameworks", "django",
+     "uvicorn, Django (its ASGI handler)", "req/s via nginx"),
+    ("vs uvicorn, FastAPI", 0, 1, "Frameworks", "fastapi", "uvicorn, FastAPI", "p99 ms"),
+    ("scgikit --worker asyncio (ASGI), --preload", 0, 1, "Footprint", "hello",
+     "scgikit --worker asyncio (ASGI), --preload", "first answer ms"),
+    ("scgikit --worker sync", 0, 0, "Footprint", "hello", "scgikit --worker sync", "PSS MiB"),
+])
+def test_the_readmes_ratios_to_the_other_servers_are_those_of_bench_results(
+        first, nth, column, section, title, server, figure):
+    text = results.RESULTS.read_text()
+    block = results.peer_tables(results.parse(text))
+    cell = readme_cells(block, first, nth)[column]
+    assert cell.removesuffix(" ms").removesuffix(" µs") == bracketed(
+        text, section, title, server, figure)
+
+
+def row_of(name: str, times: float) -> bench.Row:
+    """A server that takes ``times`` scgikit's CPU and p99 for 1/``times`` its requests/s."""
+    return bench.Row(name, {key: value * times if key in ("cpu_us", "p50", "p99")
+                            else value / times for key, value in FIGURES.items()})
+
+
+def measured(servers: dict[str, float], works: list, transports=("tcp",)) -> dict:
+    return {(transport, name): {work.name: row_of(name, times) for work in works
+                                if not work.servers or name in work.servers}
+            for transport in transports for name, times in servers.items()}
+
+
+# scgikit's asyncio model serves twice the requests/s of its sync one at half the CPU; the
+# ratios are each peer's times over its base's: uvicorn's requests/s 2.00× and so on.
+HTTP_TIMES = {"scgikit": 1.0, "gunicorn sync": 4.0, "gunicorn gthread ×4": 2.0,
+              "granian WSGI": 0.8, bench.ASYNC: 0.5, "uvicorn": 1.0, bench.UVICORN_CLOSE: 2.0,
+              "granian ASGI": 0.4}
+IO_TIMES = dict(zip((s.name for s in lineup.IO_BOUND), (1.0, 2.0, 0.8, 4.0, 1.0, 0.5, 1.25)))
+FRAMEWORK_TIMES = dict(zip((s.name for s in lineup.FRAMEWORKS),
+                           (1.0, 2.0, 8.0, 0.8, 0.5, 1.0, 0.4, 2.0)))
+
+
+def with_others(sections=("http", "io", "frameworks", "footprint"), monkeypatch=None) -> str:
+    """A RESULTS.md with the SCGI servers' sections and these others, as bench/run.py and
+    bench/footprint.py write them."""
+    works = [w for w in bench.WORKLOADS if w.name in ("hello", "echo-64k")]
+    parts = [written().rstrip("\n")]
+    if "http" in sections:
+        parts.append(bench.http_tables(measured(HTTP_TIMES, works, ("tcp", "unix")), works,
+                                       ("tcp", "unix")))
+    if "io" in sections:
+        parts.append(bench.io_tables(measured(IO_TIMES, bench.IO_WORKLOADS),
+                                     bench.IO_WORKLOADS))
+    if "frameworks" in sections:
+        parts.append(bench.framework_tables(measured(FRAMEWORK_TIMES, bench.FRAMEWORK_WORKLOADS),
+                                            bench.FRAMEWORK_WORKLOADS))
+    if "footprint" in sections:
+        # (ms to the first answer, ms to all ready, MiB of PSS), one run each
+        runs = {("hello-sync", False): (60.0, 61.0, 30.0),
+                ("hello-sync", True): (45.0, 46.0, 24.0),
+                ("hello-aio", False): (90.0, 91.0, 40.0),
+                (footprint.UWSGI, False): (32.0, 32.0, 22.0),
+                (footprint.UWSGI, True): (30.0, 30.0, 20.0)}
+        table = footprint.uwsgi_table({case: [figures] for case, figures in runs.items()}, 2,
+                                      2000)
+        monkeypatch.setattr(footprint, "uwsgi_version", lambda: "2.0.31")
+        parts.append(footprint.section(table, 1, "python bench/footprint.py --uwsgi --runs 1 "
+                                       "--write", (0.5, 0.6)).rstrip("\n"))
+    return "\n\n".join(parts) + "\n"
+
+
+def block_of(text: str) -> str:
+    return results.peer_tables(results.parse(text))
+
+
+def test_the_readme_compares_scgikit_with_each_http_server_beside_its_own_model():
+    block = block_of(with_others(("http",)))
+    for line in ("| **requests/s: scgikit (sync, WSGI)** | 1000 | 1000 | 1000 | 1000 |",
+                 "| vs gunicorn sync | 4.00× | 4.00× | 4.00× | 4.00× |",
+                 "| vs granian WSGI | 0.80× | 0.80× | 0.80× | 0.80× |",
+                 "| **requests/s: scgikit asyncio, ASGI (uvloop)** | 2000 | 2000 | 2000 | 2000 |",
+                 "| vs uvicorn | 2.00× | 2.00× | 2.00× | 2.00× |",
+                 "| vs granian ASGI | 0.80× | 0.80× | 0.80× | 0.80× |",
+                 "| **CPU per request: scgikit (sync, WSGI)** | 20.0 µs | 20.0 µs | 20.0 µs | "
+                 "20.0 µs |",
+                 "| vs gunicorn gthread ×4 | 0.50× | 0.50× | 0.50× | 0.50× |",
+                 "| **CPU per request: scgikit asyncio, ASGI (uvloop)** | 10.0 µs | 10.0 µs | "
+                 "10.0 µs | 10.0 µs |",
+                 "| vs uvicorn, a connection per request | 0.25× | 0.25× | 0.25× | 0.25× |",
+                 "| vs granian ASGI | 1.25× | 1.25× | 1.25× | 1.25× |"):
+        assert line in block.splitlines()
+    intro = " ".join(block.split("\n\n", 1)[0].split())
+    assert "every other cell is scgikit's figure over the peer's (above 1×, scgikit serves " \
+           "more requests/s; for CPU, lower is better)." in intro
+    assert "uWSGI for memory" not in block and "10 ms" not in block and "Django" not in block
+
+
+def test_the_readme_compares_scgikit_on_io_bound_work_and_under_frameworks():
+    block = block_of(with_others(("io", "frameworks")))
+    assert ("| I/O-bound, each request waits 10 ms | req/s, io-64 | req/s, io-256 | "
+            "p99, io-64 | p99, io-256 | CPU/req, io-64 | CPU/req, io-256 |") in block
+    for line in ("| **scgikit threads ×128** | 1000 | 1000 | 2.00 ms | 2.00 ms | 20.0 µs | "
+                 "20.0 µs |",
+                 "| vs uWSGI threads ×128 | 2.00× | 2.00× | 0.50× | 0.50× | 0.50× | 0.50× |",
+                 "| vs gunicorn gthread ×128 | 4.00× | 4.00× | 0.25× | 0.25× | 0.25× | 0.25× |",
+                 "| vs granian ASGI | 1.25× | 1.25× | 0.80× | 0.80× | 0.80× | 0.80× |",
+                 "| **scgikit sync, Django** | 1000 | 2.00 ms |",
+                 "| vs uvicorn, Django (its ASGI handler) | 8.00× | 0.12× |",
+                 "| **scgikit asyncio, FastAPI** | 2000 | 1.00 ms |",
+                 "| vs granian ASGI, FastAPI | 0.80× | 1.25× |",
+                 "| vs gunicorn + uvicorn workers, FastAPI | 4.00× | 0.25× |"):
+        assert line in block.splitlines()
+    assert "HTTP servers, behind nginx |" not in block and "uWSGI for memory" not in block
+
+
+def test_the_readme_gives_scgikits_footprint_over_uwsgis(monkeypatch):
+    block = block_of(with_others(("footprint",), monkeypatch))
+    table = block.split("\n\n")[1].splitlines()
+    assert table == [
+        "| 2 workers, PSS after 2000 requests: scgikit over uWSGI | PSS | first answer |",
+        "|---|---|---|",
+        "| **uWSGI** | 20.0 MiB | 30 ms |",
+        "| scgikit --worker sync | 1.50× | 2.00× |",
+        "| scgikit --worker sync, --preload | 1.20× | 1.50× |",
+        "| scgikit --worker asyncio (ASGI) | 2.00× | 3.00× |"]
+    intro = " ".join(block.split("\n\n", 1)[0].split())
+    assert intro.startswith("Against the servers users would pick instead: uWSGI for memory "
+                            "and start-up, as it runs by default (the app loaded in its "
+                            "master; `python bench/footprint.py --uwsgi --runs 1 --write`).")
+    assert "(for PSS and first answer, lower is better)." in intro
+
+
+def test_the_readme_block_holds_every_table_the_run_has_in_order(monkeypatch):
+    text = with_others(monkeypatch=monkeypatch)
+    parsed = results.parse(text)
+    block = results.readme_block(parsed)
+    assert block.startswith(results.readme_table(parsed))
+    lines = block.splitlines()
+    heads = [line for line, after in zip(lines, lines[1:]) if after.startswith("|---")]
+    assert [head.split(" | ")[0] for head in heads] == [
+        "| scgikit", "| HTTP servers, behind nginx", "| I/O-bound, each request waits 10 ms",
+        "| Django and FastAPI", "| 2 workers, PSS after 2000 requests: scgikit over uWSGI"]
+
+
+def test_a_run_without_the_other_servers_sections_gives_the_scgi_table_alone():
+    parsed = results.parse(written())
+    assert results.peer_tables(parsed) == ""
+    assert results.readme_block(parsed) == results.readme_table(parsed)
+
+
+def test_a_section_that_lacks_a_table_the_readme_needs_is_named():
+    text = with_others(("io",))
+    cut = text[:text.index("### io-256")]
+    with pytest.raises(results.ResultsError, match=r"no table 'io-256' under '## I/O-bound"):
+        block_of(cut)
 
 
 # --- scripts/make-docs ------------------------------------------------------------------------
