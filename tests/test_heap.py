@@ -73,3 +73,12 @@ def test_malloc_arena_max_in_the_environment_leaves_the_heaps_as_it_sets_them():
     assert in_a_fresh_process("import heap_probe, json\nfrom scgikit.master.heap import keep_heap\n"
                               "keep_heap()\nprint(json.dumps(heap_probe.arenas()))",
                               MALLOC_ARENA_MAX="4") > 2
+
+
+def test_the_heap_is_set_without_ctypes_where_the_c_accelerator_runs():
+    from scgikit.accelerator import speedups
+
+    kept, loaded = in_a_fresh_process(
+        "import json, sys\nfrom scgikit.master.heap import keep_heap\n"
+        "print(json.dumps([keep_heap(), 'ctypes' in sys.modules]))")
+    assert kept and loaded == (speedups is None)

@@ -46,6 +46,7 @@ def setup_scope(*, http_scope_pure: Callable[[dict[str, str], str, tuple[str, in
 def Exchange(sock: Connection, adapter: WSGIAdapter, timeout: float | None) -> ExchangeShape: ...
 
 def readiness(length: int, received: int, buffer_size: int, limit: int, /) -> int: ...
+def mallopt(param: int, value: int, /) -> bool: ...  # under glibc alone
 
 class WorkerState:
     stopping: bool

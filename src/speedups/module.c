@@ -337,6 +337,26 @@ PyDoc_STRVAR(readiness_doc,
 "The readiness rule the loops apply (connection/intake.py's readiness): 3 past limit,\n"
 "else 1 once received >= length, else 2 for a length past buffer_size, else 0.");
 
+#ifdef __GLIBC__
+#include <malloc.h>
+
+PyDoc_STRVAR(mallopt_doc,
+"mallopt($module, param, value, /)\n"
+"--\n"
+"\n"
+"glibc's mallopt(): True where it took the setting (master/heap.py).");
+
+static PyObject *
+sk_mallopt(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    int param, value;
+    if (!PyArg_ParseTuple(args, "ii:mallopt", &param, &value)) {
+        return NULL;
+    }
+    return PyBool_FromLong(mallopt(param, value));
+}
+#endif
+
 static PyMethodDef speedups_methods[] = {
     {"parse_head", (PyCFunction)(void (*)(void))parse_head,
      METH_FASTCALL | METH_KEYWORDS, parse_head_doc},
@@ -359,6 +379,9 @@ static PyMethodDef speedups_methods[] = {
     {"recv_now", (PyCFunction)(void (*)(void))sk_recv_now, METH_FASTCALL, recv_now_doc},
     {"close_now", sk_close_now, METH_O, close_now_doc},
     {"readiness", (PyCFunction)(void (*)(void))sk_readiness, METH_FASTCALL, readiness_doc},
+#ifdef __GLIBC__
+    {"mallopt", sk_mallopt, METH_VARARGS, mallopt_doc},  /* glibc's alone */
+#endif
     {NULL, NULL, 0, NULL},
 };
 

@@ -24,9 +24,11 @@ environment (glibc's own tunables) leave glibc's settings as they are, as
 
 from __future__ import annotations
 
-import ctypes
 import os
 import sys
+from collections.abc import Callable
+
+from ..accelerator import speedups
 
 __all__ = ["keep_heap", "MMAP_THRESHOLD", "TRIM_THRESHOLD"]
 
@@ -49,16 +51,29 @@ def keep_heap() -> bool:
     """Set glibc's thresholds; False where it was left alone (not glibc, or told so)."""
     if not sys.platform.startswith("linux") or any(name in os.environ for name in _TUNABLES):
         return False
-    try:
-        libc = ctypes.CDLL(None)
-    except OSError:
+    mallopt = _mallopt()
+    if mallopt is None:
         return False
-    if not hasattr(libc, "gnu_get_libc_version"):  # only glibc has it
-        return False
-    mallopt = libc.mallopt
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
     if "MALLOC_ARENA_MAX" not in os.environ:
         mallopt(_M_ARENA_MAX, ARENA_MAX)
     return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
                 and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+
+
+def _mallopt() -> Callable[[int, int], object] | None:
+    """glibc's mallopt(): the C accelerator's, else through ctypes (an import of half a
+    MiB the master then keeps, and its workers); None where the C library is not glibc."""
+    if speedups is not None:
+        return getattr(speedups, "mallopt", None)  # (built against glibc, or without it)
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+    except OSError:
+        return None
+    if not hasattr(libc, "gnu_get_libc_version"):  # only glibc has it
+        return None
+    mallopt = libc.mallopt
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return mallopt
