@@ -402,10 +402,10 @@ def section(table: str, runs: int, command_line: str, load: tuple[float, float],
             f"{platform.python_version()}, {platform.system()} {platform.release()}: "
             f"`{command_line}`; each figure the median of {runs} runs, load average "
             f"{load[0]:.1f} at the start and {load[1]:.1f} at the end; uWSGI {uwsgi_version()}"
-            + (f", {peer_versions()}" if peers else "") + ". The same hello app (bench/apps.py, "
-            + ("WSGI or ASGI" if peers else "its WSGI app or ASGI one") + ") on a unix socket, "
-            "no front end" + ("; the HTTP servers started as bench/run starts them, each "
-                              "answering HTTP/1.1" if peers else "")
+            + (f", {peer_versions()}" if peers else "") + ". The same hello app (bench/apps.py's "
+            "app, or its asgi_app on the ASGI servers) on a unix socket, no front end"
+            + ("; the HTTP servers started as bench/run starts them, each answering HTTP/1.1"
+               if peers else "")
             + "; PSS: the proportional set size of the master and its workers added up "
             "(bench/footprint.py says how each figure is taken).\n\n"
             f"{table}\n\n"
