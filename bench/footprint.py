@@ -436,8 +436,9 @@ def write_section(text: str, file: Path = RESULTS) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--workers", type=int, help="default 4; with --uwsgi, 2")
-    parser.add_argument("--requests", type=int, help="default 320; with --uwsgi, 2000")
+    parser.add_argument("--workers", type=int, help="default 4; with --uwsgi or --http-peers, 2")
+    parser.add_argument("--requests", type=int,
+                        help="default 320; with --uwsgi or --http-peers, 2000")
     parser.add_argument("--only", action="append", choices=sorted([*CASES, UWSGI,
                                                                    *HTTP_PEERS]))
     parser.add_argument("--uwsgi", action="store_true",
