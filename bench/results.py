@@ -73,10 +73,19 @@ IO_WORKLOADS = ["io-64", "io-256"]
 IO_FIGURES = [("rps", "req/s"), ("p99", "p99"), ("cpu_us", "CPU/req")]
 FRAMEWORK_WORKLOADS = ["django", "fastapi"]
 FRAMEWORK_FIGURES = [("rps", "requests/s"), ("p99", "p99")]
-#: ... and the footprint's: bench/footprint.py gives each scgikit row's ratio to this row's.
+#: ... and the footprint's: bench/footprint.py gives each scgikit row's ratio to this row's
+#: in brackets, and the HTTP servers' rows their own figures; the README gives scgikit's
+#: sync rows over the WSGI servers, its asyncio rows over the ASGI ones, each of them that
+#: the table has.
 FOOTPRINT_WORKLOAD = "hello"
 FOOTPRINT_BASE = "uWSGI"
 FOOTPRINT_FIGURES = [("pss_mib", "PSS"), ("first_ms", "first answer")]
+FOOTPRINT_WSGI = [FOOTPRINT_BASE, "gunicorn sync", "granian WSGI"]
+FOOTPRINT_ASGI = ["uvicorn", "granian ASGI"]
+FOOTPRINT_ROWS = {"scgikit --worker sync": FOOTPRINT_WSGI,
+                  "scgikit --worker sync, --preload": FOOTPRINT_WSGI,
+                  "scgikit --worker asyncio (ASGI)": FOOTPRINT_ASGI,
+                  "scgikit --worker asyncio (ASGI), --preload": FOOTPRINT_ASGI}
 #: Each figure's unit beside scgikit's own, and the figures for which lower is better.
 UNITS = {"rps": "", "p50": " ms", "p99": " ms", "cpu_us": " µs", "nginx_us": " µs",
          "direct_rps": "", "pss_mib": " MiB", "first_ms": " ms"}
@@ -309,8 +318,13 @@ def peer_tables(results: Results) -> str:
                        "threads when each request waits; ASGI: asyncio on uvloop)")
     if "footprint" in present:
         command = _footprint_command(results)
-        against.append(f"{FOOTPRINT_BASE} for memory and start-up, as it runs by default "
-                       "(the app loaded in its master" + (f"; `{command}`)" if command else ")"))
+        table = results.table("footprint", FOOTPRINT_WORKLOAD)
+        others = [name for name in (*FOOTPRINT_WSGI, *FOOTPRINT_ASGI)
+                  if name != FOOTPRINT_BASE and name in table.rows]
+        against.append("for memory and start-up" + (f" (`{command}`)" if command else "")
+                       + f", {FOOTPRINT_BASE} as it runs by default (the app loaded in its "
+                       "master)" + (f" and {_listed(others)}, which load it in each worker"
+                                    if others else ""))
     shown = {key for part in present for key, _ in makers[part][1]}
     lower = [name for key, name in LOWER_IS_BETTER.items() if key in shown]
     reading = (["above 1×, scgikit serves more requests/s"] if "rps" in shown else []) + (
@@ -384,23 +398,35 @@ def _framework_table(results: Results) -> str:
 
 
 def _footprint_table(results: Results) -> str:
-    """The base's own figures (uWSGI's), then each scgikit row's ratio to them."""
+    """Each scgikit row of FOOTPRINT_ROWS that the table has, its own figures in bold, then
+    its ratio to each peer of its kind that the table has: to uWSGI's, the ratio in brackets
+    (the median of the runs' own ratios); to an HTTP server's, scgikit's figure over the
+    server's own."""
     table = results.table("footprint", FOOTPRINT_WORKLOAD)
-    first = FOOTPRINT_FIGURES[0][0]
-    ours = [server for server in table.rows if table.cell(server, first).ratio is not None]
-    if not ours:
-        raise ResultsError(f"bench/RESULTS.md: the table {table.where} has no row with a "
-                           f"ratio to {FOOTPRINT_BASE}'s figures")
     detail = table.title.split(":", 1)[-1].strip()
-    lines = _head(f"{detail}: scgikit over {FOOTPRINT_BASE}",
-                  [name for _, name in FOOTPRINT_FIGURES])
-    lines.append(_line([f"**{FOOTPRINT_BASE}**"] + [_value(table, FOOTPRINT_BASE, key)
-                                                     + UNITS[key]
-                                                     for key, _ in FOOTPRINT_FIGURES]))
-    for server in ours:
-        lines.append(_line([server] + [_ratio(table, server, key)
-                                       for key, _ in FOOTPRINT_FIGURES]))
+    lines = _head(f"Memory and start-up, {detail}", [name for _, name in FOOTPRINT_FIGURES])
+    for server, peers in FOOTPRINT_ROWS.items():
+        present = [peer for peer in peers if peer in table.rows]
+        if server not in table.rows or not present:
+            continue
+        lines.append(_line([f"**{server}**"] + [_value(table, server, key) + UNITS[key]
+                                                for key, _ in FOOTPRINT_FIGURES]))
+        for peer in present:
+            lines.append(_line([f"vs {peer}"] + [_footprint_ratio(table, server, peer, key)
+                                                 for key, _ in FOOTPRINT_FIGURES]))
+    if len(lines) == 2:
+        raise ResultsError(f"bench/RESULTS.md: the table {table.where} has none of the rows "
+                           f"{', '.join(FOOTPRINT_ROWS)} beside a peer of its kind "
+                           f"({', '.join(FOOTPRINT_WSGI + FOOTPRINT_ASGI)})")
     return "\n".join(lines)
+
+
+def _footprint_ratio(table: Table, server: str, peer: str, key: str) -> str:
+    """``server``'s figure over ``peer``'s: the bracket bench/footprint.py wrote for the
+    base, else the quotient of the two figures."""
+    if peer == FOOTPRINT_BASE:
+        return _ratio(table, server, key)
+    return f"{float(_value(table, server, key)) / float(_value(table, peer, key)):.2f}×"
 
 
 def _value(table: Table, server: str, key: str) -> str:

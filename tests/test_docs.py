@@ -25,6 +25,7 @@ import results  # noqa: E402
 import run as bench  # noqa: E402
 
 README = ROOT / "README.md"
+NAN = float("nan")
 PERFORMANCE = ROOT / "docs" / "performance.md"
 
 
@@ -273,9 +274,9 @@ def readme_cells(block: str, first: str, nth: int = 0) -> list[str]:
     ("vs uvicorn, Django (its ASGI handler)", 0, 0, "Frameworks", "django",
      "uvicorn, Django (its ASGI handler)", "req/s via nginx"),
     ("vs uvicorn, FastAPI", 0, 1, "Frameworks", "fastapi", "uvicorn, FastAPI", "p99 ms"),
-    ("scgikit --worker asyncio (ASGI), --preload", 0, 1, "Footprint", "hello",
-     "scgikit --worker asyncio (ASGI), --preload", "first answer ms"),
-    ("scgikit --worker sync", 0, 0, "Footprint", "hello", "scgikit --worker sync", "PSS MiB"),
+    ("vs uWSGI", 1, 1, "Footprint", "hello", "scgikit --worker sync, --preload",
+     "first answer ms"),
+    ("vs uWSGI", 0, 0, "Footprint", "hello", "scgikit --worker sync", "PSS MiB"),
 ])
 def test_the_readmes_ratios_to_the_other_servers_are_those_of_bench_results(
         first, nth, column, section, title, server, figure):
@@ -308,9 +309,10 @@ FRAMEWORK_TIMES = dict(zip((s.name for s in lineup.FRAMEWORKS),
                            (1.0, 2.0, 8.0, 0.8, 0.5, 1.0, 0.4, 2.0)))
 
 
-def with_others(sections=("http", "io", "frameworks", "footprint"), monkeypatch=None) -> str:
+def with_others(sections=("http", "io", "frameworks", "footprint"), monkeypatch=None,
+                http_peers=True) -> str:
     """A RESULTS.md with the SCGI servers' sections and these others, as bench/run.py and
-    bench/footprint.py write them."""
+    bench/footprint.py write them (its footprint with the HTTP servers, or uWSGI alone)."""
     works = [w for w in bench.WORKLOADS if w.name in ("hello", "echo-64k")]
     parts = [written().rstrip("\n")]
     if "http" in sections:
@@ -329,11 +331,19 @@ def with_others(sections=("http", "io", "frameworks", "footprint"), monkeypatch=
                 ("hello-aio", False): (90.0, 91.0, 40.0),
                 (footprint.UWSGI, False): (32.0, 32.0, 22.0),
                 (footprint.UWSGI, True): (30.0, 30.0, 20.0)}
+        if http_peers:  # no time to all workers ready: NaN, as footprint.one_run gives it
+            runs |= {("gunicorn", False): (100.0, NAN, 40.0),
+                     ("uvicorn", False): (180.0, NAN, 80.0),
+                     ("granian-wsgi", False): (50.0, NAN, 25.0),
+                     ("granian-asgi", False): (45.0, NAN, 32.0)}
         table = footprint.uwsgi_table({case: [figures] for case, figures in runs.items()}, 2,
                                       2000)
         monkeypatch.setattr(footprint, "uwsgi_version", lambda: "2.0.31")
-        parts.append(footprint.section(table, 1, "python bench/footprint.py --uwsgi --runs 1 "
-                                       "--write", (0.5, 0.6)).rstrip("\n"))
+        monkeypatch.setattr(footprint, "peer_versions",
+                            lambda: "gunicorn 27.0.1, uvicorn 0.55.0, granian 2.8.9")
+        option = "--http-peers" if http_peers else "--uwsgi"
+        parts.append(footprint.section(table, 1, f"python bench/footprint.py {option} --runs 1 "
+                                       "--write", (0.5, 0.6), http_peers).rstrip("\n"))
     return "\n\n".join(parts) + "\n"
 
 
@@ -381,21 +391,63 @@ def test_the_readme_compares_scgikit_on_io_bound_work_and_under_frameworks():
     assert "HTTP servers, behind nginx |" not in block and "uWSGI for memory" not in block
 
 
-def test_the_readme_gives_scgikits_footprint_over_uwsgis(monkeypatch):
+def test_the_readme_gives_scgikits_footprint_over_each_server_of_its_kind(monkeypatch):
     block = block_of(with_others(("footprint",), monkeypatch))
     table = block.split("\n\n")[1].splitlines()
+    # over uWSGI the ratio in brackets; over an HTTP server, scgikit's figure over its own
     assert table == [
-        "| 2 workers, PSS after 2000 requests: scgikit over uWSGI | PSS | first answer |",
+        "| Memory and start-up, 2 workers, PSS after 2000 requests | PSS | first answer |",
         "|---|---|---|",
-        "| **uWSGI** | 20.0 MiB | 30 ms |",
-        "| scgikit --worker sync | 1.50× | 2.00× |",
-        "| scgikit --worker sync, --preload | 1.20× | 1.50× |",
-        "| scgikit --worker asyncio (ASGI) | 2.00× | 3.00× |"]
+        "| **scgikit --worker sync** | 30.0 MiB | 60 ms |",
+        "| vs uWSGI | 1.50× | 2.00× |",
+        "| vs gunicorn sync | 0.75× | 0.60× |",
+        "| vs granian WSGI | 1.20× | 1.20× |",
+        "| **scgikit --worker sync, --preload** | 24.0 MiB | 45 ms |",
+        "| vs uWSGI | 1.20× | 1.50× |",
+        "| vs gunicorn sync | 0.60× | 0.45× |",
+        "| vs granian WSGI | 0.96× | 0.90× |",
+        "| **scgikit --worker asyncio (ASGI)** | 40.0 MiB | 90 ms |",
+        "| vs uvicorn | 0.50× | 0.50× |",
+        "| vs granian ASGI | 1.25× | 2.00× |"]
     intro = " ".join(block.split("\n\n", 1)[0].split())
-    assert intro.startswith("Against the servers users would pick instead: uWSGI for memory "
-                            "and start-up, as it runs by default (the app loaded in its "
-                            "master; `python bench/footprint.py --uwsgi --runs 1 --write`).")
+    assert intro.startswith(
+        "Against the servers users would pick instead: for memory and start-up (`python "
+        "bench/footprint.py --http-peers --runs 1 --write`), uWSGI as it runs by default (the "
+        "app loaded in its master) and gunicorn sync, granian WSGI, uvicorn and granian ASGI, "
+        "which load it in each worker.")
     assert "(for PSS and first answer, lower is better)." in intro
+
+
+def test_the_footprint_section_gives_the_http_servers_own_figures(monkeypatch):
+    text = with_others(("footprint",), monkeypatch)
+    table = results.parse(text).table("footprint", "hello")
+    assert table.columns == ["PSS MiB", "first answer ms", "all workers ready ms"]
+    assert {name: [cell.text for cell in cells.values()] for name, cells in table.rows.items()
+            if not name.startswith("scgikit")} == {
+        "uWSGI --lazy-apps": ["22.0", "32", "32"], "uWSGI": ["20.0", "30", "30"],
+        "gunicorn sync": ["40.0", "100", "-"], "uvicorn": ["80.0", "180", "-"],
+        "granian WSGI": ["25.0", "50", "-"], "granian ASGI": ["32.0", "45", "-"]}
+    assert "gunicorn 27.0.1, uvicorn 0.55.0, granian 2.8.9" in text
+
+
+def test_a_footprint_without_the_http_servers_gives_scgikits_sync_rows_over_uwsgi(monkeypatch):
+    block = block_of(with_others(("footprint",), monkeypatch, http_peers=False))
+    assert block.split("\n\n")[1].splitlines()[2:] == [
+        "| **scgikit --worker sync** | 30.0 MiB | 60 ms |",
+        "| vs uWSGI | 1.50× | 2.00× |",
+        "| **scgikit --worker sync, --preload** | 24.0 MiB | 45 ms |",
+        "| vs uWSGI | 1.20× | 1.50× |"]
+    intro = " ".join(block.split("\n\n", 1)[0].split())
+    assert ("for memory and start-up (`python bench/footprint.py --uwsgi --runs 1 --write`), "
+            "uWSGI as it runs by default (the app loaded in its master). Bold rows") in intro
+
+
+def test_the_readmes_footprint_rows_are_those_bench_footprint_writes():
+    written = set(footprint.NAMES.values()) | {
+        footprint.NAMES[case] + ", --preload" for case in footprint.HELLO}
+    assert set(results.FOOTPRINT_ROWS) <= written
+    assert set(results.FOOTPRINT_WSGI + results.FOOTPRINT_ASGI) == {
+        footprint.NAMES[case] for case in [footprint.UWSGI, *footprint.HTTP_PEERS]}
 
 
 def test_the_readme_block_holds_every_table_the_run_has_in_order(monkeypatch):
@@ -407,7 +459,7 @@ def test_the_readme_block_holds_every_table_the_run_has_in_order(monkeypatch):
     heads = [line for line, after in zip(lines, lines[1:]) if after.startswith("|---")]
     assert [head.split(" | ")[0] for head in heads] == [
         "| scgikit", "| HTTP servers, behind nginx", "| I/O-bound, each request waits 10 ms",
-        "| Django and FastAPI", "| 2 workers, PSS after 2000 requests: scgikit over uWSGI"]
+        "| Django and FastAPI", "| Memory and start-up, 2 workers, PSS after 2000 requests"]
 
 
 def test_a_run_without_the_other_servers_sections_gives_the_scgi_table_alone():
