@@ -4,16 +4,26 @@ Routes (by PATH_INFO, or DOCUMENT_URI for servers that derive no PATH_INFO):
 /hello (13 bytes), /echo (the body back), /1mb (1 MiB), /50mb (50 MiB in 64 KiB pieces),
 /sleep (hello after waiting 10 ms: time.sleep in WSGI, asyncio.sleep in ASGI; the I/O-bound
 workload, a request that waits on a database or another service).
+
+A hello costs a server nothing of this module's but its code: the 1 MiB answer is made on
+its first request, and asyncio is imported by the ASGI app that awaits it (bench/footprint.py
+measures each server's memory with this module loaded).
 """
 
-import asyncio
 import time
 
 HELLO = b"Hello, world!"
 BLOCK = b"x" * 65536
-MEGABYTE = b"y" * (1 << 20)
+_MEGABYTE: list[bytes] = []  # made once, on the first /1mb
 HEADERS_TEXT = [("Content-Type", "text/plain")]
 WAIT = 0.010  # /sleep's wait, in seconds
+
+
+def megabyte():
+    """The 1 MiB answer, made on its first use."""
+    if not _MEGABYTE:
+        _MEGABYTE.append(b"y" * (1 << 20))
+    return _MEGABYTE[0]
 
 
 def _route(environ):
@@ -30,8 +40,8 @@ def app(environ, start_response):
         return [body]
     if path == "/1mb":
         start_response("200 OK", [("Content-Type", "application/octet-stream"),
-                                  ("Content-Length", str(len(MEGABYTE)))])
-        return [MEGABYTE]
+                                  ("Content-Length", str(1 << 20))])
+        return [megabyte()]
     if path == "/50mb":
         start_response("200 OK", [("Content-Type", "application/octet-stream"),
                                   ("Content-Length", str(50 << 20))])
@@ -60,11 +70,13 @@ async def asgi_app(scope, receive, send):
         body += message.get("body", b"")
         more = message.get("more_body", False)
     if path == "/sleep":
+        import asyncio  # (loaded already: the server runs this app on its loop)
+
         await asyncio.sleep(WAIT)
     if path == "/echo":
         chunks, kind = [body], b"application/octet-stream"
     elif path == "/1mb":
-        chunks, kind = [MEGABYTE], b"application/octet-stream"
+        chunks, kind = [megabyte()], b"application/octet-stream"
     elif path == "/50mb":
         chunks, kind = [BLOCK] * 800, b"application/octet-stream"
     else:
@@ -86,7 +98,7 @@ def produce(env, bodysize, input, output):
                      b"Content-Length: %d\r\n\r\n%b" % (len(body), body))
     elif path == "/1mb":
         output.write(b"Status: 200 OK\r\nContent-Type: application/octet-stream\r\n"
-                     b"Content-Length: 1048576\r\n\r\n" + MEGABYTE)
+                     b"Content-Length: 1048576\r\n\r\n" + megabyte())
     elif path == "/50mb":
         output.write(b"Status: 200 OK\r\nContent-Type: application/octet-stream\r\n"
                      b"Content-Length: 52428800\r\n\r\n")
