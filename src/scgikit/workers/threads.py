@@ -22,8 +22,11 @@ waits on), and goes before the listen queue's next connection.
 Why the idle threads take turns, not all wait on the listeners: each idle thread
 woken by every connection (or each in an epoll of its own with EPOLLEXCLUSIVE, when
 a busy thread would take the connection itself) costs thread switches under the
-GIL; and why not the main thread (as before): handing each request from it to a pool
-thread cost a wake-up and a turn of its loop in Python for every request.
+GIL, and all of them in one epoll with the listeners armed one-shot cost more too
+(each arming again is a system call that gives the GIL away and takes it back).  Why
+not the main thread, as before: handing each request from it to a pool thread cost a
+wake-up and a turn of its loop in Python for every request.  (docs/performance.md
+has the figures.)
 """
 
 from __future__ import annotations
