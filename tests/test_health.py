@@ -1,10 +1,12 @@
 """``/healthz`` and ``/readyz`` on the ``--stats`` listener, through a server's whole life.
 
-One server per transport (the SCGI and the stats sockets both over TCP, or both unix):
-its worker loads the app only when the test opens a gate (recycling_apps.gated), so the
-test sees the master before any worker is ready, during a reload whose new worker is
-loading, and during a graceful stop held by a request in the app.  At each step both
-pages are read, status and JSON counts.
+One server per transport (the SCGI and the stats sockets both over TCP, or both unix) and
+worker model: the pages are the master's, but what they count is each model's own (its
+worker says "ready" once it has loaded the app, and holds a graceful stop while a request
+is in the app).  Its worker loads the app only when the test opens a gate
+(recycling_apps.gated), so the test sees the master before any worker is ready, during a
+reload whose new worker is loading, and during a graceful stop held by a request in the
+app.  At each step both pages are read, status and JSON counts.
 """
 
 from __future__ import annotations
@@ -13,17 +15,11 @@ import os
 import signal
 import threading
 
-import pytest
 from scgi_raw import exchange_raw
 from servers import wait_until
 from stats_pages import health, http_get, samples
 
 from scgikit.protocol import encode_request
-
-pytestmark = pytest.mark.models(
-    "sync", reason="the master's own view of its workers, the same whatever their model "
-    "(reloads and graceful stops on each model are tested in test_reload.py and "
-    "test_server_stop.py)")
 
 
 def figures(ready, booting, stopping=False, reloading=False, ok=True):
