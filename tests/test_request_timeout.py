@@ -71,8 +71,9 @@ def test_a_request_past_timeout_is_answered_504_while_the_worker_serves_others(
         wait_until(replaced, timeout=20, message="the worker replaced")
 
 
-def test_a_request_past_timeout_whose_answer_had_begun_is_cut_short(serve, model, tmp_path):
-    server = serve(APP, "--workers", "1", "--timeout", "1")
+def test_a_request_past_timeout_whose_answer_had_begun_is_cut_short(
+        serve, transport, model, tmp_path):
+    server = serve(APP, "--workers", "1", "--timeout", "1", bind=[transport])
     thread, answer = _in_background(server.address, f"/stream?{tmp_path / 'never'}")
     server.wait_for_log("held stream started")
     thread.join(30)
@@ -85,8 +86,8 @@ def test_a_request_past_timeout_whose_answer_had_begun_is_cut_short(serve, model
 
 @pytest.mark.models("threads", reason="the threads model's worker waits for its other requests")
 def test_the_threads_worker_finishes_its_other_requests_before_it_is_replaced(
-        serve, model, tmp_path):
-    server = serve(APP, "--workers", "1", "--timeout", "2")
+        serve, transport, model, tmp_path):
+    server = serve(APP, "--workers", "1", "--timeout", "2", bind=[transport])
     (worker,) = wait_until(lambda: worker_pids(server.pid), message="the worker")
     first, first_answer = _in_background(server.address, f"/hold?{tmp_path / 'never'}")
     server.wait_for_log("held request started")
