@@ -1,5 +1,6 @@
 """--timeout ends the request, not the worker, on the threads and asyncio models; and
---max-concurrency caps what an asyncio worker runs at once, leaving the rest queued.
+--max-concurrency caps what an asyncio worker runs at once, leaving the rest queued (a WSGI
+app, served on sync or threads, is refused it).
 
 The sync model keeps its way (the worker is killed and replaced: test_server_signals.py,
 test_reliability.py).  The apps wait on gate files the test creates (timeout_apps.py).
@@ -7,12 +8,14 @@ test_reliability.py).  The apps wait on gate files the test creates (timeout_app
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 from scgi_raw import connect, read_all, request
-from servers import listen_queue, wait_until, worker_pids
+from servers import child_env, listen_queue, wait_until, worker_pids
 
 from scgikit.protocol import encode_request
 
@@ -92,7 +95,9 @@ def test_the_threads_worker_finishes_its_other_requests_before_it_is_replaced(
     first, first_answer = _in_background(server.address, f"/hold?{tmp_path / 'never'}")
     server.wait_for_log("held request started")
     held_since = time.monotonic()
-    # A second request, one second younger: in the app when the first is cut loose.
+    # A second request, one second younger: in the app when the first is cut loose, and
+    # not overdue itself until a second after.  --timeout counts each request's age on the
+    # clock, so this gap is what the test is about (no log line or file could stand in).
     wait_until(lambda: time.monotonic() - held_since >= 1.0, timeout=5, interval=0.05)
     gate = tmp_path / "second"
     second, second_answer = _in_background(server.address, f"/hold?{gate}")
@@ -129,3 +134,29 @@ def test_at_max_concurrency_new_connections_wait_in_the_listen_queue(
     for thread, answer in held:
         thread.join(30)
         assert answer[0].endswith(b"held"), answer
+
+
+@pytest.mark.one_path(reason="the model is chosen, and refused, before any request is read")
+@pytest.mark.parametrize(("args", "chosen"), [([], "sync"), (["--threads", "4"], "threads")],
+                         ids=["sync", "threads"])
+def test_max_concurrency_with_a_wsgi_app_stops_serve_in_one_line_and_check_agrees(
+        tmp_path, args, chosen):
+    """No --worker: the model follows from the app, so the refusal comes once it is loaded."""
+    def scgikit(command, *more):
+        return subprocess.run(
+            [sys.executable, "-m", "scgikit", command, APP, "--workers", "1",
+             "--max-concurrency", "2", *args, *more],
+            capture_output=True, text=True, timeout=60, env=child_env(), cwd=tmp_path)
+
+    why = ("--max-concurrency applies to the asyncio model (ASGI apps); this wsgi app runs on "
+           f"{chosen}: drop --max-concurrency")
+    served = scgikit("serve", "--bind", f"unix:{tmp_path}/scgi.sock")
+    assert served.returncode == 4, served.stderr
+    naming = [line for line in served.stderr.splitlines() if "--max-concurrency" in line]
+    assert len(naming) == 1 and naming[0].endswith(f"Cannot load the app: {why}"), served.stderr
+    assert "Traceback" not in served.stderr, served.stderr
+    assert "stopping with exit status 4" in served.stderr
+    checked = scgikit("check")
+    assert (checked.returncode, checked.stderr) == (
+        4, f"scgikit check: error: cannot load the app: {why}\n")
+    assert "ok" not in checked.stdout.splitlines()

@@ -58,7 +58,7 @@ def choose_model(config: Config, kind: str) -> str:
         raise AppImportError(f"--worker asyncio serves ASGI apps; this is a {kind} app")
     if config.max_concurrency and model != "asyncio":
         raise AppImportError(f"--max-concurrency applies to the asyncio model (ASGI apps); "
-                             f"this {kind} app runs on {model}")
+                             f"this {kind} app runs on {model}: drop --max-concurrency")
     if kind == "handler" and model == "threads":
         raise AppImportError(
             "a classic SCGIHandler swaps the process-wide stdin, stdout and os.environ "
