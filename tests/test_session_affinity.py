@@ -129,12 +129,19 @@ def test_a_busy_session_does_not_hold_back_another(serve, transport):
     assert pid not in {busy_pid for _, busy_pid in answers}
 
 
-def test_a_session_past_its_queue_is_answered_503(serve, transport):
+def greedy_session(serve, transport):
+    """One worker whose session queue holds one request, and a session's first request
+    running in it (for a second): the server and that request's socket."""
     server = serve(APP, "--session-affinity", "-w", "1", "--session-queue", "1",
                    "--log-level", "debug", bind=[transport])
     wait_ready(server, 1)
     running = send_only(server.address, "/slow?1&0", "greedy")
     server.wait_for_log(r"start 0 ", timeout=10)
+    return server, running
+
+
+def test_a_session_past_its_queue_is_answered_503(serve, transport):
+    server, running = greedy_session(serve, transport)
     # Two more while it runs: one waits its turn, one is refused (which one is the order
     # in which their heads reach the master).
     more = [send_only(server.address, f"/slow?0&{n}", "greedy") for n in (1, 2)]
@@ -150,11 +157,7 @@ def test_a_refused_request_that_waited_for_its_bytes_gets_its_503_whole(serve, t
     # The master only looks at a request (the worker reads it); one it refuses, it reads off
     # before the close, head and body: a request that waited for its bytes counted once
     # only its body, and the close with the head unread reset the connection over the 503.
-    server = serve(APP, "--session-affinity", "-w", "1", "--session-queue", "1",
-                   "--log-level", "debug", bind=[transport])
-    wait_ready(server, 1)
-    running = send_only(server.address, "/slow?1&0", "greedy")
-    server.wait_for_log(r"start 0 ", timeout=10)
+    server, running = greedy_session(serve, transport)
     queued = send_only(server.address, "/slow?0&1", "greedy")
     # Accepted, then looked at and queued in the same pass of the master's accept loop.
     wait_until(lambda: listen_queue(server.address) == 0, message="the second accepted")
